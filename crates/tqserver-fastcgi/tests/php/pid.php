@@ -1,0 +1,3 @@
+<?php
+// Which process served this request.
+echo getmypid();
