@@ -58,8 +58,9 @@ fn record() -> impl Strategy<Value = Record> {
             request_id: 0,
             body: Body::GetValues(p)
         }),
-        any::<u8>().prop_map(|t| Record {
-            request_id: 0,
+        // Any id: fuzzing found the encoder dropping a non-zero one.
+        (id, any::<u8>()).prop_map(|(request_id, t)| Record {
+            request_id,
             body: Body::UnknownType(t)
         }),
         (12u8.., id, vec(any::<u8>(), 0..100)).prop_map(|(record_type, request_id, c)| Record {

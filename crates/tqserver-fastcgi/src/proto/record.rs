@@ -258,7 +258,7 @@ impl Record {
             Body::GetValuesResult(p) => {
                 encode_management(dst, RecordType::GetValuesResult as u8, id, p)?
             }
-            Body::UnknownType(t) => encode_unknown_type(dst, *t),
+            Body::UnknownType(t) => unknown_type(dst, id, *t),
             Body::Unrecognized {
                 record_type,
                 content,
@@ -334,7 +334,13 @@ pub fn encode_end_request(dst: &mut BytesMut, id: u16, app_status: u32, status: 
 
 /// Appends an `UNKNOWN_TYPE` record answering a management record of type `ty`.
 pub fn encode_unknown_type(dst: &mut BytesMut, ty: u8) {
-    encode_header(dst, RecordType::UnknownType, NULL_REQUEST_ID, 8, 0);
+    unknown_type(dst, NULL_REQUEST_ID, ty);
+}
+
+/// `UNKNOWN_TYPE` with any request id: what `Record::encode` must write
+/// back for a decoded record, even one whose id a peer set to non-zero.
+fn unknown_type(dst: &mut BytesMut, id: u16, ty: u8) {
+    encode_header(dst, RecordType::UnknownType, id, 8, 0);
     dst.put_slice(&[ty, 0, 0, 0, 0, 0, 0, 0]);
 }
 
@@ -625,6 +631,16 @@ mod tests {
         for r in &records {
             assert_eq!(roundtrip(r), vec![r.clone()], "{r:?}");
         }
+    }
+
+    #[test]
+    fn unknown_type_keeps_a_nonzero_request_id() {
+        // Found by fuzz/record_decoder: the id was dropped on re-encode.
+        let r = Record {
+            request_id: 250,
+            body: Body::UnknownType(200),
+        };
+        assert_eq!(roundtrip(&r), vec![r]);
     }
 
     #[test]
