@@ -353,7 +353,14 @@ impl<H: Handler> Conn<H> {
         self.next_generation += 1;
         let depth = self.config.input_queue.max(1);
         let (stdin_tx, stdin_rx) = mpsc::channel(depth);
-        let (data_tx, data_rx) = mpsc::channel(depth);
+        // Only the Filter role has a DATA stream; for the others it is
+        // complete and empty from the start.
+        let (data_tx, data) = if role == Role::Filter {
+            let (tx, rx) = mpsc::channel(depth);
+            (Some(tx), Stdin::new(rx))
+        } else {
+            (None, Stdin::finished())
+        };
         let (abort_tx, abort_rx) = oneshot::channel::<()>();
         let _ = self.out.send(Out::Begin { id, generation }).await;
         let req = Request {
@@ -362,7 +369,7 @@ impl<H: Handler> Conn<H> {
             keep_conn,
             params,
             stdin: Stdin::new(stdin_rx),
-            data: Stdin::new(data_rx),
+            data,
         };
         let writer = ResponseWriter {
             id,
@@ -393,20 +400,12 @@ impl<H: Handler> Conn<H> {
                 .await;
             let _ = done.send((id, generation));
         });
-        // Only the Filter role has a DATA stream; for the others it is
-        // complete and empty from the start.
-        let data = if role == Role::Filter {
-            Some(data_tx)
-        } else {
-            let _ = data_tx.try_send(Bytes::new());
-            None
-        };
         self.live.insert(
             id,
             Live::Running {
                 generation,
                 stdin: Some(stdin_tx),
-                data,
+                data: data_tx,
                 abort: Some(abort_tx),
             },
         );

@@ -78,6 +78,14 @@ impl Stdin {
         }
     }
 
+    /// A stream that is complete and empty (`DATA` outside the Filter role).
+    pub(crate) fn finished() -> Self {
+        Self {
+            rx: None,
+            done: true,
+        }
+    }
+
     /// Polls for the next chunk. `None` after the stream's end record;
     /// an error when the connection ended or the request was aborted first.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ServerError>>> {
