@@ -282,8 +282,13 @@ fn main() {
                         format!("{:.2}×", c / ours_cpu),
                     )
                 };
+                let m = if script == "/big" {
+                    format!("{m:.0}")
+                } else {
+                    "—".to_string()
+                };
                 let line = format!(
-                    "| {transport} | {label} | {conns} | {} | {r:.0} | {m:.0} | {c:.1} | {tr} | {cr} |\n",
+                    "| {transport} | {label} | {conns} | {} | {r:.0} | {m} | {c:.1} | {tr} | {cr} |\n",
                     who.name()
                 );
                 print!("{line}");
