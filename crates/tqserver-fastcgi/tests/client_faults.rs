@@ -2,6 +2,8 @@
 //! byte-level regressions of the Go TQServer, dead connections, retries,
 //! timeouts and malformed answers. (Real PHP is in php_fpm.rs / php_cgi.rs.)
 
+mod common;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -216,7 +218,7 @@ async fn a_streamed_body_already_read_is_not_retried() {
         .await
         .unwrap();
     let chunks = vec![Ok::<_, std::io::Error>(Bytes::from_static(b"abc"))];
-    let stream = Iter(chunks.into_iter());
+    let stream = common::scenarios::ChunkStream(chunks.into_iter());
     let err = client
         .request(Request::new(Params::new()).body(RequestBody::from_stream(stream)))
         .await
@@ -401,17 +403,5 @@ async fn idle_connections_are_closed_after_idle_timeout() {
     while client.stats().open > 0 {
         assert!(tokio::time::Instant::now() < until, "{:?}", client.stats());
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-struct Iter<I>(I);
-
-impl<I: Iterator<Item = Result<Bytes, std::io::Error>> + Unpin> futures_core::Stream for Iter<I> {
-    type Item = Result<Bytes, std::io::Error>;
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        std::task::Poll::Ready(self.get_mut().0.next())
     }
 }

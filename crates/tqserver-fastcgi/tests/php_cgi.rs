@@ -59,15 +59,10 @@ async fn child_exiting_after_max_requests_is_invisible_to_callers() {
     let client = client(&cgi, 1);
     let mut pids = BTreeSet::new();
     for _ in 0..12 {
-        let (head, body, _) = client
-            .request(Request::new(cgi_params("pid.php", "GET", "", 0)))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        assert_eq!(head.status, 200);
-        pids.insert(String::from_utf8(body.to_vec()).unwrap());
+        let (status, pid) =
+            scenarios::text(&client, Request::new(cgi_params("pid.php", "GET", "", 0))).await;
+        assert_eq!(status, 200);
+        pids.insert(pid);
         // Let the parent respawn the child, as real traffic would.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }

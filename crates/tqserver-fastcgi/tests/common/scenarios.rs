@@ -23,7 +23,8 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-async fn text(client: &Client, req: Request) -> (u16, String) {
+/// Sends `req`, reads the whole response, checks PHP ended it with status 0.
+pub async fn text(client: &Client, req: Request) -> (u16, String) {
     let (head, body, end) = client.request(req).await.unwrap().collect().await.unwrap();
     assert_eq!(end.app_status, 0);
     (head.status, String::from_utf8(body.to_vec()).unwrap())
@@ -184,7 +185,8 @@ pub async fn keep_conn_1000(client: &Client) {
     assert_eq!(stats.open, 1);
 }
 
-struct ChunkStream<I>(I);
+/// A body stream over chunks already in memory.
+pub struct ChunkStream<I>(pub I);
 
 impl<I: Iterator<Item = Result<Bytes, std::io::Error>> + Unpin> futures_core::Stream
     for ChunkStream<I>
