@@ -18,6 +18,8 @@
 //! arriving together in one read, responses over 8 KiB, streams over 64 KiB
 //! written with a truncated 16-bit length, and headers after `Status:` lost.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod proto;
 pub mod server;

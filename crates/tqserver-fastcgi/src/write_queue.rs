@@ -38,6 +38,13 @@ impl WriteQueue {
         self.len() == 0
     }
 
+    /// Drops everything queued.
+    pub(crate) fn clear(&mut self) {
+        self.segs.clear();
+        self.segs_len = 0;
+        self.tail.clear();
+    }
+
     /// Appends bytes: copied when small, by reference when large.
     pub(crate) fn push(&mut self, b: Bytes) {
         if b.len() < COPY_BELOW {

@@ -52,6 +52,9 @@ pub(crate) struct Exchange {
     replay: Option<Bytes>,
     /// A record of this request arrived: no retry after that.
     pub(crate) started: bool,
+    /// Sending failed; the response may still be readable (an application
+    /// that answered without reading all of its input, then hung up).
+    write_error: Option<std::io::Error>,
     pub(crate) end: Option<EndStatus>,
     read_timeout: Duration,
     write_timeout: Duration,
@@ -82,6 +85,7 @@ impl Exchange {
             body: Some(body),
             pulled: false,
             started: false,
+            write_error: None,
             end: None,
             read_timeout: config.read_timeout,
             write_timeout: config.write_timeout,
@@ -162,15 +166,33 @@ impl Exchange {
         }
         loop {
             if !self.stdin_sent() {
-                self.pump(cx)?;
+                match self.pump(cx) {
+                    Ok(()) => {}
+                    Err(ClientError::Io(e)) => {
+                        // Stop sending, but read on: the answer may be there.
+                        self.write_error = Some(e);
+                        self.body = None;
+                        if let Some(p) = self.pooled.as_mut() {
+                            p.conn().wq.clear();
+                        }
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
             }
             let Some(pooled) = self.pooled.as_mut() else {
                 return Poll::Ready(Err(ClientError::Closed));
             };
             let rec = match pooled.conn().poll_read_record(cx) {
                 Poll::Ready(Ok(Some(rec))) => rec,
-                Poll::Ready(Ok(None)) => return Poll::Ready(Err(ClientError::Closed)),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(None)) => {
+                    return Poll::Ready(Err(match self.write_error.take() {
+                        Some(e) => ClientError::Io(e),
+                        None => ClientError::Closed,
+                    }));
+                }
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(self.write_error.take().map_or(e, ClientError::Io)));
+                }
                 Poll::Pending => {
                     self.poll_timeout(cx)?;
                     return Poll::Pending;
@@ -232,7 +254,7 @@ impl Exchange {
 
     /// After `END_REQUEST`: back to the pool if the connection is clean.
     fn release(&mut self) {
-        let clean = self.stdin_sent();
+        let clean = self.stdin_sent() && self.write_error.is_none();
         if let Some(mut pooled) = self.pooled.take() {
             if self.keep_alive && clean && pooled.conn().is_quiet() {
                 pooled.set_reusable();

@@ -1,0 +1,124 @@
+//! The command line: `tqserver [--config FILE] [--mode dev|prod] [--quiet]`
+//! runs the server; `tqserver check` validates and prints what would run.
+//! Exit codes: 0, 64 (usage), 78 (configuration), 1 (anything else).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, StartError};
+use crate::config::{self, Mode};
+
+/// Exit code for a command-line mistake (sysexits EX_USAGE).
+pub const EX_USAGE: u8 = 64;
+/// Exit code for a configuration problem (sysexits EX_CONFIG).
+pub const EX_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tqserver",
+    version,
+    about = "TQServer: HTTP server and PHP/native worker supervisor"
+)]
+struct Cli {
+    /// The server configuration (relative to the working directory).
+    #[arg(long, global = true, default_value = "config/server.yaml")]
+    config: PathBuf,
+    /// dev or prod (default: $TQSERVER_MODE, else dev).
+    #[arg(long, global = true)]
+    mode: Option<String>,
+    /// Keep the log off the terminal (it still goes to server.log_file).
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Listen on this port instead of server.port.
+    #[arg(long, global = true)]
+    port: Option<u16>,
+    /// Listen on this address instead of server.host.
+    #[arg(long, global = true)]
+    host: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate every configuration file and print the routes and pools.
+    Check,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let mode_text = cli
+        .mode
+        .clone()
+        .or_else(|| {
+            std::env::var("TQSERVER_MODE")
+                .ok()
+                .filter(|m| !m.is_empty())
+        })
+        .unwrap_or_else(|| "dev".into());
+    let mode: Mode = match mode_text.parse() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("tqserver: --mode / TQSERVER_MODE: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let mut config = match config::load(&cli.config, mode) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "tqserver: configuration has {} problem(s); nothing was started",
+                errors.0.len()
+            );
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if let Some(p) = cli.port {
+        config.server.port = p;
+    }
+    if let Some(h) = cli.host {
+        config.server.host = h;
+    }
+    if let Some(Command::Check) = cli.command {
+        println!("{config}");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = crate::logging::init(config.server.log_file.as_deref(), cli.quiet) {
+        eprintln!("tqserver: cannot open server.log_file: {e}");
+        return ExitCode::from(EX_CONFIG);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tqserver: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(StartError::Config(e)) => {
+            tracing::error!("{e}");
+            eprintln!("tqserver: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+        Err(StartError::Other(e)) => {
+            tracing::error!("{e:#}");
+            eprintln!("tqserver: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

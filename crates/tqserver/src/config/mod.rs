@@ -1,0 +1,272 @@
+//! Configuration: `config/server.yaml` and every
+//! `workers/{name}/config/worker.yaml`, read into file structs that deny
+//! unknown keys, then resolved in one validation step into [`Config`],
+//! which has no `Option`s left. Every problem names file, line and key.
+//!
+//! Paths in server.yaml are relative to the working directory, as in the
+//! original TQServer; paths in a worker.yaml (`document_root`,
+//! `php.config_file`) are relative to that worker's folder.
+
+mod error;
+mod server;
+mod values;
+mod worker;
+mod yaml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use server::{ServerSettings, Supervision};
+pub use worker::{Listen, Manager, PhpWorker, Pool, Worker, WorkerLogging};
+
+/// dev or prod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Development: workers with `enabled: development` run.
+    Dev,
+    /// Production.
+    Prod,
+}
+
+impl Mode {
+    /// `dev` / `prod`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dev => "dev",
+            Self::Prod => "prod",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dev" | "development" => Ok(Self::Dev),
+            "prod" | "production" => Ok(Self::Prod),
+            other => Err(format!("unknown mode {other:?}; use dev or prod")),
+        }
+    }
+}
+
+/// The whole configuration, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server.yaml read.
+    pub file: PathBuf,
+    /// dev or prod.
+    pub mode: Mode,
+    /// HTTP server settings.
+    pub server: ServerSettings,
+    /// Process supervision settings.
+    pub supervision: Supervision,
+    /// The workers directory.
+    pub workers_dir: PathBuf,
+    /// `file_watcher.debounce_ms` (read; no watcher runs yet).
+    pub debounce: Duration,
+    /// Every worker found, enabled or not, in route order.
+    pub workers: Vec<Worker>,
+    /// Things worth telling the operator that are not errors.
+    pub notices: Vec<String>,
+}
+
+impl Config {
+    /// The workers that run in this mode.
+    pub fn enabled_workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.iter().filter(|w| w.enabled)
+    }
+}
+
+/// Reads and checks everything. All problems are reported together.
+pub fn load(file: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        ConfigError::new(
+            file,
+            None,
+            "",
+            format!("cannot read: {e} (run from the project folder, or pass --config)"),
+        )
+    })?;
+    let parsed: server::ServerFile = yaml::parse(file, &text)?;
+    let mut notices = Vec::new();
+    let resolved = parsed
+        .resolve(file, &text, mode, &mut notices)
+        .map_err(ConfigErrors)?;
+    let mut errors = Vec::new();
+    let mut workers = Vec::new();
+    let dir = &resolved.workers_dir;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        ConfigError::new(
+            file,
+            yaml::key_line(&text, "workers.directory"),
+            "workers.directory",
+            format!("cannot read {}: {e}", dir.display()),
+        )
+    })?;
+    let mut names: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    names.sort();
+    for (name, wdir) in names {
+        let wfile = wdir.join("config").join("worker.yaml");
+        if !wfile.is_file() {
+            notices.push(format!(
+                "{}: no config/worker.yaml; not a worker, skipped",
+                wdir.display()
+            ));
+            continue;
+        }
+        let wtext = match std::fs::read_to_string(&wfile) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    &wfile,
+                    None,
+                    "",
+                    format!("cannot read: {e}"),
+                ));
+                continue;
+            }
+        };
+        let parsed: worker::WorkerFile = match yaml::parse(&wfile, &wtext) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        match parsed.resolve(&name, &wdir, &wfile, &wtext, mode) {
+            Ok(w) => workers.push(w),
+            Err(es) => errors.extend(es),
+        }
+    }
+    // Duplicate routes among the workers that run.
+    for (i, a) in workers.iter().enumerate() {
+        if !a.enabled {
+            continue;
+        }
+        if let Some(b) = workers[..i]
+            .iter()
+            .find(|b| b.enabled && b.route == a.route)
+        {
+            let text = std::fs::read_to_string(&a.file).unwrap_or_default();
+            errors.push(ConfigError::new(
+                &a.file,
+                yaml::key_line(&text, "path"),
+                "path",
+                format!(
+                    "{} is also the path of worker {} ({}); each path belongs to one worker",
+                    a.route,
+                    b.name,
+                    b.file.display()
+                ),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    workers.sort_by(|a, b| a.route.cmp(&b.route));
+    Ok(Config {
+        file: file.to_path_buf(),
+        mode,
+        server: resolved.server,
+        supervision: resolved.supervision,
+        workers_dir: resolved.workers_dir,
+        debounce: resolved.debounce,
+        workers,
+        notices,
+    })
+}
+
+/// `tqserver check`'s report: the routing table and the pools.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.server;
+        writeln!(
+            f,
+            "config   {} (mode {})",
+            self.file.display(),
+            self.mode.as_str()
+        )?;
+        writeln!(f, "listen   http://{}:{}", s.host, s.port)?;
+        writeln!(
+            f,
+            "timeouts read {:?}, write {:?}, idle {:?}; max body {} bytes",
+            s.read_timeout, s.write_timeout, s.idle_timeout, s.max_body_bytes
+        )?;
+        writeln!(
+            f,
+            "log      {}",
+            s.log_file.as_deref().unwrap_or("(terminal only)")
+        )?;
+        writeln!(f, "workers  {}", self.workers_dir.display())?;
+        writeln!(f)?;
+        writeln!(f, "routes")?;
+        if self.enabled_workers().next().is_none() {
+            writeln!(f, "  (none: every request gets 404)")?;
+        }
+        for w in self.enabled_workers() {
+            writeln!(f, "  {:<16} -> {} (php, php-fpm)", w.route, w.name)?;
+        }
+        for w in self.workers.iter().filter(|w| !w.enabled) {
+            writeln!(
+                f,
+                "  {:<16} -> {} (disabled in {} mode)",
+                w.route,
+                w.name,
+                self.mode.as_str()
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(f, "pools")?;
+        for w in self.enabled_workers() {
+            let p = &w.php.pool;
+            let numbers = match p.manager {
+                Manager::Static => format!("static, {} processes", p.max_children),
+                Manager::Dynamic => format!(
+                    "dynamic, start {}, keep {}..{} idle, at most {} processes",
+                    p.start, p.min_spare, p.max_spare, p.max_children
+                ),
+                Manager::Ondemand => format!(
+                    "ondemand, up to {} processes, idle timeout {:?}",
+                    p.max_children, p.idle_timeout
+                ),
+            };
+            let listen = match &p.listen {
+                Listen::RuntimeSocket => "unix socket in the runtime directory".to_string(),
+                Listen::Unix(path) => format!("unix:{}", path.display()),
+                Listen::TcpFromRange(ip) => format!(
+                    "{ip}:<port from {}-{}>",
+                    self.supervision.port_range.0, self.supervision.port_range.1
+                ),
+                Listen::Tcp(a) => a.to_string(),
+            };
+            writeln!(f, "  {}: {numbers}", w.name)?;
+            writeln!(
+                f,
+                "    max_requests {}, request_timeout {:?}, listen {listen}",
+                p.max_requests, p.request_timeout
+            )?;
+            writeln!(f, "    document_root {}", w.php.document_root.display())?;
+            if !w.php.settings.is_empty() {
+                let s: Vec<String> = w
+                    .php
+                    .settings
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                writeln!(f, "    php {}", s.join(" "))?;
+            }
+        }
+        for n in &self.notices {
+            writeln!(f)?;
+            write!(f, "note: {n}")?;
+        }
+        Ok(())
+    }
+}

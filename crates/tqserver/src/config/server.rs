@@ -1,0 +1,215 @@
+//! `config/server.yaml`: the keys of the original TQServer plus what this
+//! one needs, with documented defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::SizeValue;
+use super::yaml::key_line;
+use super::{ConfigError, Mode};
+
+/// Default `server.host`: every interface, as the original (`:8080`).
+pub const DEFAULT_HOST: &str = "0.0.0.0";
+/// Default `server.port`.
+pub const DEFAULT_PORT: u16 = 8080;
+/// Default `server.read_timeout_seconds`: time to read a request's headers,
+/// and the longest pause while reading its body.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `server.write_timeout_seconds`: the longest a response write may stall.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `server.idle_timeout_seconds`: keep-alive connections idle longer are closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default `server.max_body_bytes`: 100 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 100 << 20;
+/// Default `workers.directory`.
+pub const DEFAULT_WORKERS_DIR: &str = "workers";
+/// Default `workers.port_range_start` / `port_range_end`.
+pub const DEFAULT_PORT_RANGE: (u16, u16) = (9000, 9999);
+/// Default `workers.startup_delay_ms`: pause between starting two workers.
+pub const DEFAULT_STARTUP_DELAY: Duration = Duration::from_millis(100);
+/// Default `workers.restart_delay_ms`: first delay before restarting a
+/// process that exited; it doubles on each failure in a row, up to 30 s.
+pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_millis(100);
+/// Default `workers.shutdown_grace_period_ms`: how long requests in progress
+/// may finish on stop before processes are killed.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default `workers.health_check_wait_timeout_ms`: how long a started
+/// process has to become ready.
+pub const DEFAULT_HEALTH_WAIT: Duration = Duration::from_secs(10);
+/// Default `file_watcher.debounce_ms`.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ServerFile {
+    server: ServerSection,
+    workers: WorkersSection,
+    file_watcher: FileWatcherSection,
+    metrics: MetricsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServerSection {
+    host: Option<String>,
+    port: Option<u16>,
+    read_timeout_seconds: Option<u64>,
+    write_timeout_seconds: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
+    log_file: Option<String>,
+    max_body_bytes: Option<SizeValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct WorkersSection {
+    directory: Option<String>,
+    port_range_start: Option<u16>,
+    port_range_end: Option<u16>,
+    startup_delay_ms: Option<u64>,
+    restart_delay_ms: Option<u64>,
+    shutdown_grace_period_ms: Option<u64>,
+    health_check_wait_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileWatcherSection {
+    debounce_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MetricsSection {
+    enabled: Option<bool>,
+    path: Option<String>,
+}
+
+/// Resolved HTTP server settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Interface to listen on.
+    pub host: String,
+    /// Port to listen on.
+    pub port: u16,
+    /// Header read limit, and the longest pause while reading a body.
+    pub read_timeout: Duration,
+    /// The longest a response write may stall.
+    pub write_timeout: Duration,
+    /// Keep-alive connections idle longer are closed.
+    pub idle_timeout: Duration,
+    /// Server log file (`{date}` → YYYY-MM-DD), relative to the working
+    /// directory; `None` logs to the terminal only.
+    pub log_file: Option<String>,
+    /// Larger request bodies get 413.
+    pub max_body_bytes: u64,
+}
+
+/// Resolved process supervision settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supervision {
+    /// Ports handed to worker processes (php-fpm pools listening on TCP).
+    pub port_range: (u16, u16),
+    /// Pause between starting two workers.
+    pub startup_delay: Duration,
+    /// First restart delay (doubles per failure in a row, up to 30 s).
+    pub restart_delay: Duration,
+    /// How long in-flight requests may finish on stop.
+    pub shutdown_grace: Duration,
+    /// How long a started process has to become ready.
+    pub health_check_wait: Duration,
+}
+
+pub(crate) struct ResolvedServer {
+    pub(crate) server: ServerSettings,
+    pub(crate) supervision: Supervision,
+    pub(crate) workers_dir: PathBuf,
+    pub(crate) debounce: Duration,
+}
+
+impl ServerFile {
+    pub(crate) fn resolve(
+        self,
+        file: &Path,
+        text: &str,
+        _mode: Mode,
+        notices: &mut Vec<String>,
+    ) -> Result<ResolvedServer, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let err = |key: &str, msg: String| ConfigError::new(file, key_line(text, key), key, msg);
+        let s = self.server;
+        let w = self.workers;
+        let max_body_bytes = match s.max_body_bytes.map(|v| v.get()).transpose() {
+            Ok(v) => v.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            Err(m) => {
+                errors.push(err("server.max_body_bytes", m));
+                DEFAULT_MAX_BODY_BYTES
+            }
+        };
+        let port_range = (
+            w.port_range_start.unwrap_or(DEFAULT_PORT_RANGE.0),
+            w.port_range_end.unwrap_or(DEFAULT_PORT_RANGE.1),
+        );
+        if port_range.0 > port_range.1 || port_range.0 == 0 {
+            errors.push(err(
+                "workers.port_range_start",
+                format!(
+                    "the port range {}-{} is empty; port_range_start must be at least 1 and at most port_range_end",
+                    port_range.0, port_range.1
+                ),
+            ));
+        }
+        let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+        let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+        let log_file = s.log_file.filter(|f| !f.trim().is_empty());
+        if self.metrics.enabled == Some(true) || self.metrics.path.is_some() {
+            errors.push(err(
+                if self.metrics.enabled == Some(true) { "metrics.enabled" } else { "metrics.path" },
+                "metrics are not implemented yet (they come with the observability work); remove the metrics section or set metrics.enabled: false".into(),
+            ));
+        }
+        if self.file_watcher.debounce_ms.is_some() {
+            notices.push(format!(
+                "{}: file_watcher.debounce_ms is read, but no file watcher runs yet (hot reload comes with the native-workers work)",
+                file.display()
+            ));
+        }
+        let host = s.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
+        if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
+            errors.push(err(
+                "server.host",
+                format!("{host:?} is not an IP address (use 0.0.0.0 for every interface, 127.0.0.1 for this machine only)"),
+            ));
+        }
+        let resolved = ResolvedServer {
+            server: ServerSettings {
+                host,
+                port: s.port.unwrap_or(DEFAULT_PORT),
+                read_timeout: secs(s.read_timeout_seconds, DEFAULT_READ_TIMEOUT),
+                write_timeout: secs(s.write_timeout_seconds, DEFAULT_WRITE_TIMEOUT),
+                idle_timeout: secs(s.idle_timeout_seconds, DEFAULT_IDLE_TIMEOUT),
+                log_file,
+                max_body_bytes,
+            },
+            supervision: Supervision {
+                port_range,
+                startup_delay: ms(w.startup_delay_ms, DEFAULT_STARTUP_DELAY),
+                restart_delay: ms(w.restart_delay_ms, DEFAULT_RESTART_DELAY),
+                shutdown_grace: ms(w.shutdown_grace_period_ms, DEFAULT_SHUTDOWN_GRACE),
+                health_check_wait: ms(w.health_check_wait_timeout_ms, DEFAULT_HEALTH_WAIT),
+            },
+            workers_dir: PathBuf::from(
+                w.directory
+                    .unwrap_or_else(|| DEFAULT_WORKERS_DIR.to_string()),
+            ),
+            debounce: ms(self.file_watcher.debounce_ms, DEFAULT_DEBOUNCE),
+        };
+        if errors.is_empty() {
+            Ok(resolved)
+        } else {
+            Err(errors)
+        }
+    }
+}

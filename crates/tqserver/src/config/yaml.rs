@@ -1,0 +1,132 @@
+//! YAML reading with errors a person can act on: the file, the line, the
+//! dotted key, and for a misspelt key the nearest valid one.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use super::ConfigError;
+
+/// Parses `text` into `T` (whose structs deny unknown fields).
+pub(crate) fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+    // An empty file is an empty mapping, not an error.
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    serde_yaml_ng::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line());
+        let raw = e.to_string();
+        // "php.pool: unknown field `x`, expected … at line 5 column 5"
+        let msg = match raw.rfind(" at line ") {
+            Some(i) => &raw[..i],
+            None => &raw[..],
+        };
+        let (key, msg) = split_path(msg);
+        if let Some(rest) = msg.strip_prefix("unknown field `") {
+            let field = rest.split('`').next().unwrap_or_default();
+            let expected: Vec<&str> = rest
+                .split_once("expected")
+                .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+                .unwrap_or_default();
+            let full = join(key, field);
+            let hint = match nearest(field, &expected) {
+                Some(n) => format!("unknown key; did you mean {}?", join(key, n)),
+                None if expected.is_empty() => "unknown key".to_string(),
+                None => format!("unknown key; valid keys here: {}", expected.join(", ")),
+            };
+            return ConfigError::new(file, line, &full, hint);
+        }
+        ConfigError::new(file, line, key, msg.to_string())
+    })
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Splits serde_yaml's "a.b.c: message" into the path and the message.
+fn split_path(msg: &str) -> (&str, &str) {
+    if let Some((path, rest)) = msg.split_once(": ") {
+        let is_path = !path.is_empty()
+            && path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-[]".contains(c));
+        if is_path {
+            return (path, rest);
+        }
+    }
+    ("", msg)
+}
+
+/// The candidate closest to `word`, when it is close enough to be a typo.
+pub(crate) fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The 1-based line where the dotted `key` is written in `text`, found by
+/// following indentation (good enough for the block mappings configs use).
+pub(crate) fn key_line(text: &str, key: &str) -> Option<usize> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut depth = 0;
+    let mut indent_stack: Vec<usize> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        while indent_stack.last().is_some_and(|&d| indent <= d) {
+            indent_stack.pop();
+            if indent_stack.len() < depth {
+                // Left the mapping we were inside: no match below it.
+                return None;
+            }
+        }
+        if indent_stack.len() != depth {
+            continue;
+        }
+        let Some((name, _)) = trimmed.split_once(':') else {
+            continue;
+        };
+        let name = name.trim().trim_matches(|c| c == '"' || c == '\'');
+        if name == parts[depth] {
+            if depth + 1 == parts.len() {
+                return Some(i + 1);
+            }
+            indent_stack.push(indent);
+            depth += 1;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "# c\npath: /blog\nphp:\n  settings:\n    x: 1\n  pool:\n    # comment\n    min_workers: 2\n    max_workers: 3\nlogging:\n  min_workers: 9\n";
+
+    #[test]
+    fn key_lines_follow_nesting() {
+        assert_eq!(key_line(DOC, "path"), Some(2));
+        assert_eq!(key_line(DOC, "php.pool.min_workers"), Some(8));
+        assert_eq!(key_line(DOC, "php.pool.max_workers"), Some(9));
+        assert_eq!(key_line(DOC, "logging.min_workers"), Some(11));
+        assert_eq!(key_line(DOC, "php.pool.nope"), None);
+    }
+
+    #[test]
+    fn nearest_suggests_typos_only() {
+        let c = ["min_workers", "max_workers", "manager"];
+        assert_eq!(nearest("min_worker", &c), Some("min_workers"));
+        assert_eq!(nearest("mangaer", &c), Some("manager"));
+        assert_eq!(nearest("zzzzzz", &c), None);
+    }
+}

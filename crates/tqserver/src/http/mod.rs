@@ -1,0 +1,133 @@
+//! The HTTP front server: hyper (HTTP/1.1 with keep-alive, and HTTP/2 with
+//! prior knowledge), timeouts from the configuration, graceful shutdown.
+
+pub mod body;
+pub mod io;
+pub mod pages;
+pub mod router;
+pub mod static_files;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::ServerSettings;
+use crate::php::params::ConnInfo;
+use io::{InFlight, TimeoutIo};
+
+/// Every response body: streamed, possibly failing mid-way.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// An empty body.
+pub fn empty() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as in flight (for the
+    /// idle timeout) until the body is done or dropped.
+    struct Tracked {
+        #[pin]
+        inner: Body,
+        _guard: io::InFlightGuard,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Accepts connections until `stop` is cancelled, then lets open
+/// connections finish their requests for up to `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    settings: &ServerSettings,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().unwrap_or(peer);
+        let conn_info = ConnInfo { peer, local };
+        let inflight = InFlight::default();
+        let io = TimeoutIo::new(
+            stream,
+            settings.idle_timeout,
+            settings.write_timeout,
+            inflight.clone(),
+        );
+        let app = app.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let guard = inflight.enter();
+            let app = app.clone();
+            async move {
+                let resp = app.handle(req, conn_info).await;
+                Ok::<_, Infallible>(resp.map(|inner| Tracked {
+                    inner,
+                    _guard: guard,
+                }))
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("HTTP connections still open after the {grace:?} grace period; closing them");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Logs: the server log (terminal and/or `server.log_file` with `{date}`,
+//! reopened when the date changes) and each worker's lines — php-fpm's own
+//! log, PHP's STDERR, access and slow-request lines — tagged with the
+//! worker's name and filtered by its `logging.level`, into the worker's
+//! `logging.log_file` when it has one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tracing::Level;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+
+use crate::config::Worker;
+
+/// An append-only file whose path may contain `{date}` (YYYY-MM-DD, local
+/// time) and `{name}`; it moves to a new file when the date changes.
+pub struct DailyFile {
+    template: String,
+    name: String,
+    date: String,
+    file: Option<File>,
+}
+
+impl DailyFile {
+    /// Opens (creating directories as needed) the file for today.
+    pub fn open(template: &str, name: &str) -> io::Result<Self> {
+        let mut f = Self {
+            template: template.to_string(),
+            name: name.to_string(),
+            date: String::new(),
+            file: None,
+        };
+        f.roll()?;
+        Ok(f)
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(
+            self.template
+                .replace("{date}", &self.date)
+                .replace("{name}", &self.name),
+        )
+    }
+
+    fn roll(&mut self) -> io::Result<()> {
+        let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+        if self.file.is_some() && today == self.date {
+            return Ok(());
+        }
+        self.date = today;
+        let path = self.path();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        self.file = Some(OpenOptions::new().create(true).append(true).open(&path)?);
+        Ok(())
+    }
+}
+
+impl Write for DailyFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.template.contains("{date}") {
+            self.roll()?;
+        }
+        self.file.as_mut().expect("opened").write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+/// A [`DailyFile`] shared by every thread that logs.
+#[derive(Clone)]
+pub struct SharedFile(Arc<Mutex<DailyFile>>);
+
+/// One locked write to a [`SharedFile`].
+pub struct SharedFileWriter<'a>(&'a SharedFile);
+
+impl Write for SharedFileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut f = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        f.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for SharedFile {
+    type Writer = SharedFileWriter<'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        SharedFileWriter(self)
+    }
+}
+
+/// Sets up the server log: the terminal unless `quiet`, and `log_file`.
+/// `RUST_LOG` overrides the default level (info).
+pub fn init(log_file: Option<&str>, quiet: bool) -> io::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let file = log_file
+        .map(|t| DailyFile::open(t, "tqserver").map(|f| SharedFile(Arc::new(Mutex::new(f)))))
+        .transpose()?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let result = match (file, quiet) {
+        (Some(f), false) => builder
+            .with_writer(io::stderr.and(f.with_max_level(Level::TRACE)))
+            .with_ansi(false)
+            .try_init(),
+        (Some(f), true) => builder.with_writer(f).with_ansi(false).try_init(),
+        (None, false) => builder
+            .with_writer(io::stderr)
+            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+            .try_init(),
+        (None, true) => builder.with_writer(io::sink).try_init(),
+    };
+    // A second init (tests run several servers in one process) is harmless.
+    let _ = result;
+    Ok(())
+}
+
+/// Where one worker's lines go.
+#[derive(Clone)]
+pub struct WorkerLog {
+    inner: Arc<WorkerLogInner>,
+}
+
+struct WorkerLogInner {
+    name: String,
+    level: Level,
+    file: Option<Mutex<DailyFile>>,
+}
+
+impl WorkerLog {
+    /// The log of `worker`: its `logging.log_file` if set, else the server log.
+    pub fn new(worker: &Worker) -> io::Result<Self> {
+        let file = worker
+            .logging
+            .log_file
+            .as_deref()
+            .map(|t| DailyFile::open(t, &worker.name).map(Mutex::new))
+            .transpose()?;
+        Ok(Self {
+            inner: Arc::new(WorkerLogInner {
+                name: worker.name.clone(),
+                level: worker.logging.level,
+                file,
+            }),
+        })
+    }
+
+    /// Writes `text` at `level` if the worker's level lets it through.
+    pub fn emit(&self, level: Level, text: &str) {
+        let w = &self.inner;
+        if level > w.level {
+            return;
+        }
+        if let Some(f) = &w.file {
+            let now = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(f, "{now} {level:>5} [{}] {text}", w.name);
+            return;
+        }
+        let name = w.name.as_str();
+        match level {
+            Level::ERROR => tracing::error!(worker = name, "{text}"),
+            Level::WARN => tracing::warn!(worker = name, "{text}"),
+            Level::INFO => tracing::info!(worker = name, "{text}"),
+            Level::DEBUG => tracing::debug!(worker = name, "{text}"),
+            Level::TRACE => tracing::trace!(worker = name, "{text}"),
+        }
+    }
+
+    /// An informational line.
+    pub fn info(&self, text: &str) {
+        self.emit(Level::INFO, text);
+    }
+
+    /// An error line.
+    pub fn error(&self, text: &str) {
+        self.emit(Level::ERROR, text);
+    }
+
+    /// A line PHP wrote to FastCGI `STDERR` (`error_log()`, warnings).
+    pub fn php_stderr(&self, line: &[u8]) {
+        self.emit(
+            Level::WARN,
+            &format!("php: {}", String::from_utf8_lossy(line)),
+        );
+    }
+
+    /// A line of php-fpm's own log; its level word sets the level.
+    pub fn fpm_line(&self, line: &str) {
+        let level = if line.contains("] ERROR:") || line.contains("] ALERT:") {
+            Level::ERROR
+        } else if line.contains("] WARNING:") {
+            Level::WARN
+        } else if line.contains("] DEBUG:") {
+            Level::DEBUG
+        } else if line.contains("] NOTICE:") {
+            Level::INFO
+        } else {
+            // Output of PHP processes (catch_workers_output).
+            Level::WARN
+        };
+        self.emit(level, &format!("php-fpm: {line}"));
+    }
+}

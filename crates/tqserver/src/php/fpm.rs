@@ -1,0 +1,504 @@
+//! The php-fpm backend: find php-fpm, write its configuration into the
+//! private runtime directory, validate it with `php-fpm -t`, run
+//! `php-fpm -F` and supervise it (readiness by FastCGI ping, restart with
+//! backoff, SIGQUIT then SIGKILL on stop).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tqserver_fastcgi::client::Request;
+use tqserver_fastcgi::{Address, Client, ClientConfig, Params};
+
+use crate::config::{Listen, Manager, Mode, Supervision, Worker};
+use crate::logging::WorkerLog;
+use crate::ports::Ports;
+use crate::process;
+
+/// php-fpm's ping path; not ending in `.php`, so no HTTP request maps to it.
+pub const PING_PATH: &str = "/__tqserver/ping";
+/// php-fpm's status path (the observability work exposes it).
+pub const STATUS_PATH: &str = "/__tqserver/status";
+/// Longest delay between restarts of a php-fpm that keeps exiting.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// A php-fpm that ran this long without failing resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Finds php-fpm: `php.binary`, else `php-fpm`, then `php-fpmX.Y` (newest
+/// first) on PATH and in /usr/sbin and /usr/local/sbin. Never php-cgi.
+pub fn find_binary(worker: &Worker) -> Result<PathBuf, String> {
+    if let Some(b) = &worker.php.binary {
+        if b.components().count() > 1 {
+            return if b.is_file() {
+                Ok(b.clone())
+            } else {
+                Err(format!("php.binary {} does not exist", b.display()))
+            };
+        }
+        return search(&[b.to_string_lossy().into_owned()])
+            .ok_or_else(|| format!("php.binary {} is not on PATH", b.display()));
+    }
+    let mut names = vec!["php-fpm".to_string()];
+    for major in [8, 7] {
+        for minor in (0..=9).rev() {
+            names.push(format!("php-fpm{major}.{minor}"));
+        }
+    }
+    search(&names).ok_or_else(|| {
+        "php-fpm is not installed (looked for php-fpm and php-fpmX.Y on PATH, /usr/sbin and /usr/local/sbin); \
+         install it (Debian/Ubuntu: sudo apt-get install php-fpm) or set php.binary"
+            .to_string()
+    })
+}
+
+fn search(names: &[String]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from));
+    names
+        .iter()
+        .find_map(|n| dirs.iter().map(|d| d.join(n)).find(|p| p.is_file()))
+}
+
+/// Quotes a php.ini value when it is not a plain token: php-fpm's INI
+/// parser treats `;` as a comment and `$`, `"` and braces specially.
+fn ini_quote(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || " _.~&|^!()/:,+-@*%".contains(c));
+    if plain {
+        v.to_string()
+    } else {
+        format!("\"{v}\"")
+    }
+}
+
+/// Renders the php-fpm configuration of one worker.
+pub fn render(
+    worker: &Worker,
+    mode: Mode,
+    listen: &str,
+    pid: &Path,
+    grace: Duration,
+    root: bool,
+) -> String {
+    let p = &worker.php.pool;
+    let mut c = String::new();
+    let _ = writeln!(
+        c,
+        "; Written by TQServer for worker {} from {}.\n; Rewritten on every start: change worker.yaml, not this file.\n",
+        worker.name,
+        worker.file.display()
+    );
+    let _ = writeln!(c, "[global]");
+    let _ = writeln!(c, "pid = {}", pid.display());
+    // TQServer reads php-fpm's stderr into its own log.
+    let _ = writeln!(c, "error_log = /proc/self/fd/2");
+    let _ = writeln!(c, "log_level = notice");
+    let _ = writeln!(c, "daemonize = no");
+    let _ = writeln!(c, "process_control_timeout = {}s\n", grace.as_secs().max(1));
+    let _ = writeln!(c, "[{}]", worker.name);
+    let _ = writeln!(c, "listen = {listen}");
+    if listen.starts_with('/') {
+        let _ = writeln!(c, "listen.mode = 0600");
+    } else {
+        let ip = listen.rsplit_once(':').map_or(listen, |(ip, _)| ip);
+        let ip = ip.trim_matches(['[', ']']);
+        let allowed = if ip == "127.0.0.1" || ip.is_empty() || ip == "0.0.0.0" {
+            "127.0.0.1".to_string()
+        } else {
+            format!("127.0.0.1,{ip}")
+        };
+        let _ = writeln!(c, "listen.allowed_clients = {allowed}");
+    }
+    if root {
+        // Started as root: the pool runs as root too (php-fpm needs -R for
+        // that). Dropping to an unprivileged user comes with the
+        // operations work; until then run TQServer as the user PHP should be.
+        let _ = writeln!(c, "user = root\ngroup = root");
+    }
+    let _ = writeln!(c, "pm = {}", p.manager.as_str());
+    let _ = writeln!(c, "pm.max_children = {}", p.max_children);
+    match p.manager {
+        Manager::Dynamic => {
+            let _ = writeln!(c, "pm.start_servers = {}", p.start);
+            let _ = writeln!(c, "pm.min_spare_servers = {}", p.min_spare);
+            let _ = writeln!(c, "pm.max_spare_servers = {}", p.max_spare);
+        }
+        Manager::Ondemand => {
+            let _ = writeln!(
+                c,
+                "pm.process_idle_timeout = {}s",
+                p.idle_timeout.as_secs().max(1)
+            );
+        }
+        Manager::Static => {}
+    }
+    let _ = writeln!(c, "pm.max_requests = {}", p.max_requests);
+    // TQServer answers 504 at request_timeout; php-fpm ends the script a
+    // second later so the 504 is what the client sees.
+    let terminate = if p.request_timeout.is_zero() {
+        0
+    } else {
+        p.request_timeout.as_secs() + 1
+    };
+    let _ = writeln!(c, "request_terminate_timeout = {terminate}s");
+    let _ = writeln!(c, "pm.status_path = {STATUS_PATH}");
+    let _ = writeln!(c, "ping.path = {PING_PATH}");
+    let _ = writeln!(c, "ping.response = pong");
+    let _ = writeln!(c, "security.limit_extensions = .php");
+    let _ = writeln!(c, "catch_workers_output = yes");
+    let _ = writeln!(c, "decorate_workers_output = no");
+    let _ = writeln!(c, "clear_env = yes");
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let _ = writeln!(c, "env[PATH] = {}", ini_quote(&path));
+    let pool_text = match p.manager {
+        Manager::Static => format!("static, {} processes", p.max_children),
+        Manager::Dynamic => format!(
+            "dynamic, start {}, idle {}-{}, at most {}",
+            p.start, p.min_spare, p.max_spare, p.max_children
+        ),
+        Manager::Ondemand => format!(
+            "ondemand, at most {}, idle timeout {}s",
+            p.max_children,
+            p.idle_timeout.as_secs()
+        ),
+    };
+    let _ = writeln!(c, "env[WORKER_POOL] = {}", ini_quote(&pool_text));
+    for (k, v) in [
+        ("WORKER_NAME", worker.name.as_str()),
+        ("WORKER_PATH", worker.route.as_str()),
+        ("WORKER_ROUTE", worker.route.as_str()),
+        ("WORKER_TYPE", "php"),
+        ("WORKER_MODE", mode.as_str()),
+    ] {
+        let _ = writeln!(c, "env[{k}] = {}", ini_quote(v));
+    }
+    let mut set = std::collections::HashSet::new();
+    for (k, v) in &worker.php.settings {
+        set.insert(k.as_str());
+        let _ = writeln!(c, "php_admin_value[{k}] = {}", ini_quote(v));
+    }
+    if mode == Mode::Dev && !set.contains("opcache.revalidate_freq") {
+        // Dev mode: an edited .php file is picked up on the next request.
+        let _ = writeln!(c, "php_admin_value[opcache.revalidate_freq] = 0");
+    }
+    c
+}
+
+/// A worker's php-fpm, configured and validated, not yet running.
+pub struct Prepared {
+    worker: Arc<Worker>,
+    binary: PathBuf,
+    conf: PathBuf,
+    address: Address,
+    root: bool,
+}
+
+impl Prepared {
+    /// Finds php-fpm, picks the listen address, writes the configuration
+    /// into `runtime_dir` and checks it with `php-fpm -t`.
+    pub async fn new(
+        worker: Arc<Worker>,
+        mode: Mode,
+        runtime_dir: &Path,
+        ports: &Ports,
+        supervision: &Supervision,
+    ) -> Result<Self, String> {
+        let binary = find_binary(&worker).map_err(|e| format!("worker {}: {e}", worker.name))?;
+        let (address, listen) = match &worker.php.pool.listen {
+            Listen::RuntimeSocket => {
+                let p = runtime_dir.join(format!("{}.sock", worker.name));
+                (Address::Unix(p.clone()), p.display().to_string())
+            }
+            Listen::Unix(p) => (Address::Unix(p.clone()), p.display().to_string()),
+            Listen::TcpFromRange(ip) => {
+                let port = ports.acquire(*ip).ok_or_else(|| {
+                    format!(
+                        "worker {}: no free port in {}-{}",
+                        worker.name,
+                        ports.range().0,
+                        ports.range().1
+                    )
+                })?;
+                let a = std::net::SocketAddr::new(*ip, port);
+                (Address::from(a), a.to_string())
+            }
+            Listen::Tcp(a) => (Address::from(*a), a.to_string()),
+        };
+        let root = nix::unistd::geteuid().is_root();
+        let pid = runtime_dir.join(format!("php-fpm-{}.pid", worker.name));
+        let conf = runtime_dir.join(format!("php-fpm-{}.conf", worker.name));
+        let text = render(
+            &worker,
+            mode,
+            &listen,
+            &pid,
+            supervision.shutdown_grace,
+            root,
+        );
+        std::fs::write(&conf, text).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+        let prepared = Self {
+            worker,
+            binary,
+            conf,
+            address,
+            root,
+        };
+        prepared.test().await?;
+        Ok(prepared)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("-y").arg(&self.conf);
+        if let Some(ini) = &self.worker.php.config_file {
+            cmd.arg("-c").arg(ini);
+        }
+        if self.root {
+            cmd.arg("-R");
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// `php-fpm -t`: the configuration is checked before anything runs,
+    /// and php-fpm's own message is shown when it is refused.
+    async fn test(&self) -> Result<(), String> {
+        let out = self.command().arg("-t").output().await.map_err(|e| {
+            format!(
+                "worker {}: cannot run {}: {e}",
+                self.worker.name,
+                self.binary.display()
+            )
+        })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let mut msg = String::from_utf8_lossy(&out.stderr).into_owned();
+        msg.push_str(&String::from_utf8_lossy(&out.stdout));
+        Err(format!(
+            "worker {}: php-fpm refused the configuration TQServer generated ({}): {}",
+            self.worker.name,
+            self.conf.display(),
+            msg.trim()
+        ))
+    }
+
+    /// Where requests go.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+}
+
+/// A running (or restarting) php-fpm and the client to reach it.
+pub struct Backend {
+    /// The worker served.
+    pub worker: Arc<Worker>,
+    /// Pooled FastCGI client, at most `pm.max_children` connections, so a
+    /// request never waits behind an idle connection in php-fpm's queue.
+    pub client: Client,
+    ready: Arc<AtomicBool>,
+}
+
+impl Backend {
+    /// Whether php-fpm answered its ping since it last started.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Starts supervising `prepared`; the task ends after `stop` is
+    /// cancelled and php-fpm has been stopped.
+    pub fn start(
+        prepared: Prepared,
+        supervision: Supervision,
+        log: WorkerLog,
+        stop: CancellationToken,
+    ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
+        let worker = prepared.worker.clone();
+        let pool = &worker.php.pool;
+        let mut config = ClientConfig::new(pool.max_children as usize);
+        config.read_timeout = if pool.request_timeout.is_zero() {
+            Duration::from_secs(86_400)
+        } else {
+            pool.request_timeout
+        };
+        // Below php-fpm's request_terminate_timeout, which also counts the
+        // time a process waits on an idle kept-alive connection.
+        config.idle_timeout = Duration::from_secs(30).min(config.read_timeout);
+        let l = log.clone();
+        config.on_stderr = Some(Arc::new(move |line: &[u8]| l.php_stderr(line)));
+        let client = Client::new(prepared.address.clone(), config);
+        let backend = Arc::new(Self {
+            worker,
+            client,
+            ready: Arc::new(AtomicBool::new(false)),
+        });
+        let task = tokio::spawn(supervise(prepared, backend.clone(), supervision, log, stop));
+        (backend, task)
+    }
+
+    /// Waits until php-fpm is ready, at most `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.is_ready() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.is_ready()
+    }
+}
+
+async fn ping(client: &Client) -> bool {
+    let params = Params::new()
+        .with("REQUEST_METHOD", "GET")
+        .with("SCRIPT_NAME", PING_PATH)
+        .with("SCRIPT_FILENAME", PING_PATH)
+        .with("REQUEST_URI", PING_PATH)
+        .with("SERVER_PROTOCOL", "HTTP/1.1");
+    match client.request(Request::new(params)).await {
+        Ok(resp) => match resp.collect().await {
+            Ok((head, body, _)) => head.status == 200 && &body[..] == b"pong",
+            Err(_) => false,
+        },
+        Err(_) => false,
+    }
+}
+
+fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(r: R, log: WorkerLog) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.fpm_line(&line);
+        }
+    });
+}
+
+async fn supervise(
+    prepared: Prepared,
+    backend: Arc<Backend>,
+    supervision: Supervision,
+    log: WorkerLog,
+    stop: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let mut cmd = prepared.command();
+        cmd.arg("-F").stdout(Stdio::piped()).stderr(Stdio::piped());
+        // PDEATHSIG: php-fpm's master gets SIGTERM if TQServer dies (even
+        // by SIGKILL) and takes its children down with it.
+        let spawned = process::spawn_tied(&mut cmd, Signal::SIGTERM);
+        let outcome: Result<(), String> = match spawned {
+            Err(e) => Err(format!("cannot start {}: {e}", prepared.binary.display())),
+            Ok(mut child) => {
+                if let Some(o) = child.stdout.take() {
+                    forward_lines(o, log.clone());
+                }
+                if let Some(e) = child.stderr.take() {
+                    forward_lines(e, log.clone());
+                }
+                let pid = child.id().unwrap_or(0);
+                let deadline = Instant::now() + supervision.health_check_wait;
+                let became_ready = async {
+                    while Instant::now() < deadline {
+                        if ping(&backend.client).await {
+                            return true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
+                    false
+                };
+                let ready = tokio::select! {
+                    r = became_ready => r,
+                    status = child.wait() => {
+                        log.error(&format!("php-fpm (pid {pid}) exited while starting: {}", describe(status)));
+                        false
+                    }
+                    () = stop.cancelled() => {
+                        process::stop(&mut child, Signal::SIGQUIT, supervision.shutdown_grace).await;
+                        return;
+                    }
+                };
+                if !ready {
+                    if child.try_wait().ok().flatten().is_none() {
+                        log.error(&format!(
+                            "php-fpm (pid {pid}) did not answer its ping within {:?}",
+                            supervision.health_check_wait
+                        ));
+                        process::stop(&mut child, Signal::SIGQUIT, Duration::from_millis(500))
+                            .await;
+                    }
+                    Err("not ready".to_string())
+                } else {
+                    backend.ready.store(true, Ordering::Release);
+                    log.info(&format!("php-fpm ready (pid {pid}, {})", prepared.address));
+                    tokio::select! {
+                        status = child.wait() => {
+                            backend.ready.store(false, Ordering::Release);
+                            backend.client.close_idle();
+                            Err(format!("php-fpm (pid {pid}) exited: {}", describe(status)))
+                        }
+                        () = stop.cancelled() => {
+                            backend.ready.store(false, Ordering::Release);
+                            backend.client.close_idle();
+                            process::stop(&mut child, Signal::SIGQUIT, supervision.shutdown_grace).await;
+                            log.info(&format!("php-fpm (pid {pid}) stopped"));
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        if let Err(why) = outcome {
+            if started.elapsed() >= STABLE_AFTER {
+                failures = 0;
+            }
+            let delay = supervision
+                .restart_delay
+                .saturating_mul(1 << failures.min(16))
+                .min(MAX_RESTART_DELAY);
+            failures += 1;
+            if why != "not ready" {
+                log.error(&format!("{why}; restarting in {delay:?}"));
+            } else {
+                log.error(&format!("restarting php-fpm in {delay:?}"));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ini_values_are_quoted_when_needed() {
+        assert_eq!(ini_quote("128M"), "128M");
+        assert_eq!(ini_quote("E_ALL & ~E_DEPRECATED"), "E_ALL & ~E_DEPRECATED");
+        assert_eq!(ini_quote("a;b"), "\"a;b\"");
+        assert_eq!(ini_quote(""), "\"\"");
+        assert_eq!(ini_quote("/usr/bin:/bin"), "/usr/bin:/bin");
+    }
+}

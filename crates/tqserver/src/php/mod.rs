@@ -1,0 +1,7 @@
+//! PHP workers: script resolution, HTTP → CGI params, the php-fpm backend
+//! and the request path between them.
+
+pub mod fpm;
+pub mod params;
+pub mod proxy;
+pub mod script;

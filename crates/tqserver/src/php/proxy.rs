@@ -1,0 +1,367 @@
+//! One HTTP request to a PHP worker: resolve the path, serve a static file
+//! or send the script to php-fpm over FastCGI, stream the answer back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream as _;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tqserver_fastcgi::ClientError;
+use tqserver_fastcgi::client::{ErrorKind, Request as FcgiRequest, RequestBody};
+
+use super::fpm::Backend;
+use super::params::{self, ConnInfo, ScriptInfo};
+use super::script::{self, Target};
+use crate::http::body::{BodyError, LimitedBody};
+use crate::http::{Body, pages, static_files};
+use crate::logging::WorkerLog;
+
+/// HTTP-side limits a PHP request is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `server.max_body_bytes`.
+    pub max_body_bytes: u64,
+    /// `server.read_timeout_seconds`: longest pause in a request body.
+    pub read_timeout: Duration,
+}
+
+/// Headers that describe one HTTP connection, not the response.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+    )
+}
+
+/// Serves `req` for the worker of `backend`, mounted at `route`.
+pub async fn serve(
+    backend: &Backend,
+    log: &WorkerLog,
+    route: &str,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    limits: Limits,
+) -> Response<Body> {
+    let worker = &backend.worker;
+    let path = req.uri().path();
+    let rel = if route == "/" {
+        path
+    } else {
+        &path[route.len()..]
+    };
+    let get_or_head = req.method() == Method::GET || req.method() == Method::HEAD;
+    let add_slash = |req: &Request<Incoming>| {
+        let mut to = format!("{}/", req.uri().path());
+        if let Some(q) = req.uri().query() {
+            to.push('?');
+            to.push_str(q);
+        }
+        pages::redirect(StatusCode::MOVED_PERMANENTLY, &to)
+    };
+    if rel.is_empty() && get_or_head {
+        return add_slash(&req);
+    }
+    let target = script::resolve(&worker.php.document_root, rel, worker.php.front_controller);
+    let (file, name, path_info) = match target {
+        Target::Script {
+            file,
+            name,
+            path_info,
+        } => (file, name, path_info),
+        Target::Static(file) => {
+            return static_files::serve(&file, req.method(), req.headers()).await;
+        }
+        Target::AddSlash if get_or_head => return add_slash(&req),
+        Target::AddSlash | Target::NotFound => {
+            return pages::error(StatusCode::NOT_FOUND, "There is nothing at this address.");
+        }
+        Target::Forbidden => {
+            return pages::error(
+                StatusCode::FORBIDDEN,
+                "This file is outside the document root.",
+            );
+        }
+        Target::BadRequest(why) => return pages::error(StatusCode::BAD_REQUEST, why),
+    };
+
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        // Read and drop (a bounded amount of) the body in the background,
+        // so the client is not reset while still sending and sees the 413.
+        tokio::spawn(discard(req.into_body(), limits));
+        return too_large(limits.max_body_bytes);
+    }
+    let (parts, body) = req.into_parts();
+    let info = ScriptInfo {
+        route,
+        document_root: &worker.php.document_root,
+        file: &file,
+        name: &name,
+        path_info: &path_info,
+    };
+    let mut params = params::build(&parts, &conn, &info);
+    let chunked = declared.is_none()
+        && (parts.headers.contains_key(header::TRANSFER_ENCODING) || !body.is_end_stream());
+    let body = if declared.is_some_and(|n| n > 0) {
+        RequestBody::from_stream(LimitedBody::new(
+            body,
+            limits.max_body_bytes,
+            limits.read_timeout,
+        ))
+    } else if chunked {
+        // PHP reads no more than CONTENT_LENGTH of its input, so a body of
+        // unknown length is received whole first (as nginx does), in
+        // memory up to SPOOL_IN_MEMORY, in a temporary file beyond.
+        match spool(body, limits).await {
+            Ok((b, len)) => {
+                params.set("CONTENT_LENGTH", len.to_string());
+                b
+            }
+            Err(e) => return body_error_page(&e),
+        }
+    } else {
+        RequestBody::empty()
+    };
+    let started = Instant::now();
+    let result = backend
+        .client
+        .request(FcgiRequest::new(params).body(body))
+        .await;
+    let elapsed = started.elapsed();
+    let response = match result {
+        Ok(resp) => into_http(resp, log),
+        Err(e) => error_page(&e, backend, log, &parts.uri),
+    };
+    if worker.logging.access_log {
+        log.info(&format!(
+            "{} \"{} {} {:?}\" {} {}ms",
+            params::ConnInfo::peer_ip(&conn),
+            parts.method,
+            parts.uri,
+            parts.version,
+            response.status().as_u16(),
+            elapsed.as_millis()
+        ));
+    }
+    if let Some(threshold) = worker.logging.slow_threshold {
+        if elapsed >= threshold {
+            log.emit(
+                tracing::Level::WARN,
+                &format!(
+                    "slow request: {} {} took {}ms to answer (script {}, threshold {}ms)",
+                    parts.method,
+                    parts.uri,
+                    elapsed.as_millis(),
+                    file.display(),
+                    threshold.as_millis()
+                ),
+            );
+        }
+    }
+    response
+}
+
+/// Bodies of unknown length up to this size are kept in memory.
+const SPOOL_IN_MEMORY: usize = 1 << 20;
+/// After an early 413, at most this much of the body is read and dropped.
+const DISCARD_AT_MOST: u64 = 16 << 20;
+
+fn too_large(limit: u64) -> Response<Body> {
+    pages::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("The request body is larger than this server accepts ({limit} bytes)."),
+    )
+}
+
+fn body_error_page(e: &BodyError) -> Response<Body> {
+    match e {
+        BodyError::TooLarge(n) => too_large(*n),
+        BodyError::Stalled(d) => pages::error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!("The request body stopped arriving for {d:?}."),
+        ),
+        BodyError::Read(_) => pages::error(
+            StatusCode::BAD_REQUEST,
+            "The request body could not be read.",
+        ),
+        BodyError::Spool(e) => {
+            tracing::error!("cannot buffer a request body: {e}");
+            pages::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The request body could not be buffered.",
+            )
+        }
+    }
+}
+
+async fn next_chunk(s: &mut LimitedBody) -> Option<Result<Bytes, BodyError>> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
+}
+
+/// Receives a whole body of unknown length (bounded by the limit).
+async fn spool(body: Incoming, limits: Limits) -> Result<(RequestBody, u64), BodyError> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let mut s = LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout);
+    let mut mem = bytes::BytesMut::new();
+    let mut file: Option<tokio::fs::File> = None;
+    let mut len = 0u64;
+    let io = |e: std::io::Error| BodyError::Spool(e);
+    while let Some(chunk) = next_chunk(&mut s).await {
+        let chunk = chunk?;
+        len += chunk.len() as u64;
+        match file.as_mut() {
+            None if mem.len() + chunk.len() <= SPOOL_IN_MEMORY => mem.extend_from_slice(&chunk),
+            None => {
+                // An unnamed temporary file: gone when closed.
+                let mut f = tokio::fs::File::from_std(tempfile::tempfile().map_err(io)?);
+                f.write_all(&mem).await.map_err(io)?;
+                f.write_all(&chunk).await.map_err(io)?;
+                mem.clear();
+                file = Some(f);
+            }
+            Some(f) => f.write_all(&chunk).await.map_err(io)?,
+        }
+    }
+    Ok(match file {
+        None => (RequestBody::from(mem.freeze()), len),
+        Some(mut f) => {
+            f.flush().await.map_err(io)?;
+            f.rewind().await.map_err(io)?;
+            (RequestBody::from_reader(f), len)
+        }
+    })
+}
+
+/// Reads and drops up to [`DISCARD_AT_MOST`] of a body, for at most the
+/// read timeout.
+async fn discard(body: Incoming, limits: Limits) {
+    let mut s = LimitedBody::new(body, DISCARD_AT_MOST, limits.read_timeout);
+    let _ = tokio::time::timeout(limits.read_timeout, async {
+        while let Some(Ok(_)) = next_chunk(&mut s).await {}
+    })
+    .await;
+}
+
+/// The CGI response as an HTTP response, body streamed.
+fn into_http(resp: tqserver_fastcgi::client::Response, log: &WorkerLog) -> Response<Body> {
+    let (head, body) = resp.into_parts();
+    let status = match StatusCode::from_u16(head.status) {
+        Ok(s) if s.as_u16() >= 200 => s,
+        _ => {
+            log.error(&format!(
+                "PHP answered with status {}, which HTTP cannot carry as a final response",
+                head.status
+            ));
+            return pages::error(
+                StatusCode::BAD_GATEWAY,
+                "The application answered with an invalid status.",
+            );
+        }
+    };
+    let mut out = Response::builder().status(status);
+    let headers = out.headers_mut().expect("fresh builder");
+    for (name, value) in head.headers {
+        let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) else {
+            continue; // the head parser already refused anything invalid
+        };
+        if !hop_by_hop(&n) {
+            headers.append(n, v);
+        }
+    }
+    let l = log.clone();
+    let stream = futures_frames(body, l);
+    out.body(http_body_util::StreamBody::new(stream).boxed_unsync())
+        .expect("valid response")
+}
+
+pin_project_lite::pin_project! {
+    struct Frames {
+        #[pin]
+        body: tqserver_fastcgi::client::ResponseBody,
+        log: WorkerLog,
+    }
+}
+
+impl futures_core::Stream for Frames {
+    type Item = std::io::Result<http_body::Frame<Bytes>>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.project();
+        this.body.poll_next(cx).map(|o| {
+            o.map(|r| {
+                r.map(http_body::Frame::data).map_err(|e| {
+                    // The head is sent: all we can do is cut the response.
+                    this.log
+                        .error(&format!("response body from PHP failed: {e}"));
+                    std::io::Error::other(e)
+                })
+            })
+        })
+    }
+}
+
+fn futures_frames(body: tqserver_fastcgi::client::ResponseBody, log: WorkerLog) -> Frames {
+    Frames { body, log }
+}
+
+fn error_page(
+    e: &ClientError,
+    backend: &Backend,
+    log: &WorkerLog,
+    uri: &http::Uri,
+) -> Response<Body> {
+    let w = &backend.worker;
+    let (status, why) = match e.kind() {
+        ErrorKind::Connect => (
+            StatusCode::BAD_GATEWAY,
+            format!("The PHP backend of worker {} is not reachable: php-fpm is not running or is restarting.", w.name),
+        ),
+        ErrorKind::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("PHP did not answer within {:?} (php.pool.request_timeout).", w.php.pool.request_timeout),
+        ),
+        ErrorKind::Reset => (
+            StatusCode::BAD_GATEWAY,
+            "The PHP process handling this request ended without answering (it crashed, exited or was killed).".into(),
+        ),
+        ErrorKind::BadResponse => (StatusCode::BAD_GATEWAY, "PHP sent a response that is not valid.".into()),
+        ErrorKind::BadRequest => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "A request header is too large to pass to PHP.".into(),
+        ),
+        ErrorKind::Downstream => {
+            let inner = match e {
+                ClientError::Body(io) => BodyError::find(io),
+                _ => None,
+            };
+            return match inner {
+                Some(b) => body_error_page(b),
+                None => pages::error(StatusCode::BAD_REQUEST, "The request body could not be read."),
+            };
+        }
+    };
+    if e.is_upstream() {
+        log.error(&format!("{} for {uri}: {e}", status.as_u16()));
+    }
+    pages::error(status, &why)
+}

@@ -1,0 +1,237 @@
+//! Runs the real `tqserver` binary as a user would: a project folder with
+//! config/server.yaml and workers/*/config/worker.yaml, the binary started
+//! in it, HTTP over 127.0.0.1, stopped with SIGTERM by PID.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The test PHP scripts.
+pub fn php_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/php")
+}
+
+/// A port below the ephemeral range (no self-connects), free right now.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(7919)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// A project folder: `config/server.yaml` plus workers.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// `server_extra` is appended to the `server:` section; `workers_extra`
+    /// to the `workers:` section.
+    pub fn new(server_extra: &str, workers_extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        std::fs::create_dir_all(dir.path().join("workers")).unwrap();
+        let yaml = format!(
+            "server:\n  host: 127.0.0.1\n  port: 8080\n{server_extra}\nworkers:\n  directory: workers\n  shutdown_grace_period_ms: 3000\n  restart_delay_ms: 100\n{workers_extra}\n"
+        );
+        std::fs::write(dir.path().join("config/server.yaml"), yaml).unwrap();
+        Self { dir }
+    }
+
+    /// Adds `workers/{name}/config/worker.yaml`.
+    pub fn worker(&self, name: &str, yaml: &str) -> &Self {
+        let d = self.dir.path().join("workers").join(name).join("config");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("worker.yaml"), yaml).unwrap();
+        self
+    }
+
+    /// A PHP worker at `route` over the test scripts (`extra` goes under `php:`
+    /// `pool:`, or after it when it starts at the left margin).
+    pub fn php_worker(&self, name: &str, route: &str, extra: &str) -> &Self {
+        self.worker(
+            name,
+            &format!(
+                "path: {route}\ntype: php\ndocument_root: {}\nphp:\n  pool:\n    manager: static\n    max_workers: 2\n{extra}\n",
+                php_dir().display()
+            ),
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// `tqserver` with `args`, in `dir`, to completion.
+pub fn run_cli(dir: &Path, args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tqserver"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running tqserver.
+pub struct Tq {
+    child: Option<Child>,
+    pub port: u16,
+    pub base: String,
+    log: PathBuf,
+}
+
+impl Tq {
+    /// Starts tqserver in `dir` (on a free port) and waits until it answers.
+    pub fn start(dir: &Path, args: &[&str]) -> Self {
+        let port = free_port();
+        let log = dir.join(format!("tqserver-test-{port}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tqserver"))
+            .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let mut tq = Self {
+            child: Some(child),
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if tq.log_text().contains("TQServer listening") {
+                break;
+            }
+            if let Some(status) = tq.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("tqserver exited at start ({status}):\n{}", tq.log_text());
+            }
+            assert!(
+                Instant::now() < until,
+                "tqserver did not start:\n{}",
+                tq.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tq
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after 20 s).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Tq {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Processes whose parent is `pid`, with their command names.
+pub fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …; comm may contain spaces.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let comm = stat[stat.find('(').unwrap() + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if fields.get(1).and_then(|f| f.parse::<u32>().ok()) == Some(pid) && fields[0] != "Z" {
+            out.push((p, comm));
+        }
+    }
+    out
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rfind(')').map(|i| &s[i + 2..i + 3]) != Some("Z"))
+        .unwrap_or(false)
+}
+
+/// Peak resident memory of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An HTTP client that does not follow redirects, with a cookie store.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,137 @@
+//! `tqserver check` and configuration errors, through the real binary.
+
+mod common;
+
+use common::{Project, php_dir, run_cli};
+
+#[test]
+fn the_demo_configuration_checks_and_shows_routes_and_pools() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (status, out, err) = run_cli(&root, &["check"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("/blog") && out.contains("-> blog (php, php-fpm)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dynamic, start 3, keep 2..4 idle, at most 10 processes"),
+        "{out}"
+    );
+    assert!(
+        out.contains("max_requests 1000, request_timeout 30s"),
+        "{out}"
+    );
+}
+
+/// The original TQServer's blog worker.yaml (keys and values as it ships
+/// them, logging section included) loads without a change.
+#[test]
+fn the_original_blog_worker_yaml_loads() {
+    let p = Project::new("", "");
+    std::fs::create_dir_all(p.path().join("workers/blog/public")).unwrap();
+    p.worker(
+        "blog",
+        "path: \"/blog\"\ntype: php\nenabled: true\nphp:\n  settings:\n    max_execution_time: \"30\"\n    memory_limit: \"128M\"\n    display_errors: \"1\"\n    error_reporting: \"E_ALL\"\n    upload_max_filesize: \"10M\"\n    post_max_size: \"10M\"\n  pool:\n    manager: dynamic\n    min_workers: 2\n    max_workers: 10\n    start_workers: 3\n    max_requests: 1000\n    request_timeout: 30\n    idle_timeout: 10\n    listen_address: \"127.0.0.1\"\ndocument_root: ./public\nlogging:\n  level: info\n  access_log: true\n  slow_log:\n    enabled: true\n    threshold: 1s\n",
+    );
+    let (status, out, err) = run_cli(p.path(), &["check"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("127.0.0.1:<port from 9000-9999>"), "{out}");
+}
+
+fn check_fails(p: &Project) -> String {
+    let (status, out, err) = run_cli(p.path(), &["check"]);
+    assert_eq!(status.code(), Some(78), "expected exit 78\n{out}{err}");
+    err
+}
+
+#[test]
+fn a_misspelt_key_names_file_line_and_the_nearest_key() {
+    let p = Project::new("", "");
+    p.worker(
+        "app",
+        &format!("path: /app\ntype: php\ndocument_root: {}\nphp:\n  pool:\n    manager: static\n    max_worker: 3\n", php_dir().display()),
+    );
+    let err = check_fails(&p);
+    assert!(
+        err.contains("workers/app/config/worker.yaml:7: php.pool.max_worker: unknown key; did you mean php.pool.max_workers?"),
+        "{err}"
+    );
+    let p = Project::new("  prot: 80\n", "");
+    let err = check_fails(&p);
+    assert!(
+        err.contains("config/server.yaml:4: server.prot: unknown key; did you mean server.port?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inconsistent_pool_numbers_name_the_keys() {
+    let p = Project::new("", "");
+    p.worker(
+        "app",
+        &format!(
+            "path: /app\ntype: php\ndocument_root: {}\nphp:\n  pool:\n    manager: dynamic\n    min_workers: 4\n    start_workers: 2\n    max_workers: 10\n",
+            php_dir().display()
+        ),
+    );
+    let err = check_fails(&p);
+    assert!(
+        err.contains("worker.yaml:7: php.pool.min_workers: php.pool.min_workers (4) is above php.pool.start_workers (2)"),
+        "{err}"
+    );
+    let p = Project::new("", "");
+    p.worker(
+        "app",
+        &format!(
+            "path: /app\ntype: php\ndocument_root: {}\nphp:\n  pool:\n    manager: dynamic\n    start_workers: 12\n    max_workers: 10\n",
+            php_dir().display()
+        ),
+    );
+    let err = check_fails(&p);
+    assert!(
+        err.contains("php.pool.start_workers (12) is above php.pool.max_workers (10)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn later_worker_types_and_duplicate_paths_are_clear_errors() {
+    let p = Project::new("", "");
+    p.worker("native", "path: /api\ntype: rust\n");
+    let err = check_fails(&p);
+    assert!(
+        err.contains("worker.yaml:2: type: type: rust workers are not implemented yet"),
+        "{err}"
+    );
+
+    let p = Project::new("", "");
+    p.php_worker("one", "/same", "");
+    p.php_worker("two", "/same/", "");
+    let err = check_fails(&p);
+    assert!(
+        err.contains(
+            "workers/two/config/worker.yaml:1: path: /same is also the path of worker one"
+        ),
+        "{err}"
+    );
+
+    // A disabled worker may share a path with an enabled one.
+    let p = Project::new("", "");
+    p.php_worker("one", "/same", "");
+    p.php_worker("two", "/same", "enabled: false\n");
+    let (status, out, _) = run_cli(p.path(), &["check"]);
+    assert!(status.success());
+    assert!(out.contains("-> two (disabled in dev mode)"), "{out}");
+}
+
+#[test]
+fn development_workers_run_only_in_dev_mode() {
+    let p = Project::new("", "");
+    p.php_worker("devtools", "/dev", "enabled: development\n");
+    let (_, out, _) = run_cli(p.path(), &["check", "--mode", "prod"]);
+    assert!(out.contains("-> devtools (disabled in prod mode)"), "{out}");
+    let (_, out, _) = run_cli(p.path(), &["check"]);
+    assert!(out.contains("-> devtools (php, php-fpm)"), "{out}");
+    let (status, _, err) = run_cli(p.path(), &["check", "--mode", "staging"]);
+    assert_eq!(status.code(), Some(64), "{err}");
+}

@@ -1,0 +1,3 @@
+<?php
+error_log('tq-stderr-marker ' . ($_GET['tag'] ?? ''));
+echo 'logged';
