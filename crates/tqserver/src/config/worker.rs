@@ -308,6 +308,10 @@ impl WorkerFile {
                     &full,
                     "a php.ini value cannot contain a line break".into(),
                 )),
+                Ok(val) if val.contains('"') => errors.push(err(
+                    &full,
+                    "a php.ini value cannot contain a double quote (php-fpm's INI syntax has no escape for it)".into(),
+                )),
                 Ok(val) => settings.push((key, val)),
                 Err(m) => errors.push(err(&full, m)),
             }

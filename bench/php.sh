@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# PHP through TQServer against the anchor, nginx, in the same run:
+#   wrk → nginx → php-fpm       (stock Debian fastcgi config, php-fpm pool of 2 static children)
+#   wrk → tqserver → php-fpm    (the php-fpm TQServer starts, the same pool: 2 static children)
+# on workers/blog/public/hello.php. Rounds alternate between the two;
+# medians go into the PHP section of docs/BENCHMARKS.md.
+#
+#   bench/php.sh                          # 5 rounds of 10 s each
+#   ROUNDS=3 DURATION=5s bench/php.sh     # quicker, noisier
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root_dir=$(pwd)
+
+rounds=${ROUNDS:-5}
+duration=${DURATION:-10s}
+threads=2
+conns=32
+
+need=()
+compgen -G "/usr/sbin/php-fpm*" >/dev/null || need+=(php-fpm)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+if ((${#need[@]})); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
+    else
+        echo "bench/php.sh: install ${need[*]} first" >&2
+        exit 1
+    fi
+fi
+fpm=$(ls /usr/sbin/php-fpm* | sort -V | tail -1)
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --locked -p tqserver >&2
+
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    sleep 1
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+nginx_port=$(free_port)
+tq_port=$(free_port)
+docroot="$root_dir/workers/blog/public"
+root_flag=""; user_lines=""
+if [[ $(id -u) -eq 0 ]]; then root_flag="-R"; user_lines=$'user = root\ngroup = root'; fi
+
+# The anchor: php-fpm for nginx, the same pool TQServer will run.
+cat > "$work/fpm.conf" <<EOF
+[global]
+pid = $work/fpm.pid
+error_log = $work/fpm.log
+daemonize = no
+[bench]
+$user_lines
+listen = $work/fpm.sock
+listen.mode = 0666
+pm = static
+pm.max_children = 2
+EOF
+"$fpm" -F -y "$work/fpm.conf" $root_flag &
+pids+=($!)
+
+cat > "$work/nginx.conf" <<EOF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+    include /etc/nginx/mime.types;
+    access_log off;
+    sendfile on;
+    keepalive_timeout 65;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        root $docroot;
+        location ~ \.php\$ {
+            # Debian's snippets/fastcgi-php.conf, with its include made absolute.
+            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
+            try_files \$fastcgi_script_name =404;
+            set \$path_info \$fastcgi_path_info;
+            fastcgi_param PATH_INFO \$path_info;
+            fastcgi_index index.php;
+            include /etc/nginx/fastcgi.conf;
+            fastcgi_pass unix:$work/fpm.sock;
+        }
+    }
+}
+EOF
+"$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+# TQServer with the same pool, in prod mode, no access log.
+mkdir -p "$work/tq/config" "$work/tq/workers/blog/config"
+cat > "$work/tq/config/server.yaml" <<EOF
+server:
+  host: 127.0.0.1
+  port: $tq_port
+workers:
+  directory: workers
+EOF
+cat > "$work/tq/workers/blog/config/worker.yaml" <<EOF
+path: /blog
+type: php
+document_root: $docroot
+php:
+  pool:
+    manager: static
+    max_workers: 2
+EOF
+(cd "$work/tq" && exec "$root_dir/target/release/tqserver" --mode prod --quiet) &
+pids+=($!)
+
+nginx_url="http://127.0.0.1:$nginx_port/hello.php"
+tq_url="http://127.0.0.1:$tq_port/blog/hello.php"
+for url in "$nginx_url" "$tq_url"; do
+    for _ in $(seq 1 100); do
+        if curl -fs "$url" | grep -q Hello; then break; fi
+        sleep 0.1
+    done
+    curl -fs "$url" | grep -q Hello || { echo "bench/php.sh: $url does not answer Hello" >&2; exit 1; }
+done
+
+# "Requests/sec" and the 99th percentile latency in ms from wrk --latency.
+measure() {
+    local out rps p99
+    out=$(wrk -t$threads -c$conns -d"$1" --latency "$2")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; print v}' <<<"$out")
+    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
+    [[ -z "$errs" ]] || echo "bench/php.sh: $2: $errs" >&2
+    echo "$rps $p99"
+}
+
+measure 2s "$nginx_url" >/dev/null
+measure 2s "$tq_url" >/dev/null
+results="$work/results"
+: > "$results"
+for r in $(seq 1 "$rounds"); do
+    echo "round $r/$rounds" >&2
+    echo "nginx $(measure "$duration" "$nginx_url")" >> "$results"
+    echo "tqserver $(measure "$duration" "$tq_url")" >> "$results"
+done
+cat "$results" >&2
+
+python3 - "$results" "$rounds" "$duration" "$threads" "$conns" <<'PY'
+import datetime, os, pathlib, platform, re, statistics, sys
+results, rounds, duration, threads, conns = sys.argv[1:]
+rows = {}
+for line in open(results):
+    who, rps, p99 = line.split()
+    rows.setdefault(who, []).append((float(rps), float(p99)))
+med = {w: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for w, v in rows.items()}
+cpu = "unknown"
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip(); break
+machine = f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+ratio = med["tqserver"][0] / med["nginx"][0]
+all_rounds = "; ".join(f"{w} " + ", ".join(f"{r:.0f}" for r, _ in v) for w, v in rows.items())
+section = f"""<!-- php:begin (written by bench/php.sh; edit the script, not this section) -->
+## PHP: tqserver → php-fpm against nginx → php-fpm
+
+Measured {datetime.date.today().isoformat()} on {machine} with `bench/php.sh`:
+`wrk -t{threads} -c{conns} -d{duration} --latency` on `hello.php`, {rounds} rounds
+alternating between the two, medians shown. Both php-fpm pools are
+`pm = static` with 2 children; nginx uses Debian's `snippets/fastcgi-php.conf`
+(no upstream keep-alive), `access_log off`; tqserver runs `--mode prod`
+without access log. wrk, the server and php-fpm share the 2 cores.
+
+| server | requests/s | p99 latency | ratio to nginx |
+|---|---:|---:|---:|
+| nginx → php-fpm | {med['nginx'][0]:.0f} | {med['nginx'][1]:.2f} ms | 1.00× |
+| tqserver → php-fpm | {med['tqserver'][0]:.0f} | {med['tqserver'][1]:.2f} ms | {ratio:.2f}× |
+
+Every round (requests/s): {all_rounds}.
+<!-- php:end -->
+"""
+doc = pathlib.Path("docs/BENCHMARKS.md")
+text = doc.read_text()
+if "<!-- php:begin" in text:
+    text = re.sub(r"<!-- php:begin.*?<!-- php:end -->\n", section, text, flags=re.S)
+else:
+    text += "\n" + section
+doc.write_text(text)
+print(section)
+PY
