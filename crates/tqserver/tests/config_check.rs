@@ -135,3 +135,23 @@ fn development_workers_run_only_in_dev_mode() {
     let (status, _, err) = run_cli(p.path(), &["check", "--mode", "staging"]);
     assert_eq!(status.code(), Some(64), "{err}");
 }
+
+#[test]
+fn a_missing_php_fpm_stops_start_up_with_a_clear_message() {
+    let p = Project::new("", "");
+    p.php_worker("app", "/app", "  binary: /nonexistent/php-fpm\n");
+    let (status, _, err) = run_cli(
+        p.path(),
+        &[
+            "--port",
+            &common::free_port().to_string(),
+            "--host",
+            "127.0.0.1",
+        ],
+    );
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("worker app: php.binary /nonexistent/php-fpm does not exist"),
+        "{err}"
+    );
+}

@@ -306,6 +306,8 @@ pub struct Backend {
     /// Pooled FastCGI client, at most `pm.max_children` connections, so a
     /// request never waits behind an idle connection in php-fpm's queue.
     pub client: Client,
+    /// The document root, held open for script resolution.
+    pub doc_root: super::script::DocRoot,
     ready: Arc<AtomicBool>,
 }
 
@@ -338,6 +340,7 @@ impl Backend {
         config.on_stderr = Some(Arc::new(move |line: &[u8]| l.php_stderr(line)));
         let client = Client::new(prepared.address.clone(), config);
         let backend = Arc::new(Self {
+            doc_root: super::script::DocRoot::open(&worker.php.document_root),
             worker,
             client,
             ready: Arc::new(AtomicBool::new(false)),

@@ -72,7 +72,7 @@ pub async fn serve(
     if rel.is_empty() && get_or_head {
         return add_slash(&req);
     }
-    let target = script::resolve(&worker.php.document_root, rel, worker.php.front_controller);
+    let target = script::resolve(&backend.doc_root, rel, worker.php.front_controller);
     let (file, name, path_info) = match target {
         Target::Script {
             file,

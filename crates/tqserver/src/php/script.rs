@@ -8,12 +8,50 @@
 //! PATH_INFO, so `/uploads/a.jpg/x.php` names `a.jpg/x.php`, never
 //! `a.jpg`; the script must be a regular file inside the root after
 //! symlinks are resolved; a missing `.php` is 404; any other missing path
-//! goes to `index.php` when the front controller is on. File-system calls
-//! are plain `stat`/`realpath` on the request path, as nginx does them.
+//! goes to `index.php` when the front controller is on.
+//!
+//! Containment is checked by the kernel: `openat2(RESOLVE_BENEATH)` from
+//! the document root opens the file only if resolving it never leaves the
+//! root (one system call, where `realpath` makes one per path component).
+//! Absolute symlinks, which it refuses on principle, and kernels before
+//! 5.6 fall back to `realpath` and a prefix check.
 
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+
+/// A canonical document root, held open for `openat2`.
+#[derive(Debug)]
+pub struct DocRoot {
+    path: PathBuf,
+    fd: Option<OwnedFd>,
+}
+
+impl DocRoot {
+    /// Opens `path` (canonical) as a root; without a descriptor (it could
+    /// not be opened) resolution uses `realpath` only.
+    pub fn open(path: &Path) -> Self {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok();
+        Self {
+            path: path.to_path_buf(),
+            fd,
+        }
+    }
+
+    /// The root's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
 
 /// What a request path resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +78,9 @@ pub enum Target {
 }
 
 /// Resolves `raw` (the URL path below the route prefix, still
-/// percent-encoded) under `root` (canonical).
-pub fn resolve(root: &Path, raw: &str, front_controller: bool) -> Target {
+/// percent-encoded) under `root`.
+pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {
+    let root = doc.path();
     let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
     if decoded.contains(&0) {
         return Target::BadRequest("NUL byte in the path");
@@ -70,7 +109,7 @@ pub fn resolve(root: &Path, raw: &str, front_controller: bool) -> Target {
         .position(|s| s.len() > 4 && s.ends_with(b".php"))
     {
         let name = join(&segs[..=i]);
-        let file = root.join(OsStr::from_bytes(&name[1..]));
+        let rel = Path::new(OsStr::from_bytes(&name[1..]));
         let path_info = if i + 1 < segs.len() {
             let mut p = join(&segs[i + 1..]);
             if trailing_slash {
@@ -80,7 +119,7 @@ pub fn resolve(root: &Path, raw: &str, front_controller: bool) -> Target {
         } else {
             String::new()
         };
-        return match contained_file(root, &file) {
+        return match contained_file(doc, rel) {
             Some(Ok(f)) => Target::Script {
                 file: f,
                 name: String::from_utf8_lossy(&name).into_owned(),
@@ -91,14 +130,15 @@ pub fn resolve(root: &Path, raw: &str, front_controller: bool) -> Target {
         };
     }
     let rel = join(&segs);
-    let path = root.join(OsStr::from_bytes(&rel[1..]));
+    let rel_path = Path::new(OsStr::from_bytes(&rel[1..]));
+    let path = root.join(rel_path);
     if path.is_dir() {
         if !segs.is_empty() && !trailing_slash {
             return Target::AddSlash;
         }
         for index in ["index.php", "index.html"] {
-            let candidate = path.join(index);
-            match contained_file(root, &candidate) {
+            let candidate = rel_path.join(index);
+            match contained_file(doc, &candidate) {
                 Some(Ok(f)) if index == "index.php" => {
                     let mut name = rel.clone();
                     if name.len() > 1 {
@@ -116,7 +156,7 @@ pub fn resolve(root: &Path, raw: &str, front_controller: bool) -> Target {
                 None => {}
             }
         }
-        return front(root, front_controller);
+        return front(doc, front_controller);
     }
     // `.php` in another case (`x.PHP`) is never served as source.
     if segs
@@ -125,18 +165,18 @@ pub fn resolve(root: &Path, raw: &str, front_controller: bool) -> Target {
     {
         return Target::NotFound;
     }
-    match contained_file(root, &path) {
+    match contained_file(doc, rel_path) {
         Some(Ok(f)) => Target::Static(f),
         Some(Err(())) => Target::Forbidden,
-        None => front(root, front_controller),
+        None => front(doc, front_controller),
     }
 }
 
-fn front(root: &Path, on: bool) -> Target {
+fn front(doc: &DocRoot, on: bool) -> Target {
     if !on {
         return Target::NotFound;
     }
-    match contained_file(root, &root.join("index.php")) {
+    match contained_file(doc, Path::new("index.php")) {
         Some(Ok(file)) => Target::Script {
             file,
             name: "/index.php".into(),
@@ -158,15 +198,30 @@ fn join(segs: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// `None` when `path` is not a regular file; `Some(Err)` when its real
-/// path leaves `root`; else its real path.
-fn contained_file(root: &Path, path: &Path) -> Option<Result<PathBuf, ()>> {
-    let meta = std::fs::metadata(path).ok()?;
+/// `None` when `rel` (relative to the root) is not a regular file;
+/// `Some(Err)` when resolving it leaves the root; else its path.
+fn contained_file(doc: &DocRoot, rel: &Path) -> Option<Result<PathBuf, ()>> {
+    if let Some(fd) = &doc.fd {
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        match nix::fcntl::openat2(fd, rel, how) {
+            Ok(f) => {
+                let meta = std::fs::File::from(f).metadata().ok()?;
+                return meta.is_file().then(|| Ok(doc.path.join(rel)));
+            }
+            // Left the root, or an absolute symlink: decide by real path.
+            Err(Errno::EXDEV) | Err(Errno::ENOSYS) | Err(Errno::EPERM) => {}
+            Err(_) => return None,
+        }
+    }
+    let path = doc.path.join(rel);
+    let meta = std::fs::metadata(&path).ok()?;
     if !meta.is_file() {
         return None;
     }
     let real = path.canonicalize().ok()?;
-    Some(if real.starts_with(root) {
+    Some(if real.starts_with(&doc.path) {
         Ok(real)
     } else {
         Err(())
@@ -197,6 +252,14 @@ mod tests {
         }
         std::os::unix::fs::symlink("/etc/hostname", r.join("escape.php")).unwrap();
         std::os::unix::fs::symlink("/etc", r.join("etc")).unwrap();
+        // Symlinks that stay inside the root are followed, relative or absolute.
+        std::os::unix::fs::symlink("hello.php", r.join("alias.php")).unwrap();
+        std::os::unix::fs::symlink(
+            r.canonicalize().unwrap().join("style.css"),
+            r.join("abs.css"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../sub", r.join("uploads/up")).unwrap();
         d
     }
 
@@ -209,7 +272,8 @@ mod tests {
     fn scripts_path_info_and_front_controller() {
         let d = tree();
         let root = d.path().canonicalize().unwrap();
-        let r = |p: &str| resolve(&root, p, true);
+        let doc = DocRoot::open(&root);
+        let r = |p: &str| resolve(&doc, p, true);
         assert!(script("/hello.php", "")(&r("/hello.php")));
         assert!(script("/hello.php", "/a/b")(&r("/hello.php/a/b")));
         assert!(script("/hello.php", "/a/")(&r("/hello.php/a/")));
@@ -219,7 +283,7 @@ mod tests {
         assert!(script("/index.php", "")(&r("")));
         assert!(script("/index.php", "")(&r("/no/such/page")));
         assert_eq!(r("/missing.php"), Target::NotFound);
-        assert_eq!(resolve(&root, "/no/such/page", false), Target::NotFound);
+        assert_eq!(resolve(&doc, "/no/such/page", false), Target::NotFound);
         assert_eq!(r("/style.css"), Target::Static(root.join("style.css")));
         assert_eq!(r("/sub"), Target::AddSlash);
         assert_eq!(
@@ -232,7 +296,8 @@ mod tests {
     fn what_must_never_happen() {
         let d = tree();
         let root = d.path().canonicalize().unwrap();
-        let r = |p: &str| resolve(&root, p, true);
+        let doc = DocRoot::open(&root);
+        let r = |p: &str| resolve(&doc, p, true);
         // a.jpg is never executed as PHP.
         assert_eq!(r("/uploads/a.jpg/x.php"), Target::NotFound);
         assert_eq!(
