@@ -296,6 +296,30 @@ fn main() {
             }
         }
     }
+    // The goal of the FastCGI work: at least 1.5x fastcgi-client's throughput.
+    let ratios: Vec<(String, f64)> = table
+        .lines()
+        .filter(|l| l.contains("fastcgi-client"))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let r = cells.get(8)?.trim_end_matches('×').parse().ok()?;
+            Some((
+                format!("{} {} ×{} {}", cells[1], cells[2], cells[3], cells[4]),
+                r,
+            ))
+        })
+        .collect();
+    if !ratios.is_empty() {
+        let met = ratios.iter().filter(|(_, r)| *r >= 1.5).count();
+        let (lo_case, lo) = ratios.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        let (hi_case, hi) = ratios.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        let line = format!(
+            "\nThroughput goal (at least 1.5× fastcgi-client): met in {met} of {} comparisons; lowest {lo:.2}× ({lo_case}), highest {hi:.2}× ({hi_case}).\n",
+            ratios.len()
+        );
+        print!("{line}");
+        table.push_str(&line);
+    }
     if let Ok(path) = std::env::var("TQ_BENCH_OUT") {
         std::fs::write(path, table).unwrap();
     }

@@ -543,3 +543,19 @@ async fn a_slow_client_that_never_finishes_its_headers_is_dropped() {
     let r = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
     assert!(r.is_ok(), "the connection is closed by the server");
 }
+
+/// HTTP/2 without TLS (prior knowledge), as a load balancer may speak it.
+#[tokio::test]
+async fn h2c_with_prior_knowledge() {
+    let (_p, tq) = app();
+    let c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = c.get(tq.url("/app/echo.php?h2=1")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["SERVER_PROTOCOL"], "HTTP/2.0");
+    assert_eq!(v["HTTP_HOST"], format!("127.0.0.1:{}", tq.port));
+    assert_eq!(v["QUERY_STRING"], "h2=1");
+}
