@@ -71,10 +71,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         ))
     })?;
     // Private runtime directory: random name, mode 0700, removed on exit.
+    remove_stale_runtime_dirs(&std::env::temp_dir());
     let runtime_dir = tempfile::Builder::new()
-        .prefix("tqserver-")
+        .prefix(RUNTIME_PREFIX)
         .tempdir()
         .context("cannot create the runtime directory")?;
+    std::fs::write(
+        runtime_dir.path().join(PID_FILE),
+        std::process::id().to_string(),
+    )
+    .context("cannot write into the runtime directory")?;
     let ports = Ports::new(config.supervision.port_range);
     let sup = config.supervision.clone();
     let backends_stop = CancellationToken::new();
@@ -145,6 +151,44 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     drop(runtime_dir);
     tracing::info!("stopped");
     Ok(())
+}
+
+const RUNTIME_PREFIX: &str = "tqserver-";
+const PID_FILE: &str = "tqserver.pid";
+
+/// Removes runtime directories left by a tqserver that was killed (SIGKILL
+/// leaves no chance to clean up): ours by owner, with a pid file whose
+/// process is gone. Directories of running servers are left alone.
+fn remove_stale_runtime_dirs(tmp: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with(RUNTIME_PREFIX) {
+            continue;
+        }
+        let path = e.path();
+        let owned = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        let pid = std::fs::read_to_string(path.join(PID_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        let (true, Some(pid)) = (owned, pid) else {
+            continue;
+        };
+        let gone = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if gone && std::fs::remove_dir_all(&path).is_ok() {
+            tracing::info!(
+                "removed {} left by tqserver pid {pid}, which is gone",
+                path.display()
+            );
+        }
+    }
 }
 
 async fn wait_for_stop_signal() {

@@ -559,3 +559,81 @@ async fn h2c_with_prior_knowledge() {
     assert_eq!(v["HTTP_HOST"], format!("127.0.0.1:{}", tq.port));
     assert_eq!(v["QUERY_STRING"], "h2=1");
 }
+
+/// SIGINT stops as SIGTERM does; SIGKILL of tqserver still takes php-fpm
+/// down (PR_SET_PDEATHSIG), within a few seconds.
+#[tokio::test]
+async fn sigint_and_sigkill_leave_no_php_fpm_behind() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    for signal in [Signal::SIGINT, Signal::SIGKILL] {
+        let (_p, tq) = app();
+        assert_eq!(
+            client()
+                .get(tq.url("/app/pid.php"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let master = children_of(tq.pid())
+            .into_iter()
+            .find(|(_, n)| n.starts_with("php-fpm"))
+            .expect("php-fpm master")
+            .0;
+        let workers: Vec<u32> = children_of(master).into_iter().map(|(p, _)| p).collect();
+        kill(Pid::from_raw(tq.pid() as i32), signal).unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::iter::once(master)
+            .chain(workers.iter().copied())
+            .any(alive)
+        {
+            assert!(
+                std::time::Instant::now() < until,
+                "php-fpm outlived tqserver after {signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A runtime directory left by a killed tqserver is removed at the next
+/// start; one whose tqserver still runs is not.
+#[tokio::test]
+async fn stale_runtime_directories_are_cleaned_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    let stale = tmp.path().join("tqserver-stale1");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("tqserver.pid"), dead.to_string()).unwrap();
+    let live = tmp.path().join("tqserver-live1");
+    std::fs::create_dir(&live).unwrap();
+    std::fs::write(live.join("tqserver.pid"), std::process::id().to_string()).unwrap();
+    let p = Project::new("", "");
+    p.php_worker("app", "/app", "");
+    let tmp_str = tmp.path().to_str().unwrap();
+    let mut tq = Tq::start_env(p.path(), &[], &[("TMPDIR", tmp_str)]);
+    assert!(!stale.exists(), "stale runtime dir removed");
+    assert!(live.exists(), "a live server's dir is kept");
+    // Its own runtime dir exists while it runs and is gone after a stop.
+    let own: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("tqserver-")
+                && *p != live
+        })
+        .collect();
+    assert_eq!(own.len(), 1, "{own:?}");
+    tq.stop();
+    assert!(!own[0].exists());
+}

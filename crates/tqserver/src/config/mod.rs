@@ -226,17 +226,7 @@ impl fmt::Display for Config {
         writeln!(f, "pools")?;
         for w in self.enabled_workers() {
             let p = &w.php.pool;
-            let numbers = match p.manager {
-                Manager::Static => format!("static, {} processes", p.max_children),
-                Manager::Dynamic => format!(
-                    "dynamic, start {}, keep {}..{} idle, at most {} processes",
-                    p.start, p.min_spare, p.max_spare, p.max_children
-                ),
-                Manager::Ondemand => format!(
-                    "ondemand, up to {} processes, idle timeout {:?}",
-                    p.max_children, p.idle_timeout
-                ),
-            };
+            let numbers = p.describe();
             let listen = match &p.listen {
                 Listen::RuntimeSocket => "unix socket in the runtime directory".to_string(),
                 Listen::Unix(path) => format!("unix:{}", path.display()),

@@ -141,6 +141,24 @@ pub struct Pool {
     pub listen: Listen,
 }
 
+impl Pool {
+    /// The manager and its numbers in words, as `check` prints them and
+    /// PHP sees them in `WORKER_POOL`.
+    pub fn describe(&self) -> String {
+        match self.manager {
+            Manager::Static => format!("static, {} processes", self.max_children),
+            Manager::Dynamic => format!(
+                "dynamic, start {}, keep {}..{} idle, at most {} processes",
+                self.start, self.min_spare, self.max_spare, self.max_children
+            ),
+            Manager::Ondemand => format!(
+                "ondemand, up to {} processes, idle timeout {:?}",
+                self.max_children, self.idle_timeout
+            ),
+        }
+    }
+}
+
 /// A PHP worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhpWorker {

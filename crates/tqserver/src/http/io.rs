@@ -111,14 +111,15 @@ impl<T: AsyncRead> AsyncRead for TimeoutIo<T> {
     }
 }
 
-impl<T: AsyncWrite> AsyncWrite for TimeoutIo<T> {
-    fn poll_write(
+impl<T: AsyncWrite> TimeoutIo<T> {
+    /// Runs one write; a write that stays pending past the write timeout fails.
+    fn write_with(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &[u8],
+        write: impl FnOnce(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        match this.inner.poll_write(cx, buf) {
+        match write(this.inner, cx) {
             Poll::Ready(r) => {
                 *this.last_activity = Instant::now();
                 *this.write_blocked_since = None;
@@ -136,30 +137,23 @@ impl<T: AsyncWrite> AsyncWrite for TimeoutIo<T> {
             }
         }
     }
+}
+
+impl<T: AsyncWrite> AsyncWrite for TimeoutIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.write_with(cx, |inner, cx| inner.poll_write(cx, buf))
+    }
 
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        match this.inner.poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                *this.last_activity = Instant::now();
-                *this.write_blocked_since = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let since = *this.write_blocked_since.get_or_insert_with(Instant::now);
-                if expired(this.timer, since + *this.write, cx) {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "write timeout",
-                    )));
-                }
-                Poll::Pending
-            }
-        }
+        self.write_with(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

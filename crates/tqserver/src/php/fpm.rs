@@ -160,19 +160,7 @@ pub fn render(
     let _ = writeln!(c, "clear_env = yes");
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let _ = writeln!(c, "env[PATH] = {}", ini_quote(&path));
-    let pool_text = match p.manager {
-        Manager::Static => format!("static, {} processes", p.max_children),
-        Manager::Dynamic => format!(
-            "dynamic, start {}, idle {}-{}, at most {}",
-            p.start, p.min_spare, p.max_spare, p.max_children
-        ),
-        Manager::Ondemand => format!(
-            "ondemand, at most {}, idle timeout {}s",
-            p.max_children,
-            p.idle_timeout.as_secs()
-        ),
-    };
-    let _ = writeln!(c, "env[WORKER_POOL] = {}", ini_quote(&pool_text));
+    let _ = writeln!(c, "env[WORKER_POOL] = {}", ini_quote(&p.describe()));
     for (k, v) in [
         ("WORKER_NAME", worker.name.as_str()),
         ("WORKER_PATH", worker.route.as_str()),

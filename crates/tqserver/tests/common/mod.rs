@@ -104,12 +104,18 @@ pub struct Tq {
 impl Tq {
     /// Starts tqserver in `dir` (on a free port) and waits until it answers.
     pub fn start(dir: &Path, args: &[&str]) -> Self {
+        Self::start_env(dir, args, &[])
+    }
+
+    /// Like `start`, with extra environment variables.
+    pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let log = dir.join(format!("tqserver-test-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tqserver"))
             .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
