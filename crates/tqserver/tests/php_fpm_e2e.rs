@@ -340,7 +340,13 @@ async fn status_headers_after_status_redirects_and_cookies() {
     let r = c.get(tq.url("/app/status.php")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["x-after-status"], "kept");
+    // A small page that was complete when its head arrived gets a length.
+    assert_eq!(r.headers()["content-length"], "16");
     assert_eq!(r.text().await.unwrap(), "custom not found");
+    // HEAD: PHP sends no body, and TQServer does not claim a length of 0.
+    let r = c.head(tq.url("/app/status.php")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers().get("content-length"), None, "{:?}", r.headers());
     let r = c.get(tq.url("/app/redirect.php")).send().await.unwrap();
     assert_eq!(r.status(), 302);
     assert_eq!(r.headers()["location"], "/app/echo.php");

@@ -144,7 +144,7 @@ pub async fn serve(
         .await;
     let elapsed = started.elapsed();
     let response = match result {
-        Ok(resp) => into_http(resp, log),
+        Ok(resp) => into_http(resp, log, parts.method == Method::HEAD),
         Err(e) => error_page(&e, backend, log, &parts.uri),
     };
     if worker.logging.access_log {
@@ -258,8 +258,43 @@ async fn discard(body: Incoming, limits: Limits) {
 }
 
 /// The CGI response as an HTTP response, body streamed.
-fn into_http(resp: tqserver_fastcgi::client::Response, log: &WorkerLog) -> Response<Body> {
-    let (head, body) = resp.into_parts();
+/// Body bytes already received when the head arrived that are gathered to
+/// answer with a Content-Length instead of chunks.
+const GATHER_AT_MOST: usize = 64 << 10;
+
+fn into_http(
+    resp: tqserver_fastcgi::client::Response,
+    log: &WorkerLog,
+    is_head: bool,
+) -> Response<Body> {
+    let (head, mut body) = resp.into_parts();
+    // Take what has already arrived, without waiting. Small pages are often
+    // complete by now: they get a Content-Length and one write, and a
+    // failure before any body byte still becomes a proper 502 page.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut gathered: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    let mut complete = false;
+    while size <= GATHER_AT_MOST {
+        match body.poll_chunk(&mut cx) {
+            std::task::Poll::Ready(Some(Ok(b))) => {
+                size += b.len();
+                gathered.push(b);
+            }
+            std::task::Poll::Ready(Some(Err(e))) => {
+                log.error(&format!("response body from PHP failed: {e}"));
+                return pages::error(
+                    StatusCode::BAD_GATEWAY,
+                    "The PHP response broke off before its body.",
+                );
+            }
+            std::task::Poll::Ready(None) => {
+                complete = true;
+                break;
+            }
+            std::task::Poll::Pending => break,
+        }
+    }
     let status = match StatusCode::from_u16(head.status) {
         Ok(s) if s.as_u16() >= 200 => s,
         _ => {
@@ -286,14 +321,27 @@ fn into_http(resp: tqserver_fastcgi::client::Response, log: &WorkerLog) -> Respo
             headers.append(n, v);
         }
     }
-    let l = log.clone();
-    let stream = futures_frames(body, l);
+    if complete {
+        let mut all = bytes::BytesMut::with_capacity(size);
+        for b in &gathered {
+            all.extend_from_slice(b);
+        }
+        let bodiless =
+            is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        if !bodiless && !headers.contains_key(header::CONTENT_LENGTH) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        }
+        let full = http_body_util::Full::new(all.freeze()).map_err(|never| match never {});
+        return out.body(full.boxed_unsync()).expect("valid response");
+    }
+    let stream = futures_frames(gathered, body, log.clone());
     out.body(http_body_util::StreamBody::new(stream).boxed_unsync())
         .expect("valid response")
 }
 
 pin_project_lite::pin_project! {
     struct Frames {
+        gathered: std::vec::IntoIter<Bytes>,
         #[pin]
         body: tqserver_fastcgi::client::ResponseBody,
         log: WorkerLog,
@@ -307,6 +355,9 @@ impl futures_core::Stream for Frames {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         let this = self.project();
+        if let Some(b) = this.gathered.next() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b))));
+        }
         this.body.poll_next(cx).map(|o| {
             o.map(|r| {
                 r.map(http_body::Frame::data).map_err(|e| {
@@ -320,8 +371,16 @@ impl futures_core::Stream for Frames {
     }
 }
 
-fn futures_frames(body: tqserver_fastcgi::client::ResponseBody, log: WorkerLog) -> Frames {
-    Frames { body, log }
+fn futures_frames(
+    gathered: Vec<Bytes>,
+    body: tqserver_fastcgi::client::ResponseBody,
+    log: WorkerLog,
+) -> Frames {
+    Frames {
+        gathered: gathered.into_iter(),
+        body,
+        log,
+    }
 }
 
 fn error_page(
