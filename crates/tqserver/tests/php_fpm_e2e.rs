@@ -507,9 +507,8 @@ async fn killed_php_fpm_gives_502_then_comes_back() {
     assert_ne!(now[0].0, master);
 }
 
-#[tokio::test]
-async fn sigterm_leaves_no_php_fpm_behind() {
-    let (_p, mut tq) = app();
+/// The php-fpm master tqserver runs and its children, once it has served.
+async fn php_fpm_of(tq: &Tq) -> (u32, Vec<u32>) {
     assert_eq!(
         client()
             .get(tq.url("/app/pid.php"))
@@ -524,7 +523,16 @@ async fn sigterm_leaves_no_php_fpm_behind() {
         .find(|(_, n)| n.starts_with("php-fpm"))
         .expect("php-fpm master")
         .0;
-    let workers: Vec<u32> = children_of(master).into_iter().map(|(p, _)| p).collect();
+    (
+        master,
+        children_of(master).into_iter().map(|(p, _)| p).collect(),
+    )
+}
+
+#[tokio::test]
+async fn sigterm_leaves_no_php_fpm_behind() {
+    let (_p, mut tq) = app();
+    let (master, workers) = php_fpm_of(&tq).await;
     assert_eq!(workers.len(), 2, "static pool of 2");
     let status = tq.stop().unwrap();
     assert!(status.success(), "{status}");
@@ -574,21 +582,7 @@ async fn sigint_and_sigkill_leave_no_php_fpm_behind() {
     use nix::unistd::Pid;
     for signal in [Signal::SIGINT, Signal::SIGKILL] {
         let (_p, tq) = app();
-        assert_eq!(
-            client()
-                .get(tq.url("/app/pid.php"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        let master = children_of(tq.pid())
-            .into_iter()
-            .find(|(_, n)| n.starts_with("php-fpm"))
-            .expect("php-fpm master")
-            .0;
-        let workers: Vec<u32> = children_of(master).into_iter().map(|(p, _)| p).collect();
+        let (master, workers) = php_fpm_of(&tq).await;
         kill(Pid::from_raw(tq.pid() as i32), signal).unwrap();
         let until = std::time::Instant::now() + Duration::from_secs(10);
         while std::iter::once(master)
