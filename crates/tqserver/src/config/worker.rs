@@ -283,10 +283,7 @@ impl WorkerFile {
             )),
             Some(t) => errors.push(err(
                 "type",
-                match nearest(t, &TYPES) {
-                    Some(n) => format!("unknown type {t:?}; did you mean {n}?"),
-                    None => format!("unknown type {t:?}; one of: {}", TYPES.join(", ")),
-                },
+                unknown_choice("type", t, &TYPES),
             )),
         }
 
@@ -384,10 +381,7 @@ impl WorkerFile {
             other => {
                 errors.push(err(
                     "logging.level",
-                    match nearest(other, &LEVELS) {
-                        Some(n) => format!("unknown level {other:?}; did you mean {n}?"),
-                        None => format!("unknown level {other:?}; one of: {}", LEVELS.join(", ")),
-                    },
+                    unknown_choice("level", other, &LEVELS),
                 ));
                 tracing::Level::INFO
             }
@@ -431,6 +425,15 @@ impl WorkerFile {
     }
 }
 
+/// "unknown manager \"dynmic\"; did you mean dynamic?", or the list of
+/// valid values when none is close.
+fn unknown_choice(what: &str, value: &str, valid: &[&str]) -> String {
+    match nearest(value, valid) {
+        Some(n) => format!("unknown {what} {value:?}; did you mean {n}?"),
+        None => format!("unknown {what} {value:?}; one of: {}", valid.join(", ")),
+    }
+}
+
 /// Checks and normalises a route prefix.
 fn check_route(p: &str) -> Result<String, String> {
     if !p.starts_with('/') {
@@ -470,10 +473,7 @@ fn resolve_pool(
         Some(m) => {
             errors.push(err(
                 "php.pool.manager",
-                match nearest(m, &MANAGERS) {
-                    Some(n) => format!("unknown manager {m:?}; did you mean {n}?"),
-                    None => format!("unknown manager {m:?}; one of: static, dynamic, ondemand"),
-                },
+                unknown_choice("manager", m, &MANAGERS),
             ));
             DEFAULT_MANAGER
         }
@@ -589,6 +589,14 @@ mod tests {
         assert_eq!(check_route("/blog/"), Ok("/blog".into()));
         assert_eq!(check_route("/"), Ok("/".into()));
         assert_eq!(check_route("/a/b"), Ok("/a/b".into()));
+        assert_eq!(
+            unknown_choice("manager", "dynmic", &MANAGERS),
+            "unknown manager \"dynmic\"; did you mean dynamic?"
+        );
+        assert_eq!(
+            unknown_choice("type", "perl", &TYPES),
+            "unknown type \"perl\"; one of: php, rust, go, command"
+        );
         for bad in ["blog", "/a//b", "/a/../b", "/a?x", "/a b"] {
             assert!(check_route(bad).is_err(), "{bad}");
         }

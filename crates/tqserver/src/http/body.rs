@@ -2,6 +2,7 @@
 //! `server.max_body_bytes` as it goes and failing when the client pauses
 //! longer than the read timeout.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -107,5 +108,3 @@ impl Stream for LimitedBody {
         }
     }
 }
-
-use std::future::Future as _;
