@@ -8,19 +8,23 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Backend as PhpBackend, Config};
 use crate::http::router::Router;
 use crate::http::{Body, pages};
 use crate::logging::WorkerLog;
+use crate::php::cgi::{self, Launcher};
 use crate::php::fpm::{Backend, Prepared};
+use crate::php::listener;
 use crate::php::params::ConnInfo;
 use crate::php::proxy::{self, Limits};
+use crate::php::script::DocRoot;
+use crate::php::upstream::{CgiUpstream, Upstream};
 use crate::ports::Ports;
 
 /// What a route leads to.
 pub struct Route {
-    /// The worker's php-fpm.
-    pub backend: Arc<Backend>,
+    /// The worker's PHP backend.
+    pub upstream: Upstream,
     /// The worker's log.
     pub log: WorkerLog,
 }
@@ -37,7 +41,7 @@ impl App {
         let path = req.uri().path().to_string();
         match self.router.find(&path) {
             Some((prefix, route)) => {
-                proxy::serve(&route.backend, &route.log, prefix, req, conn, self.limits).await
+                proxy::serve(&route.upstream, &route.log, prefix, req, conn, self.limits).await
             }
             None => pages::error(StatusCode::NOT_FOUND, "No worker serves this address."),
         }
@@ -81,7 +85,23 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         std::process::id().to_string(),
     )
     .context("cannot write into the runtime directory")?;
-    let ports = Ports::new(config.supervision.port_range);
+    let ports = Arc::new(Ports::new(config.supervision.port_range));
+    // FastCGI listeners are bound before any child starts, like the HTTP
+    // port: a busy address is a clear error, not a half-started server.
+    let mut fcgi_bound = Vec::new();
+    for w in config.enabled_workers() {
+        if let Some(l) = &w.fastcgi {
+            let b = listener::Bound::bind(l).await.map_err(|e| {
+                StartError::Config(format!(
+                    "worker {}: cannot listen for FastCGI on {} (fastcgi.listen in {}): {e}",
+                    w.name,
+                    l.listen,
+                    w.file.display()
+                ))
+            })?;
+            fcgi_bound.push((w.name.clone(), b));
+        }
+    }
     let sup = config.supervision.clone();
     let backends_stop = CancellationToken::new();
     let mut routes = Vec::new();
@@ -93,27 +113,81 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let w = Arc::new(w.clone());
         let log = WorkerLog::new(&w)
             .with_context(|| format!("worker {}: cannot open logging.log_file", w.name))?;
-        let prepared =
-            match Prepared::new(w.clone(), config.mode, runtime_dir.path(), &ports, &sup).await {
-                Ok(p) => p,
-                Err(e) => {
-                    backends_stop.cancel();
-                    for t in tasks {
-                        let _ = t.await;
+        let fail = |e: String| StartError::Config(e);
+        let started: Result<(Upstream, tokio::task::JoinHandle<()>), String> = match w.php.backend {
+            PhpBackend::Fpm => {
+                match Prepared::new(w.clone(), config.mode, runtime_dir.path(), &ports, &sup).await
+                {
+                    Ok(prepared) => {
+                        tracing::info!(worker = %w.name, route = %w.route, "starting php-fpm ({})", prepared.address());
+                        let (backend, task) = Backend::start(
+                            prepared,
+                            sup.clone(),
+                            log.clone(),
+                            backends_stop.clone(),
+                        );
+                        Ok((Upstream::Fpm(backend), task))
                     }
-                    return Err(StartError::Config(e));
+                    Err(e) => Err(e),
                 }
-            };
-        tracing::info!(worker = %w.name, route = %w.route, "starting php-fpm ({})", prepared.address());
-        let (backend, task) =
-            Backend::start(prepared, sup.clone(), log.clone(), backends_stop.clone());
+            }
+            PhpBackend::Cgi => {
+                match Launcher::new(&w, config.mode, runtime_dir.path(), ports.clone()).await {
+                    Ok(launcher) => {
+                        tracing::info!(worker = %w.name, route = %w.route, "starting php-cgi pool ({}, {})", launcher.binary().display(), w.php.pool.describe());
+                        let (pool, task) = cgi::Pool::start(
+                            w.clone(),
+                            launcher,
+                            sup.clone(),
+                            log.clone(),
+                            backends_stop.clone(),
+                        );
+                        let up = CgiUpstream {
+                            pool,
+                            doc_root: DocRoot::open(&w.php.document_root),
+                        };
+                        Ok((Upstream::Cgi(Arc::new(up)), task))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let (upstream, task) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                backends_stop.cancel();
+                for t in tasks {
+                    let _ = t.await;
+                }
+                return Err(fail(e));
+            }
+        };
         tasks.push(task);
-        routes.push((w.route.clone(), Route { backend, log }));
+        routes.push((w.route.clone(), Route { upstream, log }));
     }
     for (route, r) in &routes {
-        if !r.backend.wait_ready(sup.health_check_wait).await {
-            tracing::warn!(%route, "php-fpm is not ready yet; its requests get 502 until it is");
+        if !r.upstream.wait_ready(sup.health_check_wait).await {
+            tracing::warn!(%route, "PHP is not ready yet; its requests get 502/503 until it is");
         }
+    }
+    let http_stop = CancellationToken::new();
+    let mut fcgi_tasks = Vec::new();
+    for (name, bound) in fcgi_bound {
+        let Some((_, r)) = routes
+            .iter()
+            .find(|(_, r)| r.upstream.worker().name == name)
+        else {
+            continue;
+        };
+        if let Ok(a) = bound.local_addr() {
+            tracing::info!(worker = %name, "FastCGI listener on {a}");
+        }
+        fcgi_tasks.push(tokio::spawn(bound.serve(
+            r.upstream.clone(),
+            r.log.clone(),
+            http_stop.clone(),
+            sup.shutdown_grace,
+        )));
     }
     let app = Arc::new(App {
         router: Router::new(routes),
@@ -127,7 +201,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config.mode.as_str()
     );
 
-    let http_stop = CancellationToken::new();
     let settings = s.clone();
     let grace = sup.shutdown_grace;
     let hs = http_stop.clone();
@@ -144,6 +217,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     });
     http_stop.cancel();
     let _ = server.await;
+    for t in fcgi_tasks {
+        let _ = t.await;
+    }
     backends_stop.cancel();
     for t in tasks {
         let _ = t.await;

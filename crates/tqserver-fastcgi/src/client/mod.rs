@@ -36,9 +36,12 @@
 //! # Retries
 //!
 //! A request is sent again, once, on a new connection, only when a reused
-//! connection fails before any record of the response arrived and the body
-//! can be sent again (in memory, or a stream not yet read from). That is the
-//! signature of a process that exited while its connection sat idle.
+//! connection fails before any record of the response arrived, the body
+//! can be sent again (in memory, or a stream not yet read from), and the
+//! method is idempotent (not POST, PATCH or LOCK, as nginx decides). That
+//! is the signature of a process that exited while its connection sat
+//! idle, but it is also what a process killed in the middle of a script
+//! that had not printed anything yet looks like: a POST is never run twice.
 
 mod connection;
 mod error;
@@ -57,6 +60,11 @@ pub use exchange::{EndStatus, Frame};
 pub use pool::PoolStats;
 pub use request::{Request, RequestBody, StderrSink};
 pub use response::{RawResponse, Response, ResponseBody};
+
+/// The error of [`Client::try_request`]: what went wrong, and the request
+/// itself when it never reached the application (boxed: it is large, and
+/// the error path is the rare one).
+pub type Unsent = (ClientError, Option<Box<Request>>);
 
 use crate::proto::params::MAX_RECORD_PAIR_LEN;
 use crate::proto::{self, Body, HeadParser, Limits, Params, record};
@@ -85,6 +93,7 @@ pub struct ClientConfig {
     pub keep_alive: bool,
     /// Idle connections older than this are closed.
     pub idle_timeout: Duration,
+
     /// Limit on opening a connection.
     pub connect_timeout: Duration,
     /// Limit on waiting with no progress in either direction (the script's
@@ -155,6 +164,15 @@ fn log_stderr(line: &[u8]) {
     tracing::warn!(target: "tqserver_fastcgi::stderr", "{}", String::from_utf8_lossy(line));
 }
 
+/// Whether a request may be sent twice: nginx's rule (POST, LOCK and
+/// PATCH are not; requests without a method are, e.g. a ping).
+fn idempotent(params: &Params) -> bool {
+    !matches!(
+        params.get("REQUEST_METHOD").map(|m| &m[..]),
+        Some(b"POST" | b"PATCH" | b"LOCK")
+    )
+}
+
 impl Client {
     /// A client for the application at `address`. Connections open lazily.
     pub fn new(address: Address, config: ClientConfig) -> Self {
@@ -199,72 +217,141 @@ impl Client {
     /// Sends a request and returns once the CGI response head is parsed;
     /// the body then streams from [`Response::body_mut`]. `STDERR` lines go
     /// to the request's sink, else the client's.
-    pub async fn request(&self, mut req: Request) -> Result<Response, ClientError> {
+    pub async fn request(&self, req: Request) -> Result<Response, ClientError> {
+        self.request_inner(req, false).await.map_err(|(e, _)| e)
+    }
+
+    /// Like [`Client::request`], for a caller with several applications (a
+    /// process manager), which gets the request back with the error when
+    /// it can be sent to another one: when the connection could not be
+    /// opened (the request never left: [`ErrorKind::Connect`]), and when
+    /// an idempotent request with a replayable body lost its connection
+    /// before any response record (the application died, perhaps while
+    /// running it: [`ErrorKind::Reset`]). Nothing is retried on this
+    /// client's own address.
+    pub async fn try_request(&self, req: Request) -> Result<Response, Unsent> {
+        self.request_inner(req, true).await
+    }
+
+    async fn request_inner(&self, mut req: Request, hand_back: bool) -> Result<Response, Unsent> {
         let sink = req
             .on_stderr
             .take()
             .unwrap_or_else(|| self.inner.stderr.clone());
         let limits = self.inner.config.limits;
-        let mut stderr = StderrLines::new(sink, limits.max_stderr_line);
-        let (mut ex, mut frame) = self.start(req).await?;
+        let mut stderr = StderrLines::new(sink.clone(), limits.max_stderr_line);
+        let (mut ex, mut frame) = match self.start(req, hand_back).await {
+            Ok(started) => started,
+            Err((e, Some(mut back))) => {
+                back.on_stderr = Some(sink);
+                return Err((e, Some(back)));
+            }
+            Err((e, None)) => return Err((e, None)),
+        };
         let mut head = HeadParser::new(limits);
+        let failed = |e: ClientError| (e, None);
         loop {
             match frame {
                 Some(Frame::Stdout(data)) => {
-                    if let Some((head, rest)) = head.push(data)? {
+                    if let Some((head, rest)) = head.push(data).map_err(|e| failed(e.into()))? {
                         return Ok(Response::new(head, ResponseBody::new(rest, ex, stderr)));
                     }
                 }
                 Some(Frame::Stderr(data)) => stderr.push(&data),
                 None => {
                     stderr.flush();
-                    return Err(head.incomplete().into());
+                    return Err(failed(head.incomplete().into()));
                 }
             }
-            frame = poll_fn(|cx| ex.poll_frame(cx)).await?;
+            frame = poll_fn(|cx| ex.poll_frame(cx)).await.map_err(failed)?;
         }
     }
 
     /// Sends a request and returns once the first response record arrived;
     /// `STDOUT` and `STDERR` are then passed through as [`Frame`]s, unparsed.
     pub async fn request_raw(&self, req: Request) -> Result<RawResponse, ClientError> {
-        let (ex, first) = self.start(req).await?;
+        let (ex, first) = self.start(req, false).await.map_err(|(e, _)| e)?;
         Ok(RawResponse::new(first, ex))
     }
 
-    /// Sends the request and waits for the first record, retrying once on
-    /// a fresh connection when a reused one turns out dead.
-    async fn start(&self, req: Request) -> Result<(Exchange, Option<Frame>), ClientError> {
+    /// [`Client::request_raw`] that hands back a request that never reached
+    /// the application (see [`Client::try_request`]).
+    pub async fn try_request_raw(&self, req: Request) -> Result<RawResponse, Unsent> {
+        let (ex, first) = self.start(req, true).await?;
+        Ok(RawResponse::new(first, ex))
+    }
+
+    /// Sends the request and waits for the first record. A connection lost
+    /// before any record (idempotent request, replayable body) means a
+    /// retry on a fresh connection when it was reused, or with
+    /// `hand_back`, the request back to the caller. The request also comes
+    /// back when no connection could be opened.
+    async fn start(
+        &self,
+        req: Request,
+        hand_back: bool,
+    ) -> Result<(Exchange, Option<Frame>), Unsent> {
         if let Some((name, len)) = req.params.largest_pair() {
             if len > MAX_RECORD_PAIR_LEN {
-                return Err(ClientError::ParamTooLarge {
+                let e = ClientError::ParamTooLarge {
                     name: String::from_utf8_lossy(name).into_owned(),
                     len,
-                });
+                };
+                return Err((e, None));
             }
         }
+        let mut pooled = match self.inner.pool.checkout().await {
+            Ok(p) => p,
+            Err(e) => return Err((e, Some(Box::new(req)))),
+        };
         let Request {
-            role, params, body, ..
+            role,
+            params,
+            body,
+            on_stderr,
         } = req;
         let config = &self.inner.config;
-        let mut pooled = self.inner.pool.checkout().await?;
         let mut body = body;
-        let mut retried = false;
+        // Not retrying counts as having retried already.
+        let idempotent = idempotent(&params);
+        let mut retried = !idempotent;
         loop {
             let mut ex = Exchange::new(pooled, role, &params, body, config);
             match poll_fn(|cx| ex.poll_frame(cx)).await {
                 Ok(first) => return Ok((ex, first)),
+                Err(e) if hand_back && idempotent && e.is_connection_lost() && !ex.started => {
+                    let Some((p, b)) = ex.take_for_retry() else {
+                        return Err((e, None));
+                    };
+                    drop(p);
+                    let back = Request {
+                        role,
+                        params,
+                        body: b,
+                        on_stderr,
+                    };
+                    return Err((e, Some(Box::new(back))));
+                }
                 Err(e) if !retried && e.is_connection_lost() && ex.reused() && !ex.started => {
                     let Some((p, b)) = ex.take_for_retry() else {
-                        return Err(e);
+                        return Err((e, None));
                     };
                     tracing::debug!(address = %self.address(), error = %e, "reused FastCGI connection was dead; retrying on a new one");
                     pooled = p;
                     body = b;
                     retried = true;
-                    pooled.reconnect().await?;
+                    if let Err(e) = pooled.reconnect().await {
+                        // Nothing reached the application: hand it back.
+                        let back = Request {
+                            role,
+                            params,
+                            body,
+                            on_stderr,
+                        };
+                        return Err((e, Some(Box::new(back))));
+                    }
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err((e, None)),
             }
         }
     }

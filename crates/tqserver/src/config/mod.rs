@@ -19,7 +19,9 @@ use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use server::{ServerSettings, Supervision};
-pub use worker::{Listen, Manager, PhpWorker, Pool, Worker, WorkerLogging};
+pub use worker::{
+    Backend, FastcgiListener, Listen, Manager, PhpWorker, Pool, Worker, WorkerLogging,
+};
 
 /// dev or prod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +213,11 @@ impl fmt::Display for Config {
             writeln!(f, "  (none: every request gets 404)")?;
         }
         for w in self.enabled_workers() {
-            writeln!(f, "  {:<16} -> {} (php, php-fpm)", w.route, w.name)?;
+            let runner = match w.php.backend {
+                Backend::Fpm => "php-fpm",
+                Backend::Cgi => "php-cgi, TQServer's process manager",
+            };
+            writeln!(f, "  {:<16} -> {} (php, {runner})", w.route, w.name)?;
         }
         for w in self.workers.iter().filter(|w| !w.enabled) {
             writeln!(
@@ -243,6 +249,9 @@ impl fmt::Display for Config {
                 p.max_requests, p.request_timeout
             )?;
             writeln!(f, "    document_root {}", w.php.document_root.display())?;
+            if let Some(l) = &w.fastcgi {
+                writeln!(f, "    fastcgi listener {}", l.listen)?;
+            }
             if !w.php.settings.is_empty() {
                 let s: Vec<String> = w
                     .php

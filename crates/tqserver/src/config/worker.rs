@@ -21,6 +21,16 @@ pub const DEFAULT_MIN_WORKERS: u32 = 1;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `php.pool.idle_timeout` (ondemand's `pm.process_idle_timeout`; php-fpm: 10 s).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `php.pool.max_queue`: requests waiting for a process at most
+/// (php-fpm's `listen.backlog` default is 511; the same order here).
+pub const DEFAULT_MAX_QUEUE: u32 = 512;
+/// Default `php.pool.queue_timeout`: how long a request waits for a free
+/// process before it gets 503.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `fastcgi.limit_extensions` (php-fpm's `security.limit_extensions`).
+pub const DEFAULT_LIMIT_EXTENSIONS: [&str; 1] = [".php"];
+/// Default `fastcgi.ping_response` (php-fpm's `ping.response`).
+pub const DEFAULT_PING_RESPONSE: &str = "pong";
 /// Default `document_root`, relative to the worker's folder.
 pub const DEFAULT_DOCUMENT_ROOT: &str = "public";
 
@@ -34,9 +44,9 @@ pub(crate) struct WorkerFile {
     php: Option<PhpSection>,
     document_root: Option<String>,
     logging: Option<LoggingSection>,
+    fastcgi: Option<FastcgiSection>,
     // Keys of work that has not landed yet: recognised so the error can
     // say so instead of "unknown key".
-    fastcgi: Option<serde_yaml_ng::Value>,
     command: Option<serde_yaml_ng::Value>,
     scaling: Option<serde_yaml_ng::Value>,
     env: Option<serde_yaml_ng::Value>,
@@ -65,6 +75,19 @@ struct PoolSection {
     request_timeout: Option<DurationValue>,
     idle_timeout: Option<DurationValue>,
     listen_address: Option<String>,
+    max_queue: Option<u32>,
+    queue_timeout: Option<DurationValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FastcgiSection {
+    listen: Option<String>,
+    allowed_clients: Option<Vec<String>>,
+    limit_extensions: Option<Vec<String>>,
+    ping_path: Option<String>,
+    ping_response: Option<String>,
+    status_path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +128,44 @@ impl Manager {
     }
 }
 
+/// Which program runs a PHP worker's scripts (`php.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// php-fpm, configured and supervised by TQServer.
+    Fpm,
+    /// php-cgi processes managed by TQServer itself.
+    Cgi,
+}
+
+impl Backend {
+    /// The `php.backend` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fpm => "fpm",
+            Self::Cgi => "cgi",
+        }
+    }
+}
+
+/// TQServer's own FastCGI listener for a PHP worker (`fastcgi.*`), so a
+/// web server can use TQServer in place of php-fpm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FastcgiListener {
+    /// `fastcgi.listen`: a TCP address or `unix:/path`.
+    pub listen: tqserver_fastcgi::Address,
+    /// `fastcgi.allowed_clients` (php-fpm's `listen.allowed_clients`):
+    /// empty means loopback only.
+    pub allowed_clients: Vec<IpAddr>,
+    /// `fastcgi.limit_extensions` (php-fpm's `security.limit_extensions`).
+    pub limit_extensions: Vec<String>,
+    /// `fastcgi.ping_path` (php-fpm's `ping.path`).
+    pub ping_path: Option<String>,
+    /// `fastcgi.ping_response` (php-fpm's `ping.response`).
+    pub ping_response: String,
+    /// `fastcgi.status_path` (php-fpm's `pm.status_path`).
+    pub status_path: Option<String>,
+}
+
 /// Where the php-fpm pool listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
@@ -139,6 +200,10 @@ pub struct Pool {
     pub idle_timeout: Duration,
     /// Where the pool listens.
     pub listen: Listen,
+    /// Requests waiting for a free process at most (cgi backend).
+    pub max_queue: u32,
+    /// Longest wait for a free process before 503 (cgi backend).
+    pub queue_timeout: Duration,
 }
 
 impl Pool {
@@ -162,7 +227,9 @@ impl Pool {
 /// A PHP worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhpWorker {
-    /// `php.binary`: the php-fpm to run (else found on PATH and in sbin).
+    /// `php.backend`.
+    pub backend: Backend,
+    /// `php.binary`: the php-fpm or php-cgi to run (else found on PATH).
     pub binary: Option<PathBuf>,
     /// `php.config_file`: a php.ini passed with `-c`.
     pub config_file: Option<PathBuf>,
@@ -204,10 +271,13 @@ pub struct Worker {
     pub php: PhpWorker,
     /// Logging.
     pub logging: WorkerLogging,
+    /// The FastCGI listener, when `fastcgi.listen` is set.
+    pub fastcgi: Option<FastcgiListener>,
 }
 
 const TYPES: [&str; 4] = ["php", "rust", "go", "command"];
 const MANAGERS: [&str; 3] = ["static", "dynamic", "ondemand"];
+const BACKENDS: [&str; 2] = ["fpm", "cgi"];
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 impl WorkerFile {
@@ -222,11 +292,6 @@ impl WorkerFile {
         let mut errors = Vec::new();
         let err = |key: &str, msg: String| ConfigError::new(file, key_line(text, key), key, msg);
         let later = [
-            (
-                "fastcgi",
-                self.fastcgi.is_some(),
-                "fastcgi.listen (TQServer as a FastCGI server for nginx) is not implemented yet",
-            ),
             (
                 "command",
                 self.command.is_some(),
@@ -288,18 +353,14 @@ impl WorkerFile {
         }
 
         let php = self.php.unwrap_or_default();
-        if let Some(b) = php.backend.as_deref() {
-            if b != "fpm" {
-                errors.push(err(
-                    "php.backend",
-                    if b == "cgi" {
-                        "php.backend: cgi (TQServer's own php-cgi process manager) is not implemented yet; use fpm".to_string()
-                    } else {
-                        format!("unknown backend {b:?}; use fpm")
-                    },
-                ));
+        let backend = match php.backend.as_deref() {
+            None | Some("fpm") => Backend::Fpm,
+            Some("cgi") => Backend::Cgi,
+            Some(b) => {
+                errors.push(err("php.backend", unknown_choice("backend", b, &BACKENDS)));
+                Backend::Fpm
             }
-        }
+        };
         let mut settings = Vec::new();
         for (k, v) in php.settings.unwrap_or_default() {
             let key = k
@@ -332,6 +393,19 @@ impl WorkerFile {
             }
         }
         let pool = resolve_pool(php.pool.unwrap_or_default(), &err, &mut errors);
+        if backend == Backend::Cgi && matches!(pool.listen, Listen::Unix(_) | Listen::Tcp(_)) {
+            errors.push(err(
+                "php.pool.listen_address",
+                "the cgi backend gives each php-cgi process its own address: leave listen_address out (Unix sockets in the runtime directory) or give an IP (ports from the range)".into(),
+            ));
+        }
+        let fastcgi = self
+            .fastcgi
+            .map(|f| resolve_fastcgi(f, &err, &mut errors))
+            .transpose()
+            .ok()
+            .flatten()
+            .flatten();
         let doc = dir.join(
             self.document_root
                 .as_deref()
@@ -407,7 +481,9 @@ impl WorkerFile {
             file: file.to_path_buf(),
             route,
             enabled,
+            fastcgi,
             php: PhpWorker {
+                backend,
                 binary: php.binary.map(relative_to_worker),
                 config_file,
                 settings,
@@ -432,6 +508,103 @@ fn unknown_choice(what: &str, value: &str, valid: &[&str]) -> String {
         Some(n) => format!("unknown {what} {value:?}; did you mean {n}?"),
         None => format!("unknown {what} {value:?}; one of: {}", valid.join(", ")),
     }
+}
+
+/// Checks `fastcgi.*`: an address, and an allow list for any address a
+/// machine other than this one could reach.
+fn resolve_fastcgi(
+    f: FastcgiSection,
+    err: &dyn Fn(&str, String) -> ConfigError,
+    errors: &mut Vec<ConfigError>,
+) -> Result<Option<FastcgiListener>, ()> {
+    let Some(listen) = f.listen.as_deref().map(str::trim) else {
+        errors.push(err(
+            "fastcgi.listen",
+            "missing; give the address nginx's fastcgi_pass will use, e.g. 127.0.0.1:9001 or unix:/run/tqserver/blog.sock".into(),
+        ));
+        return Err(());
+    };
+    let address = if listen.starts_with("unix:") || listen.starts_with('/') {
+        match listen.parse::<tqserver_fastcgi::Address>() {
+            Ok(a) => a,
+            Err(e) => {
+                errors.push(err("fastcgi.listen", e.to_string()));
+                return Err(());
+            }
+        }
+    } else {
+        match listen.parse::<SocketAddr>() {
+            Ok(sa) if !sa.ip().is_loopback() && allowed_clients_empty(&f.allowed_clients) => {
+                errors.push(err(
+                    "fastcgi.listen",
+                    format!("{sa} can be reached from other machines; list the web servers that may connect in fastcgi.allowed_clients (as php-fpm's listen.allowed_clients), or listen on 127.0.0.1"),
+                ));
+                tqserver_fastcgi::Address::from(sa)
+            }
+            Ok(sa) => tqserver_fastcgi::Address::from(sa),
+            Err(_) => {
+                errors.push(err(
+                    "fastcgi.listen",
+                    format!("{listen:?} is neither ip:port (127.0.0.1:9001) nor unix:/path"),
+                ));
+                return Err(());
+            }
+        }
+    };
+    let mut allowed_clients = Vec::new();
+    for c in f.allowed_clients.unwrap_or_default() {
+        match c.trim().parse::<IpAddr>() {
+            Ok(ip) => allowed_clients.push(ip),
+            Err(_) => errors.push(err(
+                "fastcgi.allowed_clients",
+                format!("{c:?} is not an IP address"),
+            )),
+        }
+    }
+    let mut limit_extensions = Vec::new();
+    for e in f
+        .limit_extensions
+        .unwrap_or_else(|| DEFAULT_LIMIT_EXTENSIONS.map(String::from).to_vec())
+    {
+        if !e.starts_with('.') || e.len() < 2 || e.contains('/') {
+            errors.push(err(
+                "fastcgi.limit_extensions",
+                format!("{e:?} is not a file extension like .php"),
+            ));
+        } else {
+            limit_extensions.push(e);
+        }
+    }
+    if limit_extensions.is_empty() {
+        errors.push(err(
+            "fastcgi.limit_extensions",
+            "empty: no script could run; php-fpm's default is .php".into(),
+        ));
+    }
+    let mut path = |key: &str, v: Option<String>| match v {
+        Some(p) if !p.starts_with('/') => {
+            errors.push(err(key, format!("{p:?} must start with '/'")));
+            None
+        }
+        v => v,
+    };
+    let ping_path = path("fastcgi.ping_path", f.ping_path);
+    let status_path = path("fastcgi.status_path", f.status_path);
+    Ok(Some(FastcgiListener {
+        listen: address,
+        allowed_clients,
+        limit_extensions,
+        ping_path,
+        ping_response: f
+            .ping_response
+            .unwrap_or_else(|| DEFAULT_PING_RESPONSE.to_string()),
+        status_path,
+    }))
+}
+
+fn allowed_clients_empty(list: &Option<Vec<String>>) -> bool {
+    list.as_ref()
+        .is_none_or(|l| l.iter().all(|c| c.trim().is_empty()))
 }
 
 /// Checks and normalises a route prefix.
@@ -548,6 +721,11 @@ fn resolve_pool(
         p.idle_timeout,
         DEFAULT_IDLE_TIMEOUT,
     );
+    let queue_timeout = dur(
+        "php.pool.queue_timeout",
+        p.queue_timeout,
+        DEFAULT_QUEUE_TIMEOUT,
+    );
     let listen = match p.listen_address.as_deref().map(str::trim) {
         None | Some("") | Some("unix") => Listen::RuntimeSocket,
         Some(a) => {
@@ -566,7 +744,10 @@ fn resolve_pool(
             }
         }
     };
+    let max_queue = p.max_queue.unwrap_or(DEFAULT_MAX_QUEUE);
     Pool {
+        max_queue,
+        queue_timeout,
         manager,
         max_children,
         start,

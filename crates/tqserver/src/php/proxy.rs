@@ -14,9 +14,10 @@ use tokio::time::Instant;
 use tqserver_fastcgi::ClientError;
 use tqserver_fastcgi::client::{ErrorKind, Request as FcgiRequest, RequestBody};
 
-use super::fpm::Backend;
+use super::cgi::{AcquireError, Lease, RequestInfo};
 use super::params::{self, ConnInfo, ScriptInfo};
 use super::script::{self, Target};
+use super::upstream::{SendError, Upstream};
 use crate::http::body::{BodyError, LimitedBody};
 use crate::http::{Body, pages, static_files};
 use crate::logging::WorkerLog;
@@ -44,16 +45,16 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Serves `req` for the worker of `backend`, mounted at `route`.
+/// Serves `req` for the worker of `upstream`, mounted at `route`.
 pub async fn serve(
-    backend: &Backend,
+    upstream: &Upstream,
     log: &WorkerLog,
     route: &str,
     req: Request<Incoming>,
     conn: ConnInfo,
     limits: Limits,
 ) -> Response<Body> {
-    let worker = &backend.worker;
+    let worker = upstream.worker();
     let path = req.uri().path();
     let rel = if route == "/" {
         path
@@ -72,7 +73,7 @@ pub async fn serve(
     if rel.is_empty() && get_or_head {
         return add_slash(&req);
     }
-    let target = script::resolve(&backend.doc_root, rel, worker.php.front_controller);
+    let target = script::resolve(upstream.doc_root(), rel, worker.php.front_controller);
     let (file, name, path_info) = match target {
         Target::Script {
             file,
@@ -138,14 +139,23 @@ pub async fn serve(
         RequestBody::empty()
     };
     let started = Instant::now();
-    let result = backend
-        .client
-        .request(FcgiRequest::new(params).body(body))
+    let content_length = params
+        .get_str("CONTENT_LENGTH")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let info = || RequestInfo {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        script: file.display().to_string(),
+        content_length,
+    };
+    let result = upstream
+        .send(FcgiRequest::new(params).body(body), info)
         .await;
     let elapsed = started.elapsed();
     let response = match result {
-        Ok(resp) => into_http(resp, log, parts.method == Method::HEAD),
-        Err(e) => error_page(&e, backend, log, &parts.uri),
+        Ok((resp, lease)) => into_http(resp, lease, log, parts.method == Method::HEAD),
+        Err(e) => error_page(&e, upstream, log, &parts.uri),
     };
     if worker.logging.access_log {
         log.info(&format!(
@@ -264,6 +274,7 @@ const GATHER_AT_MOST: usize = 64 << 10;
 
 fn into_http(
     resp: tqserver_fastcgi::client::Response,
+    mut lease: Option<Lease>,
     log: &WorkerLog,
     is_head: bool,
 ) -> Response<Body> {
@@ -322,6 +333,10 @@ fn into_http(
         }
     }
     if complete {
+        if let (Some(l), Some(_)) = (lease.as_mut(), body.end_status()) {
+            l.finish();
+        }
+        drop(lease);
         let mut all = bytes::BytesMut::with_capacity(size);
         for b in &gathered {
             all.extend_from_slice(b);
@@ -334,18 +349,17 @@ fn into_http(
         let full = http_body_util::Full::new(all.freeze()).map_err(|never| match never {});
         return out.body(full.boxed_unsync()).expect("valid response");
     }
-    let stream = futures_frames(gathered, body, log.clone());
+    let stream = futures_frames(gathered, body, lease, log.clone());
     out.body(http_body_util::StreamBody::new(stream).boxed_unsync())
         .expect("valid response")
 }
 
-pin_project_lite::pin_project! {
-    struct Frames {
-        gathered: std::vec::IntoIter<Bytes>,
-        #[pin]
-        body: tqserver_fastcgi::client::ResponseBody,
-        log: WorkerLog,
-    }
+/// The rest of a streamed response, then the process back to its pool.
+struct Frames {
+    gathered: std::vec::IntoIter<Bytes>,
+    body: Option<tqserver_fastcgi::client::ResponseBody>,
+    lease: Option<Lease>,
+    log: WorkerLog,
 }
 
 impl futures_core::Stream for Frames {
@@ -354,46 +368,109 @@ impl futures_core::Stream for Frames {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        let this = self.project();
+        let this = self.get_mut();
         if let Some(b) = this.gathered.next() {
             return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b))));
         }
-        this.body.poll_next(cx).map(|o| {
-            o.map(|r| {
-                r.map(http_body::Frame::data).map_err(|e| {
-                    // The head is sent: all we can do is cut the response.
-                    this.log
-                        .error(&format!("response body from PHP failed: {e}"));
-                    std::io::Error::other(e)
-                })
-            })
-        })
+        let Some(body) = this.body.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        match std::task::ready!(body.poll_chunk(cx)) {
+            Some(Ok(b)) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
+            Some(Err(e)) => {
+                // The head is sent: all we can do is cut the response.
+                this.log
+                    .error(&format!("response body from PHP failed: {e}"));
+                this.body = None;
+                this.lease = None; // unfinished: the process is retired
+                std::task::Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            None => {
+                if let (Some(l), Some(_)) = (this.lease.as_mut(), body.end_status()) {
+                    l.finish();
+                }
+                this.lease = None;
+                this.body = None;
+                std::task::Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl Drop for Frames {
+    fn drop(&mut self) {
+        // The client went away (or HEAD) before the end: read the rest so
+        // the process finishes its script and can serve again, instead of
+        // retiring it. request_timeout still bounds a script that runs on.
+        if let (Some(mut body), Some(mut lease)) = (self.body.take(), self.lease.take()) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    while let Some(Ok(_)) = body.chunk().await {}
+                    if body.end_status().is_some() {
+                        lease.finish();
+                    }
+                });
+            }
+        }
     }
 }
 
 fn futures_frames(
     gathered: Vec<Bytes>,
     body: tqserver_fastcgi::client::ResponseBody,
+    lease: Option<Lease>,
     log: WorkerLog,
 ) -> Frames {
     Frames {
         gathered: gathered.into_iter(),
-        body,
+        body: Some(body),
+        lease,
         log,
     }
 }
 
 fn error_page(
-    e: &ClientError,
-    backend: &Backend,
+    e: &SendError,
+    upstream: &Upstream,
     log: &WorkerLog,
     uri: &http::Uri,
 ) -> Response<Body> {
-    let w = &backend.worker;
+    let w = upstream.worker();
+    let (e, timed_out) = match e {
+        SendError::Pool(p) => {
+            log.error(&format!("503 for {uri}: {p}"));
+            let (why, retry) = match p {
+                AcquireError::QueueFull(_) | AcquireError::QueueTimeout(_) => (
+                    format!(
+                        "Every PHP process of worker {} is busy and the wait queue is full; try again shortly.",
+                        w.name
+                    ),
+                    "1",
+                ),
+                AcquireError::Failed(_) => (
+                    format!(
+                        "The PHP pool of worker {} has failed: its processes die at start. The server log says why.",
+                        w.name
+                    ),
+                    "10",
+                ),
+                AcquireError::Stopping => ("The server is stopping.".to_string(), "5"),
+            };
+            let mut r = pages::error(StatusCode::SERVICE_UNAVAILABLE, &why);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(retry));
+            return r;
+        }
+        SendError::Client { error, timed_out } => (error, *timed_out),
+    };
     let (status, why) = match e.kind() {
+        _ if timed_out => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("PHP did not finish within {:?} (php.pool.request_timeout); the process was stopped.", w.php.pool.request_timeout),
+        ),
         ErrorKind::Connect => (
             StatusCode::BAD_GATEWAY,
-            format!("The PHP backend of worker {} is not reachable: php-fpm is not running or is restarting.", w.name),
+            format!("The PHP backend of worker {} is not reachable: it is not running or is restarting.", w.name),
         ),
         ErrorKind::Timeout => (
             StatusCode::GATEWAY_TIMEOUT,

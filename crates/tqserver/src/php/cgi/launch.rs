@@ -1,0 +1,246 @@
+//! Starting one php-cgi process: find the binary, bind the process's
+//! listening socket ourselves, hand it over as file descriptor 0 (the
+//! FastCGI convention), and exec php-cgi with the worker's settings.
+//!
+//! Binding in TQServer instead of `php-cgi -b` means the address accepts
+//! connections before php-cgi has even started: a request sent to a
+//! process that is still starting waits in the kernel's listen queue, not
+//! in a retry loop, which is what makes scale-up fast.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use tokio::process::{Child, Command};
+use tqserver_fastcgi::Address;
+
+use crate::config::{Listen, Mode, Worker};
+use crate::ports::Ports;
+use crate::process;
+
+/// Where each process's socket goes.
+enum Place {
+    /// `{runtime_dir}/cgi-{worker}-{id}.sock`.
+    RuntimeDir(PathBuf),
+    /// This IP, a port from the range.
+    Tcp(std::net::IpAddr, Arc<Ports>),
+}
+
+/// Starts php-cgi processes for one worker.
+pub struct Launcher {
+    worker_name: String,
+    binary: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(String, String)>,
+    place: Place,
+}
+
+/// A started process.
+pub struct Started {
+    /// The child (its own process group, parent-death signal set).
+    pub child: Child,
+    /// Where it accepts FastCGI connections.
+    pub address: Address,
+    /// The port to give back to the range when it is gone.
+    pub port: Option<u16>,
+    /// The socket file to remove when it is gone.
+    pub socket_file: Option<PathBuf>,
+}
+
+/// Finds php-cgi: `php.binary`, else `php-cgi`, then `php-cgiX.Y` (newest
+/// first) on PATH and in /usr/bin and /usr/local/bin.
+pub fn find_binary(worker: &Worker) -> Result<PathBuf, String> {
+    if let Some(b) = &worker.php.binary {
+        if b.components().count() > 1 {
+            return if b.is_file() {
+                Ok(b.clone())
+            } else {
+                Err(format!("php.binary {} does not exist", b.display()))
+            };
+        }
+        return search(&b.to_string_lossy())
+            .ok_or_else(|| format!("php.binary {} is not on PATH", b.display()));
+    }
+    let mut names = vec!["php-cgi".to_string()];
+    for major in [8, 7] {
+        for minor in (0..=9).rev() {
+            names.push(format!("php-cgi{major}.{minor}"));
+        }
+    }
+    names.iter().find_map(|n| search(n)).ok_or_else(|| {
+        "php-cgi is not installed (looked for php-cgi and php-cgiX.Y on PATH, /usr/bin and /usr/local/bin); \
+         install it (Debian/Ubuntu: sudo apt-get install php-cgi) or set php.binary"
+            .to_string()
+    })
+}
+
+fn search(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+impl Launcher {
+    /// Finds and checks php-cgi and prepares its command line.
+    pub async fn new(
+        worker: &Worker,
+        mode: Mode,
+        runtime_dir: &Path,
+        ports: Arc<Ports>,
+    ) -> Result<Self, String> {
+        let name = &worker.name;
+        let binary = find_binary(worker).map_err(|e| format!("worker {name}: {e}"))?;
+        let mut args: Vec<OsString> = Vec::new();
+        if let Some(ini) = &worker.php.config_file {
+            args.push("-c".into());
+            args.push(ini.into());
+        }
+        let mut set = std::collections::HashSet::new();
+        for (k, v) in &worker.php.settings {
+            set.insert(k.as_str());
+            args.push("-d".into());
+            args.push(format!("{k}={v}").into());
+        }
+        if mode == Mode::Dev && !set.contains("opcache.revalidate_freq") {
+            // Dev mode: an edited .php file is picked up on the next request.
+            args.push("-d".into());
+            args.push("opcache.revalidate_freq=0".into());
+        }
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+        let env = vec![
+            ("PATH".to_string(), path),
+            // One process per address; TQServer is the process manager.
+            ("PHP_FCGI_CHILDREN".to_string(), "0".to_string()),
+            // php-cgi exits by itself after 500 requests unless told not
+            // to; TQServer retires processes itself (php.pool.max_requests).
+            ("PHP_FCGI_MAX_REQUESTS".to_string(), "0".to_string()),
+            ("WORKER_POOL".to_string(), worker.php.pool.describe()),
+            ("WORKER_NAME".to_string(), name.clone()),
+            ("WORKER_PATH".to_string(), worker.route.clone()),
+            ("WORKER_ROUTE".to_string(), worker.route.clone()),
+            ("WORKER_TYPE".to_string(), "php".to_string()),
+            ("WORKER_MODE".to_string(), mode.as_str().to_string()),
+        ];
+        let place = match &worker.php.pool.listen {
+            Listen::TcpFromRange(ip) => Place::Tcp(*ip, ports),
+            // The config refuses fixed addresses for the cgi backend.
+            _ => Place::RuntimeDir(runtime_dir.to_path_buf()),
+        };
+        let launcher = Self {
+            worker_name: name.clone(),
+            binary,
+            args,
+            env,
+            place,
+        };
+        launcher.check().await?;
+        Ok(launcher)
+    }
+
+    /// `php-cgi -v` with the worker's arguments: the binary runs and is the
+    /// CGI/FastCGI build (not the CLI or php-fpm).
+    async fn check(&self) -> Result<(), String> {
+        let out = Command::new(&self.binary)
+            .args(&self.args)
+            .arg("-v")
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| {
+                format!(
+                    "worker {}: cannot run {}: {e}",
+                    self.worker_name,
+                    self.binary.display()
+                )
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && text.contains("(cgi-fcgi)") {
+            return Ok(());
+        }
+        Err(format!(
+            "worker {}: {} is not php-cgi (php.backend: cgi needs the CGI/FastCGI build of PHP; `-v` said: {}{})",
+            self.worker_name,
+            self.binary.display(),
+            text.lines().next().unwrap_or("").trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+
+    /// The php-cgi program.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// Binds a socket for process `id` and starts php-cgi on it. Our copy
+    /// of the listening socket is closed before this returns, so once the
+    /// process is gone, connecting fails at once instead of hanging.
+    pub fn spawn(&self, id: u64) -> Result<Started, String> {
+        let (fd, address, port, socket_file): (OwnedFd, _, _, _) = match &self.place {
+            Place::RuntimeDir(dir) => {
+                let path = dir.join(format!("cgi-{}-{id}.sock", self.worker_name));
+                let _ = std::fs::remove_file(&path);
+                let l = std::os::unix::net::UnixListener::bind(&path)
+                    .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+                (l.into(), Address::Unix(path.clone()), None, Some(path))
+            }
+            Place::Tcp(ip, ports) => {
+                let port = ports.acquire(*ip).ok_or_else(|| {
+                    let (a, b) = ports.range();
+                    format!("no free port in {a}-{b} (workers.port_range_*)")
+                })?;
+                match std::net::TcpListener::bind((*ip, port)) {
+                    Ok(l) => (
+                        l.into(),
+                        Address::from(std::net::SocketAddr::new(*ip, port)),
+                        Some(port),
+                        None,
+                    ),
+                    Err(e) => {
+                        ports.release(port);
+                        return Err(format!("cannot listen on {ip}:{port}: {e}"));
+                    }
+                }
+            }
+        };
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::from(fd))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SIGKILL on our death: php-cgi has nothing to finish without us.
+        let spawned = process::spawn_tied(&mut cmd, Signal::SIGKILL);
+        // The Command holds the listening socket until dropped.
+        drop(cmd);
+        match spawned {
+            Ok(child) => Ok(Started {
+                child,
+                address,
+                port,
+                socket_file,
+            }),
+            Err(e) => {
+                self.forget(port, socket_file.as_deref());
+                Err(format!("cannot start {}: {e}", self.binary.display()))
+            }
+        }
+    }
+
+    /// Gives back what [`Launcher::spawn`] took for a process that is gone.
+    pub fn forget(&self, port: Option<u16>, socket_file: Option<&Path>) {
+        if let (Some(p), Place::Tcp(_, ports)) = (port, &self.place) {
+            ports.release(p);
+        }
+        if let Some(f) = socket_file {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}

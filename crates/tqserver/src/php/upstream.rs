@@ -1,0 +1,191 @@
+//! Where a PHP worker's requests go: php-fpm (one pooled client to its
+//! socket) or TQServer's own php-cgi pool (a leased process per request).
+//! The HTTP proxy and the FastCGI listener both send through this.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tqserver_fastcgi::client::{ErrorKind, RawResponse, Request, Response, Unsent};
+use tqserver_fastcgi::{Client, ClientError};
+
+use super::cgi::{self, AcquireError, Lease, RequestInfo};
+use super::fpm;
+use super::script::DocRoot;
+use crate::config::Worker;
+
+/// A connection lost this soon after the request was sent means a process
+/// that was already dying (see `with_lease`).
+const LOST_AT_ONCE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A PHP worker's backend.
+#[derive(Clone)]
+pub enum Upstream {
+    /// php-fpm, supervised.
+    Fpm(Arc<fpm::Backend>),
+    /// TQServer's php-cgi process manager.
+    Cgi(Arc<CgiUpstream>),
+}
+
+/// The cgi pool with what the request path needs beside it.
+pub struct CgiUpstream {
+    /// The pool.
+    pub pool: cgi::Pool,
+    /// The document root, held open for script resolution.
+    pub doc_root: DocRoot,
+}
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The FastCGI exchange failed.
+    #[error("{error}")]
+    Client {
+        /// What failed.
+        error: ClientError,
+        /// The pool killed the process at `request_timeout` (→ 504).
+        timed_out: bool,
+    },
+    /// No process was available (→ 503).
+    #[error(transparent)]
+    Pool(#[from] AcquireError),
+}
+
+impl Upstream {
+    /// The worker.
+    pub fn worker(&self) -> &Arc<Worker> {
+        match self {
+            Self::Fpm(b) => &b.worker,
+            Self::Cgi(c) => c.pool.worker(),
+        }
+    }
+
+    /// The document root.
+    pub fn doc_root(&self) -> &DocRoot {
+        match self {
+            Self::Fpm(b) => &b.doc_root,
+            Self::Cgi(c) => &c.doc_root,
+        }
+    }
+
+    /// Ready to serve (php-fpm answered its ping / a php-cgi answers).
+    pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        match self {
+            Self::Fpm(b) => b.wait_ready(timeout).await,
+            Self::Cgi(c) => c.pool.wait_ready(timeout).await,
+        }
+    }
+
+    /// Sends `req`; the response head is parsed. Keep the lease (cgi) until
+    /// the body has been read to its end, then [`Lease::finish`] it.
+    pub async fn send(
+        &self,
+        req: Request,
+        info: impl FnOnce() -> RequestInfo,
+    ) -> Result<(Response, Option<Lease>), SendError> {
+        match self {
+            Self::Fpm(b) => b
+                .client
+                .request(req)
+                .await
+                .map(|r| (r, None))
+                .map_err(|error| SendError::Client {
+                    error,
+                    timed_out: false,
+                }),
+            Self::Cgi(c) => {
+                with_lease(&c.pool, req, info(), |client, req| async move {
+                    client.try_request(req).await
+                })
+                .await
+            }
+        }
+    }
+
+    /// Sends `req`; records come back unparsed (the FastCGI listener).
+    pub async fn send_raw(
+        &self,
+        req: Request,
+        info: impl FnOnce() -> RequestInfo,
+    ) -> Result<(RawResponse, Option<Lease>), SendError> {
+        match self {
+            Self::Fpm(b) => b
+                .client
+                .request_raw(req)
+                .await
+                .map(|r| (r, None))
+                .map_err(|error| SendError::Client {
+                    error,
+                    timed_out: false,
+                }),
+            Self::Cgi(c) => {
+                with_lease(&c.pool, req, info(), |client, req| async move {
+                    client.try_request_raw(req).await
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// Leases a process and sends; a request that never reached its process
+/// (connect refused: the process died) goes to another one.
+async fn with_lease<T, F, Fut>(
+    pool: &cgi::Pool,
+    mut req: Request,
+    info: RequestInfo,
+    send: F,
+) -> Result<(T, Option<Lease>), SendError>
+where
+    F: Fn(Client, Request) -> Fut,
+    Fut: Future<Output = Result<T, Unsent>>,
+{
+    // A leased process can turn out dead before the request reached it
+    // (killed while idle, before the pool reaped it): connect fails, and
+    // the request tries the next process. Every process of the pool may
+    // be dead at once, so try one more than there are.
+    //
+    // A process killed while idle can also still be dying when the request
+    // is written to it: the connection is then lost moments later, before
+    // any answer. That looks exactly like a process that died while
+    // running the request (php-cgi leaves the empty STDIN record unread,
+    // so both end in a reset), so time decides: lost within
+    // LOST_AT_ONCE of sending, an idempotent request (the client hands
+    // only those back) tries one more process; lost later, it ran, and
+    // the client gets 502.
+    let max_unsent = pool.worker().php.pool.max_children as usize + 1;
+    let (mut unsent, mut lost) = (0, 0);
+    loop {
+        let mut lease = pool.acquire().await?;
+        lease.begin(info.clone());
+        let sent = tokio::time::Instant::now();
+        match send(lease.client().clone(), req).await {
+            Ok(r) => return Ok((r, Some(lease))),
+            // Never again after a kill at request_timeout: it reached PHP.
+            Err((error, Some(back))) if !lease.timed_out() => {
+                if error.kind() == ErrorKind::Connect {
+                    unsent += 1;
+                } else if sent.elapsed() <= LOST_AT_ONCE {
+                    lost += 1;
+                } else {
+                    lost = usize::MAX;
+                }
+                if unsent >= max_unsent || lost > 1 {
+                    return Err(SendError::Client {
+                        error,
+                        timed_out: false,
+                    });
+                }
+                tracing::debug!(pid = lease.pid(), %error, "php-cgi process unreachable; trying another");
+                // Dropped unfinished: the process is retired if it lives.
+                drop(lease);
+                req = *back;
+            }
+            Err((error, _)) => {
+                return Err(SendError::Client {
+                    timed_out: lease.timed_out(),
+                    error,
+                });
+            }
+        }
+    }
+}
