@@ -155,3 +155,55 @@ fn a_missing_php_fpm_stops_start_up_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn the_cgi_backend_and_fastcgi_listener_keys_are_checked() {
+    let root = php_dir();
+    let p = Project::new("", "");
+    p.worker(
+        "app",
+        &format!("path: /app\ntype: php\ndocument_root: {}\nphp:\n  backend: cgi\n  pool:\n    manager: ondemand\n    max_workers: 4\nfastcgi:\n  listen: 127.0.0.1:9101\n", root.display()),
+    );
+    let (status, out, err) = run_cli(p.path(), &["check"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("-> app (php, php-cgi, TQServer's process manager)"),
+        "{out}"
+    );
+    assert!(out.contains("fastcgi listener 127.0.0.1:9101"), "{out}");
+
+    let p = Project::new("", "");
+    p.worker(
+        "app",
+        &format!(
+            "path: /app\ntype: php\ndocument_root: {}\nphp:\n  backend: cgl\n",
+            root.display()
+        ),
+    );
+    let err = check_fails(&p);
+    assert!(
+        err.contains("worker.yaml:5: php.backend: unknown backend \"cgl\"; did you mean cgi?"),
+        "{err}"
+    );
+
+    let p = Project::new("", "");
+    p.worker(
+        "app",
+        &format!("path: /app\ntype: php\ndocument_root: {}\nphp:\n  backend: cgi\n  pool:\n    listen_address: 127.0.0.1:9000\nfastcgi:\n  listen: somewhere\n  limit_extensions: [php]\n", root.display()),
+    );
+    let err = check_fails(&p);
+    assert!(
+        err.contains(
+            "php.pool.listen_address: the cgi backend gives each php-cgi process its own address"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("fastcgi.listen: \"somewhere\" is neither ip:port"),
+        "{err}"
+    );
+    assert!(
+        err.contains("fastcgi.limit_extensions: \"php\" is not a file extension"),
+        "{err}"
+    );
+}

@@ -524,12 +524,13 @@ fn resolve_fastcgi(
         ));
         return Err(());
     };
+    // Every key is checked even when the address is bad.
     let address = if listen.starts_with("unix:") || listen.starts_with('/') {
         match listen.parse::<tqserver_fastcgi::Address>() {
-            Ok(a) => a,
+            Ok(a) => Some(a),
             Err(e) => {
                 errors.push(err("fastcgi.listen", e.to_string()));
-                return Err(());
+                None
             }
         }
     } else {
@@ -539,15 +540,15 @@ fn resolve_fastcgi(
                     "fastcgi.listen",
                     format!("{sa} can be reached from other machines; list the web servers that may connect in fastcgi.allowed_clients (as php-fpm's listen.allowed_clients), or listen on 127.0.0.1"),
                 ));
-                tqserver_fastcgi::Address::from(sa)
+                None
             }
-            Ok(sa) => tqserver_fastcgi::Address::from(sa),
+            Ok(sa) => Some(tqserver_fastcgi::Address::from(sa)),
             Err(_) => {
                 errors.push(err(
                     "fastcgi.listen",
                     format!("{listen:?} is neither ip:port (127.0.0.1:9001) nor unix:/path"),
                 ));
-                return Err(());
+                None
             }
         }
     };
@@ -590,6 +591,9 @@ fn resolve_fastcgi(
     };
     let ping_path = path("fastcgi.ping_path", f.ping_path);
     let status_path = path("fastcgi.status_path", f.status_path);
+    let Some(address) = address else {
+        return Err(());
+    };
     Ok(Some(FastcgiListener {
         listen: address,
         allowed_clients,

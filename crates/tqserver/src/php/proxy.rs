@@ -192,10 +192,16 @@ const SPOOL_IN_MEMORY: usize = 1 << 20;
 const DISCARD_AT_MOST: u64 = 16 << 20;
 
 fn too_large(limit: u64) -> Response<Body> {
-    pages::error(
+    let mut r = pages::error(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("The request body is larger than this server accepts ({limit} bytes)."),
-    )
+    );
+    // The rest of the body is not read: the connection cannot carry
+    // another request, and the client must know before it tries (nginx
+    // closes too).
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn body_error_page(e: &BodyError) -> Response<Body> {

@@ -150,9 +150,13 @@ where
     // running the request (php-cgi leaves the empty STDIN record unread,
     // so both end in a reset), so time decides: lost within
     // LOST_AT_ONCE of sending, an idempotent request (the client hands
-    // only those back) tries one more process; lost later, it ran, and
-    // the client gets 502.
-    let max_unsent = pool.worker().php.pool.max_children as usize + 1;
+    // only those back) tries another process; lost later, it ran, and the
+    // client gets 502. Several idle processes killed together can be met
+    // one after the other, so this too may go through the whole pool; a
+    // request that crashes PHP at once can thus cost at most max_workers
+    // processes plus one (each crash is logged), never more.
+    let max_children = pool.worker().php.pool.max_children as usize;
+    let max_unsent = max_children + 1;
     let (mut unsent, mut lost) = (0, 0);
     loop {
         let mut lease = pool.acquire().await?;
@@ -169,7 +173,7 @@ where
                 } else {
                     lost = usize::MAX;
                 }
-                if unsent >= max_unsent || lost > 1 {
+                if unsent >= max_unsent || lost > max_children {
                     return Err(SendError::Client {
                         error,
                         timed_out: false,
