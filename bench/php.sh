@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # PHP through TQServer against the anchor, nginx, in the same run:
-#   wrk → nginx → php-fpm       (stock Debian fastcgi config, php-fpm pool of 2 static children)
-#   wrk → tqserver → php-fpm    (the php-fpm TQServer starts, the same pool: 2 static children)
-# on workers/blog/public/hello.php. Rounds alternate between the two;
+#   wrk → nginx → php-fpm                 (stock Debian fastcgi config, php-fpm pool of 2 static children)
+#   wrk → tqserver → php-fpm              (the php-fpm TQServer starts, the same pool: 2 static children)
+#   wrk → tqserver → php-cgi              (TQServer's own process manager, 2 static php-cgi processes)
+#   wrk → nginx → tqserver → php-cgi      (nginx fastcgi_pass to TQServer's FastCGI listener, same pool,
+#                                          without and with nginx's upstream keep-alive)
+# on workers/blog/public/hello.php. Rounds alternate between them;
 # medians go into the PHP section of docs/BENCHMARKS.md.
 #
 #   bench/php.sh                          # 5 rounds of 10 s each
@@ -18,6 +21,7 @@ conns=32
 
 need=()
 compgen -G "/usr/sbin/php-fpm*" >/dev/null || need+=(php-fpm)
+command -v php-cgi >/dev/null || need+=(php-cgi)
 command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
 if ((${#need[@]})); then
@@ -47,6 +51,8 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 nginx_port=$(free_port)
+nginx2_port=$(free_port)
+nginx3_port=$(free_port)
 tq_port=$(free_port)
 docroot="$root_dir/workers/blog/public"
 root_flag=""; user_lines=""
@@ -92,6 +98,40 @@ http {
             fastcgi_pass unix:$work/fpm.sock;
         }
     }
+    # The same, with TQServer's FastCGI listener in place of php-fpm.
+    server {
+        listen 127.0.0.1:$nginx2_port;
+        root $docroot;
+        location ~ \.php\$ {
+            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
+            try_files \$fastcgi_script_name =404;
+            set \$path_info \$fastcgi_path_info;
+            fastcgi_param PATH_INFO \$path_info;
+            fastcgi_index index.php;
+            include /etc/nginx/fastcgi.conf;
+            fastcgi_pass unix:$work/tq.sock;
+        }
+    }
+    # And with kept-alive connections to it: TQServer does not tie a
+    # connection to a PHP process, so nginx may keep them (unlike php-fpm).
+    upstream tqserver_listener {
+        server unix:$work/tq.sock;
+        keepalive 16;
+    }
+    server {
+        listen 127.0.0.1:$nginx3_port;
+        root $docroot;
+        location ~ \.php\$ {
+            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
+            try_files \$fastcgi_script_name =404;
+            set \$path_info \$fastcgi_path_info;
+            fastcgi_param PATH_INFO \$path_info;
+            fastcgi_index index.php;
+            include /etc/nginx/fastcgi.conf;
+            fastcgi_keep_conn on;
+            fastcgi_pass tqserver_listener;
+        }
+    }
 }
 EOF
 "$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &
@@ -115,12 +155,29 @@ php:
     manager: static
     max_workers: 2
 EOF
+mkdir -p "$work/tq/workers/cgi/config"
+cat > "$work/tq/workers/cgi/config/worker.yaml" <<EOF
+path: /cgi
+type: php
+document_root: $docroot
+php:
+  backend: cgi
+  pool:
+    manager: static
+    max_workers: 2
+fastcgi:
+  listen: unix:$work/tq.sock
+  mode: "0666"
+EOF
 (cd "$work/tq" && exec "$root_dir/target/release/tqserver" --mode prod --quiet) &
 pids+=($!)
 
 nginx_url="http://127.0.0.1:$nginx_port/hello.php"
 tq_url="http://127.0.0.1:$tq_port/blog/hello.php"
-for url in "$nginx_url" "$tq_url"; do
+cgi_url="http://127.0.0.1:$tq_port/cgi/hello.php"
+listener_url="http://127.0.0.1:$nginx2_port/hello.php"
+keepalive_url="http://127.0.0.1:$nginx3_port/hello.php"
+for url in "$nginx_url" "$tq_url" "$cgi_url" "$listener_url" "$keepalive_url"; do
     for _ in $(seq 1 100); do
         if curl -fs "$url" | grep -q Hello; then break; fi
         sleep 0.1
@@ -141,12 +198,18 @@ measure() {
 
 measure 2s "$nginx_url" >/dev/null
 measure 2s "$tq_url" >/dev/null
+measure 2s "$cgi_url" >/dev/null
+measure 2s "$listener_url" >/dev/null
+measure 2s "$keepalive_url" >/dev/null
 results="$work/results"
 : > "$results"
 for r in $(seq 1 "$rounds"); do
     echo "round $r/$rounds" >&2
     echo "nginx $(measure "$duration" "$nginx_url")" >> "$results"
     echo "tqserver $(measure "$duration" "$tq_url")" >> "$results"
+    echo "tqserver-cgi $(measure "$duration" "$cgi_url")" >> "$results"
+    echo "listener-cgi $(measure "$duration" "$listener_url")" >> "$results"
+    echo "listener-keepalive $(measure "$duration" "$keepalive_url")" >> "$results"
 done
 cat "$results" >&2
 
@@ -163,22 +226,32 @@ for line in open("/proc/cpuinfo"):
     if line.startswith("model name"):
         cpu = line.split(":", 1)[1].strip(); break
 machine = f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
-ratio = med["tqserver"][0] / med["nginx"][0]
+ratio = lambda w: med[w][0] / med["nginx"][0]
 all_rounds = "; ".join(f"{w} " + ", ".join(f"{r:.0f}" for r, _ in v) for w, v in rows.items())
 section = f"""<!-- php:begin (written by bench/php.sh; edit the script, not this section) -->
-## PHP: tqserver → php-fpm against nginx → php-fpm
+## PHP: tqserver against nginx → php-fpm
 
 Measured {datetime.date.today().isoformat()} on {machine} with `bench/php.sh`:
 `wrk -t{threads} -c{conns} -d{duration} --latency` on `hello.php`, {rounds} rounds
-alternating between the two, medians shown. Both php-fpm pools are
-`pm = static` with 2 children; nginx uses Debian's `snippets/fastcgi-php.conf`
-(no upstream keep-alive), `access_log off`; tqserver runs `--mode prod`
-without access log. wrk, the server and php-fpm share the 2 cores.
+alternating between them, medians shown. Every PHP pool has 2
+processes: php-fpm `pm = static` with 2 children (nginx's, and the one
+tqserver runs), or TQServer's own `backend: cgi` pool of 2 static php-cgi
+processes. nginx uses Debian's `snippets/fastcgi-php.conf` (no upstream
+keep-alive), `access_log off`; tqserver runs `--mode prod` without access
+log. wrk, the servers and PHP share the 2 cores.
 
 | server | requests/s | p99 latency | ratio to nginx |
 |---|---:|---:|---:|
 | nginx → php-fpm | {med['nginx'][0]:.0f} | {med['nginx'][1]:.2f} ms | 1.00× |
-| tqserver → php-fpm | {med['tqserver'][0]:.0f} | {med['tqserver'][1]:.2f} ms | {ratio:.2f}× |
+| tqserver → php-fpm | {med['tqserver'][0]:.0f} | {med['tqserver'][1]:.2f} ms | {ratio('tqserver'):.2f}× |
+| tqserver → php-cgi (TQServer's pool) | {med['tqserver-cgi'][0]:.0f} | {med['tqserver-cgi'][1]:.2f} ms | {ratio('tqserver-cgi'):.2f}× |
+| nginx → tqserver FastCGI listener → php-cgi | {med['listener-cgi'][0]:.0f} | {med['listener-cgi'][1]:.2f} ms | {ratio('listener-cgi'):.2f}× |
+| the same, nginx keeping connections alive | {med['listener-keepalive'][0]:.0f} | {med['listener-keepalive'][1]:.2f} ms | {ratio('listener-keepalive'):.2f}× |
+
+The listener rows go over a Unix socket, as nginx's own php-fpm does;
+"keeping connections alive" is `fastcgi_keep_conn on` with an upstream
+`keepalive 16`, which php-fpm cannot use well (a kept connection holds a
+php-fpm child) and TQServer can (it hands each request to a free process).
 
 Every round (requests/s): {all_rounds}.
 <!-- php:end -->

@@ -29,6 +29,8 @@ pub const DEFAULT_MAX_QUEUE: u32 = 512;
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `fastcgi.limit_extensions` (php-fpm's `security.limit_extensions`).
 pub const DEFAULT_LIMIT_EXTENSIONS: [&str; 1] = [".php"];
+/// Default `fastcgi.mode` for a Unix socket (php-fpm's `listen.mode`: 0660).
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 /// Default `fastcgi.ping_response` (php-fpm's `ping.response`).
 pub const DEFAULT_PING_RESPONSE: &str = "pong";
 /// Default `document_root`, relative to the worker's folder.
@@ -88,6 +90,7 @@ struct FastcgiSection {
     ping_path: Option<String>,
     ping_response: Option<String>,
     status_path: Option<String>,
+    mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +167,8 @@ pub struct FastcgiListener {
     pub ping_response: String,
     /// `fastcgi.status_path` (php-fpm's `pm.status_path`).
     pub status_path: Option<String>,
+    /// `fastcgi.mode`: permissions of a Unix socket (php-fpm's `listen.mode`).
+    pub mode: u32,
 }
 
 /// Where the php-fpm pool listens.
@@ -582,6 +587,19 @@ fn resolve_fastcgi(
             "empty: no script could run; php-fpm's default is .php".into(),
         ));
     }
+    let mode = match f.mode.as_deref().map(str::trim) {
+        None => DEFAULT_SOCKET_MODE,
+        Some(m) => match u32::from_str_radix(m, 8) {
+            Ok(v) if v <= 0o777 => v,
+            _ => {
+                errors.push(err(
+                    "fastcgi.mode",
+                    format!("{m:?} is not an octal file mode like \"0660\""),
+                ));
+                DEFAULT_SOCKET_MODE
+            }
+        },
+    };
     let mut path = |key: &str, v: Option<String>| match v {
         Some(p) if !p.starts_with('/') => {
             errors.push(err(key, format!("{p:?} must start with '/'")));
@@ -603,6 +621,7 @@ fn resolve_fastcgi(
             .ping_response
             .unwrap_or_else(|| DEFAULT_PING_RESPONSE.to_string()),
         status_path,
+        mode,
     }))
 }
 

@@ -51,9 +51,8 @@ impl Bound {
             Address::Tcp(a) => Socket::Tcp(TcpListener::bind(a.as_str()).await?),
             Address::Unix(p) => {
                 let l = UnixListener::bind(p)?;
-                // As php-fpm's listen.mode default: owner and group.
                 use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o660));
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(conf.mode))?;
                 Socket::Unix(l, p.clone())
             }
         };

@@ -81,6 +81,11 @@ enum State {
     Idle,
     /// Serving a request (a [`Lease`] exists).
     Busy,
+    /// Its request was abandoned (the client went away, the response
+    /// failed): php-cgi may still be running the script. It comes back
+    /// when it answers `FCGI_GET_VALUES` again, which it does only once
+    /// the script is done; `request_timeout` still applies.
+    Draining,
     /// Told to stop (recycled, scaled down, timed out, abandoned); gets no
     /// more requests; leaves the table when it has exited.
     Retiring,
@@ -91,7 +96,7 @@ impl State {
         match self {
             Self::Starting => "Starting",
             Self::Idle => "Idle",
-            Self::Busy => "Running",
+            Self::Busy | Self::Draining => "Running",
             Self::Retiring => "Finishing",
         }
     }
@@ -99,6 +104,8 @@ impl State {
 
 #[derive(Debug)]
 enum Control {
+    /// Wait for php-cgi to answer again (it was abandoned mid-request).
+    Recheck,
     /// SIGTERM, then SIGKILL after a grace period.
     Terminate,
     /// SIGKILL now (request_timeout).
@@ -432,7 +439,7 @@ impl Pool {
             max_listen_queue: c.max_listen_queue,
             listen_queue_len: inner.config.max_queue as usize,
             idle: t.idle.len(),
-            active: t.count(State::Busy),
+            active: t.count(State::Busy) + t.count(State::Draining),
             total: t.live(),
             max_active: c.max_active,
             max_children_reached: c.max_children_reached,
@@ -510,38 +517,53 @@ impl Inner {
 
     fn release(self: &Arc<Self>, id: u64, outcome: Outcome) {
         let mut t = self.lock();
-        let stopping = t.stopping;
-        let max_requests = self.config.max_requests;
-        let slow = self.worker.logging.slow_threshold;
         let Some(p) = t.procs.get_mut(&id) else {
             return; // exited meanwhile
         };
         if p.state != State::Busy {
             return; // already retiring (killed at request_timeout)
         }
+        if outcome == Outcome::Abandoned {
+            // The script may still run: wait for php-cgi to come back
+            // instead of killing it (php-fpm, too, lets it finish).
+            p.abandoned = p.current.as_ref().map(|c| c.info.clone());
+            p.state = State::Draining;
+            let _ = p.control.send(Control::Recheck);
+            return;
+        }
+        if outcome == Outcome::Finished {
+            t.crash_streak = 0;
+            t.spawn_after = None;
+        }
+        self.request_done(t, id);
+    }
+
+    /// A Busy or Draining process finished its request: count it, then
+    /// retire the process (max_requests, stopping) or make it available.
+    fn request_done(self: &Arc<Self>, mut t: MutexGuard<'_, Table>, id: u64) {
+        let stopping = t.stopping;
+        let max_requests = self.config.max_requests;
+        let slow = self.worker.logging.slow_threshold;
+        let Some(p) = t.procs.get_mut(&id) else {
+            return;
+        };
         let mut was_slow = false;
         if let Some(cur) = p.current.take() {
             let took = cur.since.elapsed();
             was_slow = slow.is_some_and(|s| took >= s);
             p.last_duration = Some(took);
-            if outcome == Outcome::Abandoned {
-                p.abandoned = Some(cur.info.clone());
-            }
             p.last_request = Some(cur.info);
             p.requests += 1;
         }
+        p.abandoned = None;
         let recycle = max_requests > 0 && p.requests >= max_requests;
-        let retire = stopping || outcome == Outcome::Abandoned || recycle;
+        let retire = stopping || recycle;
         if retire {
             p.state = State::Retiring;
             let _ = p.control.send(Control::Terminate);
         }
         if was_slow {
             t.counters.slow_requests += 1;
-        }
-        if outcome == Outcome::Finished {
-            t.crash_streak = 0;
-            t.spawn_after = None;
         }
         if retire {
             if recycle {
@@ -697,6 +719,11 @@ impl Inner {
         let Some(p) = t.procs.get_mut(&id) else {
             return;
         };
+        if p.state == State::Draining {
+            // Back from an abandoned request.
+            self.request_done(t, id);
+            return;
+        }
         if p.state != State::Starting {
             return;
         }
@@ -752,7 +779,8 @@ impl Inner {
                 let mut killed = 0;
                 for p in t.procs.values_mut() {
                     let Some(cur) = &p.current else { continue };
-                    if p.state != State::Busy || now - cur.since < timeout {
+                    let running = matches!(p.state, State::Busy | State::Draining);
+                    if !running || now - cur.since < timeout {
                         continue;
                     }
                     cur.timed_out.store(true, Ordering::Release);
@@ -872,43 +900,61 @@ async fn run_process(
         });
     }
     // Ready once php-cgi answers FCGI_GET_VALUES on its socket (it closes
-    // that connection afterwards; requests open their own).
+    // that connection afterwards; requests open their own). The same probe
+    // tells when an abandoned request's script is done: php-cgi serves one
+    // connection at a time.
     let wait = inner.supervision.health_check_wait;
-    let probe = tokio::time::timeout(wait, client.get_values(&["FCGI_MPXS_CONNS"]));
     // What we sent, to tell our own stops from crashes and kill -9.
     let mut sent = Sent::Nothing;
-    let exit = tokio::select! {
-        r = probe => {
-            if matches!(r, Ok(Ok(_))) {
-                inner.on_ready(id);
-                None
+    let mut starting = true;
+    let (status, by_us) = 'life: loop {
+        let probe = async {
+            let answer = client.get_values(&["FCGI_MPXS_CONNS"]);
+            if starting {
+                tokio::time::timeout(wait, answer).await
             } else {
-                let why = match r {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("no answer within {wait:?} (supervision.health_check_wait_timeout_ms)"),
-                };
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                // A start failure, whoever ended it.
-                Some((format!("not answering FastCGI on {address}: {why}"), false))
+                // request_timeout (the manager's tick) bounds the wait.
+                Ok(answer.await)
             }
-        }
-        s = child.wait() => Some((describe(&s), false)),
-        c = control.recv() => {
-            let s = stop_child(&mut child, c, &client, &inner, &mut sent).await;
-            Some((describe(&s), sent.explains(&s)))
-        }
-    };
-    let (status, by_us) = match exit {
-        Some(e) => e,
-        None => {
-            tokio::select! {
-                s = child.wait() => (describe(&s), false),
-                c = control.recv() => {
-                    let s = stop_child(&mut child, c, &client, &inner, &mut sent).await;
-                    (describe(&s), sent.explains(&s))
+        };
+        tokio::select! {
+            r = probe => {
+                if matches!(r, Ok(Ok(_))) {
+                    starting = false;
+                    inner.on_ready(id);
+                } else {
+                    let why = match r {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {wait:?} (supervision.health_check_wait_timeout_ms)"),
+                    };
+                    // Dead, or not php-cgi: gone either way. At start, a
+                    // start failure whoever ended it.
+                    let _ = child.start_kill();
+                    let s = child.wait().await;
+                    let status = if starting {
+                        format!("not answering FastCGI on {address}: {why}")
+                    } else {
+                        describe(&s)
+                    };
+                    break 'life (status, false);
                 }
             }
+            s = child.wait() => break 'life (describe(&s), false),
+            c = control.recv() => {
+                let s = stop_child(&mut child, c, &client, &inner, &mut sent).await;
+                break 'life (describe(&s), sent.explains(&s));
+            }
+        }
+        // Running: until it exits, is stopped, or is to be checked again.
+        tokio::select! {
+            s = child.wait() => break 'life (describe(&s), false),
+            c = control.recv() => match c {
+                Some(Control::Recheck) => {}
+                c => {
+                    let s = stop_child(&mut child, c, &client, &inner, &mut sent).await;
+                    break 'life (describe(&s), sent.explains(&s));
+                }
+            },
         }
     };
     // Anything left of its process group goes too.
