@@ -408,3 +408,24 @@ async fn sigterm_finishes_the_request_in_progress_and_leaves_no_php_cgi() {
         assert!(!alive(p), "php-cgi {p} outlived tqserver");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_does_not_cost_a_process() {
+    let p = cgi_project("    manager: static\n    max_workers: 1", "");
+    let tq = Tq::start(p.path(), &[]);
+    let before = wait_count(&tq, 1, 10).await;
+    let t = tag("gone");
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let url = tq.url(&format!("/app/busy.php?ms=900&tag={t}"));
+    assert!(impatient.get(&url).send().await.is_err(), "gave up");
+    assert_eq!(busy_pid(&t).await, before[0]);
+    // The next request waits for the abandoned script, then gets the same
+    // process: it was neither killed nor replaced.
+    let (s, body) = get(&client(), &tq.url("/app/pid.php")).await;
+    assert_eq!(s, 200, "{body}\n{}", tq.log_text());
+    assert_eq!(body.trim().parse::<u32>().unwrap(), before[0]);
+    assert_eq!(php_cgi(&tq), before);
+}
