@@ -180,6 +180,44 @@ async fn through_nginx(backend: &str) {
             2,
             "{v}"
         );
+        // ?full lists the processes the OS sees, with what they last ran.
+        let r = c.get(nginx.url("/status?json&full")).send().await.unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        let mut listed: Vec<u64> = v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["pid"].as_u64().unwrap())
+            .collect();
+        listed.sort_unstable();
+        let mut os: Vec<u64> = common::children_of(tq.pid())
+            .into_iter()
+            .filter(|(_, c)| c.starts_with("php-cgi"))
+            .map(|(p, _)| u64::from(p))
+            .collect();
+        os.sort_unstable();
+        assert_eq!(listed, os, "{v}");
+        let served: u64 = v["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["requests"].as_u64().unwrap())
+            .sum();
+        assert!(served >= 3, "{v}");
+        let text = c
+            .get(nginx.url("/status?full"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            text.matches("************************").count(),
+            2,
+            "{text}"
+        );
+        assert!(text.contains("\nscript:               "), "{text}");
     }
 }
 

@@ -183,8 +183,10 @@ async fn ondemand_pool_starts_none_and_stops_idle_processes() {
 
 #[tokio::test]
 async fn max_requests_recycles_processes_under_load_without_a_failure() {
+    // Over TCP this time: each process on a port from the range, given
+    // back and taken again as processes are replaced.
     let p = cgi_project(
-        "    manager: static\n    max_workers: 2\n    max_requests: 7",
+        "    manager: static\n    max_workers: 2\n    max_requests: 7\n    listen_address: 127.0.0.1",
         "",
     );
     let tq = Tq::start(p.path(), &[]);

@@ -216,10 +216,13 @@ impl Handler for Front {
                 Upstream::Cgi(c) => {
                     let snap = c.pool.snapshot();
                     let query = params.get_str("QUERY_STRING").unwrap_or_default();
-                    if query.split('&').any(|p| p == "json") {
-                        answer(&mut out, "200 OK", "application/json", &snap.to_json()).await;
+                    let has = |k: &str| query.split('&').any(|p| p == k);
+                    if has("json") {
+                        let body = snap.to_json(has("full"));
+                        answer(&mut out, "200 OK", "application/json", &body).await;
                     } else {
-                        answer(&mut out, "200 OK", "text/plain", &snap.to_text()).await;
+                        let body = snap.to_text(has("full"));
+                        answer(&mut out, "200 OK", "text/plain", &body).await;
                     }
                     return 0;
                 }

@@ -134,36 +134,97 @@ impl Snapshot {
         ]
     }
 
-    /// php-fpm's plain-text status (`pm.status_path` without a query).
-    pub fn to_text(&self) -> String {
+    /// php-fpm's plain-text status (`pm.status_path`); with `full`, a
+    /// block per process as php-fpm's `?full`.
+    pub fn to_text(&self, full: bool) -> String {
         let mut o = String::new();
-        for (k, v) in self.fields() {
+        let line = |o: &mut String, k: &str, v: Value| {
             let v = match v {
                 Value::Str(s) => s,
                 Value::Num(n) => n.to_string(),
                 Value::Time(t) => fpm_time(t),
             };
             let _ = writeln!(o, "{:<22}{v}", format!("{k}:"));
+        };
+        for (k, v) in self.fields() {
+            line(&mut o, k, v);
+        }
+        if full {
+            for p in &self.processes {
+                o.push_str("\n************************\n");
+                for (k, v) in p.fields() {
+                    line(&mut o, k, v);
+                }
+            }
         }
         o
     }
 
-    /// php-fpm's `?json` status.
-    pub fn to_json(&self) -> String {
-        let body: Vec<String> = self
-            .fields()
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Value::Str(s) => json_str(&s),
-                    Value::Num(n) => n.to_string(),
-                    Value::Time(t) => unix(t).to_string(),
-                };
-                format!("{}:{v}", json_str(k))
-            })
-            .collect();
-        format!("{{{}}}", body.join(","))
+    /// php-fpm's `?json` status; with `full`, its `processes` array.
+    pub fn to_json(&self, full: bool) -> String {
+        let mut body = json_fields(self.fields());
+        if full {
+            let procs: Vec<String> = self
+                .processes
+                .iter()
+                .map(|p| format!("{{{}}}", json_fields(p.fields())))
+                .collect();
+            body.push_str(&format!(",\"processes\":[{}]", procs.join(",")));
+        }
+        format!("{{{body}}}")
     }
+}
+
+fn json_fields(fields: Vec<(&'static str, Value)>) -> String {
+    fields
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::Str(s) => json_str(&s),
+                Value::Num(n) => n.to_string(),
+                Value::Time(t) => unix(t).to_string(),
+            };
+            format!("{}:{v}", json_str(k))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl ProcessInfo {
+    /// php-fpm's per-process fields that TQServer knows (php-fpm's "last
+    /// request cpu" and "last request memory" are measured inside PHP, which
+    /// php-cgi does not report: left out, not invented), plus the
+    /// process's resident memory.
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        let since = SystemTime::now()
+            .duration_since(self.start_time)
+            .map_or(0, |d| d.as_secs());
+        let req = self.request.clone().unwrap_or_default();
+        let mut f = vec![
+            ("pid", Value::Num(u64::from(self.pid))),
+            ("state", Value::Str(self.state.to_string())),
+            ("start time", Value::Time(self.start_time)),
+            ("start since", Value::Num(since)),
+            ("requests", Value::Num(self.requests)),
+            (
+                "request duration",
+                Value::Num(self.request_duration.map_or(0, |d| d.as_micros() as u64)),
+            ),
+            ("request method", Value::Str(or_dash(req.method))),
+            ("request URI", Value::Str(or_dash(req.uri))),
+            ("content length", Value::Num(req.content_length)),
+            ("user", Value::Str("-".into())),
+            ("script", Value::Str(or_dash(req.script))),
+        ];
+        if let Some(rss) = self.rss_bytes {
+            f.push(("rss", Value::Num(rss)));
+        }
+        f
+    }
+}
+
+fn or_dash(s: String) -> String {
+    if s.is_empty() { "-".into() } else { s }
 }
 
 enum Value {
@@ -203,17 +264,45 @@ mod tests {
     #[test]
     fn text_and_json_use_php_fpm_field_names() {
         let s = sample();
-        let text = s.to_text();
+        let text = s.to_text(false);
         // php-fpm aligns values after the longest key plus one space.
         assert!(text.starts_with("pool:                 blog\n"), "{text}");
         assert!(text.contains("\naccepted conn:        7\n"), "{text}");
         assert!(text.contains("\nmax children reached: 1\n"), "{text}");
         assert!(text.ends_with("\nslow requests:        0\n"), "{text}");
-        let json = s.to_json();
+        let json = s.to_json(false);
         assert!(
             json.starts_with("{\"pool\":\"blog\",\"process manager\":\"dynamic\","),
             "{json}"
         );
         assert!(json.contains("\"max listen queue\":3,"), "{json}");
+
+        let mut s = s;
+        s.processes.push(ProcessInfo {
+            pid: 42,
+            state: "Running",
+            start_time: SystemTime::now(),
+            requests: 3,
+            request_duration: Some(Duration::from_millis(5)),
+            request: Some(RequestInfo {
+                method: "GET".into(),
+                uri: "/x.php?a=\"b\"".into(),
+                script: "/srv/x.php".into(),
+                content_length: 0,
+            }),
+            rss_bytes: None,
+        });
+        let text = s.to_text(true);
+        assert!(text.contains("\n************************\npid:                  42\nstate:                Running\n"), "{text}");
+        assert!(text.contains("\nrequest duration:     5000\n"), "{text}");
+        let json = s.to_json(true);
+        assert!(
+            json.contains(",\"processes\":[{\"pid\":42,\"state\":\"Running\","),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"request URI\":\"/x.php?a=\\\"b\\\"\""),
+            "{json}"
+        );
     }
 }
