@@ -85,7 +85,10 @@ fn kill9(pid: u32) {
 
 #[tokio::test]
 async fn static_pool_runs_exactly_max_workers_and_serves() {
-    let p = cgi_project("    manager: static\n    max_workers: 3", "");
+    let p = cgi_project(
+        "    manager: static\n    max_workers: 3",
+        "  settings:\n    memory_limit: 77M\n    display_errors: false",
+    );
     let tq = Tq::start(p.path(), &[]);
     let procs = wait_count(&tq, 3, 10).await;
     let c = client();
@@ -120,6 +123,15 @@ async fn static_pool_runs_exactly_max_workers_and_serves() {
     assert_eq!(v["PATH_INFO"], "/extra");
     assert_eq!(v["QUERY_STRING"], "x=1");
     assert_eq!(v["WORKER_NAME"], "app");
+    // php.settings arrive as -d; dev mode revalidates scripts at once.
+    for (k, want) in [
+        ("memory_limit", "77M"),
+        ("display_errors", "0"),
+        ("opcache.revalidate_freq", "0"),
+    ] {
+        let (s, body) = get(&c, &tq.url(&format!("/app/ini.php?k={k}"))).await;
+        assert_eq!((s, body.as_str()), (StatusCode::OK, want), "{k}");
+    }
 }
 
 #[tokio::test]
