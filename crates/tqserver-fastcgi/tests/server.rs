@@ -431,3 +431,54 @@ async fn a_panicking_handler_still_ends_its_request() {
     c.end_stdin(2).await;
     assert!(c.responses(&[2]).await[0].1.ends_with("after:"));
 }
+
+/// A handler that reads its input later than it arrives: the server stops
+/// reading the connection while the request's small queue is full, loses
+/// nothing, and the other request on the connection is still answered.
+#[tokio::test]
+async fn input_faster_than_the_handler_reads_is_held_back_not_lost() {
+    let config = ServerConfig {
+        input_queue: 1,
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(&"127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.serve(
+        |mut req: Request, mut out: ResponseWriter| async move {
+            if req.params().get_str("ID") == Some("slow") {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let body = req.stdin().read_to_end(4 << 20).await.unwrap();
+            let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+            let text = format!("\r\n{}:{}", body.len(), sum);
+            out.write_stdout(text).await.unwrap();
+            0
+        },
+        std::future::pending(),
+    ));
+    let mut c = Raw::connect(&addr).await;
+    let chunk: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+    c.send(|b| {
+        record::encode_begin_request(b, 1, Role::Responder, KEEP_CONN);
+        record::encode_params(b, 1, &params("slow"));
+    })
+    .await;
+    // 64 records for request 1, while its handler sleeps.
+    for _ in 0..64 {
+        c.send(|b| record::encode_stream(b, StreamKind::Stdin, 1, &chunk))
+            .await;
+    }
+    c.end_stdin(1).await;
+    c.begin(2, Role::Responder, true, params("fast"), "xy")
+        .await;
+    c.end_stdin(2).await;
+    let r = c.responses(&[1, 2]).await;
+    let want: u64 = 64 * chunk.iter().map(|&b| u64::from(b)).sum::<u64>();
+    assert_eq!(r[0].1, format!("\r\n{}:{want}", 64 * chunk.len()));
+    assert_eq!(
+        r[1].1,
+        format!("\r\n2:{}", u64::from(b'x') + u64::from(b'y'))
+    );
+}

@@ -1,6 +1,6 @@
 //! One accepted connection: reads records, demultiplexes them into
-//! requests, runs a handler task per request, and answers management
-//! records. Output goes through the writer task (`writer.rs`).
+//! requests, polls each request's handler in this task, and answers
+//! management records. Output goes through the writer task (`writer.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -51,7 +51,11 @@ struct Conn<H> {
     config: Arc<ServerConfig>,
     live: HashMap<u16, Live>,
     out: mpsc::Sender<Out>,
-    done_tx: mpsc::UnboundedSender<(u16, u64)>,
+    /// Handlers of this connection's requests, polled by its task.
+    handlers: Handlers,
+    /// An input chunk its request's queue had no room for: no more records
+    /// are read until it is delivered (the handler reads at its pace).
+    pending: Option<PendingInput>,
     next_generation: u64,
     /// A request without `FCGI_KEEP_CONN` was seen: close when idle.
     close_when_idle: bool,
@@ -75,13 +79,13 @@ where
     let (mut reader, w) = tokio::io::split(io);
     let (out, out_rx) = mpsc::channel(OUT_QUEUE);
     let writer = tokio::spawn(writer::run(w, out_rx));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut conn = Conn {
         handler,
         config,
         live: HashMap::new(),
         out,
-        done_tx,
+        handlers: Handlers::default(),
+        pending: None,
         next_generation: 0,
         close_when_idle: false,
         draining: *shutdown.borrow(),
@@ -94,9 +98,15 @@ where
         }
         tokio::select! {
             biased;
-            Some((id, generation)) = done_rx.recv() => {
+            Some((id, generation)) = std::future::poll_fn(|cx| conn.handlers.poll_next(cx)) => {
                 if matches!(conn.live.get(&id), Some(Live::Running { generation: g, .. }) if *g == generation) {
                     conn.live.remove(&id);
+                }
+            }
+            (id, delivered) = pending_delivery(&mut conn.pending), if conn.pending.is_some() => {
+                conn.pending = None;
+                if !delivered {
+                    conn.close_input(id);
                 }
             }
             changed = shutdown.changed(), if !conn.draining => {
@@ -104,7 +114,7 @@ where
                 let _ = changed;
                 conn.draining = true;
             }
-            r = next_record(&mut reader, &mut rbuf), if reading => match r {
+            r = next_record(&mut reader, &mut rbuf), if reading && conn.pending.is_none() => match r {
                 Ok(Some(rec)) => {
                     if let Err(e) = conn.on_record(rec).await {
                         break Err(e);
@@ -155,15 +165,25 @@ async fn next_record<R: AsyncRead + Unpin>(
 }
 
 impl<H: Handler> Conn<H> {
-    async fn raw(&self, f: impl FnOnce(&mut BytesMut)) {
+    /// Sends already-encoded records. (A free function of the sender, not a
+    /// `&self` method: `Conn` holds handler futures, which are not `Sync`.)
+    async fn raw(out: &mpsc::Sender<Out>, f: impl FnOnce(&mut BytesMut)) {
         let mut b = BytesMut::with_capacity(32);
         f(&mut b);
-        let _ = self.out.send(Out::Raw(b.freeze())).await;
+        let _ = out.send(Out::Raw(b.freeze())).await;
     }
 
-    async fn refuse(&self, id: u16, status: ProtocolStatus) {
-        self.raw(|b| record::encode_end_request(b, id, 0, status))
-            .await;
+    async fn refuse(&mut self, id: u16, status: ProtocolStatus) {
+        Self::raw(&self.out, |b| record::encode_end_request(b, id, 0, status)).await;
+    }
+
+    /// The pending chunk's handler stopped reading (or its stream ended):
+    /// no more input goes to it.
+    fn close_input(&mut self, id: u16) {
+        if let Some(Live::Running { stdin, data, .. }) = self.live.get_mut(&id) {
+            *stdin = None;
+            *data = None;
+        }
     }
 
     fn end_inputs(&mut self) {
@@ -209,7 +229,7 @@ impl<H: Handler> Conn<H> {
                         );
                     }
                     Some(Live::Params { .. }) => {
-                        self.raw(|b| {
+                        Self::raw(&self.out, |b| {
                             record::encode_end_request(
                                 b,
                                 id,
@@ -225,7 +245,7 @@ impl<H: Handler> Conn<H> {
             }
             Body::GetValues(asked) => {
                 let answer = self.values(&asked);
-                self.raw(|b| {
+                Self::raw(&self.out, |b| {
                     let _ = record::encode_get_values_result(b, &answer);
                 })
                 .await;
@@ -233,8 +253,7 @@ impl<H: Handler> Conn<H> {
             }
             Body::Unrecognized { record_type, .. } => {
                 if id == NULL_REQUEST_ID {
-                    self.raw(|b| record::encode_unknown_type(b, record_type))
-                        .await;
+                    Self::raw(&self.out, |b| record::encode_unknown_type(b, record_type)).await;
                 }
                 // Spec §4.2 defines the answer only for management records;
                 // an unknown application record is ignored.
@@ -333,11 +352,11 @@ impl<H: Handler> Conn<H> {
                 Ok(())
             }
             (Live::Running { stdin, .. }, StreamKind::Stdin) => {
-                forward(stdin, data).await;
+                self.pending = forward(id, stdin, data);
                 Ok(())
             }
             (Live::Running { data: sender, .. }, StreamKind::Data) => {
-                forward(sender, data).await;
+                self.pending = forward(id, sender, data);
                 Ok(())
             }
             (Live::Running { .. }, StreamKind::Params) => Ok(()),
@@ -378,8 +397,10 @@ impl<H: Handler> Conn<H> {
         };
         let handler = self.handler.clone();
         let out = self.out.clone();
-        let done = self.done_tx.clone();
-        tokio::spawn(async move {
+        // Polled by the connection's own task, not spawned: a request is
+        // served without a task hand-over (handlers of one connection share
+        // its task; spawn inside a handler for CPU-heavy work).
+        self.handlers.push(Box::pin(async move {
             let app_status = tokio::select! {
                 status = CatchUnwind(Box::pin(handler.handle(req, writer))) => {
                     status.unwrap_or_else(|_| {
@@ -398,8 +419,8 @@ impl<H: Handler> Conn<H> {
                     protocol_status: ProtocolStatus::RequestComplete,
                 })
                 .await;
-            let _ = done.send((id, generation));
-        });
+            (id, generation)
+        }));
         self.live.insert(
             id,
             Live::Running {
@@ -428,14 +449,70 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
+/// An input chunk waiting for room in its request's queue.
+struct PendingInput {
+    id: u16,
+    delivery: Pin<Box<dyn Future<Output = bool> + Send>>,
+}
+
+/// Resolves when the pending chunk was delivered (true) or its handler
+/// stopped reading (false).
+async fn pending_delivery(pending: &mut Option<PendingInput>) -> (u16, bool) {
+    match pending.as_mut() {
+        Some(p) => (p.id, p.delivery.as_mut().await),
+        None => std::future::pending().await,
+    }
+}
+
 /// Hands one input record to its request: an empty record ends the stream.
-async fn forward(sender: &mut Option<mpsc::Sender<Bytes>>, data: Bytes) {
-    let Some(tx) = sender.as_ref() else {
-        return;
-    };
+/// A full queue gives back the delivery to wait for.
+fn forward(id: u16, sender: &mut Option<mpsc::Sender<Bytes>>, data: Bytes) -> Option<PendingInput> {
+    let tx = sender.as_ref()?;
     let end = data.is_empty();
-    if tx.send(data).await.is_err() || end {
-        // The handler stopped reading, or the stream is complete.
-        *sender = None;
+    match tx.try_send(data) {
+        Ok(()) if !end => None,
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
+            // The stream is complete, or the handler stopped reading.
+            *sender = None;
+            None
+        }
+        Err(mpsc::error::TrySendError::Full(data)) => {
+            let tx = tx.clone();
+            if end {
+                *sender = None;
+            }
+            Some(PendingInput {
+                id,
+                delivery: Box::pin(async move { tx.send(data).await.is_ok() && !end }),
+            })
+        }
+    }
+}
+
+/// The handlers of one connection's requests: few (usually one), polled
+/// together by the connection's task whenever any of them is woken.
+#[derive(Default)]
+struct Handlers {
+    futures: Vec<HandlerFuture>,
+}
+
+/// A request's handler, ending with its request id and generation.
+type HandlerFuture = Pin<Box<dyn Future<Output = (u16, u64)> + Send>>;
+
+impl Handlers {
+    fn push(&mut self, f: HandlerFuture) {
+        self.futures.push(f);
+    }
+
+    /// The next handler to finish, with its request id and generation;
+    /// pending while there is none (or none is done).
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u16, u64)>> {
+        for i in 0..self.futures.len() {
+            if let Poll::Ready(done) = self.futures[i].as_mut().poll(cx) {
+                drop(self.futures.swap_remove(i));
+                return Poll::Ready(Some(done));
+            }
+        }
+        Poll::Pending
     }
 }

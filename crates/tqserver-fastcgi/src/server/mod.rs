@@ -19,8 +19,9 @@
 //! # }
 //! ```
 //!
-//! Per connection, one task reads and demultiplexes records, one task per
-//! request runs the handler, and one task writes (so an aborted handler
+//! Per connection, one task reads and demultiplexes records and polls the
+//! handlers of its requests (no task hand-over per request; spawn inside a
+//! handler for CPU-heavy work), and one task writes (so an aborted handler
 //! never leaves half a record on the wire). `ABORT_REQUEST` cancels the
 //! handler and answers `END_REQUEST`; `GET_VALUES` is answered with
 //! `FCGI_MAX_CONNS`, `FCGI_MAX_REQS` and `FCGI_MPXS_CONNS`; other
