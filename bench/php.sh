@@ -74,6 +74,25 @@ EOF
 "$fpm" -F -y "$work/fpm.conf" $root_flag &
 pids+=($!)
 
+# One nginx server block: listen port, where fastcgi_pass goes, extra lines.
+# The location is Debian's snippets/fastcgi-php.conf, include made absolute.
+php_server() {
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$1;
+        root $docroot;
+        location ~ \.php\$ {
+            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
+            try_files \$fastcgi_script_name =404;
+            set \$path_info \$fastcgi_path_info;
+            fastcgi_param PATH_INFO \$path_info;
+            fastcgi_index index.php;
+            include /etc/nginx/fastcgi.conf;${3:-}
+            fastcgi_pass $2;
+        }
+    }
+EOF
+}
 cat > "$work/nginx.conf" <<EOF
 worker_processes auto;
 pid $work/nginx.pid;
@@ -84,54 +103,16 @@ http {
     access_log off;
     sendfile on;
     keepalive_timeout 65;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        root $docroot;
-        location ~ \.php\$ {
-            # Debian's snippets/fastcgi-php.conf, with its include made absolute.
-            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
-            try_files \$fastcgi_script_name =404;
-            set \$path_info \$fastcgi_path_info;
-            fastcgi_param PATH_INFO \$path_info;
-            fastcgi_index index.php;
-            include /etc/nginx/fastcgi.conf;
-            fastcgi_pass unix:$work/fpm.sock;
-        }
-    }
+$(php_server "$nginx_port" "unix:$work/fpm.sock")
     # The same, with TQServer's FastCGI listener in place of php-fpm.
-    server {
-        listen 127.0.0.1:$nginx2_port;
-        root $docroot;
-        location ~ \.php\$ {
-            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
-            try_files \$fastcgi_script_name =404;
-            set \$path_info \$fastcgi_path_info;
-            fastcgi_param PATH_INFO \$path_info;
-            fastcgi_index index.php;
-            include /etc/nginx/fastcgi.conf;
-            fastcgi_pass unix:$work/tq.sock;
-        }
-    }
+$(php_server "$nginx2_port" "unix:$work/tq.sock")
     # And with kept-alive connections to it: TQServer does not tie a
     # connection to a PHP process, so nginx may keep them (unlike php-fpm).
     upstream tqserver_listener {
         server unix:$work/tq.sock;
         keepalive 16;
     }
-    server {
-        listen 127.0.0.1:$nginx3_port;
-        root $docroot;
-        location ~ \.php\$ {
-            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
-            try_files \$fastcgi_script_name =404;
-            set \$path_info \$fastcgi_path_info;
-            fastcgi_param PATH_INFO \$path_info;
-            fastcgi_index index.php;
-            include /etc/nginx/fastcgi.conf;
-            fastcgi_keep_conn on;
-            fastcgi_pass tqserver_listener;
-        }
-    }
+$(php_server "$nginx3_port" tqserver_listener $'\n            fastcgi_keep_conn on;')
 }
 EOF
 "$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &

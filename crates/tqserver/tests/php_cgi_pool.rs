@@ -443,3 +443,16 @@ async fn a_client_that_goes_away_does_not_cost_a_process() {
     assert_eq!(body.trim().parse::<u32>().unwrap(), before[0]);
     assert_eq!(php_cgi(&tq), before);
 }
+
+#[tokio::test]
+async fn sigkill_of_tqserver_takes_its_php_cgi_processes_down() {
+    let p = cgi_project("    manager: static\n    max_workers: 3", "");
+    let tq = Tq::start(p.path(), &[]);
+    let procs = wait_count(&tq, 3, 10).await;
+    kill9(tq.pid());
+    let until = Instant::now() + Duration::from_secs(5);
+    while procs.iter().any(|p| alive(*p)) {
+        assert!(Instant::now() < until, "php-cgi outlived a killed tqserver");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

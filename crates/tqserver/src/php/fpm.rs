@@ -35,37 +35,12 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Finds php-fpm: `php.binary`, else `php-fpm`, then `php-fpmX.Y` (newest
 /// first) on PATH and in /usr/sbin and /usr/local/sbin. Never php-cgi.
 pub fn find_binary(worker: &Worker) -> Result<PathBuf, String> {
-    if let Some(b) = &worker.php.binary {
-        if b.components().count() > 1 {
-            return if b.is_file() {
-                Ok(b.clone())
-            } else {
-                Err(format!("php.binary {} does not exist", b.display()))
-            };
-        }
-        return search(&[b.to_string_lossy().into_owned()])
-            .ok_or_else(|| format!("php.binary {} is not on PATH", b.display()));
-    }
-    let mut names = vec!["php-fpm".to_string()];
-    for major in [8, 7] {
-        for minor in (0..=9).rev() {
-            names.push(format!("php-fpm{major}.{minor}"));
-        }
-    }
-    search(&names).ok_or_else(|| {
-        "php-fpm is not installed (looked for php-fpm and php-fpmX.Y on PATH, /usr/sbin and /usr/local/sbin); \
-         install it (Debian/Ubuntu: sudo apt-get install php-fpm) or set php.binary"
-            .to_string()
-    })
-}
-
-fn search(names: &[String]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    dirs.extend(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from));
-    names
-        .iter()
-        .find_map(|n| dirs.iter().map(|d| d.join(n)).find(|p| p.is_file()))
+    super::find_program(
+        worker.php.binary.as_deref(),
+        "php-fpm",
+        &["/usr/sbin", "/usr/local/sbin"],
+        "install it (Debian/Ubuntu: sudo apt-get install php-fpm)",
+    )
 }
 
 /// Quotes a php.ini value when it is not a plain token: php-fpm's INI

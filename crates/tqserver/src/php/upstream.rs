@@ -82,23 +82,13 @@ impl Upstream {
         req: Request,
         info: impl FnOnce() -> RequestInfo,
     ) -> Result<(Response, Option<Lease>), SendError> {
-        match self {
-            Self::Fpm(b) => b
-                .client
-                .request(req)
-                .await
-                .map(|r| (r, None))
-                .map_err(|error| SendError::Client {
-                    error,
-                    timed_out: false,
-                }),
-            Self::Cgi(c) => {
-                with_lease(&c.pool, req, info(), |client, req| async move {
-                    client.try_request(req).await
-                })
-                .await
-            }
-        }
+        self.dispatch(
+            req,
+            info,
+            |c, r| async move { c.request(r).await },
+            |c, r| async move { c.try_request(r).await },
+        )
+        .await
     }
 
     /// Sends `req`; records come back unparsed (the FastCGI listener).
@@ -107,22 +97,40 @@ impl Upstream {
         req: Request,
         info: impl FnOnce() -> RequestInfo,
     ) -> Result<(RawResponse, Option<Lease>), SendError> {
+        self.dispatch(
+            req,
+            info,
+            |c, r| async move { c.request_raw(r).await },
+            |c, r| async move { c.try_request_raw(r).await },
+        )
+        .await
+    }
+
+    /// php-fpm: one client, which retries a dead kept-alive connection on
+    /// the same address itself. cgi: a leased process, and another one for
+    /// a request handed back (see `with_lease`).
+    async fn dispatch<T, Fpm, FpmFut, Cgi, CgiFut>(
+        &self,
+        req: Request,
+        info: impl FnOnce() -> RequestInfo,
+        fpm: Fpm,
+        cgi: Cgi,
+    ) -> Result<(T, Option<Lease>), SendError>
+    where
+        Fpm: FnOnce(Client, Request) -> FpmFut,
+        FpmFut: Future<Output = Result<T, ClientError>>,
+        Cgi: Fn(Client, Request) -> CgiFut,
+        CgiFut: Future<Output = Result<T, Unsent>>,
+    {
         match self {
-            Self::Fpm(b) => b
-                .client
-                .request_raw(req)
+            Self::Fpm(b) => fpm(b.client.clone(), req)
                 .await
                 .map(|r| (r, None))
                 .map_err(|error| SendError::Client {
                     error,
                     timed_out: false,
                 }),
-            Self::Cgi(c) => {
-                with_lease(&c.pool, req, info(), |client, req| async move {
-                    client.try_request_raw(req).await
-                })
-                .await
-            }
+            Self::Cgi(c) => with_lease(&c.pool, req, info(), cgi).await,
         }
     }
 }

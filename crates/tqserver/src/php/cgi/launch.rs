@@ -53,36 +53,12 @@ pub struct Started {
 /// Finds php-cgi: `php.binary`, else `php-cgi`, then `php-cgiX.Y` (newest
 /// first) on PATH and in /usr/bin and /usr/local/bin.
 pub fn find_binary(worker: &Worker) -> Result<PathBuf, String> {
-    if let Some(b) = &worker.php.binary {
-        if b.components().count() > 1 {
-            return if b.is_file() {
-                Ok(b.clone())
-            } else {
-                Err(format!("php.binary {} does not exist", b.display()))
-            };
-        }
-        return search(&b.to_string_lossy())
-            .ok_or_else(|| format!("php.binary {} is not on PATH", b.display()));
-    }
-    let mut names = vec!["php-cgi".to_string()];
-    for major in [8, 7] {
-        for minor in (0..=9).rev() {
-            names.push(format!("php-cgi{major}.{minor}"));
-        }
-    }
-    names.iter().find_map(|n| search(n)).ok_or_else(|| {
-        "php-cgi is not installed (looked for php-cgi and php-cgiX.Y on PATH, /usr/bin and /usr/local/bin); \
-         install it (Debian/Ubuntu: sudo apt-get install php-cgi) or set php.binary"
-            .to_string()
-    })
-}
-
-fn search(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    super::super::find_program(
+        worker.php.binary.as_deref(),
+        "php-cgi",
+        &["/usr/bin", "/usr/local/bin"],
+        "install it (Debian/Ubuntu: sudo apt-get install php-cgi)",
+    )
 }
 
 impl Launcher {
