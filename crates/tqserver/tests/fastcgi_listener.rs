@@ -301,3 +301,31 @@ fn a_listener_other_machines_can_reach_needs_an_allow_list() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_client_not_in_allowed_clients_is_closed_and_logged() {
+    let port = free_port();
+    let p = Project::new("", "");
+    p.worker(
+        "app",
+        &format!(
+            "path: /app\ntype: php\ndocument_root: {}\nphp:\n  backend: cgi\n  pool:\n    manager: static\n    max_workers: 1\nfastcgi:\n  listen: 127.0.0.1:{port}\n  allowed_clients: [10.1.2.3]\n",
+            php_dir().display()
+        ),
+    );
+    let tq = Tq::start(p.path(), &[]);
+    let script = php_dir().join("pid.php");
+    let out = cgi_fcgi(
+        &format!("127.0.0.1:{port}"),
+        &[
+            ("REQUEST_METHOD", "GET"),
+            ("SCRIPT_FILENAME", script.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(out, "", "nothing answered");
+    let until = Instant::now() + Duration::from_secs(5);
+    while !tq.log_text().contains("not in fastcgi.allowed_clients") {
+        assert!(Instant::now() < until, "{}", tq.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
