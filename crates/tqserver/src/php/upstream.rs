@@ -15,7 +15,9 @@ use crate::config::Worker;
 
 /// A connection lost this soon after the request was sent means a process
 /// that was already dying (see `with_lease`).
-const LOST_AT_ONCE: std::time::Duration = std::time::Duration::from_millis(50);
+/// Generous, because a killed process needs CPU to exit and a busy
+/// machine may not give it at once.
+const LOST_AT_ONCE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A PHP worker's backend.
 #[derive(Clone)]
