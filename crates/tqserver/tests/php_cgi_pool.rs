@@ -457,3 +457,23 @@ async fn sigkill_of_tqserver_takes_its_php_cgi_processes_down() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// php-cgi exits by itself after 500 requests unless told otherwise;
+/// TQServer tells it otherwise and recycles on its own terms.
+#[tokio::test]
+async fn one_process_serves_past_php_cgis_own_500_request_limit() {
+    let p = cgi_project("    manager: static\n    max_workers: 1", "");
+    let tq = Tq::start(p.path(), &[]);
+    let before = wait_count(&tq, 1, 10).await;
+    let c = client();
+    for i in 0..600 {
+        let (s, body) = get(&c, &tq.url("/app/pid.php")).await;
+        assert_eq!(s, 200, "request {i}");
+        assert_eq!(
+            body.trim().parse::<u32>().unwrap(),
+            before[0],
+            "request {i}"
+        );
+    }
+    assert_eq!(php_cgi(&tq), before);
+}
