@@ -363,13 +363,18 @@ async fn a_full_queue_and_a_queue_timeout_answer_503_with_retry_after() {
 }
 
 #[tokio::test]
-async fn a_php_cgi_that_dies_at_start_fails_the_pool_without_spinning() {
+async fn a_php_cgi_that_dies_at_start_fails_the_pool_without_spinning_then_recovers() {
     let p = Project::new("", "");
-    // Says it is php-cgi, then exits whenever it is run for real.
+    // Says it is php-cgi, then exits whenever it is run for real, until a
+    // file named `fixed` appears: then it is the real php-cgi.
     let fake = p.path().join("fake-php-cgi");
+    let fixed = p.path().join("fixed");
     std::fs::write(
         &fake,
-        "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = -v ]; then echo 'PHP 8.2.0 (cgi-fcgi) (built: fake)'; exit 0; fi; done\necho 'fake php-cgi: cannot start' >&2\nexit 3\n",
+        format!(
+            "#!/bin/sh\nif [ -f {} ]; then exec php-cgi \"$@\"; fi\nfor a in \"$@\"; do if [ \"$a\" = -v ]; then echo 'PHP 8.2.0 (cgi-fcgi) (built: fake)'; exit 0; fi; done\necho 'fake php-cgi: cannot start' >&2\nexit 3\n",
+            fixed.display()
+        ),
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -399,7 +404,20 @@ async fn a_php_cgi_that_dies_at_start_fails_the_pool_without_spinning() {
     assert_eq!(starts(&log), n, "{log}");
     assert!(n >= 5, "{log}");
     assert!(log.contains("fake php-cgi: cannot start"), "{log}");
-    assert!(php_cgi(&tq).is_empty());
+    // The cause goes away: the pool tries again by itself (every 5 s) and
+    // serves.
+    std::fs::write(&fixed, "").unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, _) = get(&client(), &tq.url("/app/pid.php")).await;
+        if s == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < until, "{}", tq.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(tq.log_text().contains("pool recovered"));
+    wait_count(&tq, 2, 10).await;
 }
 
 #[tokio::test]

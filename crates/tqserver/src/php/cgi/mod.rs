@@ -35,6 +35,10 @@ use crate::logging::WorkerLog;
 const START_FAILURE_LIMIT: u32 = 5;
 /// Longest wait between replacements of processes that keep crashing.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A failed pool tries one process this often, so it recovers by itself
+/// once the cause is gone (a file restored, a service back), without
+/// spinning.
+const FAILED_RETRY: Duration = Duration::from_secs(5);
 /// How often timeouts and idle processes are checked.
 const TICK: Duration = Duration::from_millis(100);
 /// dynamic: idle processes above `max_spare_workers` are stopped once they
@@ -163,6 +167,8 @@ struct Table {
     /// Backoff: no spawn before this.
     spawn_after: Option<Instant>,
     failed: Option<String>,
+    /// When a failed pool last tried a process.
+    failed_try: Option<Instant>,
     stopping: bool,
     counters: Counters,
 }
@@ -304,6 +310,7 @@ impl Pool {
                 crash_streak: 0,
                 spawn_after: None,
                 failed: None,
+                failed_try: None,
                 stopping: false,
                 counters: Counters::default(),
             }),
@@ -689,11 +696,17 @@ impl Inner {
     fn start_failed(&self, t: &mut Table, why: &str) {
         t.start_failures += 1;
         self.back_off(t);
-        if t.start_failures >= START_FAILURE_LIMIT && t.failed.is_none() {
+        if t.failed.is_some() {
+            t.failed_try = Some(Instant::now());
+            return;
+        }
+        if t.start_failures >= START_FAILURE_LIMIT {
             let msg = format!(
-                "{} php-cgi processes in a row died before answering (last: {why}); the pool stopped starting them — check php.binary, php.config_file and php.settings, then restart TQServer",
-                t.start_failures
+                "{} php-cgi processes in a row died before answering (last: {why}); requests get 503 and one process is tried every {}s until one answers — check php.binary, php.config_file and php.settings",
+                t.start_failures,
+                FAILED_RETRY.as_secs()
             );
+            t.failed_try = Some(Instant::now());
             self.log.error(&format!("pool failed: {msg}"));
             t.failed = Some(msg);
             // Waiting requests get their answer now (503), not at timeout.
@@ -715,6 +728,14 @@ impl Inner {
     fn on_ready(self: &Arc<Self>, id: u64) {
         let mut t = self.lock();
         t.start_failures = 0;
+        if t.failed.take().is_some() {
+            t.failed_try = None;
+            t.crash_streak = 0;
+            t.spawn_after = None;
+            self.log
+                .info("pool recovered: a php-cgi process answers again");
+            // The manager fills the pool up on its next tick.
+        }
         let stopping = t.stopping;
         let Some(p) = t.procs.get_mut(&id) else {
             return;
@@ -774,6 +795,17 @@ impl Inner {
         let now = Instant::now();
         {
             let mut t = self.lock();
+            let retry = t.failed.is_some()
+                && !t.stopping
+                && t.count(State::Starting) == 0
+                && t.failed_try.is_none_or(|at| now - at >= FAILED_RETRY);
+            if retry {
+                t.failed_try = Some(now);
+                let (id, rx) = Self::reserve(&mut t);
+                drop(t);
+                self.launch(id, rx);
+                return;
+            }
             let timeout = self.config.request_timeout;
             if !timeout.is_zero() {
                 let mut killed = 0;
