@@ -90,7 +90,7 @@ enum State {
     /// when it answers `FCGI_GET_VALUES` again, which it does only once
     /// the script is done; `request_timeout` still applies.
     Draining,
-    /// Told to stop (recycled, scaled down, timed out, abandoned); gets no
+    /// Told to stop (recycled, scaled down, timed out, stopping); gets no
     /// more requests; leaves the table when it has exited.
     Retiring,
 }
@@ -134,9 +134,6 @@ struct Proc {
     last_duration: Option<Duration>,
     last_request: Option<RequestInfo>,
     control: mpsc::UnboundedSender<Control>,
-    /// The request that ended without `END_REQUEST` (for the crash log:
-    /// the process is often dead already when its lease comes back).
-    abandoned: Option<RequestInfo>,
 }
 
 /// php-fpm's pool counters (names as on its status page).
@@ -532,8 +529,9 @@ impl Inner {
         }
         if outcome == Outcome::Abandoned {
             // The script may still run: wait for php-cgi to come back
-            // instead of killing it (php-fpm, too, lets it finish).
-            p.abandoned = p.current.as_ref().map(|c| c.info.clone());
+            // instead of killing it (php-fpm, too, lets it finish). The
+            // request stays `current` until then, for request_timeout and
+            // the crash log.
             p.state = State::Draining;
             let _ = p.control.send(Control::Recheck);
             return;
@@ -562,7 +560,6 @@ impl Inner {
             p.last_request = Some(cur.info);
             p.requests += 1;
         }
-        p.abandoned = None;
         let recycle = max_requests > 0 && p.requests >= max_requests;
         let retire = stopping || recycle;
         if retire {
@@ -642,7 +639,6 @@ impl Inner {
                 last_duration: None,
                 last_request: None,
                 control,
-                abandoned: None,
             },
         );
         t.counters.spawned += 1;
@@ -774,7 +770,7 @@ impl Inner {
                     self.start_failed(&mut t, status);
                 } else {
                     t.counters.crashed += 1;
-                    let doing = match p.current.as_ref().map(|c| &c.info).or(p.abandoned.as_ref()) {
+                    let doing = match p.current.as_ref().map(|c| &c.info) {
                         Some(r) => format!("while serving {} {}", r.method, r.uri),
                         None => "while idle".to_string(),
                     };
