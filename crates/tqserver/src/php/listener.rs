@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::StatusCode;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -275,27 +276,25 @@ impl Handler for Front {
         let (mut raw, mut lease) = match sent {
             Ok(r) => r,
             Err(e) => {
-                let (status, text) = match &e {
-                    SendError::Pool(_) => (
-                        "503 Service Unavailable",
-                        "The PHP pool is busy or unavailable.\n",
-                    ),
+                let status = e.status();
+                let text = match &e {
+                    SendError::Pool(_) => "The PHP pool is busy or unavailable.\n",
                     SendError::Client {
                         timed_out: true, ..
-                    } => (
-                        "504 Gateway Timeout",
-                        "PHP did not finish within php.pool.request_timeout.\n",
-                    ),
-                    SendError::Client { error, .. } if error.is_timeout() => {
-                        ("504 Gateway Timeout", "PHP did not answer in time.\n")
+                    } => "PHP did not finish within php.pool.request_timeout.\n",
+                    _ if status == StatusCode::GATEWAY_TIMEOUT => "PHP did not answer in time.\n",
+                    _ if status == StatusCode::BAD_GATEWAY => {
+                        "The PHP process ended without answering.\n"
                     }
-                    SendError::Client { .. } => (
-                        "502 Bad Gateway",
-                        "The PHP process ended without answering.\n",
-                    ),
+                    _ => "The request cannot be passed to PHP.\n",
                 };
+                let status = format!(
+                    "{} {}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or_default()
+                );
                 self.log.error(&format!("FastCGI: {status}: {e}"));
-                answer(&mut out, status, "text/plain", text).await;
+                answer(&mut out, &status, "text/plain", text).await;
                 return 0;
             }
         };

@@ -442,6 +442,7 @@ fn error_page(
     uri: &http::Uri,
 ) -> Response<Body> {
     let w = upstream.worker();
+    let status = e.status();
     let (e, timed_out) = match e {
         SendError::Pool(p) => {
             log.error(&format!("503 for {uri}: {p}"));
@@ -462,35 +463,29 @@ fn error_page(
                 ),
                 AcquireError::Stopping => ("The server is stopping.".to_string(), "5"),
             };
-            let mut r = pages::error(StatusCode::SERVICE_UNAVAILABLE, &why);
+            let mut r = pages::error(e.status(), &why);
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static(retry));
             return r;
         }
         SendError::Client { error, timed_out } => (error, *timed_out),
     };
-    let (status, why) = match e.kind() {
-        _ if timed_out => (
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("PHP did not finish within {:?} (php.pool.request_timeout); the process was stopped.", w.php.pool.request_timeout),
+    let why = match e.kind() {
+        _ if timed_out => format!(
+            "PHP did not finish within {:?} (php.pool.request_timeout); the process was stopped.",
+            w.php.pool.request_timeout
         ),
-        ErrorKind::Connect => (
-            StatusCode::BAD_GATEWAY,
-            format!("The PHP backend of worker {} is not reachable: it is not running or is restarting.", w.name),
+        ErrorKind::Connect => format!(
+            "The PHP backend of worker {} is not reachable: it is not running or is restarting.",
+            w.name
         ),
-        ErrorKind::Timeout => (
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("PHP did not answer within {:?} (php.pool.request_timeout).", w.php.pool.request_timeout),
+        ErrorKind::Timeout => format!(
+            "PHP did not answer within {:?} (php.pool.request_timeout).",
+            w.php.pool.request_timeout
         ),
-        ErrorKind::Reset => (
-            StatusCode::BAD_GATEWAY,
-            "The PHP process handling this request ended without answering (it crashed, exited or was killed).".into(),
-        ),
-        ErrorKind::BadResponse => (StatusCode::BAD_GATEWAY, "PHP sent a response that is not valid.".into()),
-        ErrorKind::BadRequest => (
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "A request header is too large to pass to PHP.".into(),
-        ),
+        ErrorKind::Reset => "The PHP process handling this request ended without answering (it crashed, exited or was killed).".into(),
+        ErrorKind::BadResponse => "PHP sent a response that is not valid.".into(),
+        ErrorKind::BadRequest => "A request header is too large to pass to PHP.".into(),
         ErrorKind::Downstream => {
             let inner = match e {
                 ClientError::Body(io) => BodyError::find(io),
@@ -498,7 +493,7 @@ fn error_page(
             };
             return match inner {
                 Some(b) => body_error_page(b),
-                None => pages::error(StatusCode::BAD_REQUEST, "The request body could not be read."),
+                None => pages::error(status, "The request body could not be read."),
             };
         }
     };

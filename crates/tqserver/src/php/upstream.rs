@@ -52,6 +52,26 @@ pub enum SendError {
     Pool(#[from] AcquireError),
 }
 
+impl SendError {
+    /// The HTTP status a client gets for this failure, the same through
+    /// the HTTP proxy and the FastCGI listener.
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Self::Pool(_) => S::SERVICE_UNAVAILABLE,
+            Self::Client {
+                timed_out: true, ..
+            } => S::GATEWAY_TIMEOUT,
+            Self::Client { error, .. } => match error.kind() {
+                ErrorKind::Connect | ErrorKind::Reset | ErrorKind::BadResponse => S::BAD_GATEWAY,
+                ErrorKind::Timeout => S::GATEWAY_TIMEOUT,
+                ErrorKind::BadRequest => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                ErrorKind::Downstream => S::BAD_REQUEST,
+            },
+        }
+    }
+}
+
 impl Upstream {
     /// The worker.
     pub fn worker(&self) -> &Arc<Worker> {
@@ -137,8 +157,8 @@ impl Upstream {
     }
 }
 
-/// Leases a process and sends; a request that never reached its process
-/// (connect refused: the process died) goes to another one.
+/// Leases a process and sends; a request its process was already dead for
+/// goes to another one (see below).
 async fn with_lease<T, F, Fut>(
     pool: &cgi::Pool,
     mut req: Request,
@@ -176,21 +196,24 @@ where
             Ok(r) => return Ok((r, Some(lease))),
             // Never again after a kill at request_timeout: it reached PHP.
             Err((error, Some(back))) if !lease.timed_out() => {
-                if error.kind() == ErrorKind::Connect {
+                let again = if error.kind() == ErrorKind::Connect {
                     unsent += 1;
+                    unsent < max_unsent
                 } else if sent.elapsed() <= LOST_AT_ONCE {
                     lost += 1;
+                    lost <= max_children
                 } else {
-                    lost = usize::MAX;
-                }
-                if unsent >= max_unsent || lost > max_children {
+                    false // lost while running: it ran
+                };
+                if !again {
                     return Err(SendError::Client {
                         error,
                         timed_out: false,
                     });
                 }
                 tracing::debug!(pid = lease.pid(), %error, "php-cgi process unreachable; trying another");
-                // Dropped unfinished: the process is retired if it lives.
+                // Dropped unfinished: the pool checks whether the process
+                // still answers (Draining), and replaces it if not.
                 drop(lease);
                 req = *back;
             }

@@ -320,13 +320,7 @@ impl Pool {
             Manager::Dynamic => inner.config.start,
             Manager::Ondemand => 0,
         };
-        let reserved: Vec<_> = {
-            let mut t = inner.lock();
-            (0..initial).map(|_| Inner::reserve(&mut t)).collect()
-        };
-        for (id, rx) in reserved {
-            inner.launch(id, rx);
-        }
+        inner.spawn(|_| initial as usize);
         let task = tokio::spawn(manage(inner.clone()));
         (Self { inner }, task)
     }
@@ -611,9 +605,15 @@ impl Inner {
     /// table under the same lock that counted, so concurrent callers never
     /// start more than wanted.
     fn replenish(self: &Arc<Self>) {
+        self.spawn(|t| self.wanted(t));
+    }
+
+    /// Starts as many processes as `count` says, counted and entered in the
+    /// table under one lock, spawned outside it.
+    fn spawn(self: &Arc<Self>, count: impl FnOnce(&Table) -> usize) {
         let reserved: Vec<_> = {
             let mut t = self.lock();
-            let n = self.wanted(&t);
+            let n = count(&t);
             (0..n).map(|_| Self::reserve(&mut t)).collect()
         };
         for (id, rx) in reserved {
@@ -797,9 +797,8 @@ impl Inner {
                 && t.failed_try.is_none_or(|at| now - at >= FAILED_RETRY);
             if retry {
                 t.failed_try = Some(now);
-                let (id, rx) = Self::reserve(&mut t);
                 drop(t);
-                self.launch(id, rx);
+                self.spawn(|_| 1);
                 return;
             }
             let timeout = self.config.request_timeout;
