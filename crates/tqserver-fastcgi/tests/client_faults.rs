@@ -405,3 +405,68 @@ async fn idle_connections_are_closed_after_idle_timeout() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A POST may have run when its connection died: it is never sent twice
+/// (nginx's rule for non-idempotent methods).
+#[tokio::test]
+async fn a_post_on_a_dead_reused_connection_is_not_sent_again() {
+    let (addr, accepted) = one_request_per_connection().await;
+    let client = Client::new(addr, ClientConfig::new(1));
+    client
+        .request(Request::new(Params::new()))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let post = Params::new().with("REQUEST_METHOD", "POST");
+    let err = client
+        .request(Request::new(post).body(vec![b'x'; 10]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Reset, "{err}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+/// `try_request` sends nothing twice on its own address: it hands back a
+/// request that never left (connect refused) and an idempotent one lost
+/// before any answer, and keeps a POST.
+#[tokio::test]
+async fn try_request_hands_back_what_may_go_elsewhere() {
+    let refused = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone: Address = refused.local_addr().unwrap().into();
+    drop(refused);
+    let client = Client::new(gone, ClientConfig::new(1));
+    let (err, back) = client
+        .try_request(Request::new(Params::new().with("A", "1")).body("body"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+    assert_eq!(back.expect("handed back").params().get_str("A"), Some("1"));
+
+    let (addr, accepted) = one_request_per_connection().await;
+    let client = Client::new(addr, ClientConfig::new(1));
+    let first = client.try_request(Request::new(Params::new())).await;
+    first.unwrap().collect().await.unwrap();
+    let get = Params::new().with("REQUEST_METHOD", "GET");
+    let (err, back) = client
+        .try_request(Request::new(get).body("abc"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Reset, "{err}");
+    let back = back.expect("an idempotent request lost before any answer");
+    assert_eq!(back.params().get_str("REQUEST_METHOD"), Some("GET"));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "not retried here");
+
+    let (addr, _) = one_request_per_connection().await;
+    let client = Client::new(addr, ClientConfig::new(1));
+    let first = client.try_request(Request::new(Params::new())).await;
+    first.unwrap().collect().await.unwrap();
+    let post = Params::new().with("REQUEST_METHOD", "POST");
+    let (err, back) = client
+        .try_request(Request::new(post).body("abc"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Reset, "{err}");
+    assert!(back.is_none(), "a POST is not handed back");
+}
