@@ -81,7 +81,6 @@ impl Bound {
         grace: Duration,
     ) {
         let front = Arc::new(Front {
-            allowed: self.conf.allowed_clients.clone(),
             conf: self.conf,
             upstream,
             log: log.clone(),
@@ -91,7 +90,7 @@ impl Bound {
         loop {
             let accepted = tokio::select! {
                 () = stop.cancelled() => break,
-                a = accept(&self.socket, &front.allowed) => a,
+                a = accept(&self.socket, &front.conf.allowed_clients) => a,
             };
             match accepted {
                 Ok(Some(io)) => {
@@ -151,7 +150,6 @@ async fn accept(socket: &Socket, allowed: &[IpAddr]) -> std::io::Result<Option<C
 
 struct Front {
     conf: FastcgiListener,
-    allowed: Vec<IpAddr>,
     upstream: Upstream,
     log: WorkerLog,
 }
@@ -258,7 +256,8 @@ impl Handler for Front {
                 };
             }
         }
-        let info = || RequestInfo {
+        // Taken now: the params move into the request.
+        let info = RequestInfo {
             method: params.get_str("REQUEST_METHOD").unwrap_or("").to_string(),
             uri: params.get_str("REQUEST_URI").unwrap_or("").to_string(),
             script: params.get_str("SCRIPT_FILENAME").unwrap_or("").to_string(),
@@ -267,7 +266,6 @@ impl Handler for Front {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
         };
-        let info = info();
         let body = RequestBody::from_stream(stdin);
         let sent = self
             .upstream
