@@ -406,11 +406,7 @@ impl WorkerFile {
         }
         let fastcgi = self
             .fastcgi
-            .map(|f| resolve_fastcgi(f, &err, &mut errors))
-            .transpose()
-            .ok()
-            .flatten()
-            .flatten();
+            .and_then(|f| resolve_fastcgi(f, &err, &mut errors));
         let doc = dir.join(
             self.document_root
                 .as_deref()
@@ -521,13 +517,13 @@ fn resolve_fastcgi(
     f: FastcgiSection,
     err: &dyn Fn(&str, String) -> ConfigError,
     errors: &mut Vec<ConfigError>,
-) -> Result<Option<FastcgiListener>, ()> {
+) -> Option<FastcgiListener> {
     let Some(listen) = f.listen.as_deref().map(str::trim) else {
         errors.push(err(
             "fastcgi.listen",
             "missing; give the address nginx's fastcgi_pass will use, e.g. 127.0.0.1:9001 or unix:/run/tqserver/blog.sock".into(),
         ));
-        return Err(());
+        return None;
     };
     // Every key is checked even when the address is bad.
     let address = if listen.starts_with("unix:") || listen.starts_with('/') {
@@ -609,11 +605,8 @@ fn resolve_fastcgi(
     };
     let ping_path = path("fastcgi.ping_path", f.ping_path);
     let status_path = path("fastcgi.status_path", f.status_path);
-    let Some(address) = address else {
-        return Err(());
-    };
-    Ok(Some(FastcgiListener {
-        listen: address,
+    Some(FastcgiListener {
+        listen: address?,
         allowed_clients,
         limit_extensions,
         ping_path,
@@ -622,7 +615,7 @@ fn resolve_fastcgi(
             .unwrap_or_else(|| DEFAULT_PING_RESPONSE.to_string()),
         status_path,
         mode,
-    }))
+    })
 }
 
 fn allowed_clients_empty(list: &Option<Vec<String>>) -> bool {
