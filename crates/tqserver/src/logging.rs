@@ -212,3 +212,18 @@ impl WorkerLog {
         self.emit(level, &format!("php-fpm: {line}"));
     }
 }
+
+/// Hands each line a child writes to `r` (its stdout or stderr) to
+/// `on_line`, until the pipe closes.
+pub fn forward_lines<R>(r: R, on_line: impl Fn(&str) + Send + 'static)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncBufReadExt;
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(r).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            on_line(&line);
+        }
+    });
+}

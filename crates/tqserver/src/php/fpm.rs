@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +18,7 @@ use tqserver_fastcgi::client::Request;
 use tqserver_fastcgi::{Address, Client, ClientConfig, Params};
 
 use crate::config::{Listen, Manager, Mode, Supervision, Worker};
-use crate::logging::WorkerLog;
+use crate::logging::{WorkerLog, forward_lines};
 use crate::ports::Ports;
 use crate::process;
 
@@ -341,15 +340,6 @@ async fn ping(client: &Client) -> bool {
     }
 }
 
-fn forward_lines<R: AsyncRead + Unpin + Send + 'static>(r: R, log: WorkerLog) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(r).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            log.fpm_line(&line);
-        }
-    });
-}
-
 async fn supervise(
     prepared: Prepared,
     backend: Arc<Backend>,
@@ -369,10 +359,12 @@ async fn supervise(
             Err(e) => Err(format!("cannot start {}: {e}", prepared.binary.display())),
             Ok(mut child) => {
                 if let Some(o) = child.stdout.take() {
-                    forward_lines(o, log.clone());
+                    let l = log.clone();
+                    forward_lines(o, move |line| l.fpm_line(line));
                 }
                 if let Some(e) = child.stderr.take() {
-                    forward_lines(e, log.clone());
+                    let l = log.clone();
+                    forward_lines(e, move |line| l.fpm_line(line));
                 }
                 let pid = child.id().unwrap_or(0);
                 let deadline = Instant::now() + supervision.health_check_wait;

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +27,7 @@ pub use launch::{Launcher, find_binary};
 pub use status::{ProcessInfo, Snapshot};
 
 use crate::config::{Manager, Pool as PoolConfig, Supervision, Worker};
-use crate::logging::WorkerLog;
+use crate::logging::{WorkerLog, forward_lines};
 
 /// Processes that die before their first answer, in a row, before the pool
 /// is marked failed (php-fpm's `emergency_restart_threshold` idea).
@@ -919,11 +918,8 @@ async fn run_process(
     let pid = child.id().unwrap_or(0);
     if let Some(err) = child.stderr.take() {
         let log = inner.log.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(err).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                log.emit(tracing::Level::WARN, &format!("php-cgi[{pid}]: {line}"));
-            }
+        forward_lines(err, move |line| {
+            log.emit(tracing::Level::WARN, &format!("php-cgi[{pid}]: {line}"));
         });
     }
     // Ready once php-cgi answers FCGI_GET_VALUES on its socket (it closes
