@@ -61,3 +61,12 @@ pub async fn stop(child: &mut Child, first: Signal, grace: Duration) {
     let _ = killpg(group, Signal::SIGKILL);
     let _ = child.wait().await;
 }
+
+/// A child's exit in words for a log line ("exit status: 3",
+/// "signal: 9 (SIGKILL)").
+pub fn describe_exit(status: &std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    }
+}

@@ -380,7 +380,7 @@ async fn supervise(
                 let ready = tokio::select! {
                     r = became_ready => r,
                     status = child.wait() => {
-                        log.error(&format!("php-fpm (pid {pid}) exited while starting: {}", describe(status)));
+                        log.error(&format!("php-fpm (pid {pid}) exited while starting: {}", process::describe_exit(&status)));
                         false
                     }
                     () = stop.cancelled() => {
@@ -405,7 +405,7 @@ async fn supervise(
                         status = child.wait() => {
                             backend.ready.store(false, Ordering::Release);
                             backend.client.close_idle();
-                            Err(format!("php-fpm (pid {pid}) exited: {}", describe(status)))
+                            Err(format!("php-fpm (pid {pid}) exited: {}", process::describe_exit(&status)))
                         }
                         () = stop.cancelled() => {
                             backend.ready.store(false, Ordering::Release);
@@ -437,13 +437,6 @@ async fn supervise(
                 () = stop.cancelled() => return,
             }
         }
-    }
-}
-
-fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
-    match status {
-        Ok(s) => s.to_string(),
-        Err(e) => format!("wait failed: {e}"),
     }
 }
 

@@ -28,6 +28,7 @@ pub use status::{ProcessInfo, Snapshot};
 
 use crate::config::{Manager, Pool as PoolConfig, Supervision, Worker};
 use crate::logging::{WorkerLog, forward_lines};
+use crate::process::describe_exit;
 
 /// Processes that die before their first answer, in a row, before the pool
 /// is marked failed (php-fpm's `emergency_restart_threshold` idea).
@@ -957,25 +958,25 @@ async fn run_process(
                     let status = if starting {
                         format!("not answering FastCGI on {address}: {why}")
                     } else {
-                        describe(&s)
+                        describe_exit(&s)
                     };
                     break 'life (status, false);
                 }
             }
-            s = child.wait() => break 'life (describe(&s), false),
+            s = child.wait() => break 'life (describe_exit(&s), false),
             c = control.recv() => {
                 let s = stop_child(&mut child, c, &client, &inner, &mut sent).await;
-                break 'life (describe(&s), sent.explains(&s));
+                break 'life (describe_exit(&s), sent.explains(&s));
             }
         }
         // Running: until it exits, is stopped, or is to be checked again.
         tokio::select! {
-            s = child.wait() => break 'life (describe(&s), false),
+            s = child.wait() => break 'life (describe_exit(&s), false),
             c = control.recv() => match c {
                 Some(Control::Recheck) => {}
                 c => {
                     let s = stop_child(&mut child, c, &client, &inner, &mut sent).await;
-                    break 'life (describe(&s), sent.explains(&s));
+                    break 'life (describe_exit(&s), sent.explains(&s));
                 }
             },
         }
@@ -1050,12 +1051,5 @@ async fn stop_child(
             let _ = child.start_kill();
             child.wait().await
         }
-    }
-}
-
-fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
-    match status {
-        Ok(s) => s.to_string(),
-        Err(e) => format!("wait failed: {e}"),
     }
 }
