@@ -8,10 +8,12 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Backend as PhpBackend, Config};
+use crate::config::{Backend as PhpBackend, Config, Mode};
+use crate::http::livereload::{self, LiveReload};
 use crate::http::router::Router;
 use crate::http::{Body, pages};
 use crate::logging::WorkerLog;
+use crate::native;
 use crate::php::cgi::{self, Launcher};
 use crate::php::fpm::{Backend, Prepared};
 use crate::php::listener;
@@ -22,28 +24,61 @@ use crate::php::upstream::{CgiUpstream, Upstream};
 use crate::ports::Ports;
 
 /// What a route leads to.
-pub struct Route {
-    /// The worker's PHP backend.
-    pub upstream: Upstream,
-    /// The worker's log.
-    pub log: WorkerLog,
+pub enum Route {
+    /// A PHP worker.
+    Php {
+        /// The worker's PHP backend.
+        upstream: Upstream,
+        /// The worker's log.
+        log: WorkerLog,
+    },
+    /// A native worker (rust, go, command).
+    Native(Arc<native::Service>),
+}
+
+impl Route {
+    /// The worker's name.
+    pub fn worker_name(&self) -> &str {
+        match self {
+            Self::Php { upstream, .. } => &upstream.worker().name,
+            Self::Native(s) => &s.worker.name,
+        }
+    }
 }
 
 /// The request handler.
 pub struct App {
     router: Router<Route>,
     limits: Limits,
+    upstreams: native::proxy::Upstreams,
+    /// Dev mode with the file watcher on: `/__tqserver/` answers and HTML
+    /// responses get the live-reload tag.
+    live: Option<Arc<LiveReload>>,
 }
 
 impl App {
     /// Answers one request.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-        let path = req.uri().path().to_string();
-        match self.router.find(&path) {
-            Some((prefix, route)) => {
-                proxy::serve(&route.upstream, &route.log, prefix, req, conn, self.limits).await
+        if let Some(live) = &self.live {
+            if let Some(r) = live.handle(req.method(), req.uri().path(), req.uri().query()) {
+                return r;
             }
-            None => pages::error(StatusCode::NOT_FOUND, "No worker serves this address."),
+        }
+        let method = self.live.as_ref().map(|_| req.method().clone());
+        let Some((prefix, route)) = self.router.find(req.uri().path()) else {
+            return pages::error(StatusCode::NOT_FOUND, "No worker serves this address.");
+        };
+        let resp = match route {
+            Route::Php { upstream, log } => {
+                proxy::serve(upstream, log, prefix, req, conn, self.limits).await
+            }
+            Route::Native(svc) => {
+                native::proxy::serve(svc, &self.upstreams, req, conn, self.limits).await
+            }
+        };
+        match method {
+            Some(m) => livereload::inject(resp, &m, prefix).await,
+            None => resp,
         }
     }
 }
@@ -104,6 +139,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     let sup = config.supervision.clone();
     let backends_stop = CancellationToken::new();
+    let live =
+        (config.mode == Mode::Dev && config.watch && config.live_reload).then(LiveReload::new);
     let mut routes = Vec::new();
     let mut tasks = Vec::new();
     for (i, w) in config.enabled_workers().enumerate() {
@@ -114,6 +151,22 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let log = WorkerLog::new(&w)
             .with_context(|| format!("worker {}: cannot open logging.log_file", w.name))?;
         let fail = |e: String| StartError::Config(e);
+        if w.native.is_some() {
+            tracing::info!(worker = %w.name, route = %w.route, "starting {} worker", w.type_name());
+            let (svc, task) = native::supervisor::start(
+                w.clone(),
+                config.mode,
+                sup.clone(),
+                ports.clone(),
+                runtime_dir.path(),
+                log,
+                live.clone(),
+                backends_stop.clone(),
+            );
+            tasks.push(task);
+            routes.push((w.route.clone(), Route::Native(svc)));
+            continue;
+        }
         let started: Result<(Upstream, tokio::task::JoinHandle<()>), String> = match w.php.backend {
             PhpBackend::Fpm => {
                 match Prepared::new(w.clone(), config.mode, runtime_dir.path(), &ports, &sup).await
@@ -163,38 +216,64 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             }
         };
         tasks.push(task);
-        routes.push((w.route.clone(), Route { upstream, log }));
+        routes.push((w.route.clone(), Route::Php { upstream, log }));
     }
     for (route, r) in &routes {
-        if !r.upstream.wait_ready(sup.health_check_wait).await {
-            tracing::warn!(%route, "PHP is not ready yet; its requests get 502/503 until it is");
+        if let Route::Php { upstream, .. } = r {
+            if !upstream.wait_ready(sup.health_check_wait).await {
+                tracing::warn!(%route, "PHP is not ready yet; its requests get 502/503 until it is");
+            }
         }
     }
     let http_stop = CancellationToken::new();
     let mut fcgi_tasks = Vec::new();
     for (name, bound) in fcgi_bound {
-        let Some((_, r)) = routes
-            .iter()
-            .find(|(_, r)| r.upstream.worker().name == name)
-        else {
+        let Some((upstream, log)) = routes.iter().find_map(|(_, r)| match r {
+            Route::Php { upstream, log } if upstream.worker().name == name => Some((upstream, log)),
+            _ => None,
+        }) else {
             continue;
         };
         if let Ok(a) = bound.local_addr() {
             tracing::info!(worker = %name, "FastCGI listener on {a}");
         }
         fcgi_tasks.push(tokio::spawn(bound.serve(
-            r.upstream.clone(),
-            r.log.clone(),
+            upstream.clone(),
+            log.clone(),
             http_stop.clone(),
             sup.shutdown_grace,
         )));
     }
+    let router = Router::new(routes);
+    if config.watch {
+        let names: Vec<String> = config.enabled_workers().map(|w| w.name.clone()).collect();
+        match crate::watch::start(&config.workers_dir, &names, config.debounce) {
+            Ok(changes) => {
+                let targets = router.values().map(|(_, r)| match r {
+                    Route::Php { upstream, .. } => (upstream.worker().as_ref().clone(), None),
+                    Route::Native(s) => (s.worker.as_ref().clone(), Some(s.clone())),
+                });
+                tokio::spawn(on_changes(changes, targets.collect(), live.clone()));
+                tracing::info!(
+                    "watching {} for changes (debounce {:?})",
+                    config.workers_dir.display(),
+                    config.debounce
+                );
+            }
+            Err(e) => tracing::warn!(
+                "cannot watch {}: {e}; hot reload is off",
+                config.workers_dir.display()
+            ),
+        }
+    }
     let app = Arc::new(App {
-        router: Router::new(routes),
+        router,
         limits: Limits {
             max_body_bytes: s.max_body_bytes,
             read_timeout: s.read_timeout,
         },
+        upstreams: native::proxy::Upstreams::default(),
+        live,
     });
     tracing::info!(
         "TQServer listening on http://{addr} (mode {})",
@@ -227,6 +306,37 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     drop(runtime_dir);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Acts on changed worker folders: native workers rebuild and swap; PHP
+/// workers need nothing (PHP reads the new file; opcache revalidates in
+/// dev mode), their pages just reload in the browser.
+async fn on_changes(
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<crate::watch::Change>,
+    targets: Vec<(crate::config::Worker, Option<Arc<native::Service>>)>,
+    live: Option<Arc<LiveReload>>,
+) {
+    while let Some(c) = changes.recv().await {
+        let Some((w, svc)) = targets.iter().find(|(w, _)| w.name == c.worker) else {
+            continue;
+        };
+        if c.config {
+            tracing::warn!(
+                worker = %w.name,
+                "{} changed; restart tqserver to apply it (live configuration reload is not built yet)",
+                w.file.display()
+            );
+        }
+        match svc {
+            Some(svc) => svc.reload(format!("changed: {}", c.describe())),
+            None => {
+                tracing::info!(worker = %w.name, "changed: {}", c.describe());
+                if let Some(l) = &live {
+                    l.notify(&w.route);
+                }
+            }
+        }
+    }
 }
 
 const RUNTIME_PREFIX: &str = "tqserver-";

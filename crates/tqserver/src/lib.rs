@@ -1,5 +1,6 @@
-//! TQServer: an HTTP server that routes URL prefixes to workers and runs
-//! PHP workers on php-fpm it configures and supervises.
+//! TQServer: an HTTP server that routes URL prefixes to workers: PHP
+//! workers on php-fpm or its own php-cgi pool, and native workers (Rust,
+//! Go, any command) it builds, supervises and hot-reloads.
 //!
 //! # Layout
 //!
@@ -8,6 +9,8 @@
 //! - [`app`]: start-up, the request handler, shutdown.
 //! - [`http`]: the hyper server, routing, timeouts, static files, error pages.
 //! - [`php`]: script resolution, CGI params, the php-fpm backend, proxying.
+//! - [`native`]: native workers: build, instances, supervisor, HTTP proxy.
+//! - [`watch`]: the file watcher behind hot reload.
 //! - [`process`]: child processes that cannot outlive TQServer.
 //! - [`ports`], [`logging`]: the worker port range; server and worker logs.
 
@@ -16,6 +19,8 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod native;
 pub mod php;
 pub mod ports;
 pub mod process;
+pub mod watch;

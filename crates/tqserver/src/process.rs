@@ -14,9 +14,9 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 /// Spawns `cmd` in a new process group with `signal` as its parent-death
-/// signal.
+/// signal. `kill_on_drop` is the caller's choice (tokio's default: off).
 pub fn spawn_tied(cmd: &mut Command, signal: Signal) -> std::io::Result<Child> {
-    cmd.process_group(0).kill_on_drop(false);
+    cmd.process_group(0);
     set_parent_death_signal(cmd, signal);
     cmd.spawn()
 }

@@ -95,12 +95,30 @@ fn inconsistent_pool_numbers_name_the_keys() {
 }
 
 #[test]
-fn later_worker_types_and_duplicate_paths_are_clear_errors() {
+fn keys_of_another_worker_type_and_duplicate_paths_are_clear_errors() {
     let p = Project::new("", "");
-    p.worker("native", "path: /api\ntype: rust\n");
+    p.worker(
+        "native",
+        "path: /api\ntype: rust\nphp:\n  pool:\n    max_workers: 3\n",
+    );
     let err = check_fails(&p);
     assert!(
-        err.contains("worker.yaml:2: type: type: rust workers are not implemented yet"),
+        err.contains("worker.yaml:3: php: php is for type: php workers; this one is type: rust"),
+        "{err}"
+    );
+    p.worker("native", "path: /api\ntype: perl\n");
+    let err = check_fails(&p);
+    assert!(
+        err.contains("worker.yaml:2: type: unknown type \"perl\"; one of: php, rust, go, command"),
+        "{err}"
+    );
+    p.worker(
+        "native",
+        "path: /api\ntype: php\nscaling:\n  max_workers: 3\n",
+    );
+    let err = check_fails(&p);
+    assert!(
+        err.contains("worker.yaml:3: scaling: scaling is for native workers"),
         "{err}"
     );
 

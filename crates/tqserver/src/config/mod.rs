@@ -20,7 +20,8 @@ use std::time::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use server::{ServerSettings, Supervision};
 pub use worker::{
-    Backend, FastcgiListener, Listen, Manager, PhpWorker, Pool, Worker, WorkerLogging,
+    Backend, FastcgiListener, Listen, Manager, NativeKind, NativeWorker, PhpWorker, Pool, Worker,
+    WorkerLogging,
 };
 
 /// dev or prod.
@@ -66,8 +67,13 @@ pub struct Config {
     pub supervision: Supervision,
     /// The workers directory.
     pub workers_dir: PathBuf,
-    /// `file_watcher.debounce_ms` (read; no watcher runs yet).
+    /// `file_watcher.debounce_ms`: quiet time after a change before a rebuild.
     pub debounce: Duration,
+    /// `file_watcher.enabled`: watch worker folders (default: in dev mode).
+    pub watch: bool,
+    /// `file_watcher.live_reload`: in dev mode with the watcher on, reload
+    /// browsers after a change (default: true).
+    pub live_reload: bool,
     /// Every worker found, enabled or not, in route order.
     pub workers: Vec<Worker>,
     /// Things worth telling the operator that are not errors.
@@ -180,6 +186,8 @@ pub fn load(file: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
         supervision: resolved.supervision,
         workers_dir: resolved.workers_dir,
         debounce: resolved.debounce,
+        watch: resolved.watch,
+        live_reload: resolved.live_reload,
         workers,
         notices,
     })
@@ -213,11 +221,22 @@ impl fmt::Display for Config {
             writeln!(f, "  (none: every request gets 404)")?;
         }
         for w in self.enabled_workers() {
-            let runner = match w.php.backend {
-                Backend::Fpm => "php-fpm",
-                Backend::Cgi => "php-cgi, TQServer's process manager",
+            let runner = match (&w.native, w.php.backend) {
+                (Some(n), _) => match n.kind {
+                    NativeKind::Rust => "cargo build, proxied over HTTP",
+                    NativeKind::Go => "go build, proxied over HTTP",
+                    NativeKind::Command => "command, proxied over HTTP",
+                },
+                (None, Backend::Fpm) => "php-fpm",
+                (None, Backend::Cgi) => "php-cgi, TQServer's process manager",
             };
-            writeln!(f, "  {:<16} -> {} (php, {runner})", w.route, w.name)?;
+            writeln!(
+                f,
+                "  {:<16} -> {} ({}, {runner})",
+                w.route,
+                w.name,
+                w.type_name()
+            )?;
         }
         for w in self.workers.iter().filter(|w| !w.enabled) {
             writeln!(
@@ -231,6 +250,17 @@ impl fmt::Display for Config {
         writeln!(f)?;
         writeln!(f, "pools")?;
         for w in self.enabled_workers() {
+            if let Some(n) = &w.native {
+                writeln!(
+                    f,
+                    "  {}: {} instance(s) (up to {}), health {} every {:?}",
+                    w.name, n.min_instances, n.max_instances, n.health_path, n.health_interval
+                )?;
+                if !n.run.is_empty() {
+                    writeln!(f, "    run {}", n.run.join(" "))?;
+                }
+                continue;
+            }
             let p = &w.php.pool;
             let numbers = p.describe();
             let listen = match &p.listen {

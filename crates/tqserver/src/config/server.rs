@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::SizeValue;
+use super::values::{EnabledValue, SizeValue};
 use super::yaml::key_line;
 use super::{ConfigError, Mode};
 
@@ -38,6 +38,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Default `workers.health_check_wait_timeout_ms`: how long a started
 /// process has to become ready.
 pub const DEFAULT_HEALTH_WAIT: Duration = Duration::from_secs(10);
+/// Default `workers.max_restarts`: failed starts in a row before a native
+/// worker is left stopped (systemd's `StartLimitBurst` is 5 as well).
+pub const DEFAULT_MAX_RESTARTS: u32 = 5;
 /// Default `file_watcher.debounce_ms`.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
 
@@ -72,12 +75,15 @@ struct WorkersSection {
     restart_delay_ms: Option<u64>,
     shutdown_grace_period_ms: Option<u64>,
     health_check_wait_timeout_ms: Option<u64>,
+    max_restarts: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileWatcherSection {
+    enabled: Option<EnabledValue>,
     debounce_ms: Option<u64>,
+    live_reload: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +126,9 @@ pub struct Supervision {
     pub shutdown_grace: Duration,
     /// How long a started process has to become ready.
     pub health_check_wait: Duration,
+    /// Failed starts in a row after which a native worker is left stopped
+    /// (until its files change).
+    pub max_restarts: u32,
 }
 
 pub(crate) struct ResolvedServer {
@@ -127,6 +136,8 @@ pub(crate) struct ResolvedServer {
     pub(crate) supervision: Supervision,
     pub(crate) workers_dir: PathBuf,
     pub(crate) debounce: Duration,
+    pub(crate) watch: bool,
+    pub(crate) live_reload: bool,
 }
 
 impl ServerFile {
@@ -134,7 +145,7 @@ impl ServerFile {
         self,
         file: &Path,
         text: &str,
-        _mode: Mode,
+        mode: Mode,
         notices: &mut Vec<String>,
     ) -> Result<ResolvedServer, Vec<ConfigError>> {
         let mut errors = Vec::new();
@@ -170,12 +181,15 @@ impl ServerFile {
                 "metrics are not implemented yet (they come with the observability work); remove the metrics section or set metrics.enabled: false".into(),
             ));
         }
-        if self.file_watcher.debounce_ms.is_some() {
-            notices.push(format!(
-                "{}: file_watcher.debounce_ms is read, but no file watcher runs yet (hot reload comes with the native-workers work)",
-                file.display()
-            ));
-        }
+        let watch = match self.file_watcher.enabled.map(|e| e.get(mode == Mode::Dev)) {
+            None => mode == Mode::Dev,
+            Some(Ok(v)) => v,
+            Some(Err(m)) => {
+                errors.push(err("file_watcher.enabled", m));
+                false
+            }
+        };
+        let _ = notices;
         let host = s.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
         if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
             errors.push(err(
@@ -199,12 +213,15 @@ impl ServerFile {
                 restart_delay: ms(w.restart_delay_ms, DEFAULT_RESTART_DELAY),
                 shutdown_grace: ms(w.shutdown_grace_period_ms, DEFAULT_SHUTDOWN_GRACE),
                 health_check_wait: ms(w.health_check_wait_timeout_ms, DEFAULT_HEALTH_WAIT),
+                max_restarts: w.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
             },
             workers_dir: PathBuf::from(
                 w.directory
                     .unwrap_or_else(|| DEFAULT_WORKERS_DIR.to_string()),
             ),
             debounce: ms(self.file_watcher.debounce_ms, DEFAULT_DEBOUNCE),
+            watch,
+            live_reload: self.file_watcher.live_reload.unwrap_or(true),
         };
         if errors.is_empty() {
             Ok(resolved)

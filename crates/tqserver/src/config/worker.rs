@@ -33,6 +33,18 @@ pub const DEFAULT_LIMIT_EXTENSIONS: [&str; 1] = [".php"];
 pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 /// Default `fastcgi.ping_response` (php-fpm's `ping.response`).
 pub const DEFAULT_PING_RESPONSE: &str = "pong";
+/// Default `scaling.min_workers`: instances of a native worker.
+pub const DEFAULT_INSTANCES: u32 = 1;
+/// Default `scaling.request_timeout` of a native worker: the longest wait
+/// for its response head (nginx's `proxy_read_timeout`: 60 s).
+pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `health.path`: answered with 200 once the instance can serve.
+pub const DEFAULT_HEALTH_PATH: &str = "/health";
+/// Default `health.interval_ms`: liveness checks of a ready instance.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// Default `health.failures`: liveness failures in a row that get an
+/// instance replaced (Kubernetes' `failureThreshold` is 3 as well).
+pub const DEFAULT_HEALTH_FAILURES: u32 = 3;
 /// Default `document_root`, relative to the worker's folder.
 pub const DEFAULT_DOCUMENT_ROOT: &str = "public";
 
@@ -47,11 +59,35 @@ pub(crate) struct WorkerFile {
     document_root: Option<String>,
     logging: Option<LoggingSection>,
     fastcgi: Option<FastcgiSection>,
-    // Keys of work that has not landed yet: recognised so the error can
-    // say so instead of "unknown key".
-    command: Option<serde_yaml_ng::Value>,
-    scaling: Option<serde_yaml_ng::Value>,
-    env: Option<serde_yaml_ng::Value>,
+    command: Option<CommandSection>,
+    scaling: Option<ScalingSection>,
+    env: Option<serde_yaml_ng::Mapping>,
+    health: Option<HealthSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CommandSection {
+    run: Option<Vec<String>>,
+    build: Option<Vec<String>>,
+    env: Option<serde_yaml_ng::Mapping>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ScalingSection {
+    min_workers: Option<u32>,
+    max_workers: Option<u32>,
+    max_requests: Option<u64>,
+    request_timeout: Option<DurationValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct HealthSection {
+    path: Option<String>,
+    interval_ms: Option<u64>,
+    failures: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -261,6 +297,58 @@ pub struct WorkerLogging {
     pub log_file: Option<String>,
 }
 
+/// How a native worker is built and run (`type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NativeKind {
+    /// A cargo package in the worker folder.
+    Rust,
+    /// `go build -o bin/{name} ./src`, as the original TQServer.
+    Go,
+    /// Any program: `command.run`, optionally `command.build`.
+    Command,
+}
+
+impl NativeKind {
+    /// The `type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rust => "rust",
+            Self::Go => "go",
+            Self::Command => "command",
+        }
+    }
+}
+
+/// A native worker: an HTTP server TQServer builds, runs on ports from the
+/// range and proxies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeWorker {
+    /// `type`.
+    pub kind: NativeKind,
+    /// The worker folder (absolute): where builds and instances run.
+    pub dir: PathBuf,
+    /// `command.build` (command workers; rust and go have their recipe).
+    pub build: Option<Vec<String>>,
+    /// `command.run` (command workers only).
+    pub run: Vec<String>,
+    /// `env` then `command.env`, in file order.
+    pub env: Vec<(String, String)>,
+    /// `scaling.min_workers`: instances that always run.
+    pub min_instances: u32,
+    /// `scaling.max_workers`: instances under load at most.
+    pub max_instances: u32,
+    /// `scaling.max_requests`: an instance is replaced after this many (0: never).
+    pub max_requests: u64,
+    /// `scaling.request_timeout`: longest wait for a response head.
+    pub request_timeout: Duration,
+    /// `health.path`.
+    pub health_path: String,
+    /// `health.interval_ms`.
+    pub health_interval: Duration,
+    /// `health.failures`.
+    pub health_failures: u32,
+}
+
 /// One worker from `workers/{name}/config/worker.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Worker {
@@ -278,6 +366,16 @@ pub struct Worker {
     pub logging: WorkerLogging,
     /// The FastCGI listener, when `fastcgi.listen` is set.
     pub fastcgi: Option<FastcgiListener>,
+    /// For `type: rust | go | command`: how it is built and run. `None`
+    /// for PHP workers (whose settings are in `php`).
+    pub native: Option<NativeWorker>,
+}
+
+impl Worker {
+    /// `php`, `rust`, `go` or `command`.
+    pub fn type_name(&self) -> &'static str {
+        self.native.as_ref().map_or("php", |n| n.kind.as_str())
+    }
 }
 
 const TYPES: [&str; 4] = ["php", "rust", "go", "command"];
@@ -296,29 +394,6 @@ impl WorkerFile {
     ) -> Result<Worker, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let err = |key: &str, msg: String| ConfigError::new(file, key_line(text, key), key, msg);
-        let later = [
-            (
-                "command",
-                self.command.is_some(),
-                "command workers are not implemented yet (they come with the native-workers work)",
-            ),
-            (
-                "scaling",
-                self.scaling.is_some(),
-                "scaling is for native workers, which are not implemented yet",
-            ),
-            (
-                "env",
-                self.env.is_some(),
-                "env is for native workers, which are not implemented yet",
-            ),
-        ];
-        for (key, present, why) in later {
-            if present {
-                errors.push(err(key, why.to_string()));
-            }
-        }
-
         let route = match self.path {
             None => {
                 errors.push(ConfigError::new(
@@ -344,19 +419,54 @@ impl WorkerFile {
                 false
             }
         };
-        match self.kind.as_deref() {
-            Some("php") => {}
-            None => errors.push(ConfigError::new(file, None, "type", "missing; this version runs type: php")),
-            Some(t @ ("rust" | "go" | "command")) => errors.push(err(
-                "type",
-                format!("type: {t} workers are not implemented yet (they come with the native-workers work); only type: php runs now — set enabled: false to keep this file"),
-            )),
-            Some(t) => errors.push(err(
-                "type",
-                unknown_choice("type", t, &TYPES),
-            )),
+        let native_kind = match self.kind.as_deref() {
+            Some("php") => None,
+            None => {
+                errors.push(ConfigError::new(
+                    file,
+                    None,
+                    "type",
+                    "missing; one of: php, rust, go, command",
+                ));
+                None
+            }
+            Some("rust") => Some(NativeKind::Rust),
+            Some("go") => Some(NativeKind::Go),
+            Some("command") => Some(NativeKind::Command),
+            Some(t) => {
+                errors.push(err("type", unknown_choice("type", t, &TYPES)));
+                None
+            }
+        };
+        let native = resolve_native(
+            NativeSections {
+                kind: native_kind,
+                dir,
+                command: self.command,
+                scaling: self.scaling,
+                env: self.env,
+                health: self.health,
+            },
+            &err,
+            &mut errors,
+        );
+        if native.is_some() {
+            for (key, present) in [
+                ("php", self.php.is_some()),
+                ("fastcgi", self.fastcgi.is_some()),
+                ("document_root", self.document_root.is_some()),
+            ] {
+                if present {
+                    errors.push(err(
+                        key,
+                        format!(
+                            "{key} is for type: php workers; this one is type: {}",
+                            native_kind.map_or("", NativeKind::as_str)
+                        ),
+                    ));
+                }
+            }
         }
-
         let php = self.php.unwrap_or_default();
         let backend = match php.backend.as_deref() {
             None | Some("fpm") => Backend::Fpm,
@@ -415,7 +525,7 @@ impl WorkerFile {
         let document_root = match std::path::absolute(&doc).and_then(|d| d.canonicalize()) {
             Ok(d) if d.is_dir() => d,
             _ => {
-                if enabled {
+                if enabled && native.is_none() {
                     errors.push(err(
                         "document_root",
                         format!("{} is not a directory", doc.display()),
@@ -483,6 +593,7 @@ impl WorkerFile {
             route,
             enabled,
             fastcgi,
+            native,
             php: PhpWorker {
                 backend,
                 binary: php.binary.map(relative_to_worker),
@@ -500,6 +611,147 @@ impl WorkerFile {
             },
         })
     }
+}
+
+struct NativeSections<'a> {
+    kind: Option<NativeKind>,
+    dir: &'a Path,
+    command: Option<CommandSection>,
+    scaling: Option<ScalingSection>,
+    env: Option<serde_yaml_ng::Mapping>,
+    health: Option<HealthSection>,
+}
+
+/// Checks the keys of a native worker (`command`, `scaling`, `env`,
+/// `health`); for a PHP worker, says that they do not apply.
+fn resolve_native(
+    n: NativeSections<'_>,
+    err: &dyn Fn(&str, String) -> ConfigError,
+    errors: &mut Vec<ConfigError>,
+) -> Option<NativeWorker> {
+    let Some(kind) = n.kind else {
+        for (key, present) in [
+            ("command", n.command.is_some()),
+            ("scaling", n.scaling.is_some()),
+            ("env", n.env.is_some()),
+            ("health", n.health.is_some()),
+        ] {
+            if present {
+                errors.push(err(
+                    key,
+                    format!("{key} is for native workers (type: rust, go or command); PHP workers are sized with php.pool"),
+                ));
+            }
+        }
+        return None;
+    };
+    let mut env = Vec::new();
+    let mut read_env = |key: &str, map: Option<serde_yaml_ng::Mapping>| {
+        for (k, v) in map.unwrap_or_default() {
+            let name = k.as_str().map(str::to_string).unwrap_or_default();
+            let full = format!("{key}.{name}");
+            if name.is_empty() || name.contains(['=', '\0']) {
+                errors.push(err(
+                    key,
+                    format!("{k:?} is not an environment variable name"),
+                ));
+                continue;
+            }
+            match ini_value(&v) {
+                Ok(val) if val.contains('\0') => {
+                    errors.push(err(&full, "a value cannot contain a NUL byte".into()))
+                }
+                Ok(val) => env.push((name, val)),
+                Err(m) => errors.push(err(&full, m)),
+            }
+        }
+    };
+    read_env("env", n.env);
+    let command = n.command.unwrap_or_default();
+    read_env("command.env", command.env);
+    let mut argv = |key: &str, v: Option<Vec<String>>| match v {
+        Some(a) if a.is_empty() || a[0].trim().is_empty() => {
+            errors.push(err(
+                key,
+                "empty; give the program and its arguments, e.g. [\"python3\", \"app.py\"]".into(),
+            ));
+            None
+        }
+        v => v,
+    };
+    let run = argv("command.run", command.run);
+    let build = argv("command.build", command.build);
+    let run = match (kind, run) {
+        (NativeKind::Command, Some(r)) => r,
+        (NativeKind::Command, None) => {
+            errors.push(err(
+                "command",
+                "command.run is missing; give the program that serves HTTP on $WORKER_PORT, e.g. run: [\"python3\", \"app.py\"]".into(),
+            ));
+            Vec::new()
+        }
+        (k, r) => {
+            if r.is_some() || build.is_some() {
+                errors.push(err(
+                    "command",
+                    format!("command.run / command.build are for type: command; a type: {} worker is built by its own recipe", k.as_str()),
+                ));
+            }
+            Vec::new()
+        }
+    };
+    let scaling = n.scaling.unwrap_or_default();
+    let min_instances = scaling.min_workers.unwrap_or(DEFAULT_INSTANCES);
+    let max_instances = scaling.max_workers.unwrap_or(min_instances);
+    if min_instances == 0 {
+        errors.push(err(
+            "scaling.min_workers",
+            "must be at least 1 (an instance must be up to serve the route)".into(),
+        ));
+    }
+    if max_instances < min_instances {
+        errors.push(err(
+            "scaling.max_workers",
+            format!("scaling.max_workers ({max_instances}) is below scaling.min_workers ({min_instances})"),
+        ));
+    }
+    let request_timeout = match scaling.request_timeout.map(|t| t.get()).transpose() {
+        Ok(t) => t.unwrap_or(DEFAULT_PROXY_TIMEOUT),
+        Err(m) => {
+            errors.push(err("scaling.request_timeout", m));
+            DEFAULT_PROXY_TIMEOUT
+        }
+    };
+    let health = n.health.unwrap_or_default();
+    let health_path = health
+        .path
+        .unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_string());
+    if !health_path.starts_with('/') {
+        errors.push(err(
+            "health.path",
+            format!("{health_path:?} must start with '/'"),
+        ));
+    }
+    let health_failures = health.failures.unwrap_or(DEFAULT_HEALTH_FAILURES);
+    if health_failures == 0 {
+        errors.push(err("health.failures", "must be at least 1".into()));
+    }
+    Some(NativeWorker {
+        kind,
+        dir: std::path::absolute(n.dir).unwrap_or_else(|_| n.dir.to_path_buf()),
+        build,
+        run,
+        env,
+        min_instances,
+        max_instances,
+        max_requests: scaling.max_requests.unwrap_or(0),
+        request_timeout,
+        health_path,
+        health_interval: health
+            .interval_ms
+            .map_or(DEFAULT_HEALTH_INTERVAL, Duration::from_millis),
+        health_failures,
+    })
 }
 
 /// "unknown manager \"dynmic\"; did you mean dynamic?", or the list of

@@ -108,3 +108,22 @@ impl Stream for LimitedBody {
         }
     }
 }
+
+/// The same chunks as an HTTP body, for proxying to native workers.
+impl http_body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        self.poll_next(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
+    }
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod io;
+pub mod livereload;
 pub mod pages;
 pub mod router;
 pub mod static_files;

@@ -51,6 +51,33 @@ pub fn error(status: StatusCode, why: &str) -> Response<Body> {
     r
 }
 
+/// A dev-mode page that shows what went wrong in full: a build's compiler
+/// output, a crashed worker's last lines. Never used in prod mode, where
+/// [`error`] says only that the worker is unavailable.
+pub fn problem(status: StatusCode, heading: &str, title: &str, detail: &str) -> Response<Body> {
+    let code = status.as_u16();
+    let detail = if detail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("<pre>{}</pre>", escape(detail))
+    };
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {}</title>\
+         <style>body{{font:15px/1.5 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}}\
+         h1{{font-size:1.4em;color:#b00}}pre{{background:#1e1e1e;color:#eee;padding:1em;overflow:auto;font-size:13px}}\
+         footer{{color:#888;font-size:.8em}}</style></head>\
+         <body><h1>{}</h1><p>{}</p>{detail}<footer>tqserver (dev mode): this page reloads by itself after the next successful build</footer></body></html>\n",
+        escape(heading),
+        escape(heading),
+        escape(title)
+    );
+    let mut r = error(status, "");
+    *r.body_mut() = Full::new(Bytes::from(html))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    r
+}
+
 /// A redirect to `location`.
 pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     let mut r = error(status, &format!("Moved to {location}"));

@@ -15,6 +15,11 @@ impl<T> Router<T> {
         Self { routes }
     }
 
+    /// Every `(prefix, value)`, longest prefix first.
+    pub fn values(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.routes.iter().map(|(p, v)| (p.as_str(), v))
+    }
+
     /// The value for `path` and its prefix.
     pub fn find(&self, path: &str) -> Option<(&str, &T)> {
         self.routes.iter().find_map(|(prefix, v)| {

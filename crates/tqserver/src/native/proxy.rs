@@ -1,0 +1,329 @@
+//! One HTTP request to a native worker: pick the least busy ready
+//! instance, forward the request (hop-by-hop headers dropped,
+//! `X-Forwarded-*` added), stream the answer back, and keep the instance
+//! counted busy until the response body is done (so a drain waits for it).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::{Lease, NoInstance, Service};
+use crate::config::Mode;
+use crate::http::body::{BodyError, LimitedBody};
+use crate::http::{Body, pages};
+use crate::php::params::ConnInfo;
+use crate::php::proxy::Limits;
+
+/// How long an idle kept-alive connection to an instance is kept (below
+/// the 60 s+ idle timeouts of common HTTP servers, so we close first).
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Connecting to an instance on this machine takes microseconds; a
+/// connect that takes longer means the instance is gone or stuck.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+type UpBody = BoxBody<Bytes, BodyError>;
+
+/// The HTTP client every native worker's requests go through (one
+/// connection pool, keyed by instance port).
+#[derive(Clone)]
+pub struct Upstreams {
+    client: Client<HttpConnector, UpBody>,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .build(conn);
+        Self { client }
+    }
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+    )
+}
+
+/// Copies end-to-end headers: drops hop-by-hop ones and those the
+/// `Connection` header names.
+fn end_to_end(from: &HeaderMap) -> HeaderMap {
+    let named: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let mut to = HeaderMap::with_capacity(from.len() + 3);
+    for (k, v) in from {
+        if !hop_by_hop(k) && !named.iter().any(|n| n == k.as_str()) {
+            to.append(k.clone(), v.clone());
+        }
+    }
+    to
+}
+
+/// Serves `req` with one of `svc`'s instances.
+pub async fn serve(
+    svc: &Service,
+    ups: &Upstreams,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    limits: Limits,
+) -> Response<Body> {
+    let serving = svc.serving();
+    if svc.mode == Mode::Dev {
+        if let Some(p) = serving.problem.as_ref().filter(|p| p.build) {
+            return pages::problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("{} did not build", svc.worker.name),
+                &p.title,
+                &p.detail,
+            );
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        return pages::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "The request body is larger than {} bytes (server.max_body_bytes).",
+                limits.max_body_bytes
+            ),
+        );
+    }
+    let lease = match svc.lease().await {
+        Ok(l) => l,
+        Err(e) => return unavailable(svc, e),
+    };
+    let (parts, body) = req.into_parts();
+    let bodyless = body.is_end_stream();
+    let mut headers = end_to_end(&parts.headers);
+    forwarded(&mut headers, &parts.headers, conn.peer);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let make = |lease: &Lease, body: UpBody| {
+        let uri: Uri = format!("http://{}{path}", lease.instance().addr())
+            .parse()
+            .expect("a valid URI: the path came from one");
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.headers_mut() = headers.clone();
+        up
+    };
+    let first_body: UpBody = if bodyless {
+        empty()
+    } else {
+        LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout).boxed()
+    };
+    let timeout = svc
+        .worker
+        .native
+        .as_ref()
+        .map_or(Duration::from_secs(60), |n| n.request_timeout);
+    let mut lease = lease;
+    let mut up = make(&lease, first_body);
+    let mut retried = false;
+    loop {
+        match tokio::time::timeout(timeout, ups.client.request(up)).await {
+            Ok(Ok(resp)) => return respond(resp, lease),
+            Ok(Err(e)) if e.is_connect() && bodyless && !retried => {
+                // Nothing reached the instance (it just exited): another
+                // one may take the request.
+                retried = true;
+                drop(lease);
+                tokio::task::yield_now().await;
+                lease = match svc.lease().await {
+                    Ok(l) => l,
+                    Err(e) => return unavailable(svc, e),
+                };
+                up = make(&lease, empty());
+            }
+            Ok(Err(e)) => {
+                let why = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string());
+                if let Some(b) = find_body_error(&e) {
+                    return match b {
+                        BodyError::TooLarge(n) => pages::error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            &format!("The request body is larger than {n} bytes."),
+                        ),
+                        other => pages::error(StatusCode::BAD_REQUEST, &other.to_string()),
+                    };
+                }
+                tracing::warn!(worker = %svc.worker.name, port = lease.instance().port, "upstream error: {why}");
+                return pages::error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("The worker {} failed to answer.", svc.worker.name),
+                );
+            }
+            Err(_) => {
+                tracing::warn!(worker = %svc.worker.name, port = lease.instance().port, "no response within {timeout:?}");
+                return pages::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "The worker {} did not answer within {timeout:?} (scaling.request_timeout).",
+                        svc.worker.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn empty() -> UpBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn find_body_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(b) = c.downcast_ref::<BodyError>() {
+            return Some(b);
+        }
+        cur = c.source();
+    }
+    None
+}
+
+/// The 503 (or dev-mode problem page) when no instance can take a request.
+fn unavailable(svc: &Service, e: NoInstance) -> Response<Body> {
+    let name = &svc.worker.name;
+    let mut r = match e {
+        NoInstance::NotReady => pages::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("The worker {name} has no instance ready yet."),
+        ),
+        NoInstance::Failed(Some(p)) if svc.mode == Mode::Dev => pages::problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("{name} is not running"),
+            &p.title,
+            &p.detail,
+        ),
+        NoInstance::Failed(_) => pages::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("The worker {name} is not running."),
+        ),
+    };
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Adds `X-Forwarded-For` (appended to what came in), `-Proto`, `-Host`.
+fn forwarded(to: &mut HeaderMap, from: &HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let xff = match from.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        to.insert("x-forwarded-for", v);
+    }
+    if !to.contains_key("x-forwarded-proto") {
+        to.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if let Some(h) = from.get(header::HOST) {
+        if !to.contains_key("x-forwarded-host") {
+            to.insert("x-forwarded-host", h.clone());
+        }
+    }
+}
+
+fn respond(resp: Response<Incoming>, lease: Lease) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    parts.headers = end_to_end(&parts.headers);
+    let body = Leased {
+        inner: body,
+        _lease: lease,
+    };
+    Response::from_parts(parts, body.map_err(std::io::Error::other).boxed_unsync())
+}
+
+/// A response body that keeps its instance counted busy until done.
+struct Leased {
+    inner: Incoming,
+    _lease: Lease,
+}
+
+impl http_body::Body for Leased {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_stay() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        let out = end_to_end(&h);
+        assert!(out.get("x-secret").is_none());
+        assert!(out.get("connection").is_none());
+        assert!(out.get("keep-alive").is_none());
+        assert_eq!(out.get_all("set-cookie").iter().count(), 2);
+        let mut f = HeaderMap::new();
+        let mut from = HeaderMap::new();
+        from.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        from.insert("host", HeaderValue::from_static("example.org"));
+        forwarded(&mut f, &from, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(f["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(f["x-forwarded-host"], "example.org");
+    }
+}

@@ -1,0 +1,612 @@
+//! The task that owns one native worker's instances (an actor: every
+//! decision is made here, one event at a time; requests only read the
+//! published [`Serving`]). See LIFECYCLE.md.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::build::{self, Artifact};
+use super::instance::{Exit, Instance, Spawner, State};
+use super::{Problem, Service, Serving};
+use crate::config::{Mode, NativeWorker, Supervision, Worker};
+use crate::http::livereload::LiveReload;
+use crate::logging::WorkerLog;
+use crate::ports::Ports;
+
+/// Longest restart delay (the first is `workers.restart_delay_ms`).
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+/// An instance that ran this long before it exited was not crash-looping:
+/// its exit starts a new count.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Ids unique across every worker, for logs and events.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What the supervisor hears.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Files changed: rebuild and swap.
+    Reload(String),
+    /// An instance reached `max_requests`.
+    Recycle(u64),
+    /// An instance exited.
+    Exited {
+        /// Instance id.
+        id: u64,
+        /// Its exit in words.
+        status: String,
+    },
+    /// A build and start of a new version finished.
+    Deployed {
+        version: u64,
+        result: Result<(Artifact, Vec<Arc<Instance>>), Problem>,
+    },
+    /// An instance started in place of a missing one (crash restart).
+    Restarted(Result<Arc<Instance>, String>),
+    /// An instance failed its liveness check `failures` times in a row.
+    Unhealthy { id: u64, failures: u32, why: String },
+    /// A replacement for `old` (recycled or unhealthy) started, or not.
+    Replaced {
+        old: u64,
+        new: Result<Arc<Instance>, String>,
+    },
+}
+
+/// Everything the supervisor's helper tasks need.
+struct Ctx {
+    worker: Arc<Worker>,
+    native: NativeWorker,
+    mode: Mode,
+    sup: Supervision,
+    ports: Arc<Ports>,
+    spawner: Spawner,
+    versions_dir: PathBuf,
+    events: mpsc::UnboundedSender<Event>,
+    /// Every instance alive, whatever its state: what a stop must reach.
+    all: Mutex<HashMap<u64, Arc<Instance>>>,
+}
+
+/// Starts a native worker's supervisor; the [`Service`] is what routes use.
+#[allow(clippy::too_many_arguments)]
+pub fn start(
+    worker: Arc<Worker>,
+    mode: Mode,
+    sup: Supervision,
+    ports: Arc<Ports>,
+    runtime_dir: &std::path::Path,
+    log: WorkerLog,
+    live: Option<Arc<LiveReload>>,
+    stop: CancellationToken,
+) -> (Arc<Service>, tokio::task::JoinHandle<()>) {
+    let native = worker.native.clone().expect("a native worker");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (serving, _) = watch::channel(Arc::new(Serving::default()));
+    let svc = Arc::new(Service {
+        worker: worker.clone(),
+        mode,
+        serving,
+        events: tx.clone(),
+        wait_ready: sup.health_check_wait,
+    });
+    let mut env = vec![
+        ("WORKER_NAME".to_string(), worker.name.clone()),
+        ("WORKER_PATH".to_string(), worker.route.clone()),
+        ("WORKER_ROUTE".to_string(), worker.route.clone()),
+        ("WORKER_TYPE".to_string(), native.kind.as_str().to_string()),
+        ("WORKER_MODE".to_string(), mode.as_str().to_string()),
+        ("WORKER_HEALTH_PATH".to_string(), native.health_path.clone()),
+    ];
+    env.extend(native.env.iter().cloned());
+    let ctx = Arc::new(Ctx {
+        spawner: Spawner {
+            log,
+            env,
+            dir: native.dir.clone(),
+            tail: Default::default(),
+        },
+        versions_dir: runtime_dir.join("native").join(&worker.name),
+        worker,
+        native,
+        mode,
+        sup,
+        ports,
+        events: tx,
+        all: Mutex::new(HashMap::new()),
+    });
+    let task = tokio::spawn(run(ctx, svc.clone(), rx, live, stop));
+    (svc, task)
+}
+
+/// The supervisor's own state.
+struct Sup {
+    ctx: Arc<Ctx>,
+    svc: Arc<Service>,
+    live: Option<Arc<LiveReload>>,
+    current: Vec<Arc<Instance>>,
+    artifact: Option<(u64, Artifact)>,
+    problem: Option<Arc<Problem>>,
+    gave_up: bool,
+    deploying: bool,
+    pending: Option<String>,
+    crashes: u32,
+    restart_at: Option<Instant>,
+    restarting: bool,
+    replacing: HashSet<u64>,
+    next_version: u64,
+    tasks: JoinSet<()>,
+}
+
+async fn run(
+    ctx: Arc<Ctx>,
+    svc: Arc<Service>,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    live: Option<Arc<LiveReload>>,
+    stop: CancellationToken,
+) {
+    let mut s = Sup {
+        ctx: ctx.clone(),
+        svc,
+        live,
+        current: Vec::new(),
+        artifact: None,
+        problem: None,
+        gave_up: false,
+        deploying: false,
+        pending: None,
+        crashes: 0,
+        restart_at: None,
+        restarting: false,
+        replacing: HashSet::new(),
+        next_version: 1,
+        tasks: JoinSet::new(),
+    };
+    s.deploy("start".into());
+    let mut health = tokio::time::interval(ctx.native.health_interval);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    health.tick().await;
+    loop {
+        let restart_at = s.restart_at.filter(|_| !s.restarting);
+        tokio::select! {
+            () = stop.cancelled() => break,
+            Some(ev) = rx.recv() => s.on_event(ev),
+            () = sleep_until(restart_at), if restart_at.is_some() => s.restart(),
+            _ = health.tick() => s.check_health(),
+            Some(_) = s.tasks.join_next(), if !s.tasks.is_empty() => {}
+        }
+    }
+    // Stop: no new starts; every instance gets SIGTERM and the grace.
+    s.tasks.abort_all();
+    while s.tasks.join_next().await.is_some() {}
+    let all: Vec<Arc<Instance>> = ctx
+        .all
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let grace = ctx.sup.shutdown_grace;
+    let mut stops = JoinSet::new();
+    for i in all {
+        stops.spawn(async move { i.stop(grace).await });
+    }
+    while stops.join_next().await.is_some() {}
+    let _ = std::fs::remove_dir_all(&ctx.versions_dir);
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Sup {
+    fn log(&self) -> &WorkerLog {
+        &self.ctx.spawner.log
+    }
+
+    fn publish(&self) {
+        let serving = Serving {
+            instances: self.current.clone(),
+            problem: self.problem.clone(),
+            stopped: self.current.is_empty()
+                && (self.gave_up || (self.artifact.is_none() && !self.deploying)),
+        };
+        self.svc.serving.send_replace(Arc::new(serving));
+    }
+
+    fn announce(&self) {
+        if let Some(l) = &self.live {
+            l.notify(&self.ctx.worker.route);
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Reload(why) => {
+                if self.deploying {
+                    self.pending = Some(why);
+                } else {
+                    self.deploy(why);
+                }
+            }
+            Event::Deployed { version, result } => self.deployed(version, result),
+            Event::Exited { id, status } => self.exited(id, &status),
+            Event::Restarted(r) => self.restarted(r),
+            Event::Recycle(id) => {
+                if let Some(i) = self.current.iter().find(|i| i.id == id) {
+                    self.log().info(&format!(
+                        "instance pid {} served {} requests (scaling.max_requests); replacing it",
+                        i.pid,
+                        i.served()
+                    ));
+                }
+                self.replace(id);
+            }
+            Event::Unhealthy { id, failures, why } => {
+                if let Some(i) = self.current.iter().find(|i| i.id == id) {
+                    self.log().error(&format!(
+                        "instance pid {} on port {} failed its health check {failures} time(s) in a row ({why}); replacing it",
+                        i.pid, i.port
+                    ));
+                    self.replace(id);
+                }
+            }
+            Event::Replaced { old, new } => self.replaced(old, new),
+        }
+    }
+
+    /// Builds the current files and starts `min_workers` instances of them;
+    /// [`Event::Deployed`] brings the result.
+    fn deploy(&mut self, why: String) {
+        self.deploying = true;
+        let version = self.next_version;
+        self.next_version += 1;
+        let ctx = self.ctx.clone();
+        self.log()
+            .info(&format!("building version {version} ({why})"));
+        self.publish();
+        self.tasks.spawn(async move {
+            let result = build_and_start(&ctx, version).await;
+            let _ = ctx.events.send(Event::Deployed { version, result });
+        });
+    }
+
+    fn deployed(&mut self, version: u64, result: Result<(Artifact, Vec<Arc<Instance>>), Problem>) {
+        self.deploying = false;
+        match result {
+            Ok((artifact, instances)) => {
+                let ports: Vec<String> = instances.iter().map(|i| i.port.to_string()).collect();
+                self.log().info(&format!(
+                    "version {version} serves on port(s) {} (built in {:.2?})",
+                    ports.join(", "),
+                    artifact.took
+                ));
+                let old = std::mem::replace(
+                    &mut self.current,
+                    instances.into_iter().filter(|i| !i.is_gone()).collect(),
+                );
+                let old_version = self.artifact.replace((version, artifact)).map(|a| a.0);
+                self.problem = None;
+                self.gave_up = false;
+                self.crashes = 0;
+                self.restart_at = None;
+                self.publish();
+                self.drain(old, old_version);
+                self.want_more();
+                self.announce();
+            }
+            Err(problem) => {
+                self.log().error(&format!(
+                    "version {version}: {}{}",
+                    problem.title,
+                    if self.current.is_empty() {
+                        ""
+                    } else {
+                        "; the previous version keeps serving"
+                    }
+                ));
+                let first_start_failed = !problem.build && self.current.is_empty();
+                let why = problem.title.clone();
+                self.problem = Some(Arc::new(problem));
+                if first_start_failed {
+                    // Nothing serves: retry with backoff, as after a crash.
+                    self.failed_start(why);
+                }
+                self.publish();
+                self.announce();
+            }
+        }
+        if let Some(why) = self.pending.take() {
+            self.deploy(why);
+        }
+    }
+
+    /// Stops `old` instances after their requests finish; then removes
+    /// their version's files.
+    fn drain(&mut self, old: Vec<Arc<Instance>>, version: Option<u64>) {
+        if old.is_empty() && version.is_none() {
+            return;
+        }
+        let grace = self.ctx.sup.shutdown_grace;
+        let dir = version.map(|v| self.ctx.versions_dir.join(format!("v{v}")));
+        self.tasks.spawn(async move {
+            let mut set = JoinSet::new();
+            for i in old {
+                set.spawn(async move { i.drain(grace).await });
+            }
+            while set.join_next().await.is_some() {}
+            if let Some(d) = dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        });
+    }
+
+    fn exited(&mut self, id: u64, status: &str) {
+        let Some(pos) = self.current.iter().position(|i| i.id == id) else {
+            return; // drained, replaced, or never swapped in
+        };
+        let inst = self.current.remove(pos);
+        if inst.started.elapsed() >= STABLE_AFTER {
+            self.crashes = 0;
+        }
+        self.log().error(&format!(
+            "instance pid {} on port {} exited ({status})",
+            inst.pid, inst.port
+        ));
+        self.failed_start(format!("it exited ({status})"));
+        self.publish();
+    }
+
+    /// Counts a failure in a row; schedules a restart with backoff, or
+    /// gives up after `workers.max_restarts`.
+    fn failed_start(&mut self, why: String) {
+        self.crashes += 1;
+        let max = self.ctx.sup.max_restarts;
+        if self.crashes > max {
+            let title = format!(
+                "{} stopped: it failed {} times in a row (workers.max_restarts: {max}); last: {why}. It starts again when its files change.",
+                self.ctx.worker.name, self.crashes
+            );
+            self.log().error(&title);
+            self.problem = Some(Arc::new(Problem {
+                title,
+                detail: self.ctx.spawner.tail(),
+                build: false,
+            }));
+            self.gave_up = true;
+            self.restart_at = None;
+            self.announce();
+            return;
+        }
+        let delay = self
+            .ctx
+            .sup
+            .restart_delay
+            .saturating_mul(1 << (self.crashes - 1).min(16))
+            .min(MAX_RESTART_DELAY);
+        self.log().info(&format!(
+            "restarting in {delay:?} (failure {} of {max} allowed)",
+            self.crashes
+        ));
+        self.restart_at = Some(Instant::now() + delay);
+    }
+
+    /// Starts one instance in place of a missing one.
+    fn restart(&mut self) {
+        self.restart_at = None;
+        let Some((version, artifact)) = self.artifact.clone() else {
+            // Nothing built yet: the first start failed; build again.
+            if !self.deploying {
+                self.deploy("restart after a failed start".into());
+            }
+            return;
+        };
+        self.restarting = true;
+        let ctx = self.ctx.clone();
+        self.tasks.spawn(async move {
+            let r = start_instance(&ctx, &artifact.argv, version).await;
+            let _ = ctx.events.send(Event::Restarted(r));
+        });
+    }
+
+    fn restarted(&mut self, r: Result<Arc<Instance>, String>) {
+        self.restarting = false;
+        match r {
+            Ok(inst)
+                if Some(inst.version) == self.artifact.as_ref().map(|a| a.0) && !self.gave_up =>
+            {
+                self.log().info(&format!(
+                    "instance pid {} on port {} is ready again",
+                    inst.pid, inst.port
+                ));
+                self.current.push(inst);
+                self.publish();
+                self.want_more();
+            }
+            Ok(stale) => self.drain(vec![stale], None),
+            Err(why) => {
+                self.log().error(&format!("restart failed: {why}"));
+                self.failed_start(why);
+                self.publish();
+            }
+        }
+    }
+
+    /// Schedules a start when fewer than `min_workers` instances run.
+    fn want_more(&mut self) {
+        if (self.current.len() as u32) < self.ctx.native.min_instances
+            && !self.gave_up
+            && self.restart_at.is_none()
+            && !self.restarting
+        {
+            self.restart_at = Some(Instant::now());
+        }
+    }
+
+    /// Starts a replacement for `id` first; [`Event::Replaced`] swaps it in.
+    fn replace(&mut self, id: u64) {
+        let Some((version, artifact)) = self.artifact.clone() else {
+            return;
+        };
+        if !self.replacing.insert(id) {
+            return;
+        }
+        let ctx = self.ctx.clone();
+        self.tasks.spawn(async move {
+            let new = start_instance(&ctx, &artifact.argv, version).await;
+            let _ = ctx.events.send(Event::Replaced { old: id, new });
+        });
+    }
+
+    fn replaced(&mut self, old: u64, new: Result<Arc<Instance>, String>) {
+        self.replacing.remove(&old);
+        match new {
+            Ok(inst) if Some(inst.version) == self.artifact.as_ref().map(|a| a.0) => {
+                match self.current.iter().position(|i| i.id == old) {
+                    Some(pos) => {
+                        let out = std::mem::replace(&mut self.current[pos], inst);
+                        self.publish();
+                        self.drain(vec![out], None);
+                    }
+                    None if (self.current.len() as u32) < self.ctx.native.min_instances => {
+                        self.current.push(inst);
+                        self.publish();
+                    }
+                    None => self.drain(vec![inst], None),
+                }
+            }
+            Ok(stale) => self.drain(vec![stale], None),
+            Err(why) => self.log().error(&format!(
+                "replacement did not start ({why}); the old instance stays"
+            )),
+        }
+    }
+
+    /// One liveness round over the ready instances.
+    fn check_health(&mut self) {
+        let path = self.ctx.native.health_path.clone();
+        let limit = self.ctx.native.health_failures;
+        let timeout = self.ctx.native.health_interval.min(Duration::from_secs(5));
+        for inst in self.current.iter().filter(|i| i.state() == State::Ready) {
+            if self.replacing.contains(&inst.id) {
+                continue;
+            }
+            let inst = inst.clone();
+            let path = path.clone();
+            let events = self.ctx.events.clone();
+            self.tasks.spawn(async move {
+                if let Err((failures, why)) = inst.check(&path, timeout).await {
+                    if failures >= limit && !inst.is_gone() {
+                        let _ = events.send(Event::Unhealthy {
+                            id: inst.id,
+                            failures,
+                            why,
+                        });
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Builds `version` and starts `min_workers` instances of it, all ready.
+async fn build_and_start(
+    ctx: &Arc<Ctx>,
+    version: u64,
+) -> Result<(Artifact, Vec<Arc<Instance>>), Problem> {
+    let dir = ctx.versions_dir.join(format!("v{version}"));
+    let artifact = build::build(&ctx.worker, &ctx.native, ctx.mode, &dir, &ctx.spawner.log)
+        .await
+        .map_err(|f| Problem {
+            title: f.summary,
+            detail: f.output,
+            build: true,
+        })?;
+    let mut starts = JoinSet::new();
+    for _ in 0..ctx.native.min_instances {
+        let ctx = ctx.clone();
+        let argv = artifact.argv.clone();
+        starts.spawn(async move { start_instance(&ctx, &argv, version).await });
+    }
+    let mut up = Vec::new();
+    let mut failure = None;
+    while let Some(r) = starts.join_next().await {
+        match r {
+            Ok(Ok(i)) => up.push(i),
+            Ok(Err(e)) => failure = Some(e),
+            Err(e) => failure = Some(format!("start task failed: {e}")),
+        }
+    }
+    if let Some(why) = failure {
+        for i in up {
+            i.stop(ctx.sup.shutdown_grace).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(Problem {
+            title: format!("version {version} built but did not start: {why}"),
+            detail: ctx.spawner.tail(),
+            build: false,
+        });
+    }
+    Ok((artifact, up))
+}
+
+/// Starts one instance on a port from the range and waits for its health
+/// check; an instance that does not get ready is stopped.
+async fn start_instance(
+    ctx: &Arc<Ctx>,
+    argv: &[String],
+    version: u64,
+) -> Result<Arc<Instance>, String> {
+    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let port = ctx.ports.acquire(ip).ok_or_else(|| {
+        let (a, b) = ctx.ports.range();
+        format!("no free port in workers.port_range_start..end ({a}-{b})")
+    })?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let ctx2 = ctx.clone();
+    let spawned = ctx.spawner.spawn(argv, id, version, port, move |exit| {
+        let Exit::Exited { id, status } = exit;
+        ctx2.ports.release(port);
+        ctx2.all
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        let _ = ctx2.events.send(Event::Exited { id, status });
+    });
+    let inst = match spawned {
+        Ok(i) => i,
+        Err(e) => {
+            ctx.ports.release(port);
+            return Err(format!("cannot run {}: {e}", argv[0]));
+        }
+    };
+    ctx.all
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, inst.clone());
+    let wait = ctx.sup.health_check_wait;
+    let path = &ctx.native.health_path;
+    if inst.wait_ready(path, wait).await {
+        return Ok(inst);
+    }
+    let why = if inst.is_gone() {
+        format!("pid {} exited before it answered {path}", inst.pid)
+    } else {
+        format!(
+            "pid {} did not answer GET {path} with 200 on port {port} within {wait:?} (workers.health_check_wait_timeout_ms)",
+            inst.pid
+        )
+    };
+    inst.stop(ctx.sup.shutdown_grace).await;
+    Err(why)
+}

@@ -1,0 +1,445 @@
+//! Native workers end to end: the tqserver binary building a real Rust
+//! worker with cargo and running a real Python worker, hot-reloading,
+//! restarting and routing. Processes are counted from the OS table.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Project, Tq, alive, children_of, client, free_port, php_dir};
+use reqwest::StatusCode;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native")
+}
+
+/// A project whose workers get ports from a range of their own.
+fn project(extra: &str) -> Project {
+    let base = free_port();
+    Project::new(
+        "",
+        &format!(
+            "  port_range_start: {base}\n  port_range_end: {}\n  max_restarts: 2\n  health_check_wait_timeout_ms: 10000\nfile_watcher:\n  debounce_ms: 50\n{extra}",
+            base + 40
+        ),
+    )
+}
+
+fn worker_dir(p: &Project, name: &str) -> PathBuf {
+    p.path().join("workers").join(name)
+}
+
+/// The Python worker (tests/native/app.py) as a `type: command` worker.
+fn python_worker(p: &Project, name: &str, route: &str, extra: &str) {
+    p.worker(
+        name,
+        &format!(
+            "path: {route}\ntype: command\ncommand:\n  run: [\"python3\", \"app.py\"]\n{extra}\n"
+        ),
+    );
+    std::fs::copy(
+        fixtures().join("app.py"),
+        worker_dir(p, name).join("app.py"),
+    )
+    .unwrap();
+}
+
+/// The std-only Rust worker (tests/native/rustw) as a `type: rust` worker.
+fn rust_worker(p: &Project, name: &str, route: &str) {
+    p.worker(name, &format!("path: {route}\ntype: rust\n"));
+    let d = worker_dir(p, name);
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::copy(fixtures().join("rustw/Cargo.toml"), d.join("Cargo.toml")).unwrap();
+    std::fs::copy(fixtures().join("rustw/src/main.rs"), d.join("src/main.rs")).unwrap();
+}
+
+fn set_version(p: &Project, name: &str, from: &str, to: &str) {
+    let f = worker_dir(p, name).join("src/main.rs");
+    let text = std::fs::read_to_string(&f).unwrap();
+    assert!(text.contains(from), "{from} not in main.rs");
+    std::fs::write(&f, text.replace(from, to)).unwrap();
+}
+
+async fn get(c: &reqwest::Client, url: &str) -> (StatusCode, String) {
+    match c.get(url).send().await {
+        Ok(r) => {
+            let s = r.status();
+            (s, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (StatusCode::IM_A_TEAPOT, format!("transport error: {e}")),
+    }
+}
+
+/// Polls `url` until `ok(status, body)` (within `secs`).
+async fn wait_for(
+    tq: &Tq,
+    url: &str,
+    secs: u64,
+    ok: impl Fn(StatusCode, &str) -> bool,
+) -> (StatusCode, String) {
+    let c = client();
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (s, b) = get(&c, &tq.url(url)).await;
+        if ok(s, &b) {
+            return (s, b);
+        }
+        assert!(
+            Instant::now() < until,
+            "{url} never matched; last {s}: {b}\n--- log ---\n{}",
+            tq.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Processes under tqserver whose command name starts with `prefix`.
+fn procs(tq: &Tq, prefix: &str) -> Vec<u32> {
+    children_of(tq.pid())
+        .into_iter()
+        .filter(|(_, c)| c.starts_with(prefix))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+fn pid_in(body: &str) -> u32 {
+    body.split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {body:?}"))
+}
+
+/// What a hammer saw: 200s, the other answers, versions in order.
+type Seen = (usize, Vec<String>, Vec<String>);
+
+/// Requests in a loop from `n` clients until stopped; counts what was
+/// not a 200 and which versions answered.
+struct Hammer {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Seen>>,
+    total: Arc<AtomicUsize>,
+}
+
+impl Hammer {
+    fn start(url: String, n: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let total = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..n)
+            .map(|_| {
+                let (url, stop, total) = (url.clone(), stop.clone(), total.clone());
+                tokio::spawn(async move {
+                    let c = client();
+                    let (mut ok, mut failures, mut versions) =
+                        (0, Vec::new(), Vec::<String>::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        let (s, b) = get(&c, &url).await;
+                        total.fetch_add(1, Ordering::Relaxed);
+                        if s == StatusCode::OK {
+                            ok += 1;
+                            let v = b.split_whitespace().next().unwrap_or("").to_string();
+                            if versions.last() != Some(&v) {
+                                versions.push(v);
+                            }
+                        } else {
+                            failures
+                                .push(format!("{s}: {}", b.chars().take(200).collect::<String>()));
+                        }
+                    }
+                    (ok, failures, versions)
+                })
+            })
+            .collect();
+        Self { stop, tasks, total }
+    }
+
+    async fn finish(self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut ok, mut failures, mut versions) = (0, Vec::new(), Vec::new());
+        for t in self.tasks {
+            let (o, f, v) = t.await.unwrap();
+            ok += o;
+            failures.extend(f);
+            for x in v {
+                if !versions.contains(&x) {
+                    versions.push(x);
+                }
+            }
+        }
+        (ok, failures, versions)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_worker_hot_reloads_with_zero_failed_requests_and_shows_build_errors() {
+    let p = project("");
+    rust_worker(&p, "index", "/");
+    let tq = Tq::start(p.path(), &["--mode", "dev"]);
+    wait_for(&tq, "/hello", 120, |s, b| s == 200 && b == "v1 /hello\n").await;
+    let first = procs(&tq, "rustw");
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // Save new code while four clients hammer the route.
+    let hammer = Hammer::start(tq.url("/x"), 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    set_version(&p, "index", "\"v1\"", "\"v2\"");
+    wait_for(&tq, "/x", 60, |s, b| s == 200 && b.starts_with("v2")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let total = hammer.total.load(Ordering::Relaxed);
+    let (ok, failures, versions) = hammer.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {total} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(ok > 20, "only {ok} requests");
+    assert_eq!(versions, ["v1", "v2"], "the route switched once, v1 to v2");
+    // The old instance was drained and stopped; one process serves.
+    let until = Instant::now() + Duration::from_secs(10);
+    while alive(first[0]) {
+        assert!(Instant::now() < until, "the v1 process is still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(procs(&tq, "rustw").len(), 1);
+
+    // A syntax error: dev mode answers with the compiler's output (500),
+    // and the page reloads itself after the fix.
+    set_version(
+        &p,
+        "index",
+        "const VERSION",
+        "const VERSION: &str = ;\nconst OLD",
+    );
+    let (_, page) = wait_for(&tq, "/page", 60, |s, _| s == 500).await;
+    assert!(page.contains("did not build"), "{page}");
+    assert!(
+        page.contains("expected expression"),
+        "compiler output: {page}"
+    );
+    assert!(page.contains("/__tqserver/livereload.js"), "{page}");
+    let served = procs(&tq, "rustw");
+    assert_eq!(served.len(), 1, "the old version still runs");
+    // Fixed: back to serving, as v3.
+    let f = worker_dir(&p, "index").join("src/main.rs");
+    std::fs::copy(fixtures().join("rustw/src/main.rs"), &f).unwrap();
+    set_version(&p, "index", "\"v1\"", "\"v3\"");
+    let (_, page) = wait_for(&tq, "/page", 60, |s, _| s == 200).await;
+    assert!(page.contains("<p>v3</p>"), "{page}");
+    assert!(
+        page.contains("<script src=\"/__tqserver/livereload.js\" data-route=\"/\">"),
+        "dev mode injects the live-reload script: {page}"
+    );
+    drop(tq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prod_mode_keeps_the_old_version_when_a_build_fails() {
+    let p = project("  enabled: true\n");
+    rust_worker(&p, "index", "/");
+    let tq = Tq::start(p.path(), &["--mode", "prod"]);
+    wait_for(&tq, "/", 180, |s, b| s == 200 && b == "v1 /\n").await;
+    set_version(
+        &p,
+        "index",
+        "const VERSION",
+        "const VERSION: &str = ;\nconst OLD",
+    );
+    let until = Instant::now() + Duration::from_secs(120);
+    while !tq.log_text().contains("build failed") {
+        assert!(
+            Instant::now() < until,
+            "no build failure logged:\n{}",
+            tq.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = client();
+    let (s, b) = get(&c, &tq.url("/page")).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(!b.contains("livereload"), "no live reload in prod: {b}");
+    assert!(tq.log_text().contains("the previous version keeps serving"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_worker_comes_back_after_kill_9_and_a_crash_loop_stops() {
+    let flag = std::env::temp_dir().join(format!("tq-unhealthy-{}", std::process::id()));
+    let p = project("");
+    python_worker(
+        &p,
+        "api",
+        "/api",
+        &format!(
+            "env:\n  GREETING: hello\n  UNHEALTHY_FILE: {}\nhealth:\n  interval_ms: 200\n  failures: 2",
+            flag.display()
+        ),
+    );
+    python_worker(&p, "crashy", "/crashy", "");
+    std::fs::write(worker_dir(&p, "crashy").join("crash.flag"), "").unwrap();
+    let tq = Tq::start(p.path(), &["--mode", "dev"]);
+    let (_, b) = wait_for(&tq, "/api/x", 30, |s, _| s == 200).await;
+    assert!(
+        b.contains("name=api route=/api path=/api/x greeting=hello xff=127.0.0.1"),
+        "{b}"
+    );
+    let first = pid_in(&b);
+
+    // kill -9: a new process serves (the restart delay is 100 ms).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (_, b) = wait_for(&tq, "/api/x", 30, |s, b| s == 200 && pid_in(b) != first).await;
+    let second = pid_in(&b);
+    assert!(
+        tq.log_text()
+            .contains(&format!("instance pid {first} on port"))
+    );
+
+    // Failing health checks get the instance replaced, new one first.
+    std::fs::write(&flag, second.to_string()).unwrap();
+    let (_, b) = wait_for(&tq, "/api/x", 30, |s, b| s == 200 && pid_in(b) != second).await;
+    std::fs::remove_file(&flag).unwrap();
+    assert!(
+        tq.log_text().contains("failed its health check"),
+        "{}",
+        tq.log_text()
+    );
+    let third = pid_in(&b);
+    let until = Instant::now() + Duration::from_secs(10);
+    while alive(second) {
+        assert!(
+            Instant::now() < until,
+            "the unhealthy process is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The crash loop: 1 start + 2 restarts (workers.max_restarts: 2), then
+    // it stays stopped and says why.
+    let until = Instant::now() + Duration::from_secs(30);
+    while !tq
+        .log_text()
+        .contains("crashy stopped: it failed 3 times in a row")
+    {
+        assert!(
+            Instant::now() < until,
+            "no give-up line:\n{}",
+            tq.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, page) = get(&client(), &tq.url("/crashy/")).await;
+    assert_eq!(s, 503);
+    assert!(page.contains("failed 3 times in a row"), "{page}");
+    assert!(
+        page.contains("crash.flag exists"),
+        "the worker's last lines: {page}"
+    );
+    let starts = tq.log_text().matches("crashing at start").count();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        tq.log_text().matches("crashing at start").count(),
+        starts,
+        "no more tries"
+    );
+    // Fixing the files starts it again.
+    std::fs::remove_file(worker_dir(&p, "crashy").join("crash.flag")).unwrap();
+    wait_for(&tq, "/crashy/x", 30, |s, _| s == 200).await;
+
+    // SIGTERM: every worker process is stopped and reaped.
+    let mut tq = tq;
+    let pids = procs(&tq, "python");
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(pids.contains(&third));
+    let status = tq.stop().unwrap();
+    assert!(status.success(), "{status}");
+    for pid in pids {
+        assert!(!alive(pid), "python worker {pid} outlived tqserver");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_split_on_segment_boundaries_between_root_api_and_blog() {
+    let p = project("");
+    python_worker(&p, "root", "/", "");
+    python_worker(&p, "api", "/api", "");
+    p.worker(
+        "blog",
+        &format!(
+            "path: /blog\ntype: php\ndocument_root: {}\nphp:\n  backend: cgi\n  pool:\n    manager: static\n    max_workers: 1\n",
+            php_dir().display()
+        ),
+    );
+    let tq = Tq::start(p.path(), &["--mode", "prod"]);
+    wait_for(&tq, "/", 30, |s, _| s == 200).await;
+    wait_for(&tq, "/api", 30, |s, _| s == 200).await;
+    let c = client();
+    for (path, expect) in [
+        ("/", "name=root"),
+        ("/apiary", "name=root"),
+        ("/api", "name=api"),
+        ("/api/", "name=api"),
+        (
+            "/api/users?id=1",
+            "name=api route=/api path=/api/users?id=1",
+        ),
+        ("/blogs", "name=root"),
+        ("/blog/echo.php/x", "\"SCRIPT_NAME\":\"\\/blog\\/echo.php\""),
+    ] {
+        let (s, b) = get(&c, &tq.url(path)).await;
+        assert_eq!(s, 200, "{path}: {b}");
+        assert!(b.contains(expect), "{path} -> {b}");
+    }
+    // A request body reaches the worker; the answer's status comes back.
+    let r = c
+        .post(tq.url("/api/upload"))
+        .body(vec![7u8; 300_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.text().await.unwrap(), "got 300000 bytes\n");
+}
+
+#[test]
+fn check_reports_native_workers_and_config_errors_name_file_line_and_key() {
+    let p = project("");
+    python_worker(
+        &p,
+        "api",
+        "/api",
+        "scaling:\n  min_workers: 2\n  max_workers: 1",
+    );
+    let (status, _, err) = common::run_cli(p.path(), &["check"]);
+    assert!(!status.success());
+    assert!(
+        err.contains("worker.yaml:")
+            && err.contains("scaling.max_workers")
+            && err.contains("below scaling.min_workers"),
+        "{err}"
+    );
+    p.worker("api", "path: /api\ntype: command\n");
+    let (_, _, err) = common::run_cli(p.path(), &["check"]);
+    assert!(err.contains("command.run is missing"), "{err}");
+    p.worker(
+        "api",
+        "path: /api\ntype: command\ncommand:\n  run: [python3, app.py]\n  bulid: [x]\n",
+    );
+    let (_, _, err) = common::run_cli(p.path(), &["check"]);
+    assert!(
+        err.contains("command.bulid") || err.contains("bulid"),
+        "{err}"
+    );
+    python_worker(&p, "api", "/api", "");
+    rust_worker(&p, "index", "/");
+    let (status, out, err) = common::run_cli(p.path(), &["check"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("/api") && out.contains("api (command"),
+        "{out}"
+    );
+    assert!(out.contains("index (rust, cargo build"), "{out}");
+}
