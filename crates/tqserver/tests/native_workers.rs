@@ -443,3 +443,65 @@ fn check_reports_native_workers_and_config_errors_name_file_line_and_key() {
     );
     assert!(out.contains("index (rust, cargo build"), "{out}");
 }
+
+fn go_installed() -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/lib/go/bin".into(), "/usr/local/go/bin".into()])
+        .any(|d| d.join("go").is_file())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_worker_is_built_with_go_build_or_says_go_is_missing() {
+    let p = project("");
+    p.worker("gow", "path: /go\ntype: go\n");
+    let d = worker_dir(&p, "gow");
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::copy(fixtures().join("gow/go.mod"), d.join("go.mod")).unwrap();
+    std::fs::copy(fixtures().join("gow/src/main.go"), d.join("src/main.go")).unwrap();
+    let tq = Tq::start(p.path(), &["--mode", "dev"]);
+    if go_installed() {
+        wait_for(&tq, "/go/x", 180, |s, b| {
+            s == 200 && b == "go v1 gow /go/x\n"
+        })
+        .await;
+        assert!(d.join("bin/gow").is_file(), "built into bin/{{name}}");
+        let main = d.join("src/main.go");
+        let text = std::fs::read_to_string(&main).unwrap();
+        std::fs::write(&main, text.replace("go v1", "go v2")).unwrap();
+        wait_for(&tq, "/go/x", 180, |s, b| s == 200 && b.starts_with("go v2")).await;
+    } else {
+        // A build problem: the dev-mode build-error page.
+        let (_, page) = wait_for(&tq, "/go/", 30, |s, _| s == 500).await;
+        assert!(
+            page.contains("Go is not installed") && page.contains("apt-get install golang-go"),
+            "{page}"
+        );
+    }
+}
+
+/// The README's run command serves this repository's config/ and
+/// workers/: the Rust index at / (built with the SDK) and the PHP blog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_the_rust_index_at_root_and_the_php_blog() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tq = Tq::start(&repo, &["--config", "config/server.yaml", "--mode", "dev"]);
+    // The first build compiles hyper and tokio for the worker: minutes on
+    // a cold two-core machine.
+    let (_, page) = wait_for(&tq, "/", 600, |s, _| s == 200).await;
+    assert!(page.contains("Hello from a Rust worker."), "{page}");
+    assert!(
+        page.contains("Worker <code>index</code> at <code>/</code>, mode <code>dev</code>"),
+        "{page}"
+    );
+    let c = client();
+    let (s, b) = get(&c, &tq.url("/bench")).await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, "Hello, World!\n"));
+    let (s, b) = get(&c, &tq.url("/health")).await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, "ok\n"));
+    let (s, b) = get(&c, &tq.url("/blog/hello.php")).await;
+    assert_eq!(s, 200);
+    assert!(b.contains("Hello"), "{b}");
+    let (s, _) = get(&c, &tq.url("/nothing-here")).await;
+    assert_eq!(s, 404, "the index worker answers unknown paths itself");
+}

@@ -86,7 +86,7 @@ pub async fn build(
         NativeKind::Go => {
             let go = find_on_path("go", &["/usr/lib/go/bin", "/usr/local/go/bin"]).ok_or_else(|| {
                 BuildFailure::new(
-                    "Go is not installed: no `go` on PATH (nor in /usr/local/go/bin); on Debian: apt-get install golang-go",
+                    "Go is not installed: no `go` on PATH, in /usr/lib/go/bin or in /usr/local/go/bin; on Debian: apt-get install golang-go",
                 )
             })?;
             if !dir.join("src").is_dir() {

@@ -44,6 +44,8 @@ pub struct Serving {
     pub problem: Option<Arc<Problem>>,
     /// The supervisor gave up (crash loop) or has nothing to run yet.
     pub stopped: bool,
+    /// A build (and start) of a new version is under way.
+    pub building: bool,
 }
 
 /// A native worker as the router sees it.
@@ -77,8 +79,12 @@ impl Drop for Lease {
 
 /// Why no instance was given.
 pub enum NoInstance {
-    /// Nothing became ready within the wait.
-    NotReady,
+    /// Nothing became ready within the wait; `building` if a build is
+    /// still under way (the first one can take a while).
+    NotReady {
+        /// A build is under way.
+        building: bool,
+    },
     /// The worker is stopped or failed; the problem says why.
     Failed(Option<Arc<Problem>>),
 }
@@ -105,7 +111,11 @@ impl Service {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(NoInstance::Failed(now.problem.clone())),
-                Err(_) => return Err(NoInstance::NotReady),
+                Err(_) => {
+                    return Err(NoInstance::NotReady {
+                        building: self.serving.borrow().building,
+                    });
+                }
             }
         }
     }

@@ -227,7 +227,11 @@ fn find_body_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a B
 fn unavailable(svc: &Service, e: NoInstance) -> Response<Body> {
     let name = &svc.worker.name;
     let mut r = match e {
-        NoInstance::NotReady => pages::error(
+        NoInstance::NotReady { building: true } => pages::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("The worker {name} is still building; try again in a moment."),
+        ),
+        NoInstance::NotReady { building: false } => pages::error(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("The worker {name} has no instance ready yet."),
         ),

@@ -219,6 +219,7 @@ impl Sup {
             problem: self.problem.clone(),
             stopped: self.current.is_empty()
                 && (self.gave_up || (self.artifact.is_none() && !self.deploying)),
+            building: self.deploying,
         };
         self.svc.serving.send_replace(Arc::new(serving));
     }

@@ -1,0 +1,3 @@
+module gow
+
+go 1.19
