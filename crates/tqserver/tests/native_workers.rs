@@ -505,3 +505,67 @@ async fn the_demo_serves_the_rust_index_at_root_and_the_php_blog() {
     let (s, _) = get(&c, &tq.url("/nothing-here")).await;
     assert_eq!(s, 404, "the index worker answers unknown paths itself");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_instances_scale_up_to_max_workers_and_idle_ones_stop() {
+    let p = project("");
+    python_worker(
+        &p,
+        "api",
+        "/api",
+        "scaling:\n  min_workers: 1\n  max_workers: 3\n  idle_timeout: 1s",
+    );
+    let tq = Tq::start(p.path(), &["--mode", "prod"]);
+    wait_for(&tq, "/api/x", 30, |s, _| s == 200).await;
+    assert_eq!(procs(&tq, "python").len(), 1);
+    // 16 clients with 300 ms requests keep every instance busy.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (url, stop) = (tq.url("/api/slow?sleep=0.3"), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let c = client();
+            let mut pids = std::collections::HashSet::new();
+            let mut failed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (s, b) = get(&c, &url).await;
+                if s == 200 {
+                    pids.insert(pid_in(&b));
+                } else {
+                    failed += 1;
+                }
+            }
+            (pids, failed)
+        }));
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    while procs(&tq, "python").len() < 3 {
+        assert!(
+            Instant::now() < until,
+            "never scaled to 3:\n{}",
+            tq.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut pids = std::collections::HashSet::new();
+    for c in clients {
+        let (p, failed) = c.await.unwrap();
+        assert_eq!(failed, 0);
+        pids.extend(p);
+    }
+    assert_eq!(pids.len(), 3, "requests went to all three: {pids:?}");
+    assert_eq!(procs(&tq, "python").len(), 3, "never above max_workers");
+    // Idle: back to min_workers.
+    let until = Instant::now() + Duration::from_secs(30);
+    while procs(&tq, "python").len() > 1 {
+        assert!(
+            Instant::now() < until,
+            "never scaled down:\n{}",
+            tq.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for(&tq, "/api/x", 10, |s, _| s == 200).await;
+}

@@ -38,6 +38,9 @@ pub const DEFAULT_INSTANCES: u32 = 1;
 /// Default `scaling.request_timeout` of a native worker: the longest wait
 /// for its response head (nginx's `proxy_read_timeout`: 60 s).
 pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `scaling.idle_timeout`: an instance above `min_workers` with no
+/// request for this long is stopped.
+pub const DEFAULT_SCALE_IDLE: Duration = Duration::from_secs(30);
 /// Default `health.path`: answered with 200 once the instance can serve.
 pub const DEFAULT_HEALTH_PATH: &str = "/health";
 /// Default `health.interval_ms`: liveness checks of a ready instance.
@@ -80,6 +83,7 @@ struct ScalingSection {
     max_workers: Option<u32>,
     max_requests: Option<u64>,
     request_timeout: Option<DurationValue>,
+    idle_timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -341,6 +345,8 @@ pub struct NativeWorker {
     pub max_requests: u64,
     /// `scaling.request_timeout`: longest wait for a response head.
     pub request_timeout: Duration,
+    /// `scaling.idle_timeout`: an instance above the minimum idle this long stops.
+    pub idle_timeout: Duration,
     /// `health.path`.
     pub health_path: String,
     /// `health.interval_ms`.
@@ -715,13 +721,24 @@ fn resolve_native(
             format!("scaling.max_workers ({max_instances}) is below scaling.min_workers ({min_instances})"),
         ));
     }
-    let request_timeout = match scaling.request_timeout.map(|t| t.get()).transpose() {
-        Ok(t) => t.unwrap_or(DEFAULT_PROXY_TIMEOUT),
-        Err(m) => {
-            errors.push(err("scaling.request_timeout", m));
-            DEFAULT_PROXY_TIMEOUT
-        }
-    };
+    let mut dur =
+        |key: &str, v: Option<DurationValue>, d: Duration| match v.map(|t| t.get()).transpose() {
+            Ok(t) => t.unwrap_or(d),
+            Err(m) => {
+                errors.push(err(key, m));
+                d
+            }
+        };
+    let request_timeout = dur(
+        "scaling.request_timeout",
+        scaling.request_timeout,
+        DEFAULT_PROXY_TIMEOUT,
+    );
+    let idle_timeout = dur(
+        "scaling.idle_timeout",
+        scaling.idle_timeout,
+        DEFAULT_SCALE_IDLE,
+    );
     let health = n.health.unwrap_or_default();
     let health_path = health
         .path
@@ -746,6 +763,7 @@ fn resolve_native(
         max_instances,
         max_requests: scaling.max_requests.unwrap_or(0),
         request_timeout,
+        idle_timeout,
         health_path,
         health_interval: health
             .interval_ms

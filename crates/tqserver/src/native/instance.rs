@@ -86,6 +86,8 @@ pub struct Instance {
     state: AtomicU8,
     outstanding: AtomicUsize,
     served: AtomicU64,
+    /// When a request last finished, in ms after `started`.
+    last_done_ms: AtomicU64,
     health_failures: AtomicU32,
     stop_tx: Mutex<Option<oneshot::Sender<Duration>>>,
     gone: CancellationToken,
@@ -156,6 +158,7 @@ impl Spawner {
             state: AtomicU8::new(State::Starting as u8),
             outstanding: AtomicUsize::new(0),
             served: AtomicU64::new(0),
+            last_done_ms: AtomicU64::new(0),
             health_failures: AtomicU32::new(0),
             stop_tx: Mutex::new(Some(stop_tx)),
             gone: CancellationToken::new(),
@@ -232,7 +235,18 @@ impl Instance {
 
     /// Counts a request out.
     pub fn leave(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_done_ms.store(ms, Ordering::Relaxed);
         self.outstanding.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How long it has had no request in flight (zero while it has some).
+    pub fn idle_for(&self) -> Duration {
+        if self.outstanding() > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_done_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
     }
 
     /// Stops giving it requests, waits (up to `grace`) for those it has,

@@ -27,6 +27,12 @@ const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 /// its exit starts a new count.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
+/// Scale up when every ready instance has at least this many requests in
+/// flight (and fewer than `scaling.max_workers` run).
+const SCALE_UP_AT: usize = 4;
+/// How often load is looked at when `max_workers` > `min_workers`.
+const SCALE_EVERY: Duration = Duration::from_millis(250);
+
 /// Ids unique across every worker, for logs and events.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -53,6 +59,8 @@ pub(crate) enum Event {
     Restarted(Result<Arc<Instance>, String>),
     /// An instance failed its liveness check `failures` times in a row.
     Unhealthy { id: u64, failures: u32, why: String },
+    /// An extra instance for load started, or not.
+    ScaledUp(Result<Arc<Instance>, String>),
     /// A replacement for `old` (recycled or unhealthy) started, or not.
     Replaced {
         old: u64,
@@ -140,6 +148,7 @@ struct Sup {
     restart_at: Option<Instant>,
     restarting: bool,
     replacing: HashSet<u64>,
+    scaling_up: bool,
     next_version: u64,
     tasks: JoinSet<()>,
 }
@@ -165,6 +174,7 @@ async fn run(
         restart_at: None,
         restarting: false,
         replacing: HashSet::new(),
+        scaling_up: false,
         next_version: 1,
         tasks: JoinSet::new(),
     };
@@ -172,6 +182,9 @@ async fn run(
     let mut health = tokio::time::interval(ctx.native.health_interval);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     health.tick().await;
+    let mut scale = tokio::time::interval(SCALE_EVERY);
+    scale.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let elastic = ctx.native.max_instances > ctx.native.min_instances;
     loop {
         let restart_at = s.restart_at.filter(|_| !s.restarting);
         tokio::select! {
@@ -179,6 +192,7 @@ async fn run(
             Some(ev) = rx.recv() => s.on_event(ev),
             () = sleep_until(restart_at), if restart_at.is_some() => s.restart(),
             _ = health.tick() => s.check_health(),
+            _ = scale.tick(), if elastic => s.scale(),
             Some(_) = s.tasks.join_next(), if !s.tasks.is_empty() => {}
         }
     }
@@ -262,6 +276,68 @@ impl Sup {
                 }
             }
             Event::Replaced { old, new } => self.replaced(old, new),
+            Event::ScaledUp(r) => self.scaled_up(r),
+        }
+    }
+
+    /// One more instance when every ready one is busy; one fewer when one
+    /// above the minimum has been idle for `scaling.idle_timeout`.
+    fn scale(&mut self) {
+        let n = &self.ctx.native;
+        let ready: Vec<&Arc<Instance>> = self
+            .current
+            .iter()
+            .filter(|i| i.state() == State::Ready)
+            .collect();
+        if !self.scaling_up
+            && !self.deploying
+            && !ready.is_empty()
+            && (self.current.len() as u32) < n.max_instances
+            && ready.iter().all(|i| i.outstanding() >= SCALE_UP_AT)
+        {
+            let Some((version, artifact)) = self.artifact.clone() else {
+                return;
+            };
+            self.scaling_up = true;
+            let ctx = self.ctx.clone();
+            self.tasks.spawn(async move {
+                let r = start_instance(&ctx, &artifact.argv, version).await;
+                let _ = ctx.events.send(Event::ScaledUp(r));
+            });
+            return;
+        }
+        if (self.current.len() as u32) > n.min_instances {
+            let idle = self
+                .current
+                .iter()
+                .position(|i| i.idle_for() >= n.idle_timeout && !self.replacing.contains(&i.id));
+            if let Some(pos) = idle {
+                let out = self.current.remove(pos);
+                self.log().info(&format!(
+                    "instance pid {} idle for {:?}: scaling down to {}",
+                    out.pid,
+                    n.idle_timeout,
+                    self.current.len()
+                ));
+                self.publish();
+                self.drain(vec![out], None);
+            }
+        }
+    }
+
+    fn scaled_up(&mut self, r: Result<Arc<Instance>, String>) {
+        self.scaling_up = false;
+        match r {
+            Ok(inst) if Some(inst.version) == self.artifact.as_ref().map(|a| a.0) => {
+                self.current.push(inst);
+                self.log().info(&format!(
+                    "every instance was busy: scaled up to {}",
+                    self.current.len()
+                ));
+                self.publish();
+            }
+            Ok(stale) => self.drain(vec![stale], None),
+            Err(why) => self.log().error(&format!("scale-up failed: {why}")),
         }
     }
 

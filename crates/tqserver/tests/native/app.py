@@ -2,6 +2,8 @@
 127.0.0.1:$WORKER_PORT with /health, plus a few paths tests use."""
 import os
 import sys
+import time
+from urllib.parse import parse_qs, urlparse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 if os.path.exists("crash.flag"):
@@ -27,6 +29,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        sleep = parse_qs(urlparse(self.path).query).get("sleep")
+        if sleep:
+            time.sleep(float(sleep[0]))
         body = (
             f"py pid={os.getpid()} name={os.environ.get('WORKER_NAME')} "
             f"route={os.environ.get('WORKER_ROUTE')} path={self.path} "
