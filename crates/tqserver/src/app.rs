@@ -50,7 +50,6 @@ impl Route {
 pub struct App {
     router: Router<Route>,
     limits: Limits,
-    upstreams: native::proxy::Upstreams,
     /// Dev mode with the file watcher on: `/__tqserver/` answers and HTML
     /// responses get the live-reload tag.
     live: Option<Arc<LiveReload>>,
@@ -72,9 +71,7 @@ impl App {
             Route::Php { upstream, log } => {
                 proxy::serve(upstream, log, prefix, req, conn, self.limits).await
             }
-            Route::Native(svc) => {
-                native::proxy::serve(svc, &self.upstreams, req, conn, self.limits).await
-            }
+            Route::Native(svc) => native::proxy::serve(svc, req, conn, self.limits).await,
         };
         match method {
             Some(m) => livereload::inject(resp, &m, prefix).await,
@@ -272,7 +269,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             max_body_bytes: s.max_body_bytes,
             read_timeout: s.read_timeout,
         },
-        upstreams: native::proxy::Upstreams::default(),
         live,
     });
     tracing::info!(

@@ -91,6 +91,8 @@ pub struct Instance {
     health_failures: AtomicU32,
     stop_tx: Mutex<Option<oneshot::Sender<Duration>>>,
     gone: CancellationToken,
+    /// Kept-alive connections to it, idle.
+    pub idle: super::conn::IdlePool,
 }
 
 /// What every instance of one worker shares.
@@ -162,6 +164,7 @@ impl Spawner {
             health_failures: AtomicU32::new(0),
             stop_tx: Mutex::new(Some(stop_tx)),
             gone: CancellationToken::new(),
+            idle: Default::default(),
         });
         let me = inst.clone();
         tokio::spawn(async move {
@@ -273,6 +276,7 @@ impl Instance {
 
     /// SIGTERM, up to `grace` to exit, then SIGKILL; returns once reaped.
     pub async fn stop(&self, grace: Duration) {
+        self.idle.clear();
         let tx = self
             .stop_tx
             .lock()

@@ -7,10 +7,13 @@
 //! - [`supervisor`]: the task that owns a worker's instances: first start,
 //!   crash restarts with backoff, liveness, recycling, hot reload.
 //! - [`proxy`]: one HTTP request to the least busy ready instance.
+//! - [`conn`]: kept-alive HTTP/1.1 connections to an instance, driven in
+//!   the request's own task.
 //!
 //! States and transitions: LIFECYCLE.md next to this file.
 
 pub mod build;
+pub mod conn;
 pub mod instance;
 pub mod proxy;
 pub mod supervisor;
@@ -98,6 +101,10 @@ impl Service {
     /// The least busy ready instance; waits (up to
     /// `health_check_wait_timeout_ms`) while the worker is starting.
     pub async fn lease(&self) -> Result<Lease, NoInstance> {
+        // The common case: an instance is ready.
+        if let Some(lease) = self.pick(&self.serving.borrow()) {
+            return Ok(lease);
+        }
         let deadline = tokio::time::Instant::now() + self.wait_ready;
         let mut rx = self.serving.subscribe();
         loop {

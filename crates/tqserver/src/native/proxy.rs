@@ -4,21 +4,15 @@
 //! counted busy until the response body is done (so a drain waits for it).
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
+use super::conn::{Conn, SendError, Streaming, UpBody};
 use super::{Lease, NoInstance, Service};
 use crate::config::Mode;
 use crate::http::body::{BodyError, LimitedBody};
@@ -26,33 +20,8 @@ use crate::http::{Body, pages};
 use crate::php::params::ConnInfo;
 use crate::php::proxy::Limits;
 
-/// How long an idle kept-alive connection to an instance is kept (below
-/// the 60 s+ idle timeouts of common HTTP servers, so we close first).
-const POOL_IDLE: Duration = Duration::from_secs(30);
-/// Connecting to an instance on this machine takes microseconds; a
-/// connect that takes longer means the instance is gone or stuck.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-type UpBody = BoxBody<Bytes, BodyError>;
-
-/// The HTTP client every native worker's requests go through (one
-/// connection pool, keyed by instance port).
-#[derive(Clone)]
-pub struct Upstreams {
-    client: Client<HttpConnector, UpBody>,
-}
-
-impl Default for Upstreams {
-    fn default() -> Self {
-        let mut conn = HttpConnector::new();
-        conn.set_nodelay(true);
-        conn.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .build(conn);
-        Self { client }
-    }
-}
+/// Tries for one request when the instance cannot have seen it.
+const MAX_RETRIES: u32 = 3;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 fn hop_by_hop(name: &HeaderName) -> bool {
@@ -92,14 +61,12 @@ fn end_to_end(from: &HeaderMap) -> HeaderMap {
 /// Serves `req` with one of `svc`'s instances.
 pub async fn serve(
     svc: &Service,
-    ups: &Upstreams,
     req: Request<Incoming>,
     conn: ConnInfo,
     limits: Limits,
 ) -> Response<Body> {
-    let serving = svc.serving();
     if svc.mode == Mode::Dev {
-        if let Some(p) = serving.problem.as_ref().filter(|p| p.build) {
+        if let Some(p) = svc.serving().problem.as_ref().filter(|p| p.build) {
             return pages::problem(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("{} did not build", svc.worker.name),
@@ -122,7 +89,7 @@ pub async fn serve(
             ),
         );
     }
-    let lease = match svc.lease().await {
+    let mut lease = match svc.lease().await {
         Ok(l) => l,
         Err(e) => return unavailable(svc, e),
     };
@@ -130,53 +97,86 @@ pub async fn serve(
     let bodyless = body.is_end_stream();
     let mut headers = end_to_end(&parts.headers);
     forwarded(&mut headers, &parts.headers, conn.peer);
-    let path = parts
+    if !headers.contains_key(header::HOST) {
+        // HTTP/1.0 without Host, or HTTP/2 (:authority).
+        let host = parts.uri.authority().map_or("localhost", |a| a.as_str());
+        if let Ok(v) = HeaderValue::from_str(host) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    // Origin-form: the same request fits any instance.
+    let uri: Uri = parts
         .uri
         .path_and_query()
         .map_or("/", |p| p.as_str())
-        .to_string();
-    let make = |lease: &Lease, body: UpBody| {
-        let uri: Uri = format!("http://{}{path}", lease.instance().addr())
-            .parse()
-            .expect("a valid URI: the path came from one");
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    let make = |body: UpBody| {
         let mut up = Request::new(body);
         *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = uri;
+        *up.uri_mut() = uri.clone();
         *up.headers_mut() = headers.clone();
         up
     };
-    let first_body: UpBody = if bodyless {
+    let mut up = make(if bodyless {
         empty()
     } else {
         LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout).boxed()
-    };
+    });
     let timeout = svc
         .worker
         .native
         .as_ref()
         .map_or(Duration::from_secs(60), |n| n.request_timeout);
-    let mut lease = lease;
-    let mut up = make(&lease, first_body);
-    let mut retried = false;
+    // Retries only when the instance cannot have seen the request: a dead
+    // kept-alive connection (the request comes back unsent), a refused
+    // connect, or — for a request without a body — a kept-alive connection
+    // that closed before answering.
+    let mut retries = 0;
     loop {
-        match tokio::time::timeout(timeout, ups.client.request(up)).await {
-            Ok(Ok(resp)) => return respond(resp, lease),
-            Ok(Err(e)) if e.is_connect() && bodyless && !retried => {
-                // Nothing reached the instance (it just exited): another
-                // one may take the request.
-                retried = true;
-                drop(lease);
-                tokio::task::yield_now().await;
-                lease = match svc.lease().await {
-                    Ok(l) => l,
-                    Err(e) => return unavailable(svc, e),
-                };
-                up = make(&lease, empty());
+        let inst = lease.instance().clone();
+        let mut c = match inst.idle.take() {
+            Some(c) => c,
+            None => match Conn::connect(inst.addr()).await {
+                Ok(c) => c,
+                Err(e) if retries < MAX_RETRIES => {
+                    tracing::debug!(worker = %svc.worker.name, port = inst.port, "connect failed ({e}); trying another instance");
+                    retries += 1;
+                    drop(lease);
+                    lease = match svc.lease().await {
+                        Ok(l) => l,
+                        Err(e) => return unavailable(svc, e),
+                    };
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %svc.worker.name, port = inst.port, "cannot connect: {e}");
+                    return bad_gateway(svc);
+                }
+            },
+        };
+        match tokio::time::timeout(timeout, c.send(up)).await {
+            Ok(Ok(resp)) => return respond(resp, c, lease),
+            Ok(Err(SendError::NotSent(req, why))) if retries < MAX_RETRIES => {
+                tracing::debug!(worker = %svc.worker.name, port = inst.port, "not sent ({why}); retrying");
+                retries += 1;
+                up = *req;
             }
-            Ok(Err(e)) => {
-                let why = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string());
+            Ok(Err(SendError::Failed(e)))
+                if c.reused
+                    && bodyless
+                    && retries < MAX_RETRIES
+                    && (e.is_incomplete_message() || e.is_canceled()) =>
+            {
+                tracing::debug!(worker = %svc.worker.name, port = inst.port, "kept-alive connection closed ({e}); retrying");
+                retries += 1;
+                up = make(empty());
+            }
+            Ok(Err(SendError::NotSent(_, why))) => {
+                tracing::warn!(worker = %svc.worker.name, port = inst.port, "upstream error: {why}");
+                return bad_gateway(svc);
+            }
+            Ok(Err(SendError::Failed(e))) => {
                 if let Some(b) = find_body_error(&e) {
                     return match b {
                         BodyError::TooLarge(n) => pages::error(
@@ -186,14 +186,11 @@ pub async fn serve(
                         other => pages::error(StatusCode::BAD_REQUEST, &other.to_string()),
                     };
                 }
-                tracing::warn!(worker = %svc.worker.name, port = lease.instance().port, "upstream error: {why}");
-                return pages::error(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("The worker {} failed to answer.", svc.worker.name),
-                );
+                tracing::warn!(worker = %svc.worker.name, port = inst.port, "upstream error: {e}");
+                return bad_gateway(svc);
             }
             Err(_) => {
-                tracing::warn!(worker = %svc.worker.name, port = lease.instance().port, "no response within {timeout:?}");
+                tracing::warn!(worker = %svc.worker.name, port = inst.port, "no response within {timeout:?}");
                 return pages::error(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!(
@@ -204,6 +201,13 @@ pub async fn serve(
             }
         }
     }
+}
+
+fn bad_gateway(svc: &Service) -> Response<Body> {
+    pages::error(
+        StatusCode::BAD_GATEWAY,
+        &format!("The worker {} failed to answer.", svc.worker.name),
+    )
 }
 
 fn empty() -> UpBody {
@@ -271,37 +275,11 @@ fn forwarded(to: &mut HeaderMap, from: &HeaderMap, peer: SocketAddr) {
     }
 }
 
-fn respond(resp: Response<Incoming>, lease: Lease) -> Response<Body> {
+fn respond(resp: Response<Incoming>, conn: Conn, lease: Lease) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     parts.headers = end_to_end(&parts.headers);
-    let body = Leased {
-        inner: body,
-        _lease: lease,
-    };
+    let body = Streaming::new(body, conn, lease);
     Response::from_parts(parts, body.map_err(std::io::Error::other).boxed_unsync())
-}
-
-/// A response body that keeps its instance counted busy until done.
-struct Leased {
-    inner: Incoming,
-    _lease: Lease,
-}
-
-impl http_body::Body for Leased {
-    type Data = Bytes;
-    type Error = hyper::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[cfg(test)]

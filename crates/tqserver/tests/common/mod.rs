@@ -99,6 +99,8 @@ pub struct Tq {
     pub port: u16,
     pub base: String,
     log: PathBuf,
+    /// Holds the log when the project folder is not a temporary one.
+    _log_dir: tempfile::TempDir,
 }
 
 impl Tq {
@@ -110,7 +112,10 @@ impl Tq {
     /// Like `start`, with extra environment variables.
     pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let log = dir.join(format!("tqserver-test-{port}.log"));
+        // The log lives outside the project: the demo test runs in the
+        // repository itself.
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = log_dir.path().join(format!("tqserver-test-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tqserver"))
             .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
@@ -127,6 +132,7 @@ impl Tq {
             port,
             base: format!("http://127.0.0.1:{port}"),
             log,
+            _log_dir: log_dir,
         };
         let until = Instant::now() + Duration::from_secs(30);
         loop {
