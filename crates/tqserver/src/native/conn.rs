@@ -84,7 +84,7 @@ impl Conn {
         std::future::poll_fn(|cx| {
             if !closed {
                 // The connection future ends only when the connection does.
-                if let Poll::Ready(_) = io.as_mut().poll(cx) {
+                if io.as_mut().poll(cx).is_ready() {
                     closed = true;
                 }
             }
