@@ -72,12 +72,21 @@ impl<T> TimeoutIo<T> {
     }
 }
 
+/// A timer may fire up to this much before its deadline rather than be
+/// moved on every request (moving a tokio timer takes the timer wheel's
+/// lock); an early wake just re-arms it.
+const SLACK: Duration = Duration::from_secs(1);
+
 /// Arms `timer` for `at`; true when `at` has passed.
 fn expired(timer: &mut Pin<Box<Sleep>>, at: Instant, cx: &mut Context<'_>) -> bool {
-    if Instant::now() >= at {
+    let now = Instant::now();
+    if now >= at {
         return true;
     }
-    if timer.deadline() != at {
+    let armed = timer.deadline();
+    // Keep an armed timer that fires at most SLACK early (and not late);
+    // one that already fired is re-armed.
+    if armed > at || armed + SLACK < at || armed <= now {
         timer.as_mut().reset(at);
     }
     // Registers the waker; it fires at `at` and the next poll decides.

@@ -6,14 +6,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::conn::{Conn, SendError, Streaming, UpBody};
-use super::{Lease, NoInstance, Service};
+use super::conn::{self, Conn, Framing, Outgoing, SendError, Streaming};
+use super::{NoInstance, Service};
 use crate::config::Mode;
 use crate::http::body::{BodyError, LimitedBody};
 use crate::http::{Body, pages};
@@ -24,7 +25,7 @@ use crate::php::proxy::Limits;
 const MAX_RETRIES: u32 = 3;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-fn hop_by_hop(name: &HeaderName) -> bool {
+pub(super) fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -39,23 +40,15 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Copies end-to-end headers: drops hop-by-hop ones and those the
-/// `Connection` header names.
-fn end_to_end(from: &HeaderMap) -> HeaderMap {
-    let named: Vec<String> = from
-        .get_all(header::CONNECTION)
+/// Header names the `Connection` header lists (hop-by-hop too).
+fn connection_named(h: &HeaderMap) -> Vec<String> {
+    h.get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
-    let mut to = HeaderMap::with_capacity(from.len() + 3);
-    for (k, v) in from {
-        if !hop_by_hop(k) && !named.iter().any(|n| n == k.as_str()) {
-            to.append(k.clone(), v.clone());
-        }
-    }
-    to
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 /// Serves `req` with one of `svc`'s instances.
@@ -94,48 +87,42 @@ pub async fn serve(
         Err(e) => return unavailable(svc, e),
     };
     let (parts, body) = req.into_parts();
-    let bodyless = body.is_end_stream();
-    let mut headers = end_to_end(&parts.headers);
-    forwarded(&mut headers, &parts.headers, conn.peer);
-    if !headers.contains_key(header::HOST) {
-        // HTTP/1.0 without Host, or HTTP/2 (:authority).
-        let host = parts.uri.authority().map_or("localhost", |a| a.as_str());
-        if let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert(header::HOST, v);
-        }
-    }
-    // Origin-form: the same request fits any instance.
-    let uri: Uri = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("/"));
-    let make = |body: UpBody| {
-        let mut up = Request::new(body);
-        *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = uri.clone();
-        *up.headers_mut() = headers.clone();
-        up
-    };
-    let mut up = make(if bodyless {
-        empty()
+    let head_only = parts.method == Method::HEAD;
+    let framing = if body.is_end_stream() {
+        None
+    } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
+        Some(Framing::Length)
     } else {
-        LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout).boxed()
-    });
+        Some(Framing::Chunked)
+    };
+    let mut out = Outgoing {
+        head: head(&parts, conn.peer, framing),
+        body: framing.map(|f| {
+            (
+                LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout).boxed(),
+                f,
+            )
+        }),
+        head_only,
+    };
+    let bodyless = out.body.is_none();
     let timeout = svc
         .worker
         .native
         .as_ref()
         .map_or(Duration::from_secs(60), |n| n.request_timeout);
-    // Retries only when the instance cannot have seen the request: a dead
-    // kept-alive connection (the request comes back unsent), a refused
-    // connect, or — for a request without a body — a kept-alive connection
-    // that closed before answering.
+    // Retries only when the instance cannot have seen the request: a
+    // refused connect, or a kept-alive connection found closed before any
+    // answer (for a request without a body, whose head is resent).
     let mut retries = 0;
     loop {
         let inst = lease.instance().clone();
-        let mut c = match inst.idle.take() {
+        let pooled = if retries < MAX_RETRIES {
+            inst.idle.take()
+        } else {
+            None
+        };
+        let mut c = match pooled {
             Some(c) => c,
             None => match Conn::connect(inst.addr()).await {
                 Ok(c) => c,
@@ -155,37 +142,24 @@ pub async fn serve(
                 }
             },
         };
-        match tokio::time::timeout(timeout, c.send(up)).await {
-            Ok(Ok(resp)) => return respond(resp, c, lease),
-            Ok(Err(SendError::NotSent(req, why))) if retries < MAX_RETRIES => {
-                tracing::debug!(worker = %svc.worker.name, port = inst.port, "not sent ({why}); retrying");
+        match tokio::time::timeout(timeout, c.send(&mut out)).await {
+            Ok(Ok((status, headers, reading))) => {
+                return conn::response(status, headers, Streaming::new(c, reading, lease));
+            }
+            Ok(Err(SendError::Closed(e))) if c.reused && bodyless && retries < MAX_RETRIES => {
+                tracing::debug!(worker = %svc.worker.name, port = inst.port, "kept-alive connection was closed ({e}); retrying");
                 retries += 1;
-                up = *req;
             }
-            Ok(Err(SendError::Failed(e)))
-                if c.reused
-                    && bodyless
-                    && retries < MAX_RETRIES
-                    && (e.is_incomplete_message() || e.is_canceled()) =>
-            {
-                tracing::debug!(worker = %svc.worker.name, port = inst.port, "kept-alive connection closed ({e}); retrying");
-                retries += 1;
-                up = make(empty());
+            Ok(Err(SendError::Body(b))) => {
+                return match b {
+                    BodyError::TooLarge(n) => pages::error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("The request body is larger than {n} bytes."),
+                    ),
+                    other => pages::error(StatusCode::BAD_REQUEST, &other.to_string()),
+                };
             }
-            Ok(Err(SendError::NotSent(_, why))) => {
-                tracing::warn!(worker = %svc.worker.name, port = inst.port, "upstream error: {why}");
-                return bad_gateway(svc);
-            }
-            Ok(Err(SendError::Failed(e))) => {
-                if let Some(b) = find_body_error(&e) {
-                    return match b {
-                        BodyError::TooLarge(n) => pages::error(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            &format!("The request body is larger than {n} bytes."),
-                        ),
-                        other => pages::error(StatusCode::BAD_REQUEST, &other.to_string()),
-                    };
-                }
+            Ok(Err(e)) => {
                 tracing::warn!(worker = %svc.worker.name, port = inst.port, "upstream error: {e}");
                 return bad_gateway(svc);
             }
@@ -203,28 +177,54 @@ pub async fn serve(
     }
 }
 
+/// The request head for an instance: the client's end-to-end headers,
+/// `Host` (from the URI for HTTP/2 and HTTP/1.0 clients without one),
+/// `X-Forwarded-For` / `-Proto` / `-Host`, framing.
+fn head(parts: &http::request::Parts, peer: SocketAddr, framing: Option<Framing>) -> Bytes {
+    let h = &parts.headers;
+    let named = connection_named(h);
+    let ip = peer.ip().to_string();
+    let xff = match h.get(XFF).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    let host = match h.get(header::HOST) {
+        Some(_) => None,
+        None => Some(parts.uri.authority().map_or("localhost", |a| a.as_str())),
+    };
+    let mut extra: Vec<(&str, &[u8])> = vec![("x-forwarded-for", xff.as_bytes())];
+    if let Some(host) = host {
+        extra.push(("host", host.as_bytes()));
+    }
+    if !h.contains_key(XFP) {
+        extra.push(("x-forwarded-proto", b"http"));
+    }
+    if let (false, Some(v)) = (h.contains_key(XFH), h.get(header::HOST)) {
+        extra.push(("x-forwarded-host", v.as_bytes()));
+    }
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let kept = h
+        .iter()
+        .filter(|(k, _)| !hop_by_hop(k) && *k != XFF && !named.iter().any(|n| n == k.as_str()));
+    conn::request_head(
+        &parts.method,
+        target,
+        kept,
+        h.contains_key(header::CONTENT_LENGTH),
+        &extra,
+        framing,
+    )
+}
+
+const XFF: &str = "x-forwarded-for";
+const XFP: &str = "x-forwarded-proto";
+const XFH: &str = "x-forwarded-host";
+
 fn bad_gateway(svc: &Service) -> Response<Body> {
     pages::error(
         StatusCode::BAD_GATEWAY,
         &format!("The worker {} failed to answer.", svc.worker.name),
     )
-}
-
-fn empty() -> UpBody {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-fn find_body_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        if let Some(b) = c.downcast_ref::<BodyError>() {
-            return Some(b);
-        }
-        cur = c.source();
-    }
-    None
 }
 
 /// The 503 (or dev-mode problem page) when no instance can take a request.
@@ -255,57 +255,61 @@ fn unavailable(svc: &Service, e: NoInstance) -> Response<Body> {
     r
 }
 
-/// Adds `X-Forwarded-For` (appended to what came in), `-Proto`, `-Host`.
-fn forwarded(to: &mut HeaderMap, from: &HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let xff = match from.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        to.insert("x-forwarded-for", v);
-    }
-    if !to.contains_key("x-forwarded-proto") {
-        to.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    }
-    if let Some(h) = from.get(header::HOST) {
-        if !to.contains_key("x-forwarded-host") {
-            to.insert("x-forwarded-host", h.clone());
-        }
-    }
-}
-
-fn respond(resp: Response<Incoming>, conn: Conn, lease: Lease) -> Response<Body> {
-    let (mut parts, body) = resp.into_parts();
-    parts.headers = end_to_end(&parts.headers);
-    let body = Streaming::new(body, conn, lease);
-    Response::from_parts(parts, body.map_err(std::io::Error::other).boxed_unsync())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_and_connection_named_headers_stay() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("close, x-secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("content-type", HeaderValue::from_static("text/plain"));
-        h.append("set-cookie", HeaderValue::from_static("a=1"));
-        h.append("set-cookie", HeaderValue::from_static("b=2"));
-        let out = end_to_end(&h);
-        assert!(out.get("x-secret").is_none());
-        assert!(out.get("connection").is_none());
-        assert!(out.get("keep-alive").is_none());
-        assert_eq!(out.get_all("set-cookie").iter().count(), 2);
-        let mut f = HeaderMap::new();
-        let mut from = HeaderMap::new();
-        from.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        from.insert("host", HeaderValue::from_static("example.org"));
-        forwarded(&mut f, &from, "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(f["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(f["x-forwarded-host"], "example.org");
+    fn the_request_head_drops_hop_by_hop_headers_and_adds_forwarding() {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/x?y=1")
+            .header("host", "example.org")
+            .header("connection", "close, x-secret")
+            .header("x-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("content-length", "3")
+            .header("cookie", "a=1")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let bytes = head(
+            &parts,
+            "127.0.0.1:5000".parse().unwrap(),
+            Some(Framing::Length),
+        );
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.starts_with("POST /api/x?y=1 HTTP/1.1\r\n"), "{text}");
+        for gone in ["connection", "x-secret", "keep-alive", "transfer-encoding"] {
+            assert!(!text.contains(&format!("{gone}:")), "{gone} in {text}");
+        }
+        for kept in [
+            "host: example.org\r\n",
+            "content-length: 3\r\n",
+            "cookie: a=1\r\n",
+            "x-forwarded-for: 10.0.0.1, 127.0.0.1\r\n",
+            "x-forwarded-proto: http\r\n",
+            "x-forwarded-host: example.org\r\n",
+        ] {
+            assert!(text.contains(kept), "{kept} not in {text}");
+        }
+        assert!(text.ends_with("\r\n\r\n"));
+        // HTTP/2 (no Host header): from the URI; a body without length is chunked.
+        let req = Request::builder()
+            .method("PUT")
+            .uri("http://example.org:8080/u")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let bytes = head(
+            &parts,
+            "[::1]:5000".parse().unwrap(),
+            Some(Framing::Chunked),
+        );
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.starts_with("PUT /u HTTP/1.1\r\n"), "{text}");
+        assert!(text.contains("host: example.org:8080\r\n"), "{text}");
+        assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
     }
 }
