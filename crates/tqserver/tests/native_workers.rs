@@ -569,3 +569,65 @@ async fn busy_instances_scale_up_to_max_workers_and_idle_ones_stop() {
     }
     wait_for(&tq, "/api/x", 10, |s, _| s == 200).await;
 }
+
+/// The proxy's HTTP/1.1 to instances, against Python's http.server:
+/// chunked, close-delimited, bodiless and large answers, and a chunked
+/// request body, each on connections that are then reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_every_framing_pass_through_the_proxy_both_ways() {
+    let p = project("");
+    python_worker(&p, "api", "/api", "scaling:\n  request_timeout: 1s");
+    let tq = Tq::start(p.path(), &["--mode", "prod"]);
+    wait_for(&tq, "/api/x", 30, |s, _| s == 200).await;
+    let c = client();
+    // No answer within scaling.request_timeout: 504.
+    let (s, b) = get(&c, &tq.url("/api/slow?sleep=2")).await;
+    assert_eq!(s, 504, "{b}");
+    assert!(b.contains("did not answer within 1s"), "{b}");
+    for _ in 0..3 {
+        let r = c.get(tq.url("/api/chunked")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("x-trailer").is_none());
+        assert_eq!(r.text().await.unwrap(), "hello chunked world");
+
+        let (s, b) = get(&c, &tq.url("/api/close")).await;
+        assert_eq!((s, b.as_str()), (StatusCode::OK, "read until close"));
+
+        let r = c.get(tq.url("/api/nocontent")).send().await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(r.bytes().await.unwrap().len(), 0);
+
+        let r = c.head(tq.url("/api/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-length"], "1234");
+        assert_eq!(r.bytes().await.unwrap().len(), 0);
+
+        let r = c.get(tq.url("/api/big?n=3000000")).send().await.unwrap();
+        assert_eq!(r.headers()["content-length"], "3000000");
+        let body = r.bytes().await.unwrap();
+        let expect: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        assert!(body[..] == expect[..], "the 3 MB body arrived intact");
+
+        // A body of unknown length goes chunked.
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            (0..50).map(|i| Ok(vec![i as u8; 1000])).collect();
+        let r = c
+            .post(tq.url("/api/upload"))
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(r.text().await.unwrap(), "got 50000 bytes\n");
+
+        let (s, b) = get(&c, &tq.url("/api/after")).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    assert!(
+        !tq.log_text().contains("upstream error"),
+        "{}",
+        tq.log_text()
+    );
+}

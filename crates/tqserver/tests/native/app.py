@@ -29,6 +29,37 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        route = urlparse(self.path).path
+        if route.endswith("/chunked"):
+            # Chunked by hand, with a trailer.
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            for part in (b"hello ", b"chunked ", b"world"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\nX-Trailer: yes\r\n\r\n")
+            return
+        if route.endswith("/close"):
+            # No length: the body ends when the connection does.
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"read until close")
+            self.close_connection = True
+            return
+        if route.endswith("/nocontent"):
+            self.send_response(204)
+            self.end_headers()
+            return
+        if route.endswith("/big"):
+            n = int(parse_qs(urlparse(self.path).query).get("n", ["2000000"])[0])
+            body = bytes(i % 251 for i in range(n))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         sleep = parse_qs(urlparse(self.path).query).get("sleep")
         if sleep:
             time.sleep(float(sleep[0]))
@@ -44,9 +75,26 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", "1234")
+        self.end_headers()
+
     def do_POST(self):
-        n = int(self.headers.get("Content-Length", "0"))
-        data = self.rfile.read(n)
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        else:
+            n = int(self.headers.get("Content-Length", "0"))
+            data = self.rfile.read(n)
         body = f"got {len(data)} bytes\n".encode()
         self.send_response(201)
         self.send_header("Content-Length", str(len(body)))
