@@ -250,7 +250,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                     Route::Php { upstream, .. } => (upstream.worker().as_ref().clone(), None),
                     Route::Native(s) => (s.worker.as_ref().clone(), Some(s.clone())),
                 });
-                tokio::spawn(on_changes(changes, targets.collect(), live.clone()));
+                tokio::spawn(on_changes(
+                    changes,
+                    targets.collect(),
+                    live.clone(),
+                    (config.file.clone(), config.mode),
+                ));
                 tracing::info!(
                     "watching {} for changes (debounce {:?})",
                     config.workers_dir.display(),
@@ -304,24 +309,38 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Acts on changed worker folders: native workers rebuild and swap; PHP
-/// workers need nothing (PHP reads the new file; opcache revalidates in
-/// dev mode), their pages just reload in the browser.
+/// Acts on changed worker folders: native workers rebuild and swap (with
+/// their new worker.yaml when it changed and is valid); PHP workers need
+/// nothing (PHP reads the new file; opcache revalidates in dev mode),
+/// their pages just reload in the browser.
 async fn on_changes(
     mut changes: tokio::sync::mpsc::UnboundedReceiver<crate::watch::Change>,
     targets: Vec<(crate::config::Worker, Option<Arc<native::Service>>)>,
     live: Option<Arc<LiveReload>>,
+    (config_file, mode): (std::path::PathBuf, Mode),
 ) {
     while let Some(c) = changes.recv().await {
         let Some((w, svc)) = targets.iter().find(|(w, _)| w.name == c.worker) else {
             continue;
         };
         if c.config {
-            tracing::warn!(
-                worker = %w.name,
-                "{} changed; restart tqserver to apply it (live configuration reload is not built yet)",
-                w.file.display()
-            );
+            match reread_worker(&config_file, mode, w) {
+                Ok(new) => match svc {
+                    Some(svc) => {
+                        svc.reconfigure(new);
+                        continue;
+                    }
+                    None => tracing::warn!(
+                        worker = %w.name,
+                        "{} changed; restart tqserver to apply it to a PHP worker (live reload of PHP pools is not built yet)",
+                        w.file.display()
+                    ),
+                },
+                Err(why) => {
+                    tracing::error!(worker = %w.name, "{why}");
+                    continue;
+                }
+            }
         }
         match svc {
             Some(svc) => svc.reload(format!("changed: {}", c.describe())),
@@ -333,6 +352,39 @@ async fn on_changes(
             }
         }
     }
+}
+
+/// The new configuration of `old` after its worker.yaml changed: the
+/// whole configuration is read and checked again (an invalid file keeps
+/// the running configuration; every problem names file, line and key).
+fn reread_worker(
+    config_file: &std::path::Path,
+    mode: Mode,
+    old: &crate::config::Worker,
+) -> Result<crate::config::Worker, String> {
+    let config = crate::config::load(config_file, mode).map_err(|errors| {
+        format!(
+            "{} changed but is not valid; still running the previous configuration:\n{errors}",
+            old.file.display()
+        )
+    })?;
+    let new = config
+        .workers
+        .into_iter()
+        .find(|w| w.name == old.name)
+        .ok_or_else(|| {
+            format!(
+                "{} is gone; restart tqserver to remove the worker",
+                old.file.display()
+            )
+        })?;
+    if !new.enabled || new.route != old.route || new.type_name() != old.type_name() {
+        return Err(format!(
+            "{}: enabled, path and type changes need a restart of tqserver; still running the previous configuration",
+            old.file.display()
+        ));
+    }
+    Ok(new)
 }
 
 const RUNTIME_PREFIX: &str = "tqserver-";

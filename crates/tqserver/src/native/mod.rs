@@ -38,8 +38,9 @@ pub struct Problem {
     pub build: bool,
 }
 
-/// What requests see: the instances that take traffic, and what is wrong.
-#[derive(Debug, Default)]
+/// What requests see: the instances that take traffic, what is wrong, and
+/// the settings they run with (all swapped in one step).
+#[derive(Debug)]
 pub struct Serving {
     /// The instances of the current version (Ready or about to be).
     pub instances: Vec<Arc<Instance>>,
@@ -49,11 +50,16 @@ pub struct Serving {
     pub stopped: bool,
     /// A build (and start) of a new version is under way.
     pub building: bool,
+    /// `scaling.request_timeout` of the configuration in force.
+    pub request_timeout: Duration,
+    /// `scaling.max_requests` of the configuration in force.
+    pub max_requests: u64,
 }
 
 /// A native worker as the router sees it.
 pub struct Service {
-    /// Its configuration.
+    /// Its configuration at start (name and route never change; the rest
+    /// may, with its worker.yaml: see [`Serving`]).
     pub worker: Arc<Worker>,
     /// dev or prod.
     pub mode: Mode,
@@ -128,7 +134,7 @@ impl Service {
     }
 
     fn pick(&self, now: &Serving) -> Option<Lease> {
-        let max_requests = self.worker.native.as_ref().map_or(0, |n| n.max_requests);
+        let max_requests = now.max_requests;
         // Least outstanding requests; a candidate that started draining
         // between the look and the count is skipped.
         let mut ready: Vec<&Arc<Instance>> = now
@@ -151,5 +157,14 @@ impl Service {
     /// Asks the supervisor to rebuild and swap (files changed).
     pub fn reload(&self, why: String) {
         let _ = self.events.send(supervisor::Event::Reload(why));
+    }
+
+    /// Hands the supervisor a new configuration of this worker (its
+    /// worker.yaml changed): the next version is built and started with
+    /// it, then swapped in as for a code change.
+    pub fn reconfigure(&self, worker: Worker) {
+        let _ = self
+            .events
+            .send(supervisor::Event::Reconfigure(Box::new(worker)));
     }
 }

@@ -4,7 +4,6 @@
 //! counted busy until the response body is done (so a drain waits for it).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -106,11 +105,7 @@ pub async fn serve(
         head_only,
     };
     let bodyless = out.body.is_none();
-    let timeout = svc
-        .worker
-        .native
-        .as_ref()
-        .map_or(Duration::from_secs(60), |n| n.request_timeout);
+    let timeout = svc.serving().request_timeout;
     // Retries only when the instance cannot have seen the request: a
     // refused connect, or a kept-alive connection found closed before any
     // answer (for a request without a body, whose head is resent).

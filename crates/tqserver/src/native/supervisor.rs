@@ -41,6 +41,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) enum Event {
     /// Files changed: rebuild and swap.
     Reload(String),
+    /// The worker.yaml changed: rebuild and swap with this configuration.
+    Reconfigure(Box<Worker>),
     /// An instance reached `max_requests`.
     Recycle(u64),
     /// An instance exited.
@@ -78,8 +80,9 @@ struct Ctx {
     spawner: Spawner,
     versions_dir: PathBuf,
     events: mpsc::UnboundedSender<Event>,
-    /// Every instance alive, whatever its state: what a stop must reach.
-    all: Mutex<HashMap<u64, Arc<Instance>>>,
+    /// Every instance alive, whatever its state: what a stop must reach
+    /// (shared by the contexts of every configuration).
+    all: Arc<Mutex<HashMap<u64, Arc<Instance>>>>,
 }
 
 /// Starts a native worker's supervisor; the [`Service`] is what routes use.
@@ -96,7 +99,14 @@ pub fn start(
 ) -> (Arc<Service>, tokio::task::JoinHandle<()>) {
     let native = worker.native.clone().expect("a native worker");
     let (tx, rx) = mpsc::unbounded_channel();
-    let (serving, _) = watch::channel(Arc::new(Serving::default()));
+    let (serving, _) = watch::channel(Arc::new(Serving {
+        instances: Vec::new(),
+        problem: None,
+        stopped: false,
+        building: true,
+        request_timeout: native.request_timeout,
+        max_requests: native.max_requests,
+    }));
     let svc = Arc::new(Service {
         worker: worker.clone(),
         mode,
@@ -104,33 +114,78 @@ pub fn start(
         events: tx.clone(),
         wait_ready: sup.health_check_wait,
     });
-    let mut env = vec![
-        ("WORKER_NAME".to_string(), worker.name.clone()),
-        ("WORKER_PATH".to_string(), worker.route.clone()),
-        ("WORKER_ROUTE".to_string(), worker.route.clone()),
-        ("WORKER_TYPE".to_string(), native.kind.as_str().to_string()),
-        ("WORKER_MODE".to_string(), mode.as_str().to_string()),
-        ("WORKER_HEALTH_PATH".to_string(), native.health_path.clone()),
-    ];
-    env.extend(native.env.iter().cloned());
-    let ctx = Arc::new(Ctx {
-        spawner: Spawner {
-            log,
-            env,
-            dir: native.dir.clone(),
-            tail: Default::default(),
-        },
-        versions_dir: runtime_dir.join("native").join(&worker.name),
+    let ctx = Arc::new(Ctx::new(
         worker,
-        native,
         mode,
         sup,
         ports,
-        events: tx,
-        all: Mutex::new(HashMap::new()),
-    });
+        runtime_dir.join("native"),
+        log,
+        tx,
+        Default::default(),
+    ));
     let task = tokio::spawn(run(ctx, svc.clone(), rx, live, stop));
     (svc, task)
+}
+
+impl Ctx {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        worker: Arc<Worker>,
+        mode: Mode,
+        sup: Supervision,
+        ports: Arc<Ports>,
+        native_dir: PathBuf,
+        log: WorkerLog,
+        events: mpsc::UnboundedSender<Event>,
+        all: Arc<Mutex<HashMap<u64, Arc<Instance>>>>,
+    ) -> Self {
+        let native = worker.native.clone().expect("a native worker");
+        let mut env = vec![
+            ("WORKER_NAME".to_string(), worker.name.clone()),
+            ("WORKER_PATH".to_string(), worker.route.clone()),
+            ("WORKER_ROUTE".to_string(), worker.route.clone()),
+            ("WORKER_TYPE".to_string(), native.kind.as_str().to_string()),
+            ("WORKER_MODE".to_string(), mode.as_str().to_string()),
+            ("WORKER_HEALTH_PATH".to_string(), native.health_path.clone()),
+        ];
+        env.extend(native.env.iter().cloned());
+        Self {
+            spawner: Spawner {
+                log,
+                env,
+                dir: native.dir.clone(),
+                tail: Default::default(),
+            },
+            versions_dir: native_dir.join(&worker.name),
+            worker,
+            native,
+            mode,
+            sup,
+            ports,
+            events,
+            all,
+        }
+    }
+
+    /// The same worker with a new configuration.
+    fn with_worker(&self, worker: Worker) -> Self {
+        let mut new = Self::new(
+            Arc::new(worker),
+            self.mode,
+            self.sup.clone(),
+            self.ports.clone(),
+            self.versions_dir
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_default(),
+            self.spawner.log.clone(),
+            self.events.clone(),
+            self.all.clone(),
+        );
+        new.spawner.tail = self.spawner.tail.clone();
+        new
+    }
 }
 
 /// The supervisor's own state.
@@ -184,8 +239,16 @@ async fn run(
     health.tick().await;
     let mut scale = tokio::time::interval(SCALE_EVERY);
     scale.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let elastic = ctx.native.max_instances > ctx.native.min_instances;
+    let mut health_every = ctx.native.health_interval;
     loop {
+        if s.ctx.native.health_interval != health_every {
+            // A new worker.yaml with another interval.
+            health_every = s.ctx.native.health_interval;
+            health = tokio::time::interval(health_every);
+            health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            health.tick().await;
+        }
+        let elastic = s.ctx.native.max_instances > s.ctx.native.min_instances;
         let restart_at = s.restart_at.filter(|_| !s.restarting);
         tokio::select! {
             () = stop.cancelled() => break,
@@ -234,6 +297,8 @@ impl Sup {
             stopped: self.current.is_empty()
                 && (self.gave_up || (self.artifact.is_none() && !self.deploying)),
             building: self.deploying,
+            request_timeout: self.ctx.native.request_timeout,
+            max_requests: self.ctx.native.max_requests,
         };
         self.svc.serving.send_replace(Arc::new(serving));
     }
@@ -251,6 +316,18 @@ impl Sup {
                     self.pending = Some(why);
                 } else {
                     self.deploy(why);
+                }
+            }
+            Event::Reconfigure(worker) => {
+                self.log().info(&format!(
+                    "{} changed: building and starting with the new settings",
+                    worker.file.display()
+                ));
+                self.ctx = Arc::new(self.ctx.with_worker(*worker));
+                if self.deploying {
+                    self.pending = Some("worker.yaml changed".into());
+                } else {
+                    self.deploy("worker.yaml changed".into());
                 }
             }
             Event::Deployed { version, result } => self.deployed(version, result),
