@@ -700,7 +700,7 @@ async fn output_goes_to_the_log_file_and_no_process_outlives_tqserver() {
     let mut tq = Tq::start(p.path(), &["--mode", "prod"]);
     let (_, b) = wait_for(&tq, "/api/x", 30, |s, _| s == 200).await;
     let python = pid_in(&b);
-    let today = chrono_free_today();
+    let today = common::today();
     let log = std::fs::read_to_string(p.path().join(format!("logs/api_{today}.log"))).unwrap();
     assert!(log.contains("[api] python worker api on port"), "{log}");
     let sleeper = children_of(python)
@@ -743,13 +743,4 @@ async fn output_goes_to_the_log_file_and_no_process_outlives_tqserver() {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-}
-
-/// Today's date as the log file name has it (local time, YYYY-MM-DD).
-fn chrono_free_today() -> String {
-    let out = std::process::Command::new("date")
-        .arg("+%Y-%m-%d")
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

@@ -441,7 +441,7 @@ async fn request_timeout_gives_504_and_stderr_reaches_the_worker_log() {
         .await
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "logged");
-    let today = chrono_free_today();
+    let today = common::today();
     let log = std::fs::read_to_string(p.path().join(format!("logs/app_{today}.log"))).unwrap();
     assert!(
         log.contains("[app] php: ") && log.contains("tq-stderr-marker abc"),
@@ -451,15 +451,6 @@ async fn request_timeout_gives_504_and_stderr_reaches_the_worker_log() {
         log.contains("\"GET /app/stderr.php?tag=abc HTTP/1.1\" 200"),
         "{log}"
     );
-}
-
-/// Today's date as the server writes it (local time), via `date`.
-fn chrono_free_today() -> String {
-    let out = std::process::Command::new("date")
-        .arg("+%Y-%m-%d")
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 #[tokio::test]

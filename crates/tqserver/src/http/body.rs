@@ -13,6 +13,89 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+/// HTTP-side limits a proxied request is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `server.max_body_bytes`.
+    pub max_body_bytes: u64,
+    /// `server.read_timeout_seconds`: longest pause in a request body.
+    pub read_timeout: Duration,
+}
+
+/// After an early 413, at most this much of the body is read and dropped.
+const DISCARD_AT_MOST: u64 = 16 << 20;
+
+/// The request's `Content-Length`, if it has a valid one.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// A request that declares a body over the limit gets 413 at once; a
+/// bounded part of its body is read and dropped in the background, so the
+/// client is not reset while still sending and sees the answer.
+pub fn refuse_oversized(
+    req: http::Request<Incoming>,
+    limits: Limits,
+) -> Result<http::Request<Incoming>, Box<http::Response<super::Body>>> {
+    if declared_length(req.headers()).is_none_or(|n| n <= limits.max_body_bytes) {
+        return Ok(req);
+    }
+    tokio::spawn(discard(req.into_body(), limits));
+    Err(Box::new(too_large(limits.max_body_bytes)))
+}
+
+/// Reads and drops up to [`DISCARD_AT_MOST`] of a body, for at most the
+/// read timeout.
+async fn discard(body: Incoming, limits: Limits) {
+    let mut s = LimitedBody::new(body, DISCARD_AT_MOST, limits.read_timeout);
+    let _ = tokio::time::timeout(limits.read_timeout, async {
+        while let Some(Ok(_)) = std::future::poll_fn(|cx| Pin::new(&mut s).poll_next(cx)).await {}
+    })
+    .await;
+}
+
+/// 413, closing the connection.
+pub fn too_large(limit: u64) -> http::Response<super::Body> {
+    let mut r = super::pages::error(
+        http::StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("The request body is larger than this server accepts ({limit} bytes)."),
+    );
+    // The rest of the body is not read: the connection cannot carry
+    // another request, and the client must know before it tries (nginx
+    // closes too).
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+/// The answer when reading the request body failed.
+pub fn error_page(e: &BodyError) -> http::Response<super::Body> {
+    use http::StatusCode;
+    match e {
+        BodyError::TooLarge(n) => too_large(*n),
+        BodyError::Stalled(d) => super::pages::error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!("The request body stopped arriving for {d:?}."),
+        ),
+        BodyError::Read(_) => super::pages::error(
+            StatusCode::BAD_REQUEST,
+            "The request body could not be read.",
+        ),
+        BodyError::Spool(e) => {
+            tracing::error!("cannot buffer a request body: {e}");
+            super::pages::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The request body could not be buffered.",
+            )
+        }
+    }
+}
+
 /// Why reading the request body stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {

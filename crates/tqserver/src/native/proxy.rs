@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use super::conn::{self, Conn, Framing, Outgoing, SendError, Streaming};
 use super::{NoInstance, Service};
 use crate::config::Mode;
-use crate::http::body::{BodyError, LimitedBody};
+use crate::http::body::{self, LimitedBody};
 use crate::http::{Body, pages};
 use crate::php::params::ConnInfo;
 use crate::php::proxy::Limits;
@@ -67,20 +67,10 @@ pub async fn serve(
             );
         }
     }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        return pages::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "The request body is larger than {} bytes (server.max_body_bytes).",
-                limits.max_body_bytes
-            ),
-        );
-    }
+    let req = match body::refuse_oversized(req, limits) {
+        Ok(r) => r,
+        Err(refused) => return *refused,
+    };
     let mut lease = match svc.lease().await {
         Ok(l) => l,
         Err(e) => return unavailable(svc, e),
@@ -145,15 +135,7 @@ pub async fn serve(
                 tracing::debug!(worker = %svc.worker.name, port = inst.port, "kept-alive connection was closed ({e}); retrying");
                 retries += 1;
             }
-            Ok(Err(SendError::Body(b))) => {
-                return match b {
-                    BodyError::TooLarge(n) => pages::error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        &format!("The request body is larger than {n} bytes."),
-                    ),
-                    other => pages::error(StatusCode::BAD_REQUEST, &other.to_string()),
-                };
-            }
+            Ok(Err(SendError::Body(b))) => return body::error_page(&b),
             Ok(Err(e)) => {
                 tracing::warn!(worker = %svc.worker.name, port = inst.port, "upstream error: {e}");
                 return bad_gateway(svc);

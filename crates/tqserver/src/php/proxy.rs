@@ -1,8 +1,6 @@
 //! One HTTP request to a PHP worker: resolve the path, serve a static file
 //! or send the script to php-fpm over FastCGI, stream the answer back.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use futures_core::Stream as _;
 use http::header::{self, HeaderName, HeaderValue};
@@ -18,18 +16,11 @@ use super::cgi::{AcquireError, Lease, RequestInfo};
 use super::params::{self, ConnInfo, ScriptInfo};
 use super::script::{self, Target};
 use super::upstream::{SendError, Upstream};
-use crate::http::body::{BodyError, LimitedBody};
+use crate::http::body::{self, BodyError, LimitedBody};
 use crate::http::{Body, pages, static_files};
 use crate::logging::WorkerLog;
 
-/// HTTP-side limits a PHP request is held to.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// `server.max_body_bytes`.
-    pub max_body_bytes: u64,
-    /// `server.read_timeout_seconds`: longest pause in a request body.
-    pub read_timeout: Duration,
-}
+pub use crate::http::body::Limits;
 
 /// Headers that describe one HTTP connection, not the response.
 fn hop_by_hop(name: &HeaderName) -> bool {
@@ -96,17 +87,11 @@ pub async fn serve(
         Target::BadRequest(why) => return pages::error(StatusCode::BAD_REQUEST, why),
     };
 
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        // Read and drop (a bounded amount of) the body in the background,
-        // so the client is not reset while still sending and sees the 413.
-        tokio::spawn(discard(req.into_body(), limits));
-        return too_large(limits.max_body_bytes);
-    }
+    let declared = body::declared_length(req.headers());
+    let req = match body::refuse_oversized(req, limits) {
+        Ok(r) => r,
+        Err(refused) => return *refused,
+    };
     let (parts, body) = req.into_parts();
     let info = ScriptInfo {
         route,
@@ -133,7 +118,7 @@ pub async fn serve(
                 params.set("CONTENT_LENGTH", len.to_string());
                 b
             }
-            Err(e) => return body_error_page(&e),
+            Err(e) => return body::error_page(&e),
         }
     } else {
         RequestBody::empty()
@@ -188,43 +173,6 @@ pub async fn serve(
 
 /// Bodies of unknown length up to this size are kept in memory.
 const SPOOL_IN_MEMORY: usize = 1 << 20;
-/// After an early 413, at most this much of the body is read and dropped.
-const DISCARD_AT_MOST: u64 = 16 << 20;
-
-fn too_large(limit: u64) -> Response<Body> {
-    let mut r = pages::error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("The request body is larger than this server accepts ({limit} bytes)."),
-    );
-    // The rest of the body is not read: the connection cannot carry
-    // another request, and the client must know before it tries (nginx
-    // closes too).
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
-}
-
-fn body_error_page(e: &BodyError) -> Response<Body> {
-    match e {
-        BodyError::TooLarge(n) => too_large(*n),
-        BodyError::Stalled(d) => pages::error(
-            StatusCode::REQUEST_TIMEOUT,
-            &format!("The request body stopped arriving for {d:?}."),
-        ),
-        BodyError::Read(_) => pages::error(
-            StatusCode::BAD_REQUEST,
-            "The request body could not be read.",
-        ),
-        BodyError::Spool(e) => {
-            tracing::error!("cannot buffer a request body: {e}");
-            pages::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The request body could not be buffered.",
-            )
-        }
-    }
-}
-
 async fn next_chunk(s: &mut LimitedBody) -> Option<Result<Bytes, BodyError>> {
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
 }
@@ -261,16 +209,6 @@ async fn spool(body: Incoming, limits: Limits) -> Result<(RequestBody, u64), Bod
             (RequestBody::from_reader(f), len)
         }
     })
-}
-
-/// Reads and drops up to [`DISCARD_AT_MOST`] of a body, for at most the
-/// read timeout.
-async fn discard(body: Incoming, limits: Limits) {
-    let mut s = LimitedBody::new(body, DISCARD_AT_MOST, limits.read_timeout);
-    let _ = tokio::time::timeout(limits.read_timeout, async {
-        while let Some(Ok(_)) = next_chunk(&mut s).await {}
-    })
-    .await;
 }
 
 /// The CGI response as an HTTP response, body streamed.
@@ -492,7 +430,7 @@ fn error_page(
                 _ => None,
             };
             return match inner {
-                Some(b) => body_error_page(b),
+                Some(b) => body::error_page(b),
                 None => pages::error(status, "The request body could not be read."),
             };
         }

@@ -247,3 +247,9 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// Today's date as the server writes it in `{date}` (local time), via `date`.
+pub fn today() -> String {
+    let out = Command::new("date").arg("+%Y-%m-%d").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
