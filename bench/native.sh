@@ -19,34 +19,12 @@ duration=${DURATION:-10s}
 threads=2
 conns=32
 
-need=()
-command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-if ((${#need[@]})); then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
-    else
-        echo "bench/native.sh: install ${need[*]} first" >&2
-        exit 1
-    fi
-fi
+source bench/lib.sh
+need_packages nginx:nginx wrk:wrk
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --locked -p tqserver >&2
 
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    sleep 1
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 tq_port=$(free_port)
 nginx_port=$(free_port)
 range=$(( (RANDOM % 200) * 100 + 30000 ))
@@ -117,15 +95,6 @@ pids+=($!)
 nginx_url="http://127.0.0.1:$nginx_port/bench"
 for _ in $(seq 1 100); do curl -fs "$nginx_url" >/dev/null 2>&1 && break; sleep 0.1; done
 
-measure() {
-    local out rps p99
-    out=$(wrk -t$threads -c$conns -d"$1" --latency "$2")
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; print v}' <<<"$out")
-    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
-    [[ -z "$errs" ]] || echo "bench/native.sh: $2: $errs" >&2
-    echo "$rps $p99"
-}
 for u in "$direct_url" "$tq_url" "$nginx_url"; do measure 2s "$u" >/dev/null; done
 results="$work/results"
 : > "$results"

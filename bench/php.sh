@@ -19,37 +19,13 @@ duration=${DURATION:-10s}
 threads=2
 conns=32
 
-need=()
-compgen -G "/usr/sbin/php-fpm*" >/dev/null || need+=(php-fpm)
-command -v php-cgi >/dev/null || need+=(php-cgi)
-command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-if ((${#need[@]})); then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
-    else
-        echo "bench/php.sh: install ${need[*]} first" >&2
-        exit 1
-    fi
-fi
+source bench/lib.sh
+need_packages php-fpm:php-fpm php-cgi:php-cgi nginx:nginx wrk:wrk
 fpm=$(ls /usr/sbin/php-fpm* | sort -V | tail -1)
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --locked -p tqserver >&2
 
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    sleep 1
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 nginx_port=$(free_port)
 nginx2_port=$(free_port)
 nginx3_port=$(free_port)
@@ -165,17 +141,6 @@ for url in "$nginx_url" "$tq_url" "$cgi_url" "$listener_url" "$keepalive_url"; d
     done
     curl -fs "$url" | grep -q Hello || { echo "bench/php.sh: $url does not answer Hello" >&2; exit 1; }
 done
-
-# "Requests/sec" and the 99th percentile latency in ms from wrk --latency.
-measure() {
-    local out rps p99
-    out=$(wrk -t$threads -c$conns -d"$1" --latency "$2")
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; print v}' <<<"$out")
-    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
-    [[ -z "$errs" ]] || echo "bench/php.sh: $2: $errs" >&2
-    echo "$rps $p99"
-}
 
 measure 2s "$nginx_url" >/dev/null
 measure 2s "$tq_url" >/dev/null

@@ -1,0 +1,48 @@
+# Shared by the wrk benchmarks (bench/php.sh, bench/native.sh); sourced,
+# not run. Expects to be sourced from the repository root.
+
+# need_packages COMMAND:PACKAGE…: installs the Debian packages whose
+# command is missing (as root with apt-get), else says what to install.
+need_packages() {
+    local need=() pair cmd pkg
+    for pair in "$@"; do
+        cmd=${pair%%:*}
+        pkg=${pair#*:}
+        command -v "$cmd" >/dev/null || compgen -G "/usr/sbin/$cmd*" >/dev/null || need+=("$pkg")
+    done
+    ((${#need[@]})) || return 0
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
+    else
+        echo "$0: install ${need[*]} first" >&2
+        exit 1
+    fi
+}
+
+# A private work folder, and the pids of what the benchmark starts: all
+# stopped (TERM, then KILL) and removed on exit.
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    sleep 1
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# measure DURATION URL: "requests/s p99-ms" from wrk --latency (uses
+# $threads and $conns); non-2xx answers or socket errors are reported.
+measure() {
+    local out rps p99 errs
+    out=$(wrk -t"$threads" -c"$conns" -d"$1" --latency "$2")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; print v}' <<<"$out")
+    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
+    [[ -z "$errs" ]] || echo "$0: $2: $errs" >&2
+    echo "$rps $p99"
+}
