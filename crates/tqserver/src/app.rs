@@ -8,30 +8,22 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Backend as PhpBackend, Config, Mode};
+use crate::config::{Config, Mode};
 use crate::http::livereload::{self, LiveReload};
 use crate::http::router::Router;
 use crate::http::{Body, pages};
 use crate::logging::WorkerLog;
 use crate::native;
-use crate::php::cgi::{self, Launcher};
-use crate::php::fpm::{Backend, Prepared};
+use crate::php::backend::{PhpRoute, Starter};
 use crate::php::listener;
 use crate::php::params::ConnInfo;
 use crate::php::proxy::{self, Limits};
-use crate::php::script::DocRoot;
-use crate::php::upstream::{CgiUpstream, Upstream};
 use crate::ports::Ports;
 
 /// What a route leads to.
 pub enum Route {
     /// A PHP worker.
-    Php {
-        /// The worker's PHP backend.
-        upstream: Upstream,
-        /// The worker's log.
-        log: WorkerLog,
-    },
+    Php(Arc<PhpRoute>),
     /// A native worker (rust, go, command).
     Native(Arc<native::Service>),
 }
@@ -40,7 +32,7 @@ impl Route {
     /// The worker's name.
     pub fn worker_name(&self) -> &str {
         match self {
-            Self::Php { upstream, .. } => &upstream.worker().name,
+            Self::Php(r) => r.log.name(),
             Self::Native(s) => &s.worker.name,
         }
     }
@@ -68,8 +60,9 @@ impl App {
             return pages::error(StatusCode::NOT_FOUND, "No worker serves this address.");
         };
         let resp = match route {
-            Route::Php { upstream, log } => {
-                proxy::serve(upstream, log, prefix, req, conn, self.limits).await
+            Route::Php(r) => {
+                let upstream = r.upstream.get();
+                proxy::serve(&upstream, &r.log, prefix, req, conn, self.limits).await
             }
             Route::Native(svc) => native::proxy::serve(svc, req, conn, self.limits).await,
         };
@@ -138,6 +131,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let backends_stop = CancellationToken::new();
     let live =
         (config.mode == Mode::Dev && config.watch && config.live_reload).then(LiveReload::new);
+    let starter = Arc::new(Starter {
+        mode: config.mode,
+        runtime_dir: runtime_dir.path().to_path_buf(),
+        ports: ports.clone(),
+        sup: sup.clone(),
+        stop: backends_stop.clone(),
+        tasks: Default::default(),
+    });
     let mut routes = Vec::new();
     let mut tasks = Vec::new();
     for (i, w) in config.enabled_workers().enumerate() {
@@ -164,60 +165,20 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             routes.push((w.route.clone(), Route::Native(svc)));
             continue;
         }
-        let started: Result<(Upstream, tokio::task::JoinHandle<()>), String> = match w.php.backend {
-            PhpBackend::Fpm => {
-                match Prepared::new(w.clone(), config.mode, runtime_dir.path(), &ports, &sup).await
-                {
-                    Ok(prepared) => {
-                        tracing::info!(worker = %w.name, route = %w.route, "starting php-fpm ({})", prepared.address());
-                        let (backend, task) = Backend::start(
-                            prepared,
-                            sup.clone(),
-                            log.clone(),
-                            backends_stop.clone(),
-                        );
-                        Ok((Upstream::Fpm(backend), task))
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            PhpBackend::Cgi => {
-                match Launcher::new(&w, config.mode, runtime_dir.path(), ports.clone()).await {
-                    Ok(launcher) => {
-                        tracing::info!(worker = %w.name, route = %w.route, "starting php-cgi pool ({}, {})", launcher.binary().display(), w.php.pool.describe());
-                        let (pool, task) = cgi::Pool::start(
-                            w.clone(),
-                            launcher,
-                            sup.clone(),
-                            log.clone(),
-                            backends_stop.clone(),
-                        );
-                        let up = CgiUpstream {
-                            pool,
-                            doc_root: DocRoot::open(&w.php.document_root),
-                        };
-                        Ok((Upstream::Cgi(Arc::new(up)), task))
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        let (upstream, task) = match started {
-            Ok(s) => s,
+        match starter.route(w.clone(), log).await {
+            Ok(r) => routes.push((w.route.clone(), Route::Php(Arc::new(r)))),
             Err(e) => {
-                backends_stop.cancel();
-                for t in tasks {
+                starter.stop.cancel();
+                for t in tasks.into_iter().chain(starter.take_tasks()) {
                     let _ = t.await;
                 }
                 return Err(fail(e));
             }
-        };
-        tasks.push(task);
-        routes.push((w.route.clone(), Route::Php { upstream, log }));
+        }
     }
     for (route, r) in &routes {
-        if let Route::Php { upstream, .. } = r {
-            if !upstream.wait_ready(sup.health_check_wait).await {
+        if let Route::Php(r) = r {
+            if !r.upstream.get().wait_ready(sup.health_check_wait).await {
                 tracing::warn!(%route, "PHP is not ready yet; its requests get 502/503 until it is");
             }
         }
@@ -225,8 +186,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let http_stop = CancellationToken::new();
     let mut fcgi_tasks = Vec::new();
     for (name, bound) in fcgi_bound {
-        let Some((upstream, log)) = routes.iter().find_map(|(_, r)| match r {
-            Route::Php { upstream, log } if upstream.worker().name == name => Some((upstream, log)),
+        let Some(php) = routes.iter().find_map(|(_, r)| match r {
+            Route::Php(r) if r.log.name() == name => Some(r),
             _ => None,
         }) else {
             continue;
@@ -235,8 +196,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             tracing::info!(worker = %name, "FastCGI listener on {a}");
         }
         fcgi_tasks.push(tokio::spawn(bound.serve(
-            upstream.clone(),
-            log.clone(),
+            php.upstream.clone(),
+            php.log.clone(),
             http_stop.clone(),
             sup.shutdown_grace,
         )));
@@ -247,14 +208,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         match crate::watch::start(&config.workers_dir, &names, config.debounce) {
             Ok(changes) => {
                 let targets = router.values().map(|(_, r)| match r {
-                    Route::Php { upstream, .. } => (upstream.worker().as_ref().clone(), None),
-                    Route::Native(s) => (s.worker.as_ref().clone(), Some(s.clone())),
+                    Route::Php(p) => (
+                        p.upstream.get().worker().as_ref().clone(),
+                        Target::Php(p.clone()),
+                    ),
+                    Route::Native(s) => (s.worker.as_ref().clone(), Target::Native(s.clone())),
                 });
                 tokio::spawn(on_changes(
                     changes,
                     targets.collect(),
                     live.clone(),
                     (config.file.clone(), config.mode),
+                    starter.clone(),
                 ));
                 tracing::info!(
                     "watching {} for changes (debounce {:?})",
@@ -301,7 +266,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let _ = t.await;
     }
     backends_stop.cancel();
-    for t in tasks {
+    for t in tasks.into_iter().chain(starter.take_tasks()) {
         let _ = t.await;
     }
     drop(runtime_dir);
@@ -309,42 +274,63 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Acts on changed worker folders: native workers rebuild and swap (with
-/// their new worker.yaml when it changed and is valid); PHP workers need
-/// nothing (PHP reads the new file; opcache revalidates in dev mode),
-/// their pages just reload in the browser.
+/// What a changed worker folder affects.
+enum Target {
+    Php(Arc<PhpRoute>),
+    Native(Arc<native::Service>),
+}
+
+/// Acts on changed worker folders: native workers rebuild and swap; a PHP
+/// worker needs nothing for its files (PHP reads the new file; opcache
+/// revalidates in dev mode), its pages just reload in the browser. A
+/// valid worker.yaml edit swaps in the worker with its new settings: a
+/// native worker is rebuilt, a PHP worker gets a new pool and the old one
+/// drains.
 async fn on_changes(
     mut changes: tokio::sync::mpsc::UnboundedReceiver<crate::watch::Change>,
-    targets: Vec<(crate::config::Worker, Option<Arc<native::Service>>)>,
+    mut targets: Vec<(crate::config::Worker, Target)>,
     live: Option<Arc<LiveReload>>,
     (config_file, mode): (std::path::PathBuf, Mode),
+    starter: Arc<Starter>,
 ) {
     while let Some(c) = changes.recv().await {
-        let Some((w, svc)) = targets.iter().find(|(w, _)| w.name == c.worker) else {
+        let Some((w, target)) = targets.iter_mut().find(|(w, _)| w.name == c.worker) else {
             continue;
         };
         if c.config {
-            match reread_worker(&config_file, mode, w) {
-                Ok(new) => match svc {
-                    Some(svc) => {
-                        svc.reconfigure(new);
-                        continue;
-                    }
-                    None => tracing::warn!(
-                        worker = %w.name,
-                        "{} changed; restart tqserver to apply it to a PHP worker (live reload of PHP pools is not built yet)",
-                        w.file.display()
-                    ),
-                },
+            let new = match reread_worker(&config_file, mode, w) {
+                Ok(new) => new,
                 Err(why) => {
                     tracing::error!(worker = %w.name, "{why}");
                     continue;
                 }
+            };
+            *w = new.clone();
+            match target {
+                Target::Native(svc) => svc.reconfigure(new),
+                Target::Php(route) => {
+                    let (route, starter, live) = (route.clone(), starter.clone(), live.clone());
+                    let (name, path) = (new.name.clone(), new.route.clone());
+                    tokio::spawn(async move {
+                        match route.reload(&starter, new).await {
+                            Ok(()) => {
+                                if let Some(l) = &live {
+                                    l.notify(&path);
+                                }
+                            }
+                            Err(why) => tracing::error!(
+                                worker = %name,
+                                "worker.yaml changed but was not applied: {why}; the previous pool keeps serving"
+                            ),
+                        }
+                    });
+                }
             }
+            continue;
         }
-        match svc {
-            Some(svc) => svc.reload(format!("changed: {}", c.describe())),
-            None => {
+        match target {
+            Target::Native(svc) => svc.reload(format!("changed: {}", c.describe())),
+            Target::Php(_) => {
                 tracing::info!(worker = %w.name, "changed: {}", c.describe());
                 if let Some(l) = &live {
                     l.notify(&w.route);

@@ -155,6 +155,11 @@ impl WorkerLog {
         })
     }
 
+    /// The worker's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
     /// Writes `text` at `level` if the worker's level lets it through.
     pub fn emit(&self, level: Level, text: &str) {
         let w = &self.inner;

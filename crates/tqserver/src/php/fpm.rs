@@ -167,18 +167,26 @@ pub struct Prepared {
 
 impl Prepared {
     /// Finds php-fpm, picks the listen address, writes the configuration
-    /// into `runtime_dir` and checks it with `php-fpm -t`.
+    /// into `runtime_dir` and checks it with `php-fpm -t`. `generation`
+    /// tells apart the files (socket, pid, config) of a php-fpm that
+    /// replaces another (a worker.yaml edit) while the old one drains.
     pub async fn new(
         worker: Arc<Worker>,
         mode: Mode,
         runtime_dir: &Path,
         ports: &Ports,
         supervision: &Supervision,
+        generation: u32,
     ) -> Result<Self, String> {
+        let stem = if generation == 0 {
+            worker.name.clone()
+        } else {
+            format!("{}.{generation}", worker.name)
+        };
         let binary = find_binary(&worker).map_err(|e| format!("worker {}: {e}", worker.name))?;
         let (address, listen) = match &worker.php.pool.listen {
             Listen::RuntimeSocket => {
-                let p = runtime_dir.join(format!("{}.sock", worker.name));
+                let p = runtime_dir.join(format!("{stem}.sock"));
                 (Address::Unix(p.clone()), p.display().to_string())
             }
             Listen::Unix(p) => (Address::Unix(p.clone()), p.display().to_string()),
@@ -197,8 +205,8 @@ impl Prepared {
             Listen::Tcp(a) => (Address::from(*a), a.to_string()),
         };
         let root = nix::unistd::geteuid().is_root();
-        let pid = runtime_dir.join(format!("php-fpm-{}.pid", worker.name));
-        let conf = runtime_dir.join(format!("php-fpm-{}.conf", worker.name));
+        let pid = runtime_dir.join(format!("php-fpm-{stem}.pid"));
+        let conf = runtime_dir.join(format!("php-fpm-{stem}.conf"));
         let text = render(
             &worker,
             mode,

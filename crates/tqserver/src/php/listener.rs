@@ -21,7 +21,7 @@ use tqserver_fastcgi::{Address, Handler, ServerConfig};
 use super::cgi::RequestInfo;
 use super::fpm;
 use super::script::{self, DocRoot, Target};
-use super::upstream::{SendError, Upstream};
+use super::upstream::{SendError, SharedUpstream, Upstream};
 use crate::config::FastcgiListener;
 use crate::logging::WorkerLog;
 
@@ -75,7 +75,7 @@ impl Bound {
     /// progress.
     pub async fn serve(
         self,
-        upstream: Upstream,
+        upstream: Arc<SharedUpstream>,
         log: WorkerLog,
         stop: CancellationToken,
         grace: Duration,
@@ -150,7 +150,7 @@ async fn accept(socket: &Socket, allowed: &[IpAddr]) -> std::io::Result<Option<C
 
 struct Front {
     conf: FastcgiListener,
-    upstream: Upstream,
+    upstream: Arc<SharedUpstream>,
     log: WorkerLog,
 }
 
@@ -200,6 +200,7 @@ fn check_script(doc: &DocRoot, filename: &str, exts: &[String]) -> Result<(), Re
 
 impl Handler for Front {
     async fn handle(&self, req: Request, mut out: ResponseWriter) -> u32 {
+        let upstream = self.upstream.get();
         let (mut params, stdin) = req.into_parts();
         let script_name = params
             .get_str("SCRIPT_NAME")
@@ -211,7 +212,7 @@ impl Handler for Front {
         }
         let is_status = self.conf.status_path.as_deref() == Some(script_name.as_str());
         if is_status {
-            match &self.upstream {
+            match &upstream {
                 Upstream::Cgi(c) => {
                     let snap = c.pool.snapshot();
                     let query = params.get_str("QUERY_STRING").unwrap_or_default();
@@ -238,7 +239,7 @@ impl Handler for Front {
                 .unwrap_or_default()
                 .to_string();
             let exts = &self.conf.limit_extensions;
-            if let Err(r) = check_script(self.upstream.doc_root(), &filename, exts) {
+            if let Err(r) = check_script(upstream.doc_root(), &filename, exts) {
                 return match r {
                     Refusal::NotFound => {
                         self.log
@@ -267,8 +268,7 @@ impl Handler for Front {
                 .unwrap_or(0),
         };
         let body = RequestBody::from_stream(stdin);
-        let sent = self
-            .upstream
+        let sent = upstream
             .send_raw(FcgiRequest::new(params).body(body), || info)
             .await;
         let (mut raw, mut lease) = match sent {

@@ -1,6 +1,7 @@
 //! PHP workers: script resolution, HTTP → CGI params, the php-fpm backend
 //! and the request path between them.
 
+pub mod backend;
 pub mod cgi;
 pub mod fpm;
 pub mod listener;

@@ -28,6 +28,38 @@ pub enum Upstream {
     Cgi(Arc<CgiUpstream>),
 }
 
+/// A route's backend, replaceable while requests run: a worker.yaml edit
+/// starts a new one, swaps it in here, then stops the old one, which
+/// finishes what it has (requests hold their own `Upstream`).
+pub struct SharedUpstream {
+    current: std::sync::RwLock<Upstream>,
+}
+
+impl SharedUpstream {
+    /// Starts with `up`.
+    pub fn new(up: Upstream) -> Arc<Self> {
+        Arc::new(Self {
+            current: std::sync::RwLock::new(up),
+        })
+    }
+
+    /// The backend now.
+    pub fn get(&self) -> Upstream {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts `up` in place; returns the one it replaces.
+    pub fn replace(&self, up: Upstream) -> Upstream {
+        std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
+            up,
+        )
+    }
+}
+
 /// The cgi pool with what the request path needs beside it.
 pub struct CgiUpstream {
     /// The pool.

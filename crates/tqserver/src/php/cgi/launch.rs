@@ -63,11 +63,14 @@ pub fn find_binary(worker: &Worker) -> Result<PathBuf, String> {
 
 impl Launcher {
     /// Finds and checks php-cgi and prepares its command line.
+    /// `generation` tells apart the socket files of a pool that replaces
+    /// another (a worker.yaml edit) while the old one drains.
     pub async fn new(
         worker: &Worker,
         mode: Mode,
         runtime_dir: &Path,
         ports: Arc<Ports>,
+        generation: u32,
     ) -> Result<Self, String> {
         let name = &worker.name;
         let binary = find_binary(worker).map_err(|e| format!("worker {name}: {e}"))?;
@@ -108,7 +111,11 @@ impl Launcher {
             _ => Place::RuntimeDir(runtime_dir.to_path_buf()),
         };
         let launcher = Self {
-            worker_name: name.clone(),
+            worker_name: if generation == 0 {
+                name.clone()
+            } else {
+                format!("{name}.{generation}")
+            },
             binary,
             args,
             env,
