@@ -622,6 +622,17 @@ async fn bodies_of_every_framing_pass_through_the_proxy_both_ways() {
         assert_eq!(r.status(), 201);
         assert_eq!(r.text().await.unwrap(), "got 50000 bytes\n");
 
+        // An instance that refuses a large body before reading it: its
+        // answer reaches the client.
+        let r = c
+            .post(tq.url("/api/early"))
+            .body(vec![1u8; 8 << 20])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+        assert_eq!(r.text().await.unwrap(), "too big for me\n");
+
         let (s, b) = get(&c, &tq.url("/api/after")).await;
         assert_eq!(s, 200, "{b}");
     }

@@ -47,6 +47,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_HEAD: usize = 64 * 1024;
 /// Most response headers accepted.
 const MAX_HEADERS: usize = 128;
+/// How long an answer sent before the request body was written may take
+/// to arrive once the instance stopped reading.
+const EARLY_ANSWER: Duration = Duration::from_millis(500);
+/// Longest time the rest of a request body is read and dropped after the
+/// instance stopped taking it.
+const DRAIN_FOR: Duration = Duration::from_secs(10);
 /// Read buffer: grown to this much per read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -127,7 +133,25 @@ impl Conn {
                 .write_all(&out.head)
                 .await
                 .map_err(SendError::Closed)?,
-            Some((body, framing)) => self.send_body(&out.head, body, framing).await?,
+            Some((body, framing)) => {
+                if let Err(e) = self.send_body(&out.head, body, framing).await {
+                    if matches!(e, SendError::Body(_)) {
+                        return Err(e);
+                    }
+                    // The instance may have answered early (413, 401…) and
+                    // closed without reading the rest: pass that answer on,
+                    // as nginx does; the connection is not reused.
+                    let early =
+                        tokio::time::timeout(EARLY_ANSWER, self.read_head(out.head_only)).await;
+                    return match early {
+                        Ok(Ok((status, headers, mut reading))) => {
+                            reading.keep_alive = false;
+                            Ok((status, headers, reading))
+                        }
+                        _ => Err(e),
+                    };
+                }
+            }
         }
         self.read_head(out.head_only).await
     }
@@ -135,17 +159,16 @@ impl Conn {
     async fn send_body(
         &mut self,
         head: &[u8],
-        body: UpBody,
+        mut body: UpBody,
         framing: Framing,
     ) -> Result<(), SendError> {
         self.stream
             .write_all(head)
             .await
             .map_err(SendError::Closed)?;
-        let mut body = std::pin::pin!(body);
         let mut sent = false;
         loop {
-            let frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
             let data = match frame {
                 None => break,
                 Some(Err(e)) => return Err(SendError::Body(e)),
@@ -157,20 +180,16 @@ impl Conn {
             if data.is_empty() {
                 continue;
             }
-            let fail = |e| {
-                if sent {
+            if let Err(e) = self.write_chunk(&data, framing).await {
+                // The client is still sending: read and drop the rest, so
+                // it gets to read whatever answer it receives (nginx's
+                // lingering close).
+                tokio::spawn(drain(body));
+                return Err(if sent {
                     SendError::Failed(e)
                 } else {
                     SendError::Closed(e)
-                }
-            };
-            if framing == Framing::Chunked {
-                let size = format!("{:x}\r\n", data.len());
-                self.stream.write_all(size.as_bytes()).await.map_err(fail)?;
-                self.stream.write_all(&data).await.map_err(fail)?;
-                self.stream.write_all(b"\r\n").await.map_err(fail)?;
-            } else {
-                self.stream.write_all(&data).await.map_err(fail)?;
+                });
             }
             sent = true;
         }
@@ -181,6 +200,17 @@ impl Conn {
                 .map_err(SendError::Failed)?;
         }
         Ok(())
+    }
+
+    async fn write_chunk(&mut self, data: &[u8], framing: Framing) -> io::Result<()> {
+        if framing == Framing::Chunked {
+            let size = format!("{:x}\r\n", data.len());
+            self.stream.write_all(size.as_bytes()).await?;
+            self.stream.write_all(data).await?;
+            self.stream.write_all(b"\r\n").await
+        } else {
+            self.stream.write_all(data).await
+        }
     }
 
     /// Reads until a complete final (non-1xx) response head.
@@ -269,6 +299,17 @@ impl Conn {
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
+}
+
+/// Reads and drops what is left of a request body (bounded by its own
+/// limit and stall timeout), for at most [`DRAIN_FOR`].
+async fn drain(mut body: UpBody) {
+    let _ = tokio::time::timeout(DRAIN_FOR, async {
+        while let Some(Ok(_)) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+        }
+    })
+    .await;
 }
 
 fn bad(msg: String) -> io::Error {
