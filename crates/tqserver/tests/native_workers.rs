@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Project, Tq, alive, children_of, client, free_port, php_dir};
+use common::{Project, Tq, alive, children_named, children_of, client, free_port, php_dir};
 use reqwest::StatusCode;
 
 fn fixtures() -> PathBuf {
@@ -96,15 +96,6 @@ async fn wait_for(
     }
 }
 
-/// Processes under tqserver whose command name starts with `prefix`.
-fn procs(tq: &Tq, prefix: &str) -> Vec<u32> {
-    children_of(tq.pid())
-        .into_iter()
-        .filter(|(_, c)| c.starts_with(prefix))
-        .map(|(p, _)| p)
-        .collect()
-}
-
 fn pid_in(body: &str) -> u32 {
     body.split_whitespace()
         .find_map(|w| w.strip_prefix("pid="))
@@ -178,7 +169,7 @@ async fn rust_worker_hot_reloads_with_zero_failed_requests_and_shows_build_error
     rust_worker(&p, "index", "/");
     let tq = Tq::start(p.path(), &["--mode", "dev"]);
     wait_for(&tq, "/hello", 120, |s, b| s == 200 && b == "v1 /hello\n").await;
-    let first = procs(&tq, "rustw");
+    let first = children_named(&tq, "rustw");
     assert_eq!(first.len(), 1, "{first:?}");
 
     // Save new code while four clients hammer the route.
@@ -202,7 +193,7 @@ async fn rust_worker_hot_reloads_with_zero_failed_requests_and_shows_build_error
         assert!(Instant::now() < until, "the v1 process is still running");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(procs(&tq, "rustw").len(), 1);
+    assert_eq!(children_named(&tq, "rustw").len(), 1);
 
     // A syntax error: dev mode answers with the compiler's output (500),
     // and the page reloads itself after the fix.
@@ -219,7 +210,7 @@ async fn rust_worker_hot_reloads_with_zero_failed_requests_and_shows_build_error
         "compiler output: {page}"
     );
     assert!(page.contains("/__tqserver/livereload.js"), "{page}");
-    let served = procs(&tq, "rustw");
+    let served = children_named(&tq, "rustw");
     assert_eq!(served.len(), 1, "the old version still runs");
     // Fixed: back to serving, as v3.
     let f = worker_dir(&p, "index").join("src/main.rs");
@@ -246,15 +237,7 @@ async fn prod_mode_keeps_the_old_version_when_a_build_fails() {
         "const VERSION",
         "const VERSION: &str = ;\nconst OLD",
     );
-    let until = Instant::now() + Duration::from_secs(120);
-    while !tq.log_text().contains("build failed") {
-        assert!(
-            Instant::now() < until,
-            "no build failure logged:\n{}",
-            tq.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_log(&tq, "build failed", 120).await;
     let c = client();
     let (s, b) = get(&c, &tq.url("/page")).await;
     assert_eq!(s, 200, "{b}");
@@ -319,18 +302,7 @@ async fn command_worker_comes_back_after_kill_9_and_a_crash_loop_stops() {
 
     // The crash loop: 1 start + 2 restarts (workers.max_restarts: 2), then
     // it stays stopped and says why.
-    let until = Instant::now() + Duration::from_secs(30);
-    while !tq
-        .log_text()
-        .contains("crashy stopped: it failed 3 times in a row")
-    {
-        assert!(
-            Instant::now() < until,
-            "no give-up line:\n{}",
-            tq.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_log(&tq, "crashy stopped: it failed 3 times in a row", 30).await;
     let (s, page) = get(&client(), &tq.url("/crashy/")).await;
     assert_eq!(s, 503);
     assert!(page.contains("failed 3 times in a row"), "{page}");
@@ -351,7 +323,7 @@ async fn command_worker_comes_back_after_kill_9_and_a_crash_loop_stops() {
 
     // SIGTERM: every worker process is stopped and reaped.
     let mut tq = tq;
-    let pids = procs(&tq, "python");
+    let pids = children_named(&tq, "python");
     assert_eq!(pids.len(), 2, "{pids:?}");
     assert!(pids.contains(&third));
     let status = tq.stop().unwrap();
@@ -517,7 +489,7 @@ async fn busy_instances_scale_up_to_max_workers_and_idle_ones_stop() {
     );
     let tq = Tq::start(p.path(), &["--mode", "prod"]);
     wait_for(&tq, "/api/x", 30, |s, _| s == 200).await;
-    assert_eq!(procs(&tq, "python").len(), 1);
+    assert_eq!(children_named(&tq, "python").len(), 1);
     // 16 clients with 300 ms requests keep every instance busy.
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -539,7 +511,7 @@ async fn busy_instances_scale_up_to_max_workers_and_idle_ones_stop() {
         }));
     }
     let until = Instant::now() + Duration::from_secs(30);
-    while procs(&tq, "python").len() < 3 {
+    while children_named(&tq, "python").len() < 3 {
         assert!(
             Instant::now() < until,
             "never scaled to 3:\n{}",
@@ -556,10 +528,14 @@ async fn busy_instances_scale_up_to_max_workers_and_idle_ones_stop() {
         pids.extend(p);
     }
     assert_eq!(pids.len(), 3, "requests went to all three: {pids:?}");
-    assert_eq!(procs(&tq, "python").len(), 3, "never above max_workers");
+    assert_eq!(
+        children_named(&tq, "python").len(),
+        3,
+        "never above max_workers"
+    );
     // Idle: back to min_workers.
     let until = Instant::now() + Duration::from_secs(30);
-    while procs(&tq, "python").len() > 1 {
+    while children_named(&tq, "python").len() > 1 {
         assert!(
             Instant::now() < until,
             "never scaled down:\n{}",
@@ -675,14 +651,7 @@ async fn a_worker_yaml_edit_swaps_in_new_settings_and_a_bad_edit_is_refused() {
 
     // min_workers: 0 is invalid (line 8 of the new file).
     p.worker("api", &yaml("three", "scaling:\n  min_workers: 0\n"));
-    let until = Instant::now() + Duration::from_secs(10);
-    while !tq
-        .log_text()
-        .contains("still running the previous configuration")
-    {
-        assert!(Instant::now() < until, "{}", tq.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_log(&tq, "still running the previous configuration", 10).await;
     let log = tq.log_text();
     assert!(
         log.contains("worker.yaml:8: scaling.min_workers: must be at least 1"),

@@ -9,22 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Project, Tq, children_of, client, php_dir};
+use common::{Project, Tq, children_named, client, php_dir};
 
 fn yaml(backend: &str, workers: u32, memory: &str) -> String {
     format!(
         "path: /app\ntype: php\ndocument_root: {}\nphp:\n  backend: {backend}\n  settings:\n    memory_limit: {memory}\n  pool:\n    manager: static\n    max_workers: {workers}\n",
         php_dir().display()
     )
-}
-
-/// Direct children of tqserver whose name starts with `prefix`.
-fn procs(tq: &Tq, prefix: &str) -> Vec<u32> {
-    children_of(tq.pid())
-        .into_iter()
-        .filter(|(_, c)| c.starts_with(prefix))
-        .map(|(p, _)| p)
-        .collect()
 }
 
 async fn memory_limit(c: &reqwest::Client, tq: &Tq) -> String {
@@ -43,7 +34,7 @@ async fn edit_under_load(backend: &str, prefix: &str, after: usize) {
     let tq = Tq::start(p.path(), &["--mode", "prod"]);
     let c = client();
     assert_eq!(memory_limit(&c, &tq).await, "64M");
-    let before = procs(&tq, prefix);
+    let before = children_named(&tq, prefix);
 
     // Two clients loop over a PHP script while the file changes.
     let stop = Arc::new(AtomicBool::new(false));
@@ -80,7 +71,7 @@ async fn edit_under_load(backend: &str, prefix: &str, after: usize) {
     // The old pool is gone; only the new one runs.
     let until = Instant::now() + Duration::from_secs(15);
     loop {
-        let now = procs(&tq, prefix);
+        let now = children_named(&tq, prefix);
         if now.len() == after && now.iter().all(|p| !before.contains(p)) {
             break;
         }
@@ -95,14 +86,7 @@ async fn edit_under_load(backend: &str, prefix: &str, after: usize) {
 
     // An invalid edit is refused with file, line and key; the pool stays.
     p.worker("app", &yaml(backend, 0, "128M"));
-    let until = Instant::now() + Duration::from_secs(10);
-    while !tq
-        .log_text()
-        .contains("php.pool.max_workers: must be at least 1")
-    {
-        assert!(Instant::now() < until, "{}", tq.log_text());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_log(&tq, "php.pool.max_workers: must be at least 1", 10).await;
     assert!(
         tq.log_text()
             .contains("worker.yaml:10: php.pool.max_workers")

@@ -253,3 +253,25 @@ pub fn today() -> String {
     let out = Command::new("date").arg("+%Y-%m-%d").output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// Direct children of `tq` whose command name starts with `prefix`.
+pub fn children_named(tq: &Tq, prefix: &str) -> Vec<u32> {
+    children_of(tq.pid())
+        .into_iter()
+        .filter(|(_, c)| c.starts_with(prefix))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Waits until tqserver's log contains `needle` (within `secs`).
+pub async fn wait_log(tq: &Tq, needle: &str, secs: u64) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !tq.log_text().contains(needle) {
+        assert!(
+            Instant::now() < until,
+            "the log never said {needle:?}:\n{}",
+            tq.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
