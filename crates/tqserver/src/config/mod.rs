@@ -225,7 +225,7 @@ impl fmt::Display for Config {
                 (Some(n), _) => match n.kind {
                     NativeKind::Rust => "cargo build, proxied over HTTP",
                     NativeKind::Go => "go build, proxied over HTTP",
-                    NativeKind::Command => "command, proxied over HTTP",
+                    NativeKind::Command => "proxied over HTTP",
                 },
                 (None, Backend::Fpm) => "php-fpm",
                 (None, Backend::Cgi) => "php-cgi, TQServer's process manager",
