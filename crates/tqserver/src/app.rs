@@ -28,16 +28,6 @@ pub enum Route {
     Native(Arc<native::Service>),
 }
 
-impl Route {
-    /// The worker's name.
-    pub fn worker_name(&self) -> &str {
-        match self {
-            Self::Php(r) => r.log.name(),
-            Self::Native(s) => &s.worker.name,
-        }
-    }
-}
-
 /// The request handler.
 pub struct App {
     router: Router<Route>,
@@ -148,7 +138,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let w = Arc::new(w.clone());
         let log = WorkerLog::new(&w)
             .with_context(|| format!("worker {}: cannot open logging.log_file", w.name))?;
-        let fail = |e: String| StartError::Config(e);
         if w.native.is_some() {
             tracing::info!(worker = %w.name, route = %w.route, "starting {} worker", w.type_name());
             let (svc, task) = native::supervisor::start(
@@ -172,7 +161,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 for t in tasks.into_iter().chain(starter.take_tasks()) {
                     let _ = t.await;
                 }
-                return Err(fail(e));
+                return Err(StartError::Config(e));
             }
         }
     }

@@ -30,6 +30,21 @@ use io::{InFlight, TimeoutIo};
 /// Every response body: streamed, possibly failing mid-way.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 
+/// Headers that describe one HTTP connection, never passed on by a proxy
+/// (RFC 9110 §7.6.1, and the legacy `Keep-Alive` / `Proxy-Connection`).
+pub fn hop_by_hop(name: &http::header::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+    )
+}
+
 /// An empty body.
 pub fn empty() -> Body {
     http_body_util::Empty::new()

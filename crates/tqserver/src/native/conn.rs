@@ -370,7 +370,7 @@ fn response_headers(raw: &[httparse::Header<'_>]) -> Result<(HeaderMap, HeadInfo
                 h.name
             ))));
         };
-        if super::proxy::hop_by_hop(&name) || named.iter().any(|n| n == name.as_str()) {
+        if super::proxy::not_forwarded(&name) || named.iter().any(|n| n == name.as_str()) {
             continue;
         }
         if info.chunked && name == http::header::CONTENT_LENGTH {
@@ -653,6 +653,47 @@ impl Drop for Streaming {
         // Not read to the end: the connection is not reusable.
         self.finish(false);
     }
+}
+
+/// GET `path` from `addr` on a connection of its own (`Connection:
+/// close`), for health checks: the answer's status, its body read (up to
+/// 64 KiB) so the server is not reset while still writing it.
+pub async fn get_status(addr: SocketAddr, path: &str) -> Result<StatusCode, String> {
+    let mut conn = Conn::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let host = addr.to_string();
+    let extra: [(&str, &[u8]); 3] = [
+        ("host", host.as_bytes()),
+        ("user-agent", b"tqserver-health"),
+        ("connection", b"close"),
+    ];
+    let mut out = Outgoing {
+        head: request_head(
+            &http::Method::GET,
+            path,
+            std::iter::empty(),
+            false,
+            &extra,
+            None,
+        ),
+        body: None,
+        head_only: false,
+    };
+    let (status, _, reading) = conn.send(&mut out).await.map_err(|e| e.to_string())?;
+    let mut body = Streaming {
+        conn: Some(conn),
+        reading,
+        lease: None,
+    };
+    let mut read = 0;
+    while read <= MAX_HEAD {
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            Some(Ok(f)) => read += f.data_ref().map_or(0, Bytes::len),
+            _ => break,
+        }
+    }
+    Ok(status)
 }
 
 /// Serialises a request head: request line, the client's end-to-end

@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::Command;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -46,28 +44,6 @@ impl State {
             _ => Self::Stopped,
         }
     }
-
-    /// The state in words.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Ready => "ready",
-            Self::Draining => "draining",
-            Self::Stopped => "stopped",
-        }
-    }
-}
-
-/// What an instance tells its supervisor.
-#[derive(Debug)]
-pub enum Exit {
-    /// It exited; `status` in words.
-    Exited {
-        /// Instance id.
-        id: u64,
-        /// "exit status: 1", "signal: 9 (SIGKILL)".
-        status: String,
-    },
 }
 
 /// One process of a native worker.
@@ -108,15 +84,15 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    /// Starts `argv` on `port`; `on_exit` hears when it exits (after the
-    /// port is free again).
+    /// Starts `argv` on `port`; `on_exit` hears how it exited ("exit
+    /// status: 1", "signal: 9 (SIGKILL)") once it is reaped.
     pub fn spawn(
         &self,
         argv: &[String],
         id: u64,
         version: u64,
         port: u16,
-        on_exit: impl FnOnce(Exit) + Send + 'static,
+        on_exit: impl FnOnce(String) + Send + 'static,
     ) -> std::io::Result<Arc<Instance>> {
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -181,10 +157,7 @@ impl Spawner {
                 nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
             me.state.store(State::Stopped as u8, Ordering::SeqCst);
             me.gone.cancel();
-            on_exit(Exit::Exited {
-                id: me.id,
-                status: process::describe_exit(&status),
-            });
+            on_exit(process::describe_exit(&status));
         });
         Ok(inst)
     }
@@ -336,53 +309,11 @@ impl Instance {
 
 /// GET `path` on 127.0.0.1:`port`; Ok on a 200.
 pub async fn probe(port: u16, path: &str, timeout: Duration) -> Result<(), String> {
-    let attempt = async {
-        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: tqserver-health\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        // Read the head and the (small) body: closing before the answer is
-        // read makes some servers log a reset.
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 4096];
-        let head_end = loop {
-            if let Some(i) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let n = s.read(&mut buf).await.map_err(|e| format!("read: {e}"))?;
-            if n == 0 || answer.len() > 64 * 1024 {
-                break answer.len();
-            }
-            answer.extend_from_slice(&buf[..n]);
-        };
-        let head = String::from_utf8_lossy(&answer[..head_end]).to_ascii_lowercase();
-        let length = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0)
-            .min(64 * 1024);
-        while answer.len() < head_end + length {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-        }
-        let line = String::from_utf8_lossy(&answer[..answer.len().min(12)]);
-        if line.starts_with("HTTP/1.") && line.get(9..12) == Some("200") {
-            Ok(())
-        } else if answer.is_empty() {
-            Err("closed without answering".to_string())
-        } else {
-            Err(format!("answered {line:?}"))
-        }
-    };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    match tokio::time::timeout(timeout, super::conn::get_status(addr, path)).await {
+        Ok(Ok(status)) if status == http::StatusCode::OK => Ok(()),
+        Ok(Ok(status)) => Err(format!("answered {status}")),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
 }

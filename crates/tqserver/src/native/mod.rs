@@ -134,24 +134,22 @@ impl Service {
     }
 
     fn pick(&self, now: &Serving) -> Option<Lease> {
-        let max_requests = now.max_requests;
-        // Least outstanding requests; a candidate that started draining
-        // between the look and the count is skipped.
-        let mut ready: Vec<&Arc<Instance>> = now
-            .instances
-            .iter()
-            .filter(|i| i.state() == State::Ready)
-            .collect();
-        ready.sort_by_key(|i| i.outstanding());
-        for inst in ready {
+        // The ready instance with the fewest requests in flight. `enter`
+        // fails only for one that stopped being Ready meanwhile (states
+        // never go back to Ready), so each retry looks at one fewer.
+        loop {
+            let inst = now
+                .instances
+                .iter()
+                .filter(|i| i.state() == State::Ready)
+                .min_by_key(|i| i.outstanding())?;
             if let Some(n) = inst.enter() {
-                if max_requests > 0 && n == max_requests {
+                if now.max_requests > 0 && n == now.max_requests {
                     let _ = self.events.send(supervisor::Event::Recycle(inst.id));
                 }
                 return Some(Lease { inst: inst.clone() });
             }
         }
-        None
     }
 
     /// Asks the supervisor to rebuild and swap (files changed).

@@ -23,20 +23,11 @@ use crate::php::proxy::Limits;
 /// Tries for one request when the instance cannot have seen it.
 const MAX_RETRIES: u32 = 3;
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-pub(super) fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "transfer-encoding"
-            | "upgrade"
-            | "te"
-            | "trailer"
-    )
+/// Headers never forwarded to or from an instance: the hop-by-hop ones,
+/// and proxy credentials (TQServer is the proxy they would be meant for).
+pub(super) fn not_forwarded(name: &HeaderName) -> bool {
+    crate::http::hop_by_hop(name)
+        || matches!(name.as_str(), "proxy-authenticate" | "proxy-authorization")
 }
 
 /// Header names the `Connection` header lists (hop-by-hop too).
@@ -182,7 +173,7 @@ fn head(parts: &http::request::Parts, peer: SocketAddr, framing: Option<Framing>
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let kept = h
         .iter()
-        .filter(|(k, _)| !hop_by_hop(k) && *k != XFF && !named.iter().any(|n| n == k.as_str()));
+        .filter(|(k, _)| !not_forwarded(k) && *k != XFF && !named.iter().any(|n| n == k.as_str()));
     conn::request_head(
         &parts.method,
         target,

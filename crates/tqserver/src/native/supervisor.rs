@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::build::{self, Artifact};
-use super::instance::{Exit, Instance, Spawner, State};
+use super::instance::{Instance, Spawner, State};
 use super::{Problem, Service, Serving};
 use crate::config::{Mode, NativeWorker, Supervision, Worker};
 use crate::http::livereload::LiveReload;
@@ -372,15 +372,7 @@ impl Sup {
             && (self.current.len() as u32) < n.max_instances
             && ready.iter().all(|i| i.outstanding() >= SCALE_UP_AT)
         {
-            let Some((version, artifact)) = self.artifact.clone() else {
-                return;
-            };
-            self.scaling_up = true;
-            let ctx = self.ctx.clone();
-            self.tasks.spawn(async move {
-                let r = start_instance(&ctx, &artifact.argv, version).await;
-                let _ = ctx.events.send(Event::ScaledUp(r));
-            });
+            self.scaling_up = self.start_one(Event::ScaledUp);
             return;
         }
         if (self.current.len() as u32) > n.min_instances {
@@ -405,7 +397,7 @@ impl Sup {
     fn scaled_up(&mut self, r: Result<Arc<Instance>, String>) {
         self.scaling_up = false;
         match r {
-            Ok(inst) if Some(inst.version) == self.artifact.as_ref().map(|a| a.0) => {
+            Ok(inst) if self.is_current(&inst) => {
                 self.current.push(inst);
                 self.log().info(&format!(
                     "every instance was busy: scaled up to {}",
@@ -554,30 +546,44 @@ impl Sup {
         self.restart_at = Some(Instant::now() + delay);
     }
 
-    /// Starts one instance in place of a missing one.
-    fn restart(&mut self) {
-        self.restart_at = None;
+    /// Whether `inst` runs the build new instances start from.
+    fn is_current(&self, inst: &Instance) -> bool {
+        self.artifact.as_ref().map(|a| a.0) == Some(inst.version)
+    }
+
+    /// Starts one instance of the current build in the background; `done`
+    /// makes the event that brings the result back. False when nothing is
+    /// built yet.
+    fn start_one(
+        &mut self,
+        done: impl FnOnce(Result<Arc<Instance>, String>) -> Event + Send + 'static,
+    ) -> bool {
         let Some((version, artifact)) = self.artifact.clone() else {
-            // Nothing built yet: the first start failed; build again.
-            if !self.deploying {
-                self.deploy("restart after a failed start".into());
-            }
-            return;
+            return false;
         };
-        self.restarting = true;
         let ctx = self.ctx.clone();
         self.tasks.spawn(async move {
             let r = start_instance(&ctx, &artifact.argv, version).await;
-            let _ = ctx.events.send(Event::Restarted(r));
+            let _ = ctx.events.send(done(r));
         });
+        true
+    }
+
+    /// Starts one instance in place of a missing one.
+    fn restart(&mut self) {
+        self.restart_at = None;
+        if self.start_one(Event::Restarted) {
+            self.restarting = true;
+        } else if !self.deploying {
+            // Nothing built yet: the first start failed; build again.
+            self.deploy("restart after a failed start".into());
+        }
     }
 
     fn restarted(&mut self, r: Result<Arc<Instance>, String>) {
         self.restarting = false;
         match r {
-            Ok(inst)
-                if Some(inst.version) == self.artifact.as_ref().map(|a| a.0) && !self.gave_up =>
-            {
+            Ok(inst) if self.is_current(&inst) && !self.gave_up => {
                 self.log().info(&format!(
                     "instance pid {} on port {} is ready again",
                     inst.pid, inst.port
@@ -608,23 +614,17 @@ impl Sup {
 
     /// Starts a replacement for `id` first; [`Event::Replaced`] swaps it in.
     fn replace(&mut self, id: u64) {
-        let Some((version, artifact)) = self.artifact.clone() else {
-            return;
-        };
-        if !self.replacing.insert(id) {
+        if self.artifact.is_none() || self.replacing.contains(&id) {
             return;
         }
-        let ctx = self.ctx.clone();
-        self.tasks.spawn(async move {
-            let new = start_instance(&ctx, &artifact.argv, version).await;
-            let _ = ctx.events.send(Event::Replaced { old: id, new });
-        });
+        self.replacing.insert(id);
+        self.start_one(move |new| Event::Replaced { old: id, new });
     }
 
     fn replaced(&mut self, old: u64, new: Result<Arc<Instance>, String>) {
         self.replacing.remove(&old);
         match new {
-            Ok(inst) if Some(inst.version) == self.artifact.as_ref().map(|a| a.0) => {
+            Ok(inst) if self.is_current(&inst) => {
                 match self.current.iter().position(|i| i.id == old) {
                     Some(pos) => {
                         let out = std::mem::replace(&mut self.current[pos], inst);
@@ -728,8 +728,7 @@ async fn start_instance(
     })?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let ctx2 = ctx.clone();
-    let spawned = ctx.spawner.spawn(argv, id, version, port, move |exit| {
-        let Exit::Exited { id, status } = exit;
+    let spawned = ctx.spawner.spawn(argv, id, version, port, move |status| {
         ctx2.ports.release(port);
         ctx2.all
             .lock()

@@ -22,20 +22,6 @@ use crate::logging::WorkerLog;
 
 pub use crate::http::body::Limits;
 
-/// Headers that describe one HTTP connection, not the response.
-fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "upgrade"
-            | "te"
-            | "trailer"
-    )
-}
-
 /// Serves `req` for the worker of `upstream`, mounted at `route`.
 pub async fn serve(
     upstream: &Upstream,
@@ -272,7 +258,7 @@ fn into_http(
         ) else {
             continue; // the head parser already refused anything invalid
         };
-        if !hop_by_hop(&n) {
+        if !crate::http::hop_by_hop(&n) {
             headers.append(n, v);
         }
     }
