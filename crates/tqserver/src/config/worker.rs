@@ -722,13 +722,7 @@ fn resolve_native(
         ));
     }
     let mut dur =
-        |key: &str, v: Option<DurationValue>, d: Duration| match v.map(|t| t.get()).transpose() {
-            Ok(t) => t.unwrap_or(d),
-            Err(m) => {
-                errors.push(err(key, m));
-                d
-            }
-        };
+        |key: &str, v: Option<DurationValue>, d: Duration| duration(key, v, d, err, errors);
     let request_timeout = dur(
         "scaling.request_timeout",
         scaling.request_timeout,
@@ -893,6 +887,24 @@ fn allowed_clients_empty(list: &Option<Vec<String>>) -> bool {
         .is_none_or(|l| l.iter().all(|c| c.trim().is_empty()))
 }
 
+/// A duration key's value, or `default` when it is absent; an invalid one
+/// is recorded in `errors` (and the default used, so checking goes on).
+fn duration(
+    key: &str,
+    v: Option<DurationValue>,
+    default: Duration,
+    err: &dyn Fn(&str, String) -> ConfigError,
+    errors: &mut Vec<ConfigError>,
+) -> Duration {
+    match v.map(|v| v.get()).transpose() {
+        Ok(v) => v.unwrap_or(default),
+        Err(m) => {
+            errors.push(err(key, m));
+            default
+        }
+    }
+}
+
 /// Checks and normalises a route prefix.
 fn check_route(p: &str) -> Result<String, String> {
     if !p.starts_with('/') {
@@ -990,13 +1002,7 @@ fn resolve_pool(
         }
     }
     let mut dur =
-        |key: &str, v: Option<DurationValue>, d: Duration| match v.map(|v| v.get()).transpose() {
-            Ok(v) => v.unwrap_or(d),
-            Err(m) => {
-                errors.push(err(key, m));
-                d
-            }
-        };
+        |key: &str, v: Option<DurationValue>, d: Duration| duration(key, v, d, err, errors);
     let request_timeout = dur(
         "php.pool.request_timeout",
         p.request_timeout,
