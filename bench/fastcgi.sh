@@ -21,7 +21,7 @@ TQ_BENCH_SECS=$secs TQ_BENCH_ROUNDS=$rounds TQ_BENCH_OUT="$out/loopback.md" \
     cargo bench -p tqserver-fastcgi --bench loopback >&2
 
 python3 - "$out/loopback.md" <<'PY'
-import json, os, pathlib, platform, re, subprocess, sys, datetime
+import json, pathlib, subprocess, sys, datetime
 
 crit = pathlib.Path("target/criterion")
 rows = []
@@ -43,14 +43,9 @@ for group in ["encode", "decode"]:
             rate = ""
         rows.append(f"| {group} | {name} | {ns/1e3:.3f} µs | {rate} |")
 
-cpu = "unknown"
-try:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip(); break
-except OSError:
-    pass
-machine = f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+sys.path.insert(0, "bench")
+from benchdoc import machine, write_section
+machine = machine()
 today = datetime.date.today().isoformat()
 loop = pathlib.Path(sys.argv[1]).read_text()
 
@@ -92,12 +87,5 @@ request in one `write` and read a response with few large reads.
 <!-- fastcgi:end -->
 """
 
-doc = pathlib.Path("docs/BENCHMARKS.md")
-text = doc.read_text() if doc.exists() else "# Benchmarks\n\nNumbers here are written by the scripts in `bench/`; rerun them rather than editing by hand.\n\n"
-if "<!-- fastcgi:begin" in text:
-    text = re.sub(r"<!-- fastcgi:begin.*?<!-- fastcgi:end -->\n", section, text, flags=re.S)
-else:
-    text += section
-doc.write_text(text)
-print(section)
+write_section("fastcgi", section)
 PY

@@ -115,7 +115,7 @@ reload=$(python3 "$root_dir/bench/reload.py" "http://127.0.0.1:$dev_port/" "$wor
 echo "reload: $reload" >&2
 
 python3 - "$results" "$rounds" "$duration" "$threads" "$conns" "$reload" <<'PY'
-import datetime, os, pathlib, platform, re, statistics, sys
+import datetime, statistics, sys
 results, rounds, duration, threads, conns, reload = sys.argv[1:]
 rows = {}
 for line in open(results):
@@ -123,11 +123,9 @@ for line in open(results):
     rows.setdefault(who, []).append((float(rps), float(p99)))
 med = {w: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for w, v in rows.items()}
 times = [float(x) for x in reload.split()]
-cpu = "unknown"
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip(); break
-machine = f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+sys.path.insert(0, "bench")
+from benchdoc import machine, write_section
+machine = machine()
 ratio = lambda w: med[w][0] / med["nginx"][0]
 all_rounds = "; ".join(f"{w} " + ", ".join(f"{r:.0f}" for r, _ in v) for w, v in rows.items())
 # Proxy cost per request: 1/rps(proxy) - 1/rps(direct), in µs of the 2 cores' time.
@@ -161,12 +159,5 @@ and its first `/health`.
 Every round (requests/s): {all_rounds}.
 <!-- native:end -->
 """
-doc = pathlib.Path("docs/BENCHMARKS.md")
-text = doc.read_text()
-if "<!-- native:begin" in text:
-    text = re.sub(r"<!-- native:begin.*?<!-- native:end -->\n", section, text, flags=re.S)
-else:
-    text += "\n" + section
-doc.write_text(text)
-print(section)
+write_section("native", section)
 PY

@@ -160,18 +160,16 @@ done
 cat "$results" >&2
 
 python3 - "$results" "$rounds" "$duration" "$threads" "$conns" <<'PY'
-import datetime, os, pathlib, platform, re, statistics, sys
+import datetime, statistics, sys
 results, rounds, duration, threads, conns = sys.argv[1:]
 rows = {}
 for line in open(results):
     who, rps, p99 = line.split()
     rows.setdefault(who, []).append((float(rps), float(p99)))
 med = {w: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for w, v in rows.items()}
-cpu = "unknown"
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip(); break
-machine = f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+sys.path.insert(0, "bench")
+from benchdoc import machine, write_section
+machine = machine()
 ratio = lambda w: med[w][0] / med["nginx"][0]
 all_rounds = "; ".join(f"{w} " + ", ".join(f"{r:.0f}" for r, _ in v) for w, v in rows.items())
 section = f"""<!-- php:begin (written by bench/php.sh; edit the script, not this section) -->
@@ -202,12 +200,5 @@ php-fpm child) and TQServer can (it hands each request to a free process).
 Every round (requests/s): {all_rounds}.
 <!-- php:end -->
 """
-doc = pathlib.Path("docs/BENCHMARKS.md")
-text = doc.read_text()
-if "<!-- php:begin" in text:
-    text = re.sub(r"<!-- php:begin.*?<!-- php:end -->\n", section, text, flags=re.S)
-else:
-    text += "\n" + section
-doc.write_text(text)
-print(section)
+write_section("php", section)
 PY

@@ -13,8 +13,11 @@ request started running (all 16 processes serving), and the median.
 Each trial starts fresh servers, so both pools start from 2 processes.
 The result goes into the scale-up section of docs/BENCHMARKS.md.
 """
-import datetime, http.client, os, pathlib, platform, re, shutil, socket
+import datetime, http.client, os, pathlib, shutil, socket
 import statistics, subprocess, sys, tempfile, threading, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchdoc  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCROOT = ROOT / "bench" / "php"
@@ -173,12 +176,7 @@ def main():
 
     last = {w: med(w, lambda s: s[-1]) for w in results}
     mid = {w: med(w, statistics.median) for w in results}
-    cpu = "unknown"
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    machine = f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+    machine = benchdoc.machine()
     rounds = "; ".join(f"{w} " + ", ".join(f"{s[-1] * 1000:.0f}" for s in v) for w, v in results.items())
     section = f"""<!-- scale:begin (written by bench/scale.py; edit the script, not this section) -->
 ## PHP: scale-up under a burst, TQServer's php-cgi pool against php-fpm
@@ -199,14 +197,7 @@ every trial; median of {TRIALS} trials.
 Every trial, last start (ms): {rounds}.
 <!-- scale:end -->
 """
-    doc = ROOT / "docs/BENCHMARKS.md"
-    text = doc.read_text()
-    if "<!-- scale:begin" in text:
-        text = re.sub(r"<!-- scale:begin.*?<!-- scale:end -->\n", section, text, flags=re.S)
-    else:
-        text += "\n" + section
-    doc.write_text(text)
-    print(section)
+    benchdoc.write_section("scale", section)
 
 
 if __name__ == "__main__":
