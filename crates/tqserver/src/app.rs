@@ -8,11 +8,17 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::AccessLog;
+use crate::admin::{self, Admin};
+use crate::config::AccessTarget;
 use crate::config::{Config, Mode};
 use crate::http::livereload::{self, LiveReload};
+use crate::http::observe::{self, Meter, Observed};
 use crate::http::router::Router;
 use crate::http::{Body, pages};
+use crate::logging::SharedFile;
 use crate::logging::WorkerLog;
+use crate::metrics::Metrics;
 use crate::native;
 use crate::php::backend::{PhpRoute, Starter};
 use crate::php::listener;
@@ -21,6 +27,7 @@ use crate::php::proxy::{self, Limits};
 use crate::ports::Ports;
 
 /// What a route leads to.
+#[derive(Clone)]
 pub enum Route {
     /// A PHP worker.
     Php(Arc<PhpRoute>),
@@ -28,38 +35,65 @@ pub enum Route {
     Native(Arc<native::Service>),
 }
 
+/// A route and what is recorded about its requests.
+pub struct Routed {
+    /// Where requests go.
+    pub target: Route,
+    /// Metrics and access log.
+    pub observed: Arc<Observed>,
+}
+
 /// The request handler.
 pub struct App {
-    router: Router<Route>,
+    router: Router<Routed>,
     limits: Limits,
     /// Dev mode with the file watcher on: `/__tqserver/` answers and HTML
     /// responses get the live-reload tag.
     live: Option<Arc<LiveReload>>,
+    /// Metrics, status and readiness (also served on `admin.listen`).
+    admin: Arc<Admin>,
+    /// `metrics.path` when `metrics.enabled` puts /metrics on this port.
+    public_metrics: Option<String>,
 }
 
 impl App {
-    /// Answers one request.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    /// Answers one request; the meter, when there is one, records the
+    /// request once its response body is done.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> (Response<Body>, Option<Meter>) {
         if let Some(live) = &self.live {
             if let Some(r) = live.handle(req.method(), req.uri().path(), req.uri().query()) {
-                return r;
+                return (r, None);
             }
+        }
+        if self.public_metrics.as_deref() == Some(req.uri().path()) {
+            return (self.admin.metrics_page(req.headers()).await, None);
         }
         let method = self.live.as_ref().map(|_| req.method().clone());
         let Some((prefix, route)) = self.router.find(req.uri().path()) else {
-            return pages::error(StatusCode::NOT_FOUND, "No worker serves this address.");
+            self.admin.metrics.unrouted();
+            return (
+                pages::error(StatusCode::NOT_FOUND, "No worker serves this address."),
+                None,
+            );
         };
-        let resp = match route {
+        let pending = observe::begin(&route.observed, &mut req, &conn);
+        let resp = match &route.target {
             Route::Php(r) => {
                 let upstream = r.upstream.get();
                 proxy::serve(&upstream, &r.log, prefix, req, conn, self.limits).await
             }
             Route::Native(svc) => native::proxy::serve(svc, req, conn, self.limits).await,
         };
-        match method {
+        let (resp, meter) = pending.respond(resp);
+        let resp = match method {
             Some(m) => livereload::inject(resp, &m, prefix).await,
             None => resp,
-        }
+        };
+        (resp, Some(meter))
     }
 }
 
@@ -117,6 +151,22 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             fcgi_bound.push((w.name.clone(), b));
         }
     }
+    let admin_listener = match config.observability.admin {
+        Some(a) => Some(TcpListener::bind(a).await.map_err(|e| {
+            StartError::Config(format!(
+                "cannot listen on {a} (admin.listen in {}): {e}; is another TQServer running? Set admin.listen to another address, or \"\" to turn it off",
+                config.file.display()
+            ))
+        })?),
+        None => None,
+    };
+    let global_access = s
+        .access_log
+        .as_deref()
+        .map(|t| SharedFile::open(t, "access"))
+        .transpose()
+        .with_context(|| "cannot open server.access_log".to_string())?;
+    let metrics = Arc::new(Metrics::new());
     let sup = config.supervision.clone();
     let backends_stop = CancellationToken::new();
     let live =
@@ -131,6 +181,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     });
     let mut routes = Vec::new();
     let mut tasks = Vec::new();
+    let mut observed = std::collections::HashMap::new();
     for (i, w) in config.enabled_workers().enumerate() {
         if i > 0 {
             tokio::time::sleep(sup.startup_delay).await;
@@ -138,6 +189,29 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let w = Arc::new(w.clone());
         let log = WorkerLog::new(&w)
             .with_context(|| format!("worker {}: cannot open logging.log_file", w.name))?;
+        let mut access = AccessLog::default();
+        match &w.logging.access_log {
+            AccessTarget::Off => {}
+            AccessTarget::WorkerLog => {
+                access.to_worker(log.clone(), w.logging.access_format.clone())
+            }
+            AccessTarget::File(t) => access.to_file(
+                SharedFile::open(t, &w.name).with_context(|| {
+                    format!("worker {}: cannot open logging.access_log {t}", w.name)
+                })?,
+                w.logging.access_format.clone(),
+            ),
+        }
+        if let Some(f) = &global_access {
+            access.to_file(f.clone(), s.access_format.clone());
+        }
+        observed.insert(
+            w.name.clone(),
+            Arc::new(Observed {
+                metrics: metrics.route(&w),
+                access,
+            }),
+        );
         if w.native.is_some() {
             tracing::info!(worker = %w.name, route = %w.route, "starting {} worker", w.type_name());
             let (svc, task) = native::supervisor::start(
@@ -149,6 +223,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 log,
                 live.clone(),
                 backends_stop.clone(),
+                metrics.native(&w.name),
             );
             tasks.push(task);
             routes.push((w.route.clone(), Route::Native(svc)));
@@ -191,12 +266,43 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             sup.shutdown_grace,
         )));
     }
-    let router = Router::new(routes);
+    let admin = Admin::new(
+        metrics.clone(),
+        routes
+            .iter()
+            .map(|(route, target)| {
+                let w = match target {
+                    Route::Php(p) => p.upstream.get().worker().clone(),
+                    Route::Native(s) => s.worker.clone(),
+                };
+                admin::Entry {
+                    name: w.name.clone(),
+                    route: route.clone(),
+                    kind: w.type_name(),
+                    target: target.clone(),
+                    metrics: observed[&w.name].metrics.clone(),
+                }
+            })
+            .collect(),
+    );
+    let router = Router::new(
+        routes
+            .into_iter()
+            .map(|(route, target)| {
+                let name = match &target {
+                    Route::Php(p) => p.log.name().to_string(),
+                    Route::Native(s) => s.worker.name.clone(),
+                };
+                let observed = observed[&name].clone();
+                (route, Routed { target, observed })
+            })
+            .collect(),
+    );
     if config.watch {
         let names: Vec<String> = config.enabled_workers().map(|w| w.name.clone()).collect();
         match crate::watch::start(&config.workers_dir, &names, config.debounce) {
             Ok(changes) => {
-                let targets = router.values().map(|(_, r)| match r {
+                let targets = router.values().map(|(_, r)| match &r.target {
                     Route::Php(p) => (
                         p.upstream.get().worker().as_ref().clone(),
                         Target::Php(p.clone()),
@@ -229,11 +335,21 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             read_timeout: s.read_timeout,
         },
         live,
+        admin: admin.clone(),
+        public_metrics: config.observability.public_metrics.clone(),
     });
     tracing::info!(
         "TQServer listening on http://{addr} (mode {})",
         config.mode.as_str()
     );
+    let admin_stop = CancellationToken::new();
+    let admin_task = admin_listener.map(|l| {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!("admin listener on http://{a} (dashboard /, /metrics, /status/{{worker}}, /healthz, /readyz)");
+        }
+        tokio::spawn(admin::serve(l, admin.clone(), admin_stop.clone()))
+    });
+    tokio::spawn(reopen_logs_on_sigusr1());
 
     let settings = s.clone();
     let grace = sup.shutdown_grace;
@@ -241,6 +357,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let server =
         tokio::spawn(async move { crate::http::serve(listener, app, &settings, hs, grace).await });
     wait_for_stop_signal().await;
+    admin
+        .draining
+        .store(true, std::sync::atomic::Ordering::Release);
     tracing::info!("stopping: finishing requests in progress (up to {grace:?})");
     // A second SIGINT / SIGTERM stops at once; PR_SET_PDEATHSIG takes the
     // php-fpm masters down with us.
@@ -256,6 +375,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     backends_stop.cancel();
     for t in tasks.into_iter().chain(starter.take_tasks()) {
+        let _ = t.await;
+    }
+    admin_stop.cancel();
+    if let Some(t) = admin_task {
         let _ = t.await;
     }
     drop(runtime_dir);
@@ -397,6 +520,19 @@ fn remove_stale_runtime_dirs(tmp: &std::path::Path) {
                 path.display()
             );
         }
+    }
+}
+
+/// SIGUSR1: every log file reopens its path on its next line (after
+/// logrotate moved the files away), as nginx and php-fpm do.
+async fn reopen_logs_on_sigusr1() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        crate::logging::reopen_all();
+        tracing::info!("SIGUSR1: log files reopened");
     }
 }
 

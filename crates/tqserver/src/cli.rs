@@ -1,4 +1,5 @@
-//! The command line: `tqserver [--config FILE] [--mode dev|prod] [--quiet]`
+//! The command line: `tqserver [--config FILE] [--mode dev|prod] [--quiet]
+//! [--port N] [--host IP] [--admin-listen IP:PORT]`
 //! runs the server; `tqserver check` validates and prints what would run.
 //! Exit codes: 0, 64 (usage), 78 (configuration), 1 (anything else).
 
@@ -37,6 +38,10 @@ struct Cli {
     /// Listen on this address instead of server.host.
     #[arg(long, global = true)]
     host: Option<String>,
+    /// The admin listener's address instead of admin.listen ("" turns it
+    /// off).
+    #[arg(long, global = true)]
+    admin_listen: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -90,11 +95,28 @@ pub fn main() -> ExitCode {
     if let Some(h) = cli.host {
         config.server.host = h;
     }
+    if let Some(a) = cli.admin_listen {
+        config.observability.admin = if a.trim().is_empty() {
+            None
+        } else {
+            match a.trim().parse() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    eprintln!("tqserver: --admin-listen {a:?} is not an address with a port");
+                    return ExitCode::from(EX_USAGE);
+                }
+            }
+        };
+    }
     if let Some(Command::Check) = cli.command {
         println!("{config}");
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = crate::logging::init(config.server.log_file.as_deref(), cli.quiet) {
+    if let Err(e) = crate::logging::init(
+        config.server.log_file.as_deref(),
+        cli.quiet,
+        config.server.log_format,
+    ) {
         eprintln!("tqserver: cannot open server.log_file: {e}");
         return ExitCode::from(EX_CONFIG);
     }

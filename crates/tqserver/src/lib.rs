@@ -13,12 +13,18 @@
 //! - [`watch`]: the file watcher behind hot reload.
 //! - [`process`]: child processes that cannot outlive TQServer.
 //! - [`ports`], [`logging`]: the worker port range; server and worker logs.
+//! - [`metrics`], [`access`], [`admin`]: Prometheus metrics, access log
+//!   lines, and the admin listener (health, metrics, status pages,
+//!   dashboard).
 
+pub mod access;
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod native;
 pub mod php;
 pub mod ports;

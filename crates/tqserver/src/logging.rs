@@ -7,6 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tracing::Level;
@@ -15,12 +16,33 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 use crate::config::Worker;
 
+/// Bumped by [`reopen_all`]; every [`DailyFile`] reopens its path on its
+/// next write after a bump.
+static REOPEN: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every log file reopen its path (SIGUSR1, after logrotate moved
+/// the files away), as nginx and php-fpm do.
+pub fn reopen_all() {
+    REOPEN.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Server log line format (`server.log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `time level message key=value`.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// An append-only file whose path may contain `{date}` (YYYY-MM-DD, local
 /// time) and `{name}`; it moves to a new file when the date changes.
 pub struct DailyFile {
     template: String,
     name: String,
     date: String,
+    epoch: u64,
     file: Option<File>,
 }
 
@@ -31,10 +53,16 @@ impl DailyFile {
             template: template.to_string(),
             name: name.to_string(),
             date: String::new(),
+            epoch: REOPEN.load(Ordering::Relaxed),
             file: None,
         };
         f.roll()?;
         Ok(f)
+    }
+
+    /// The file written now.
+    pub fn current_path(&self) -> PathBuf {
+        self.path()
     }
 
     fn path(&self) -> PathBuf {
@@ -46,10 +74,17 @@ impl DailyFile {
     }
 
     fn roll(&mut self) -> io::Result<()> {
-        let today = chrono::Local::now().format("%Y-%m-%d").to_string();
-        if self.file.is_some() && today == self.date {
+        self.roll_to(chrono::Local::now().format("%Y-%m-%d").to_string())
+    }
+
+    /// Opens the file of `today` unless it is open already (or a reopen
+    /// was asked for).
+    fn roll_to(&mut self, today: String) -> io::Result<()> {
+        let epoch = REOPEN.load(Ordering::Relaxed);
+        if self.file.is_some() && today == self.date && epoch == self.epoch {
             return Ok(());
         }
+        self.epoch = epoch;
         self.date = today;
         let path = self.path();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -62,7 +97,7 @@ impl DailyFile {
 
 impl Write for DailyFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.template.contains("{date}") {
+        if self.template.contains("{date}") || REOPEN.load(Ordering::Relaxed) != self.epoch {
             self.roll()?;
         }
         self.file.as_mut().expect("opened").write(buf)
@@ -75,6 +110,22 @@ impl Write for DailyFile {
 /// A [`DailyFile`] shared by every thread that logs.
 #[derive(Clone)]
 pub struct SharedFile(Arc<Mutex<DailyFile>>);
+
+impl SharedFile {
+    /// Opens `template` (see [`DailyFile`]).
+    pub fn open(template: &str, name: &str) -> io::Result<Self> {
+        DailyFile::open(template, name).map(|f| Self(Arc::new(Mutex::new(f))))
+    }
+
+    /// Appends `line` and a newline in one write.
+    pub fn write_line(&self, line: &str) {
+        let mut buf = String::with_capacity(line.len() + 1);
+        buf.push_str(line);
+        buf.push('\n');
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = f.write_all(buf.as_bytes());
+    }
+}
 
 /// One locked write to a [`SharedFile`].
 pub struct SharedFileWriter<'a>(&'a SharedFile);
@@ -97,17 +148,30 @@ impl<'a> MakeWriter<'a> for SharedFile {
     }
 }
 
-/// Sets up the server log: the terminal unless `quiet`, and `log_file`.
-/// `RUST_LOG` overrides the default level (info).
-pub fn init(log_file: Option<&str>, quiet: bool) -> io::Result<()> {
+/// Sets up the server log: the terminal unless `quiet`, and `log_file`,
+/// as text or JSON lines. `RUST_LOG` overrides the default level (info).
+pub fn init(log_file: Option<&str>, quiet: bool, format: LogFormat) -> io::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let file = log_file
-        .map(|t| DailyFile::open(t, "tqserver").map(|f| SharedFile(Arc::new(Mutex::new(f)))))
+        .map(|t| SharedFile::open(t, "tqserver"))
         .transpose()?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
+    if format == LogFormat::Json {
+        let builder = builder.json().flatten_event(true);
+        let result = match (file, quiet) {
+            (Some(f), false) => builder
+                .with_writer(io::stderr.and(f.with_max_level(Level::TRACE)))
+                .try_init(),
+            (Some(f), true) => builder.with_writer(f).try_init(),
+            (None, false) => builder.with_writer(io::stderr).try_init(),
+            (None, true) => builder.with_writer(io::sink).try_init(),
+        };
+        let _ = result;
+        return Ok(());
+    }
     let result = match (file, quiet) {
         (Some(f), false) => builder
             .with_writer(io::stderr.and(f.with_max_level(Level::TRACE)))
@@ -168,8 +232,10 @@ impl WorkerLog {
         }
         if let Some(f) = &w.file {
             let now = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
+            // One write per line: lines of concurrent requests never mix.
+            let line = format!("{now} {level:>5} [{}] {text}\n", w.name);
             let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(f, "{now} {level:>5} [{}] {text}", w.name);
+            let _ = f.write_all(line.as_bytes());
             return;
         }
         let name = w.name.as_str();
@@ -231,4 +297,38 @@ where
             on_line(&line);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rolls_at_a_date_change_and_reopens_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("x_{date}.log");
+        let mut f = DailyFile::open(t.to_str().unwrap(), "x").unwrap();
+        f.roll_to("2026-11-25".into()).unwrap();
+        f.file.as_mut().unwrap().write_all(b"one\n").unwrap();
+        // Midnight: the next write goes to the next day's file.
+        f.roll_to("2026-11-26".into()).unwrap();
+        f.file.as_mut().unwrap().write_all(b"two\n").unwrap();
+        let day = |d: &str| std::fs::read_to_string(dir.path().join(format!("x_{d}.log"))).unwrap();
+        assert_eq!(day("2026-11-25"), "one\n");
+        assert_eq!(day("2026-11-26"), "two\n");
+
+        // logrotate moves the file away; after a reopen the path is new.
+        let plain = dir.path().join("plain.log");
+        let shared = SharedFile::open(plain.to_str().unwrap(), "x").unwrap();
+        shared.write_line("before");
+        std::fs::rename(&plain, dir.path().join("plain.log.1")).unwrap();
+        shared.write_line("still the moved file");
+        reopen_all();
+        shared.write_line("after");
+        assert_eq!(std::fs::read_to_string(&plain).unwrap(), "after\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("plain.log.1")).unwrap(),
+            "before\nstill the moved file\n"
+        );
+    }
 }

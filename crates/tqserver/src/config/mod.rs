@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use server::{ServerSettings, Supervision};
+pub use server::{Observability, ServerSettings, Supervision};
 pub use worker::{
-    Backend, FastcgiListener, Listen, Manager, NativeKind, NativeWorker, PhpWorker, Pool, Worker,
-    WorkerLogging,
+    AccessTarget, Backend, FastcgiListener, Listen, Manager, NativeKind, NativeWorker, PhpWorker,
+    Pool, Worker, WorkerLogging,
 };
 
 /// dev or prod.
@@ -74,6 +74,8 @@ pub struct Config {
     /// `file_watcher.live_reload`: in dev mode with the watcher on, reload
     /// browsers after a change (default: true).
     pub live_reload: bool,
+    /// `admin.listen` and `metrics.*`.
+    pub observability: Observability,
     /// Every worker found, enabled or not, in route order.
     pub workers: Vec<Worker>,
     /// Things worth telling the operator that are not errors.
@@ -188,6 +190,7 @@ pub fn load(file: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
         debounce: resolved.debounce,
         watch: resolved.watch,
         live_reload: resolved.live_reload,
+        observability: resolved.observability,
         workers,
         notices,
     })

@@ -41,6 +41,11 @@ pub const DEFAULT_HEALTH_WAIT: Duration = Duration::from_secs(10);
 /// Default `workers.max_restarts`: failed starts in a row before a native
 /// worker is left stopped (systemd's `StartLimitBurst` is 5 as well).
 pub const DEFAULT_MAX_RESTARTS: u32 = 5;
+/// Default `admin.listen`: this machine only; metrics, status pages and
+/// the dashboard are for operators, not the public.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+/// Default `metrics.path` on the public port when `metrics.enabled` is set.
+pub const DEFAULT_METRICS_PATH: &str = "/metrics";
 /// Default `file_watcher.debounce_ms`.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
 
@@ -51,6 +56,13 @@ pub(crate) struct ServerFile {
     workers: WorkersSection,
     file_watcher: FileWatcherSection,
     metrics: MetricsSection,
+    admin: AdminSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AdminSection {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +74,9 @@ struct ServerSection {
     write_timeout_seconds: Option<u64>,
     idle_timeout_seconds: Option<u64>,
     log_file: Option<String>,
+    log_format: Option<String>,
+    access_log: Option<String>,
+    access_log_format: Option<String>,
     max_body_bytes: Option<SizeValue>,
 }
 
@@ -111,6 +126,22 @@ pub struct ServerSettings {
     pub log_file: Option<String>,
     /// Larger request bodies get 413.
     pub max_body_bytes: u64,
+    /// `server.log_format`: text or json.
+    pub log_format: crate::logging::LogFormat,
+    /// `server.access_log`: one file (`{date}`) with every route's lines.
+    pub access_log: Option<String>,
+    /// `server.access_log_format`.
+    pub access_format: crate::access::AccessFormat,
+}
+
+/// Resolved `admin` and `metrics` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observability {
+    /// `admin.listen`: metrics, status pages, health and the dashboard;
+    /// `None` when set empty.
+    pub admin: Option<std::net::SocketAddr>,
+    /// `metrics.path` on the public port (`metrics.enabled: true`).
+    pub public_metrics: Option<String>,
 }
 
 /// Resolved process supervision settings.
@@ -138,6 +169,7 @@ pub(crate) struct ResolvedServer {
     pub(crate) debounce: Duration,
     pub(crate) watch: bool,
     pub(crate) live_reload: bool,
+    pub(crate) observability: Observability,
 }
 
 impl ServerFile {
@@ -175,12 +207,65 @@ impl ServerFile {
         let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
         let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
         let log_file = s.log_file.filter(|f| !f.trim().is_empty());
-        if self.metrics.enabled == Some(true) || self.metrics.path.is_some() {
-            errors.push(err(
-                if self.metrics.enabled == Some(true) { "metrics.enabled" } else { "metrics.path" },
-                "metrics are not implemented yet (they come with the observability work); remove the metrics section or set metrics.enabled: false".into(),
-            ));
-        }
+        let public_metrics = match (self.metrics.enabled, self.metrics.path) {
+            (Some(true), p) => {
+                let p = p.unwrap_or_else(|| DEFAULT_METRICS_PATH.to_string());
+                if !p.starts_with('/') {
+                    errors.push(err(
+                        "metrics.path",
+                        format!("{p:?} must start with / (it is a path on the public port)"),
+                    ));
+                }
+                Some(p)
+            }
+            (_, Some(_)) => {
+                notices.push(format!(
+                    "metrics.path is set in {} but metrics.enabled is not true: /metrics is served on the admin listener only",
+                    file.display()
+                ));
+                None
+            }
+            _ => None,
+        };
+        let admin_text = self
+            .admin
+            .listen
+            .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_string());
+        let admin = if admin_text.trim().is_empty() {
+            None
+        } else {
+            match admin_text.trim().parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    errors.push(err(
+                        "admin.listen",
+                        format!("{admin_text:?} is not an address with a port (use 127.0.0.1:8081, or \"\" to turn the admin listener off)"),
+                    ));
+                    None
+                }
+            }
+        };
+        let log_format = match s.log_format.as_deref() {
+            None | Some("text") => crate::logging::LogFormat::Text,
+            Some("json") => crate::logging::LogFormat::Json,
+            Some(other) => {
+                errors.push(err(
+                    "server.log_format",
+                    format!("{other:?} is not a log format; use text or json"),
+                ));
+                crate::logging::LogFormat::Text
+            }
+        };
+        let access_format = match crate::access::AccessFormat::parse(
+            s.access_log_format.as_deref().unwrap_or("combined"),
+        ) {
+            Ok(f) => f,
+            Err(m) => {
+                errors.push(err("server.access_log_format", m));
+                crate::access::AccessFormat::Combined
+            }
+        };
+        let access_log = s.access_log.filter(|f| !f.trim().is_empty());
         let watch = match self.file_watcher.enabled.map(|e| e.get(mode == Mode::Dev)) {
             None => mode == Mode::Dev,
             Some(Ok(v)) => v,
@@ -189,7 +274,6 @@ impl ServerFile {
                 false
             }
         };
-        let _ = notices;
         let host = s.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
         if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
             errors.push(err(
@@ -206,6 +290,9 @@ impl ServerFile {
                 idle_timeout: secs(s.idle_timeout_seconds, DEFAULT_IDLE_TIMEOUT),
                 log_file,
                 max_body_bytes,
+                log_format,
+                access_log,
+                access_format,
             },
             supervision: Supervision {
                 port_range,
@@ -222,6 +309,10 @@ impl ServerFile {
             debounce: ms(self.file_watcher.debounce_ms, DEFAULT_DEBOUNCE),
             watch,
             live_reload: self.file_watcher.live_reload.unwrap_or(true),
+            observability: Observability {
+                admin,
+                public_metrics,
+            },
         };
         if errors.is_empty() {
             Ok(resolved)

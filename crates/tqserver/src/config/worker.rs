@@ -119,6 +119,7 @@ struct PoolSection {
     listen_address: Option<String>,
     max_queue: Option<u32>,
     queue_timeout: Option<DurationValue>,
+    slowlog_timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,9 +138,18 @@ struct FastcgiSection {
 #[serde(deny_unknown_fields, default)]
 struct LoggingSection {
     level: Option<String>,
-    access_log: Option<bool>,
+    access_log: Option<AccessLogValue>,
+    access_log_format: Option<String>,
     slow_log: Option<SlowLogSection>,
     log_file: Option<String>,
+}
+
+/// `logging.access_log: true | false | path`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum AccessLogValue {
+    Flag(bool),
+    File(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -293,12 +303,26 @@ pub struct PhpWorker {
 pub struct WorkerLogging {
     /// Lowest level of the worker's lines that is written.
     pub level: tracing::Level,
-    /// Write an access log line per request.
-    pub access_log: bool,
+    /// Where this worker's access lines go.
+    pub access_log: AccessTarget,
+    /// `logging.access_log_format`.
+    pub access_format: crate::access::AccessFormat,
     /// Log requests slower than this.
     pub slow_threshold: Option<Duration>,
     /// The worker's own log file (`{name}`, `{date}`), else the server log.
     pub log_file: Option<String>,
+}
+
+/// `logging.access_log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessTarget {
+    /// No access lines for this worker (the server-wide log may still
+    /// have them).
+    Off,
+    /// Into the worker's log (`true`).
+    WorkerLog,
+    /// Alone into this file (`{date}`, `{name}`).
+    File(String),
 }
 
 /// How a native worker is built and run (`type`).
@@ -513,6 +537,7 @@ impl WorkerFile {
                 Err(m) => errors.push(err(&full, m)),
             }
         }
+        let slowlog_timeout = php.pool.as_ref().and_then(|p| p.slowlog_timeout.clone());
         let pool = resolve_pool(php.pool.unwrap_or_default(), &err, &mut errors);
         if backend == Backend::Cgi && matches!(pool.listen, Listen::Unix(_) | Listen::Tcp(_)) {
             errors.push(err(
@@ -578,7 +603,24 @@ impl WorkerFile {
             }
         };
         let slow = logging.slow_log.unwrap_or_default();
-        let slow_threshold = if slow.enabled.unwrap_or(slow.threshold.is_some()) {
+        let slow_threshold = if let Some(t) = slowlog_timeout {
+            if slow.threshold.is_some() {
+                errors.push(err(
+                    "php.pool.slowlog_timeout",
+                    "set either php.pool.slowlog_timeout or logging.slow_log.threshold, not both"
+                        .into(),
+                ));
+            }
+            match t.get() {
+                // php-fpm: 0 turns the slow log off.
+                Ok(d) if d.is_zero() => None,
+                Ok(d) => Some(d),
+                Err(m) => {
+                    errors.push(err("php.pool.slowlog_timeout", m));
+                    None
+                }
+            }
+        } else if slow.enabled.unwrap_or(slow.threshold.is_some()) {
             match slow.threshold.map(|t| t.get()).transpose() {
                 Ok(t) => Some(t.unwrap_or(Duration::from_secs(1))),
                 Err(m) => {
@@ -590,6 +632,15 @@ impl WorkerFile {
             None
         };
 
+        let access_format = match crate::access::AccessFormat::parse(
+            logging.access_log_format.as_deref().unwrap_or("combined"),
+        ) {
+            Ok(f) => f,
+            Err(m) => {
+                errors.push(err("logging.access_log_format", m));
+                crate::access::AccessFormat::Combined
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -611,7 +662,13 @@ impl WorkerFile {
             },
             logging: WorkerLogging {
                 level,
-                access_log: logging.access_log.unwrap_or(false),
+                access_log: match logging.access_log {
+                    None | Some(AccessLogValue::Flag(false)) => AccessTarget::Off,
+                    Some(AccessLogValue::Flag(true)) => AccessTarget::WorkerLog,
+                    Some(AccessLogValue::File(f)) if f.trim().is_empty() => AccessTarget::Off,
+                    Some(AccessLogValue::File(f)) => AccessTarget::File(f),
+                },
+                access_format,
                 slow_threshold,
                 log_file: logging.log_file,
             },

@@ -130,8 +130,14 @@ pin_project_lite::pin_project! {
         stall: Duration,
         timer: Option<Pin<Box<Sleep>>>,
         done: bool,
+        counter: Option<prometheus_client::metrics::counter::Counter>,
     }
 }
+
+/// A request extension: the route's request-body byte counter, which the
+/// proxies hand to [`LimitedBody::counting`].
+#[derive(Clone, Debug)]
+pub struct BytesIn(pub prometheus_client::metrics::counter::Counter);
 
 impl LimitedBody {
     /// Wraps a request body.
@@ -143,7 +149,14 @@ impl LimitedBody {
             stall,
             timer: None,
             done: false,
+            counter: None,
         }
+    }
+
+    /// Adds every byte read to the route's counter, if the request has one.
+    pub fn counting(mut self, to: Option<&BytesIn>) -> Self {
+        self.counter = to.map(|b| b.0.clone());
+        self
     }
 }
 
@@ -162,6 +175,9 @@ impl Stream for LimitedBody {
                     };
                     *this.timer = None;
                     *this.seen += data.len() as u64;
+                    if let Some(c) = this.counter {
+                        c.inc_by(data.len() as u64);
+                    }
                     if *this.seen > *this.limit {
                         *this.done = true;
                         return Poll::Ready(Some(Err(BodyError::TooLarge(*this.limit))));

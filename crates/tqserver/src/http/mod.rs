@@ -4,6 +4,7 @@
 pub mod body;
 pub mod io;
 pub mod livereload;
+pub mod observe;
 pub mod pages;
 pub mod router;
 pub mod static_files;
@@ -54,11 +55,13 @@ pub fn empty() -> Body {
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its request counted as in flight (for the
-    /// idle timeout) until the body is done or dropped.
+    /// idle timeout) until the body is done or dropped, and counts its
+    /// bytes for the request's metrics and access line.
     struct Tracked {
         #[pin]
         inner: Body,
         _guard: io::InFlightGuard,
+        meter: Option<observe::Meter>,
     }
 }
 
@@ -69,7 +72,14 @@ impl http_body::Body for Tracked {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let (Some(m), std::task::Poll::Ready(Some(Ok(f)))) = (this.meter.as_mut(), &polled) {
+            if let Some(d) = f.data_ref() {
+                m.sent(d.len());
+            }
+        }
+        polled
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
@@ -124,10 +134,11 @@ pub async fn serve(
             let guard = inflight.enter();
             let app = app.clone();
             async move {
-                let resp = app.handle(req, conn_info).await;
+                let (resp, meter) = app.handle(req, conn_info).await;
                 Ok::<_, Infallible>(resp.map(|inner| Tracked {
                     inner,
                     _guard: guard,
+                    meter,
                 }))
             }
         });

@@ -3,6 +3,8 @@
 //! `X-Forwarded-*` added), stream the answer back, and keep the instance
 //! counted busy until the response body is done (so a drain waits for it).
 
+use crate::access::ServedBy;
+use crate::metrics::UpstreamError;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -79,7 +81,9 @@ pub async fn serve(
         head: head(&parts, conn.peer, framing),
         body: framing.map(|f| {
             (
-                LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout).boxed(),
+                LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout)
+                    .counting(parts.extensions.get())
+                    .boxed(),
                 f,
             )
         }),
@@ -114,13 +118,15 @@ pub async fn serve(
                 }
                 Err(e) => {
                     tracing::warn!(worker = %svc.worker.name, port = inst.port, "cannot connect: {e}");
-                    return bad_gateway(svc);
+                    return bad_gateway(svc, UpstreamError::Connect);
                 }
             },
         };
         match tokio::time::timeout(timeout, c.send(&mut out)).await {
             Ok(Ok((status, headers, reading))) => {
-                return conn::response(status, headers, Streaming::new(c, reading, lease));
+                let mut r = conn::response(status, headers, Streaming::new(c, reading, lease));
+                r.extensions_mut().insert(ServedBy::Port(inst.port));
+                return r;
             }
             Ok(Err(SendError::Closed(e))) if c.reused && bodyless && retries < MAX_RETRIES => {
                 tracing::debug!(worker = %svc.worker.name, port = inst.port, "kept-alive connection was closed ({e}); retrying");
@@ -129,17 +135,25 @@ pub async fn serve(
             Ok(Err(SendError::Body(b))) => return body::error_page(&b),
             Ok(Err(e)) => {
                 tracing::warn!(worker = %svc.worker.name, port = inst.port, "upstream error: {e}");
-                return bad_gateway(svc);
+                let kind = match &e {
+                    SendError::Failed(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                        UpstreamError::BadResponse
+                    }
+                    _ => UpstreamError::Reset,
+                };
+                return bad_gateway(svc, kind);
             }
             Err(_) => {
                 tracing::warn!(worker = %svc.worker.name, port = inst.port, "no response within {timeout:?}");
-                return pages::error(
+                let mut r = pages::error(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!(
                         "The worker {} did not answer within {timeout:?} (scaling.request_timeout).",
                         svc.worker.name
                     ),
                 );
+                r.extensions_mut().insert(UpstreamError::Timeout);
+                return r;
             }
         }
     }
@@ -188,11 +202,13 @@ const XFF: &str = "x-forwarded-for";
 const XFP: &str = "x-forwarded-proto";
 const XFH: &str = "x-forwarded-host";
 
-fn bad_gateway(svc: &Service) -> Response<Body> {
-    pages::error(
+fn bad_gateway(svc: &Service, kind: UpstreamError) -> Response<Body> {
+    let mut r = pages::error(
         StatusCode::BAD_GATEWAY,
         &format!("The worker {} failed to answer.", svc.worker.name),
-    )
+    );
+    r.extensions_mut().insert(kind);
+    r
 }
 
 /// The 503 (or dev-mode problem page) when no instance can take a request.

@@ -2,6 +2,7 @@
 //! decision is made here, one event at a time; requests only read the
 //! published [`Serving`]). See LIFECYCLE.md.
 
+use crate::metrics::NativeMetrics;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,6 +97,7 @@ pub fn start(
     log: WorkerLog,
     live: Option<Arc<LiveReload>>,
     stop: CancellationToken,
+    metrics: NativeMetrics,
 ) -> (Arc<Service>, tokio::task::JoinHandle<()>) {
     let native = worker.native.clone().expect("a native worker");
     let (tx, rx) = mpsc::unbounded_channel();
@@ -124,11 +126,16 @@ pub fn start(
         tx,
         Default::default(),
     ));
-    let task = tokio::spawn(run(ctx, svc.clone(), rx, live, stop));
+    let task = tokio::spawn(run(ctx, svc.clone(), rx, live, stop, metrics));
     (svc, task)
 }
 
 impl Ctx {
+    /// Instances alive in any state.
+    fn alive(&self) -> usize {
+        self.all.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn new(
         worker: Arc<Worker>,
@@ -206,6 +213,9 @@ struct Sup {
     scaling_up: bool,
     next_version: u64,
     tasks: JoinSet<()>,
+    metrics: NativeMetrics,
+    /// When the deploy under way began (for the reload duration).
+    deploy_started: Option<std::time::Instant>,
 }
 
 async fn run(
@@ -214,8 +224,11 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Event>,
     live: Option<Arc<LiveReload>>,
     stop: CancellationToken,
+    metrics: NativeMetrics,
 ) {
     let mut s = Sup {
+        metrics,
+        deploy_started: None,
         ctx: ctx.clone(),
         svc,
         live,
@@ -301,6 +314,14 @@ impl Sup {
             max_requests: self.ctx.native.max_requests,
         };
         self.svc.serving.send_replace(Arc::new(serving));
+        let m = &self.metrics;
+        m.ready.set(
+            self.current
+                .iter()
+                .filter(|i| i.state() == State::Ready)
+                .count() as i64,
+        );
+        m.instances.set(self.ctx.alive() as i64);
     }
 
     fn announce(&self) {
@@ -414,6 +435,7 @@ impl Sup {
     /// [`Event::Deployed`] brings the result.
     fn deploy(&mut self, why: String) {
         self.deploying = true;
+        self.deploy_started = Some(std::time::Instant::now());
         let version = self.next_version;
         self.next_version += 1;
         let ctx = self.ctx.clone();
@@ -430,6 +452,10 @@ impl Sup {
         self.deploying = false;
         match result {
             Ok((artifact, instances)) => {
+                self.metrics.builds.observe(artifact.took);
+                if let Some(t) = self.deploy_started.take() {
+                    self.metrics.reload_seconds.set(t.elapsed().as_secs_f64());
+                }
                 let ports: Vec<String> = instances.iter().map(|i| i.port.to_string()).collect();
                 self.log().info(&format!(
                     "version {version} serves on port(s) {} (built in {:.2?})",
@@ -451,6 +477,9 @@ impl Sup {
                 self.announce();
             }
             Err(problem) => {
+                if problem.build {
+                    self.metrics.build_failures.inc();
+                }
                 self.log().error(&format!(
                     "version {version}: {}{}",
                     problem.title,
@@ -484,12 +513,14 @@ impl Sup {
         }
         let grace = self.ctx.sup.shutdown_grace;
         let dir = version.map(|v| self.ctx.versions_dir.join(format!("v{v}")));
+        let (ctx, instances) = (self.ctx.clone(), self.metrics.instances.clone());
         self.tasks.spawn(async move {
             let mut set = JoinSet::new();
             for i in old {
                 set.spawn(async move { i.drain(grace).await });
             }
             while set.join_next().await.is_some() {}
+            instances.set(ctx.alive() as i64);
             if let Some(d) = dir {
                 let _ = std::fs::remove_dir_all(d);
             }
@@ -584,6 +615,7 @@ impl Sup {
         self.restarting = false;
         match r {
             Ok(inst) if self.is_current(&inst) && !self.gave_up => {
+                self.metrics.restarts.inc();
                 self.log().info(&format!(
                     "instance pid {} on port {} is ready again",
                     inst.pid, inst.port
@@ -657,8 +689,10 @@ impl Sup {
             let inst = inst.clone();
             let path = path.clone();
             let events = self.ctx.events.clone();
+            let failed = self.metrics.health_failures.clone();
             self.tasks.spawn(async move {
                 if let Err((failures, why)) = inst.check(&path, timeout).await {
+                    failed.inc();
                     if failures >= limit && !inst.is_gone() {
                         let _ = events.send(Event::Unhealthy {
                             id: inst.id,

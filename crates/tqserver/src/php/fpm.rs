@@ -76,7 +76,10 @@ pub fn render(
     let _ = writeln!(c, "pid = {}", pid.display());
     // TQServer reads php-fpm's stderr into its own log.
     let _ = writeln!(c, "error_log = /proc/self/fd/2");
-    let _ = writeln!(c, "log_level = notice");
+    // debug: php-fpm logs `child N started` only at that level, and
+    // TQServer counts those lines (tqserver_php_processes_spawned_total);
+    // they are filtered by the worker's logging.level like any other.
+    let _ = writeln!(c, "log_level = debug");
     let _ = writeln!(c, "daemonize = no");
     let _ = writeln!(c, "process_control_timeout = {}s\n", grace.as_secs().max(1));
     let _ = writeln!(c, "[{}]", worker.name);
@@ -125,6 +128,14 @@ pub fn render(
         p.request_timeout.as_secs() + 1
     };
     let _ = writeln!(c, "request_terminate_timeout = {terminate}s");
+    if let Some(t) = worker.logging.slow_threshold {
+        // php-fpm writes the slow script's PHP backtrace to its stderr,
+        // which TQServer reads into the worker's log next to its own
+        // slow-request line. php-fpm counts whole seconds.
+        let secs = t.as_secs_f64().ceil().max(1.0) as u64;
+        let _ = writeln!(c, "request_slowlog_timeout = {secs}s");
+        let _ = writeln!(c, "slowlog = /proc/self/fd/2");
+    }
     let _ = writeln!(c, "pm.status_path = {STATUS_PATH}");
     let _ = writeln!(c, "ping.path = {PING_PATH}");
     let _ = writeln!(c, "ping.response = pong");
@@ -279,6 +290,50 @@ pub struct Backend {
     /// The document root, held open for script resolution.
     pub doc_root: super::script::DocRoot,
     ready: Arc<AtomicBool>,
+    /// Process events counted from php-fpm's log lines.
+    pub events: Arc<FpmEvents>,
+    /// Where php-fpm listens, for access log lines.
+    pub address_text: Arc<str>,
+}
+
+/// What php-fpm's log says happened to its processes; its status page
+/// does not count these. Read from its log lines (`log_level = debug`,
+/// the level of `child N started`).
+#[derive(Debug, Default)]
+pub struct FpmEvents {
+    /// `child N started`.
+    pub spawned: std::sync::atomic::AtomicU64,
+    /// `child N exited with code 0` (`pm.max_requests` reached).
+    pub recycled: std::sync::atomic::AtomicU64,
+    /// `execution timed out ... terminating` (`request_terminate_timeout`).
+    pub timed_out: std::sync::atomic::AtomicU64,
+    /// Exits with another code, or on a signal other than the SIGQUIT /
+    /// SIGTERM php-fpm itself sends to idle and timed-out processes.
+    pub crashed: std::sync::atomic::AtomicU64,
+}
+
+impl FpmEvents {
+    /// Counts what one line of php-fpm's log reports.
+    pub fn observe(&self, line: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(rest) = line.split_once("] child ").map(|(_, r)| r) else {
+            return;
+        };
+        if rest.ends_with(" started") {
+            self.spawned.fetch_add(1, Relaxed);
+        } else if rest.contains("execution timed out") {
+            self.timed_out.fetch_add(1, Relaxed);
+        } else if rest.contains(" exited with code 0 ") {
+            self.recycled.fetch_add(1, Relaxed);
+        } else if rest.contains(" exited with code ") {
+            self.crashed.fetch_add(1, Relaxed);
+        } else if let Some(sig) = rest.split_once(" exited on signal ").map(|(_, s)| s) {
+            let n = sig.split(' ').next().unwrap_or_default();
+            if n != "3" && n != "15" {
+                self.crashed.fetch_add(1, Relaxed);
+            }
+        }
+    }
 }
 
 impl Backend {
@@ -314,9 +369,49 @@ impl Backend {
             worker,
             client,
             ready: Arc::new(AtomicBool::new(false)),
+            events: Arc::default(),
+            address_text: prepared.address.to_string().into(),
         });
         let task = tokio::spawn(supervise(prepared, backend.clone(), supervision, log, stop));
         (backend, task)
+    }
+
+    /// php-fpm's own status page (`pm.status_path`) for `query` (`json`,
+    /// `full`, `html`, `xml`, `openmetrics`, combined with `&`): its
+    /// Content-Type and body, unchanged.
+    pub async fn status(&self, query: &str) -> Result<(String, bytes::Bytes), String> {
+        let uri = if query.is_empty() {
+            STATUS_PATH.to_string()
+        } else {
+            format!("{STATUS_PATH}?{query}")
+        };
+        let params = Params::new()
+            .with("REQUEST_METHOD", "GET")
+            .with("SCRIPT_NAME", STATUS_PATH)
+            .with("SCRIPT_FILENAME", STATUS_PATH)
+            .with("QUERY_STRING", query.to_string())
+            .with("REQUEST_URI", uri)
+            .with("SERVER_PROTOCOL", "HTTP/1.1");
+        let resp = self
+            .client
+            .request(Request::new(params))
+            .await
+            .map_err(|e| format!("php-fpm did not answer its status page: {e}"))?;
+        let (head, body, _) = resp
+            .collect()
+            .await
+            .map_err(|e| format!("php-fpm's status page broke off: {e}"))?;
+        if head.status != 200 {
+            return Err(format!("php-fpm's status page answered {}", head.status));
+        }
+        let content_type = head
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
+            .map_or("text/plain".into(), |(_, v)| {
+                String::from_utf8_lossy(v).into_owned()
+            });
+        Ok((content_type, body))
     }
 
     /// Waits until php-fpm is ready, at most `timeout`.
@@ -371,8 +466,11 @@ async fn supervise(
                     forward_lines(o, move |line| l.fpm_line(line));
                 }
                 if let Some(e) = child.stderr.take() {
-                    let l = log.clone();
-                    forward_lines(e, move |line| l.fpm_line(line));
+                    let (l, events) = (log.clone(), backend.events.clone());
+                    forward_lines(e, move |line| {
+                        events.observe(line);
+                        l.fpm_line(line);
+                    });
                 }
                 let pid = child.id().unwrap_or(0);
                 let deadline = Instant::now() + supervision.health_check_wait;

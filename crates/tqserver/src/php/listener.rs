@@ -19,6 +19,7 @@ use tqserver_fastcgi::server::{self, Request, ResponseWriter};
 use tqserver_fastcgi::{Address, Handler, ServerConfig};
 
 use super::cgi::RequestInfo;
+use super::cgi::status::Query;
 use super::fpm;
 use super::script::{self, DocRoot, Target};
 use super::upstream::{SendError, SharedUpstream, Upstream};
@@ -214,16 +215,10 @@ impl Handler for Front {
         if is_status {
             match &upstream {
                 Upstream::Cgi(c) => {
-                    let snap = c.pool.snapshot();
                     let query = params.get_str("QUERY_STRING").unwrap_or_default();
-                    let has = |k: &str| query.split('&').any(|p| p == k);
-                    if has("json") {
-                        let body = snap.to_json(has("full"));
-                        answer(&mut out, "200 OK", "application/json", &body).await;
-                    } else {
-                        let body = snap.to_text(has("full"));
-                        answer(&mut out, "200 OK", "text/plain", &body).await;
-                    }
+                    let q = Query::parse(query);
+                    let body = c.pool.snapshot().render(q);
+                    answer(&mut out, "200 OK", q.content_type(), &body).await;
                     return 0;
                 }
                 Upstream::Fpm(_) => {

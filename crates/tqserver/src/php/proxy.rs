@@ -16,9 +16,11 @@ use super::cgi::{AcquireError, Lease, RequestInfo};
 use super::params::{self, ConnInfo, ScriptInfo};
 use super::script::{self, Target};
 use super::upstream::{SendError, Upstream};
+use crate::access::ServedBy;
 use crate::http::body::{self, BodyError, LimitedBody};
 use crate::http::{Body, pages, static_files};
 use crate::logging::WorkerLog;
+use crate::metrics::UpstreamError;
 
 pub use crate::http::body::Limits;
 
@@ -90,16 +92,15 @@ pub async fn serve(
     let chunked = declared.is_none()
         && (parts.headers.contains_key(header::TRANSFER_ENCODING) || !body.is_end_stream());
     let body = if declared.is_some_and(|n| n > 0) {
-        RequestBody::from_stream(LimitedBody::new(
-            body,
-            limits.max_body_bytes,
-            limits.read_timeout,
-        ))
+        RequestBody::from_stream(
+            LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout)
+                .counting(parts.extensions.get()),
+        )
     } else if chunked {
         // PHP reads no more than CONTENT_LENGTH of its input, so a body of
         // unknown length is received whole first (as nginx does), in
         // memory up to SPOOL_IN_MEMORY, in a temporary file beyond.
-        match spool(body, limits).await {
+        match spool(body, limits, parts.extensions.get()).await {
             Ok((b, len)) => {
                 params.set("CONTENT_LENGTH", len.to_string());
                 b
@@ -124,27 +125,24 @@ pub async fn serve(
         .send(FcgiRequest::new(params).body(body), info)
         .await;
     let elapsed = started.elapsed();
-    let response = match result {
+    let served_by = match (&result, &upstream) {
+        (Ok((_, Some(lease))), _) => Some(ServedBy::Pid(lease.pid())),
+        (Ok(_), Upstream::Fpm(b)) => Some(ServedBy::Fpm(b.address_text.clone())),
+        _ => None,
+    };
+    let mut response = match result {
         Ok((resp, lease)) => into_http(resp, lease, log, parts.method == Method::HEAD),
         Err(e) => error_page(&e, upstream, log, &parts.uri),
     };
-    if worker.logging.access_log {
-        log.info(&format!(
-            "{} \"{} {} {:?}\" {} {}ms",
-            params::ConnInfo::peer_ip(&conn),
-            parts.method,
-            parts.uri,
-            parts.version,
-            response.status().as_u16(),
-            elapsed.as_millis()
-        ));
-    }
     if let Some(threshold) = worker.logging.slow_threshold {
         if elapsed >= threshold {
+            let by = served_by
+                .as_ref()
+                .map_or_else(String::new, |b| format!(", {b}"));
             log.emit(
                 tracing::Level::WARN,
                 &format!(
-                    "slow request: {} {} took {}ms to answer (script {}, threshold {}ms)",
+                    "slow request: {} {} took {}ms to answer (script {}{by}, threshold {}ms)",
                     parts.method,
                     parts.uri,
                     elapsed.as_millis(),
@@ -153,6 +151,9 @@ pub async fn serve(
                 ),
             );
         }
+    }
+    if let Some(b) = served_by {
+        response.extensions_mut().insert(b);
     }
     response
 }
@@ -164,9 +165,14 @@ async fn next_chunk(s: &mut LimitedBody) -> Option<Result<Bytes, BodyError>> {
 }
 
 /// Receives a whole body of unknown length (bounded by the limit).
-async fn spool(body: Incoming, limits: Limits) -> Result<(RequestBody, u64), BodyError> {
+async fn spool(
+    body: Incoming,
+    limits: Limits,
+    bytes_in: Option<&body::BytesIn>,
+) -> Result<(RequestBody, u64), BodyError> {
     use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-    let mut s = LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout);
+    let mut s =
+        LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout).counting(bytes_in);
     let mut mem = bytes::BytesMut::new();
     let mut file: Option<tokio::fs::File> = None;
     let mut len = 0u64;
@@ -424,5 +430,17 @@ fn error_page(
     if e.is_upstream() {
         log.error(&format!("{} for {uri}: {e}", status.as_u16()));
     }
-    pages::error(status, &why)
+    let kind = match e.kind() {
+        _ if timed_out => Some(UpstreamError::Timeout),
+        ErrorKind::Connect => Some(UpstreamError::Connect),
+        ErrorKind::Timeout => Some(UpstreamError::Timeout),
+        ErrorKind::Reset => Some(UpstreamError::Reset),
+        ErrorKind::BadResponse => Some(UpstreamError::BadResponse),
+        _ => None,
+    };
+    let mut r = pages::error(status, &why);
+    if let Some(k) = kind {
+        r.extensions_mut().insert(k);
+    }
+    r
 }

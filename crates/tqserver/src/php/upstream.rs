@@ -121,6 +121,28 @@ impl Upstream {
         }
     }
 
+    /// Ready now (php-fpm answered its ping / the cgi pool has a process
+    /// or can start one).
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Self::Fpm(b) => b.is_ready(),
+            Self::Cgi(c) => c.pool.is_ready(),
+        }
+    }
+
+    /// php-fpm's status page for `query`, or the cgi pool's in the same
+    /// format: Content-Type and body.
+    pub async fn status(&self, query: &str) -> Result<(String, bytes::Bytes), String> {
+        match self {
+            Self::Fpm(b) => b.status(query).await,
+            Self::Cgi(c) => {
+                let q = super::cgi::status::Query::parse(query);
+                let body = c.pool.snapshot().render(q);
+                Ok((q.content_type().to_string(), body.into()))
+            }
+        }
+    }
+
     /// Ready to serve (php-fpm answered its ping / a php-cgi answers).
     pub async fn wait_ready(&self, timeout: std::time::Duration) -> bool {
         match self {

@@ -3,6 +3,8 @@
 //! in it, HTTP over 127.0.0.1, stopped with SIGTERM by PID.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -98,6 +100,8 @@ pub struct Tq {
     child: Option<Child>,
     pub port: u16,
     pub base: String,
+    /// The admin listener (health, metrics, status, dashboard).
+    pub admin: String,
     log: PathBuf,
     /// Holds the log when the project folder is not a temporary one.
     _log_dir: tempfile::TempDir,
@@ -112,6 +116,7 @@ impl Tq {
     /// Like `start`, with extra environment variables.
     pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = free_port();
+        let admin_port = free_port();
         // The log lives outside the project: the demo test runs in the
         // repository itself.
         let log_dir = tempfile::tempdir().unwrap();
@@ -119,6 +124,7 @@ impl Tq {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tqserver"))
             .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(args)
             .envs(env.iter().copied())
             .current_dir(dir)
@@ -131,6 +137,7 @@ impl Tq {
             child: Some(child),
             port,
             base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
             log,
             _log_dir: log_dir,
         };

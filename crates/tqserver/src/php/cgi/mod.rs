@@ -10,7 +10,7 @@
 //! - `status.rs`: the php-fpm-style status snapshot.
 
 mod launch;
-mod status;
+pub mod status;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,6 +1,7 @@
 //! The pool's state as php-fpm prints it on its status page: the same
-//! field names and formats (text and `?json`), so scripts written for
-//! php-fpm's `pm.status_path` read TQServer's too.
+//! field names and formats (text, `?json`, `?html`, `?xml`,
+//! `?openmetrics`, each with `&full`), so scripts and exporters written
+//! for php-fpm's `pm.status_path` read TQServer's too.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
@@ -108,7 +109,241 @@ fn json_str(s: &str) -> String {
     o
 }
 
+/// One of php-fpm's status formats, from the query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The default.
+    Text,
+    /// `?json`.
+    Json,
+    /// `?html`.
+    Html,
+    /// `?xml`.
+    Xml,
+    /// `?openmetrics`.
+    OpenMetrics,
+}
+
+/// A status request: its format, and whether `full` was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query {
+    /// The format.
+    pub format: Format,
+    /// Per-process blocks.
+    pub full: bool,
+}
+
+impl Query {
+    /// Reads php-fpm's query words (`json&full`); the first format word
+    /// wins, as in php-fpm.
+    pub fn parse(query: &str) -> Self {
+        let words: Vec<&str> = query
+            .split('&')
+            .map(|w| w.split('=').next().unwrap_or(w))
+            .collect();
+        let has = |k: &str| words.contains(&k);
+        let format = if has("json") {
+            Format::Json
+        } else if has("html") {
+            Format::Html
+        } else if has("xml") {
+            Format::Xml
+        } else if has("openmetrics") {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        };
+        Self {
+            format,
+            full: has("full"),
+        }
+    }
+
+    /// The Content-Type php-fpm sends for this format.
+    pub fn content_type(&self) -> &'static str {
+        match self.format {
+            Format::Text => "text/plain;charset=UTF-8",
+            Format::Json => "application/json",
+            Format::Html => "text/html;charset=UTF-8",
+            Format::Xml => "text/xml;charset=UTF-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// php-fpm's per-process keys in the json, html and xml formats (its text
+/// format alone says `request URI`).
+fn lower_uri(k: &str) -> &str {
+    if k == "request URI" { "request uri" } else { k }
+}
+
 impl Snapshot {
+    /// The page for `q`, as php-fpm renders it.
+    pub fn render(&self, q: Query) -> String {
+        match q.format {
+            Format::Text => self.to_text(q.full),
+            Format::Json => self.to_json(q.full),
+            Format::Html => self.to_html(q.full),
+            Format::Xml => self.to_xml(q.full),
+            Format::OpenMetrics => self.to_openmetrics(),
+        }
+    }
+
+    /// php-fpm's `?html`.
+    pub fn to_html(&self, full: bool) -> String {
+        let mut o = String::from(
+            "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Strict//EN\" \"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd\">\n<html xmlns=\"http://www.w3.org/1999/xhtml\" xml:lang=\"en\" lang=\"en\">\n<head><title>PHP-FPM Status Page</title></head>\n<body>\n<table>\n",
+        );
+        for (k, v) in self.fields() {
+            let _ = writeln!(
+                o,
+                "<tr><th>{k}</th><td>{}</td></tr>",
+                html_escape(&v.text())
+            );
+        }
+        o.push_str("</table>\n");
+        if full {
+            o.push_str("<table border=\"1\">\n<tr>");
+            if let Some(p) = self.processes.first() {
+                for (k, _) in p.fields() {
+                    let _ = write!(o, "<th>{}</th>", lower_uri(k));
+                }
+            }
+            o.push_str("</tr>\n");
+            for p in &self.processes {
+                o.push_str("<tr>");
+                for (_, v) in p.fields() {
+                    let _ = write!(o, "<td>{}</td>", html_escape(&v.text()));
+                }
+                o.push_str("</tr>\n");
+            }
+            o.push_str("</table>");
+        }
+        o.push_str("</body></html>");
+        o
+    }
+
+    /// php-fpm's `?xml`.
+    pub fn to_xml(&self, full: bool) -> String {
+        let tag = |k: &str| lower_uri(k).replace(' ', "-");
+        let mut o = String::from("<?xml version=\"1.0\" ?>\n<status>\n");
+        for (k, v) in self.fields() {
+            let t = tag(k);
+            let _ = writeln!(o, "<{t}>{}</{t}>", html_escape(&v.raw()));
+        }
+        if full {
+            o.push_str("<processes>\n");
+            for p in &self.processes {
+                o.push_str("<process>");
+                for (k, v) in p.fields() {
+                    let t = tag(k);
+                    let _ = write!(o, "<{t}>{}</{t}>", html_escape(&v.raw()));
+                }
+                o.push_str("</process>\n");
+            }
+            o.push_str("</processes>\n");
+        }
+        o.push_str("</status>");
+        o
+    }
+
+    /// php-fpm's `?openmetrics`: its `phpfpm_*` names, types and help.
+    pub fn to_openmetrics(&self) -> String {
+        let since = SystemTime::now()
+            .duration_since(self.start_time)
+            .map_or(0, |d| d.as_secs());
+        let rows: [(&str, &str, &str, u64); 12] = [
+            (
+                "phpfpm_up",
+                "gauge",
+                &format!(
+                    "Could pool {} using a {} PM on PHP-FPM be reached?",
+                    self.pool, self.manager
+                ),
+                u64::from(self.failed.is_none()),
+            ),
+            (
+                "phpfpm_start_since",
+                "counter",
+                "The number of seconds since FPM has started.",
+                since,
+            ),
+            (
+                "phpfpm_accepted_connections",
+                "counter",
+                "The number of requests accepted by the pool.",
+                self.accepted,
+            ),
+            (
+                "phpfpm_listen_queue",
+                "gauge",
+                "The number of requests in the queue of pending connections.",
+                self.listen_queue as u64,
+            ),
+            (
+                "phpfpm_max_listen_queue",
+                "counter",
+                "The maximum number of requests in the queue of pending connections since FPM has started.",
+                self.max_listen_queue as u64,
+            ),
+            (
+                "phpfpm_listen_queue_length",
+                "gauge",
+                "The size of the socket queue of pending connections.",
+                self.listen_queue_len as u64,
+            ),
+            (
+                "phpfpm_idle_processes",
+                "gauge",
+                "The number of idle processes.",
+                self.idle as u64,
+            ),
+            (
+                "phpfpm_active_processes",
+                "gauge",
+                "The number of active processes.",
+                self.active as u64,
+            ),
+            (
+                "phpfpm_total_processes",
+                "gauge",
+                "The number of idle + active processes.",
+                self.total as u64,
+            ),
+            (
+                "phpfpm_max_active_processes",
+                "counter",
+                "The maximum number of active processes since FPM has started.",
+                self.max_active as u64,
+            ),
+            (
+                "phpfpm_max_children_reached",
+                "counter",
+                "The number of times, the process limit has been reached, when pm tries to start more children (works only for pm 'dynamic' and 'ondemand').",
+                self.max_children_reached,
+            ),
+            (
+                "phpfpm_slow_requests",
+                "counter",
+                "The number of requests that exceeded your 'request_slowlog_timeout' value.",
+                self.slow_requests,
+            ),
+        ];
+        let mut o = String::new();
+        for (name, kind, help, v) in rows {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        o.push_str("# EOF\n");
+        o
+    }
+
     fn fields(&self) -> Vec<(&'static str, Value)> {
         let since = SystemTime::now()
             .duration_since(self.start_time)
@@ -167,7 +402,10 @@ impl Snapshot {
             let procs: Vec<String> = self
                 .processes
                 .iter()
-                .map(|p| format!("{{{}}}", json_fields(p.fields())))
+                .map(|p| {
+                    let f = p.fields().into_iter().map(|(k, v)| (lower_uri(k), v));
+                    format!("{{{}}}", json_fields(f.collect()))
+                })
                 .collect();
             body.push_str(&format!(",\"processes\":[{}]", procs.join(",")));
         }
@@ -175,7 +413,7 @@ impl Snapshot {
     }
 }
 
-fn json_fields(fields: Vec<(&'static str, Value)>) -> String {
+fn json_fields(fields: Vec<(&str, Value)>) -> String {
     fields
         .into_iter()
         .map(|(k, v)| {
@@ -231,6 +469,25 @@ enum Value {
     Str(String),
     Num(u64),
     Time(SystemTime),
+}
+
+impl Value {
+    /// As the text and html formats print it (times as dates).
+    fn text(&self) -> String {
+        match self {
+            Self::Str(s) => s.clone(),
+            Self::Num(n) => n.to_string(),
+            Self::Time(t) => fpm_time(*t),
+        }
+    }
+
+    /// As the json and xml formats print it (times as Unix seconds).
+    fn raw(&self) -> String {
+        match self {
+            Self::Time(t) => unix(*t).to_string(),
+            v => v.text(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -301,8 +558,40 @@ mod tests {
             "{json}"
         );
         assert!(
-            json.contains("\"request URI\":\"/x.php?a=\\\"b\\\"\""),
+            json.contains("\"request uri\":\"/x.php?a=\\\"b\\\"\""),
             "{json}"
         );
+        let html = s.to_html(true);
+        assert!(
+            html.contains("<tr><th>accepted conn</th><td>7</td></tr>"),
+            "{html}"
+        );
+        assert!(html.contains("<th>request uri</th>"), "{html}");
+        assert!(html.contains("<td>/x.php?a=&quot;b&quot;</td>"), "{html}");
+        let xml = s.to_xml(true);
+        assert!(
+            xml.contains("\n<max-children-reached>1</max-children-reached>\n"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<process><pid>42</pid><state>Running</state>"),
+            "{xml}"
+        );
+        let om = s.to_openmetrics();
+        assert!(
+            om.contains(
+                "# TYPE phpfpm_accepted_connections counter\nphpfpm_accepted_connections 7\n"
+            ),
+            "{om}"
+        );
+        assert!(om.ends_with("# EOF\n"));
+        assert_eq!(
+            Query::parse("json&full"),
+            Query {
+                format: Format::Json,
+                full: true
+            }
+        );
+        assert_eq!(Query::parse("").format, Format::Text);
     }
 }

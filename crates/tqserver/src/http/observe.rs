@@ -1,0 +1,190 @@
+//! What TQServer records about each request a worker answers: its
+//! `X-Request-Id` (the client's, or a new one) passed to the worker and
+//! returned, the route's metrics, and the access log line, written when
+//! the response body has been sent or the client went away.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response};
+
+use super::Body;
+use crate::access::{AccessLog, Entry, ServedBy};
+use crate::metrics::{RouteMetrics, UpstreamError};
+use crate::php::params::ConnInfo;
+
+/// `X-Request-Id`.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A received request id longer than this is replaced (it ends up in logs
+/// and in PHP's environment).
+const MAX_ID_LEN: usize = 128;
+
+/// One route's recorders.
+pub struct Observed {
+    /// Request metrics.
+    pub metrics: Arc<RouteMetrics>,
+    /// Access log destinations (may be none).
+    pub access: AccessLog,
+}
+
+/// The client's `X-Request-Id` when it is short printable ASCII, else a
+/// new one; set on the request, so the worker sees it (PHP as
+/// `HTTP_X_REQUEST_ID`).
+pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= MAX_ID_LEN && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id = new_id();
+    headers.insert(REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// 32 hex digits: a random number chosen once per run, then a counter.
+fn new_id() -> HeaderValue {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{seed:016x}{n:016x}")).expect("hex is a valid header")
+}
+
+/// A request on its way: what the access line needs from the request,
+/// taken before the request moves into the proxy.
+pub struct Pending {
+    route: Arc<Observed>,
+    started: Instant,
+    method: http::Method,
+    id: HeaderValue,
+    entry: Option<Box<Entry>>,
+}
+
+/// Starts recording `req` for `route`.
+pub fn begin(
+    route: &Arc<Observed>,
+    req: &mut Request<hyper::body::Incoming>,
+    conn: &ConnInfo,
+) -> Pending {
+    route.metrics.begin();
+    let id = request_id(req.headers_mut());
+    req.extensions_mut()
+        .insert(super::body::BytesIn(route.metrics.bytes_in.clone()));
+    let entry = (!route.access.is_off()).then(|| {
+        let h = req.headers();
+        let text = |n: http::header::HeaderName| {
+            h.get(n)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        Box::new(Entry {
+            time: SystemTime::now(),
+            peer: conn.peer_ip(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            status: 0,
+            bytes: 0,
+            content_length: super::body::declared_length(h),
+            referer: text(http::header::REFERER),
+            user_agent: text(http::header::USER_AGENT),
+            request_id: String::from_utf8_lossy(id.as_bytes()).into_owned(),
+            duration: std::time::Duration::ZERO,
+            worker: route.metrics.worker.clone(),
+            upstream: None,
+        })
+    });
+    Pending {
+        route: route.clone(),
+        started: Instant::now(),
+        method: req.method().clone(),
+        id,
+        entry,
+    }
+}
+
+impl Pending {
+    /// The response is ready: returns it with the request id, and the
+    /// meter that finishes the record when its body is done.
+    pub fn respond(self, mut resp: Response<Body>) -> (Response<Body>, Meter) {
+        if let Some(kind) = resp.extensions_mut().remove::<UpstreamError>() {
+            self.route.metrics.upstream_error(kind);
+        }
+        let served_by = resp.extensions_mut().remove::<ServedBy>();
+        resp.headers_mut().insert(REQUEST_ID.clone(), self.id);
+        let mut entry = self.entry;
+        if let Some(e) = entry.as_mut() {
+            e.upstream = served_by;
+        }
+        let meter = Meter {
+            status: resp.status().as_u16(),
+            route: self.route,
+            started: self.started,
+            method: self.method,
+            bytes: 0,
+            entry,
+        };
+        (resp, meter)
+    }
+}
+
+/// Counts a response's body bytes; on drop (body sent, or the client
+/// gone) records the request's metrics and writes its access line.
+pub struct Meter {
+    route: Arc<Observed>,
+    started: Instant,
+    method: http::Method,
+    status: u16,
+    bytes: u64,
+    entry: Option<Box<Entry>>,
+}
+
+impl Meter {
+    /// `n` more body bytes went out.
+    pub fn sent(&mut self, n: usize) {
+        self.bytes += n as u64;
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        self.route
+            .metrics
+            .end(&self.method, self.status, took, self.bytes);
+        if let Some(mut e) = self.entry.take() {
+            e.status = self.status;
+            e.bytes = self.bytes;
+            e.duration = took;
+            self.route.access.write(&e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_made_otherwise() {
+        let mut h = HeaderMap::new();
+        h.insert(&REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&mut h), "abc-123");
+        h.insert(&REQUEST_ID, HeaderValue::from_static("has space"));
+        let made = request_id(&mut h);
+        assert_eq!(made.len(), 32);
+        assert_eq!(h.get(&REQUEST_ID), Some(&made));
+        let next = request_id(&mut HeaderMap::new());
+        assert_ne!(made, next);
+        assert_eq!(made.as_bytes()[..16], next.as_bytes()[..16]);
+    }
+}
