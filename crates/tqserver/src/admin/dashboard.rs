@@ -124,9 +124,12 @@ async fn php(up: &Upstream) -> (&'static str, Value, Vec<Value>) {
                     Vec::new(),
                 );
             };
+            let states = v["processes"].as_array().into_iter().flatten();
+            let (idle, active, total) = crate::metrics::pools::fpm_process_counts(
+                states.map(|p| p["state"].as_str().unwrap_or_default()),
+            );
             let pool = json!({
-                "total": v["total processes"], "active": v["active processes"],
-                "idle": v["idle processes"], "queue": v["listen queue"],
+                "total": total, "active": active, "idle": idle, "queue": v["listen queue"],
             });
             let procs = v["processes"]
                 .as_array()

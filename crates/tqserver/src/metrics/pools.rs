@@ -59,18 +59,37 @@ struct FpmJson {
     listen_queue: u64,
     #[serde(rename = "max listen queue")]
     max_listen_queue: u64,
-    #[serde(rename = "idle processes")]
-    idle: u64,
-    #[serde(rename = "active processes")]
-    active: u64,
-    #[serde(rename = "total processes")]
-    total: u64,
     #[serde(rename = "max active processes")]
     max_active: u64,
     #[serde(rename = "max children reached")]
     max_children_reached: u64,
     #[serde(rename = "slow requests")]
     slow_requests: u64,
+    #[serde(default)]
+    processes: Vec<FpmProcess>,
+}
+
+#[derive(serde::Deserialize)]
+struct FpmProcess {
+    state: String,
+}
+
+/// Idle, active and total processes from php-fpm's per-process list
+/// (`?json&full`). php-fpm's own `active processes` counter drifts upward
+/// when its clients keep FastCGI connections open, as TQServer's pooled
+/// client does (it counted 60 active of 2 processes in a test); the
+/// per-process states do not. A process `Reading headers` is waiting on a
+/// kept-alive connection of TQServer's for the next request: idle, from
+/// TQServer's side.
+pub fn fpm_process_counts<'a>(states: impl Iterator<Item = &'a str>) -> (u64, u64, u64) {
+    let (mut idle, mut total) = (0, 0);
+    for s in states {
+        total += 1;
+        if s == "Idle" || s == "Reading headers" {
+            idle += 1;
+        }
+    }
+    (idle, total - idle, total)
 }
 
 /// Samples one pool. php-fpm's status request goes through the pool
@@ -112,7 +131,7 @@ pub async fn sample(up: &Upstream) -> PoolSample {
                 ..PoolSample::default()
             };
             let status = if b.is_ready() {
-                tokio::time::timeout(STATUS_TIMEOUT, b.status("json"))
+                tokio::time::timeout(STATUS_TIMEOUT, b.status("json&full"))
                     .await
                     .unwrap_or_else(|_| Err("timed out".into()))
             } else {
@@ -123,9 +142,8 @@ pub async fn sample(up: &Upstream) -> PoolSample {
             }) {
                 Ok(j) => {
                     s.up = true;
-                    s.idle = j.idle;
-                    s.active = j.active;
-                    s.total = j.total;
+                    (s.idle, s.active, s.total) =
+                        fpm_process_counts(j.processes.iter().map(|p| p.state.as_str()));
                     s.max_active = j.max_active;
                     s.listen_queue = j.listen_queue;
                     s.max_listen_queue = j.max_listen_queue;

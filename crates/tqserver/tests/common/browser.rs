@@ -42,6 +42,7 @@ impl Browser {
                 "--disable-gpu",
                 "--no-first-run",
                 "--disable-extensions",
+                "--window-size=1280,1024",
                 &format!("--remote-debugging-port={port}"),
                 "--remote-debugging-address=127.0.0.1",
                 &format!("--user-data-dir={}", profile.path().display()),
