@@ -54,6 +54,9 @@ pub struct App {
     admin: Arc<Admin>,
     /// `metrics.path` when `metrics.enabled` puts /metrics on this port.
     public_metrics: Option<String>,
+    /// Record request metrics: something can read them (the admin
+    /// listener or a public metrics path).
+    record: bool,
 }
 
 impl App {
@@ -80,7 +83,13 @@ impl App {
                 None,
             );
         };
-        let pending = observe::begin(&route.observed, &mut req, &conn);
+        let pending = if self.record || !route.observed.access.is_off() {
+            Ok(observe::begin(&route.observed, &mut req, &conn))
+        } else {
+            // Nothing can read metrics (no admin listener, no public
+            // metrics path) and nothing is logged: only the request id.
+            Err(observe::request_id(req.headers_mut()))
+        };
         let resp = match &route.target {
             Route::Php(r) => {
                 let upstream = r.upstream.get();
@@ -88,12 +97,18 @@ impl App {
             }
             Route::Native(svc) => native::proxy::serve(svc, req, conn, self.limits).await,
         };
-        let (resp, meter) = pending.respond(resp);
+        let (resp, meter) = match pending {
+            Ok(p) => {
+                let (r, m) = p.respond(resp);
+                (r, Some(m))
+            }
+            Err(id) => (observe::with_request_id(resp, id), None),
+        };
         let resp = match method {
             Some(m) => livereload::inject(resp, &m, prefix).await,
             None => resp,
         };
-        (resp, Some(meter))
+        (resp, meter)
     }
 }
 
@@ -337,6 +352,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         live,
         admin: admin.clone(),
         public_metrics: config.observability.public_metrics.clone(),
+        record: config.observability.admin.is_some()
+            || config.observability.public_metrics.is_some(),
     });
     tracing::info!(
         "TQServer listening on http://{addr} (mode {})",

@@ -109,7 +109,8 @@ pub fn main() -> ExitCode {
         };
     }
     if let Some(Command::Check) = cli.command {
-        println!("{config}");
+        // A closed pipe (`tqserver check | head`) is not an error.
+        let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{config}\n"));
         return ExitCode::SUCCESS;
     }
     if let Err(e) = crate::logging::init(

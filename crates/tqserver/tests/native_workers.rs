@@ -32,6 +32,25 @@ fn worker_dir(p: &Project, name: &str) -> PathBuf {
     p.path().join("workers").join(name)
 }
 
+/// The admin listener's /metrics.
+async fn metrics(tq: &Tq) -> String {
+    common::client()
+        .get(format!("{}/metrics", tq.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one series (`name{labels}` exactly as exposed), 0 if absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The Python worker (tests/native/app.py) as a `type: command` worker.
 fn python_worker(p: &Project, name: &str, route: &str, extra: &str) {
     p.worker(
@@ -280,6 +299,25 @@ async fn command_worker_comes_back_after_kill_9_and_a_crash_loop_stops() {
         tq.log_text()
             .contains(&format!("instance pid {first} on port"))
     );
+    let m = metrics(&tq).await;
+    assert_eq!(
+        metric(&m, "tqserver_native_restarts_total{worker=\"api\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "tqserver_native_ready_instances{worker=\"api\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "tqserver_native_build_duration_seconds_count{worker=\"api\"}"
+        ),
+        1.0,
+        "{m}"
+    );
 
     // Failing health checks get the instance replaced, new one first.
     std::fs::write(&flag, second.to_string()).unwrap();
@@ -289,6 +327,14 @@ async fn command_worker_comes_back_after_kill_9_and_a_crash_loop_stops() {
         tq.log_text().contains("failed its health check"),
         "{}",
         tq.log_text()
+    );
+    let m = metrics(&tq).await;
+    assert!(
+        metric(
+            &m,
+            "tqserver_native_health_check_failures_total{worker=\"api\"}"
+        ) >= 2.0,
+        "{m}"
     );
     let third = pid_in(&b);
     let until = Instant::now() + Duration::from_secs(10);

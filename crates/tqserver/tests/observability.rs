@@ -179,6 +179,18 @@ async fn metrics_move_by_exactly_the_requests_made() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_off_still_gives_request_ids() {
+    let p = project("");
+    let tq = Tq::start(p.path(), &["--admin-listen", ""]);
+    assert!(!tq.log_text().contains("admin listener on"));
+    let r = client().get(tq.url("/cgi/echo.php")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["HTTP_X_REQUEST_ID"], id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_metrics_path_when_enabled() {
     let p = Project::new("", "");
     // metrics: is a section of its own, after the others.
@@ -469,4 +481,36 @@ async fn health_readiness_and_draining() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v["reason"].as_str().unwrap().starts_with("stopping"), "{v}");
     assert_eq!(slow.await.unwrap(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_log_as_json_lines() {
+    let logs = tempfile::tempdir().unwrap();
+    let file = logs.path().join("tq_{date}.log");
+    let p = project(&format!(
+        "  log_format: json\n  log_file: {}\n",
+        file.display()
+    ));
+    let tq = Tq::start(p.path(), &[]);
+    let r = client().get(tq.url("/cgi/echo.php")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(tq);
+    let written = logs.path().join(format!("tq_{}.log", common::today()));
+    let text = std::fs::read_to_string(&written).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().any(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("TQServer listening"))
+    }));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    // Worker lines carry the worker's name as a field.
+    assert!(lines.iter().any(|l| l["worker"] == "cgi"), "{text}");
 }

@@ -214,9 +214,27 @@ impl fmt::Display for Config {
         )?;
         writeln!(
             f,
-            "log      {}",
-            s.log_file.as_deref().unwrap_or("(terminal only)")
+            "log      {} ({})",
+            s.log_file.as_deref().unwrap_or("(terminal only)"),
+            match s.log_format {
+                crate::logging::LogFormat::Text => "text",
+                crate::logging::LogFormat::Json => "json",
+            }
         )?;
+        if let Some(a) = &s.access_log {
+            writeln!(f, "access   {a}")?;
+        }
+        let o = &self.observability;
+        match o.admin {
+            Some(a) => writeln!(
+                f,
+                "admin    http://{a} (dashboard, /metrics, /status/{{worker}}, /healthz, /readyz)"
+            )?,
+            None => writeln!(f, "admin    off (admin.listen is empty)")?,
+        }
+        if let Some(p) = &o.public_metrics {
+            writeln!(f, "metrics  {p} on the public port too")?;
+        }
         writeln!(f, "workers  {}", self.workers_dir.display())?;
         writeln!(f)?;
         writeln!(f, "routes")?;

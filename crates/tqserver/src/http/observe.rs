@@ -46,6 +46,13 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
+/// `resp` with the request's id, and nothing recorded (see
+/// [`Pending::respond`] for the recorded way).
+pub fn with_request_id(mut resp: Response<Body>, id: HeaderValue) -> Response<Body> {
+    resp.headers_mut().insert(REQUEST_ID.clone(), id);
+    resp
+}
+
 /// 32 hex digits: a random number chosen once per run, then a counter.
 fn new_id() -> HeaderValue {
     static SEED: OnceLock<u64> = OnceLock::new();

@@ -124,7 +124,17 @@ impl Tq {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tqserver"))
             .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(
+                (!args.contains(&"--admin-listen"))
+                    .then(|| {
+                        [
+                            "--admin-listen".to_string(),
+                            format!("127.0.0.1:{admin_port}"),
+                        ]
+                    })
+                    .into_iter()
+                    .flatten(),
+            )
             .args(args)
             .envs(env.iter().copied())
             .current_dir(dir)
