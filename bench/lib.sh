@@ -1,4 +1,4 @@
-# Shared by the wrk benchmarks (bench/php.sh, bench/native.sh); sourced,
+# Shared by the wrk benchmarks (bench/php.sh, native.sh, metrics.sh); sourced,
 # not run. Expects to be sourced from the repository root.
 
 # need_packages COMMAND:PACKAGE…: installs the Debian packages whose

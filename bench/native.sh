@@ -55,7 +55,7 @@ EOF
 }
 
 project "$work/prod" "$tq_port" "$range" prod
-(cd "$work/prod" && exec "$root_dir/target/release/tqserver" --mode prod > "$work/prod.log" 2>&1) &
+(cd "$work/prod" && exec "$root_dir/target/release/tqserver" --mode prod --admin-listen "127.0.0.1:$(free_port)" > "$work/prod.log" 2>&1) &
 pids+=($!)
 tq_url="http://127.0.0.1:$tq_port/bench"
 echo "bench/native.sh: waiting for the release build of workers/index" >&2
@@ -109,7 +109,7 @@ cat "$results" >&2
 # Reload latency, dev mode (debug build).
 dev_port=$(free_port)
 project "$work/dev" "$dev_port" $(( range + 60 )) dev
-(cd "$work/dev" && exec "$root_dir/target/release/tqserver" --mode dev > "$work/dev.log" 2>&1) &
+(cd "$work/dev" && exec "$root_dir/target/release/tqserver" --mode dev --admin-listen "127.0.0.1:$(free_port)" > "$work/dev.log" 2>&1) &
 pids+=($!)
 reload=$(python3 "$root_dir/bench/reload.py" "http://127.0.0.1:$dev_port/" "$work/dev/workers/index/src/main.rs" 10)
 echo "reload: $reload" >&2

@@ -126,7 +126,7 @@ fastcgi:
   listen: unix:$work/tq.sock
   mode: "0666"
 EOF
-(cd "$work/tq" && exec "$root_dir/target/release/tqserver" --mode prod --quiet) &
+(cd "$work/tq" && exec "$root_dir/target/release/tqserver" --mode prod --quiet --admin-listen "127.0.0.1:$(free_port)") &
 pids+=($!)
 
 nginx_url="http://127.0.0.1:$nginx_port/hello.php"

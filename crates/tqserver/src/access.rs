@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::logging::{SharedFile, WorkerLog};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::logging::{DailyFile, WorkerLog};
 
 /// How a line is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +106,25 @@ fn clf_time(t: SystemTime, fmt: &str) -> String {
         .to_string()
 }
 
+/// `[10/Oct/2000:13:55:36 -0700]`'s inside, formatted once per second per
+/// thread: every line of a busy second shares it.
+fn clf_now(t: SystemTime) -> String {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.0 != secs {
+            *l = (secs, clf_time(t, "%d/%b/%Y:%H:%M:%S %z"));
+        }
+        l.1.clone()
+    })
+}
+
 /// Escapes `"` and `\` and control bytes, as nginx does in its log.
 fn quoted(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
@@ -140,7 +161,7 @@ impl Entry {
         format!(
             "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rid={} rt={:.3} upstream={}",
             self.peer,
-            clf_time(self.time, "%d/%b/%Y:%H:%M:%S %z"),
+            clf_now(self.time),
             self.method,
             quoted(&self.uri.to_string()),
             version(self.version),
@@ -243,10 +264,10 @@ impl Entry {
                 's' => {
                     let _ = write!(o, "{}", self.status);
                 }
-                't' | 'T' => {
-                    let fmt = arg.as_deref().unwrap_or("%d/%b/%Y:%H:%M:%S %z");
-                    o.push_str(&clf_time(self.time, fmt));
-                }
+                't' | 'T' => match arg.as_deref() {
+                    Some(fmt) => o.push_str(&clf_time(self.time, fmt)),
+                    None => o.push_str(&clf_now(self.time)),
+                },
                 'o' => o.push('-'),
                 // %C, %M, %f, %u and unknown ones.
                 _ => o.push('-'),
@@ -266,7 +287,81 @@ pub struct AccessLog {
 #[derive(Clone)]
 enum Sink {
     Worker(WorkerLog),
-    File(SharedFile),
+    File(AccessFile),
+}
+
+/// Lines are written when this much is buffered, as nginx's
+/// `access_log … buffer=32k`.
+const BUFFER: usize = 32 << 10;
+/// …and at least this often (nginx's `flush=`).
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// An access log file (`{date}`, `{name}`; reopened on SIGUSR1), written
+/// in blocks: one write(2) per request would cost more than everything
+/// else TQServer records about it. Lines reach the file within a second,
+/// and when TQServer stops.
+#[derive(Clone)]
+pub struct AccessFile(Arc<Mutex<Buffered>>);
+
+struct Buffered {
+    file: DailyFile,
+    buf: Vec<u8>,
+}
+
+impl Buffered {
+    fn flush(&mut self) {
+        if !self.buf.is_empty() {
+            if let Err(e) = std::io::Write::write_all(&mut self.file, &self.buf) {
+                tracing::error!("access log {}: {e}", self.file.current_path().display());
+            }
+            self.buf.clear();
+        }
+    }
+}
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+impl AccessFile {
+    /// Opens `template`; a task flushes it every second while a runtime
+    /// runs and the file is in use.
+    pub fn open(template: &str, name: &str) -> std::io::Result<Self> {
+        let f = Self(Arc::new(Mutex::new(Buffered {
+            file: DailyFile::open(template, name)?,
+            buf: Vec::with_capacity(BUFFER),
+        })));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak: Weak<Mutex<Buffered>> = Arc::downgrade(&f.0);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(FLUSH_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(f) = weak.upgrade() else { return };
+                    f.lock().unwrap_or_else(|e| e.into_inner()).flush();
+                }
+            });
+        }
+        Ok(f)
+    }
+
+    /// Appends `line` and a newline.
+    pub fn write_line(&self, line: &str) {
+        let mut b = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        b.buf.extend_from_slice(line.as_bytes());
+        b.buf.push(b'\n');
+        if b.buf.len() >= BUFFER {
+            b.flush();
+        }
+    }
+
+    /// Writes what is buffered now.
+    pub fn flush(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    }
 }
 
 impl AccessLog {
@@ -282,7 +377,7 @@ impl AccessLog {
     }
 
     /// Lines, alone, into a file.
-    pub fn to_file(&mut self, file: SharedFile, format: AccessFormat) {
+    pub fn to_file(&mut self, file: AccessFile, format: AccessFormat) {
         self.sinks.push((Sink::File(file), format));
     }
 

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::AccessLog;
+use crate::access::{AccessFile, AccessLog};
 use crate::admin::{self, Admin};
 use crate::config::AccessTarget;
 use crate::config::{Config, Mode};
@@ -16,7 +16,6 @@ use crate::http::livereload::{self, LiveReload};
 use crate::http::observe::{self, Meter, Observed};
 use crate::http::router::Router;
 use crate::http::{Body, pages};
-use crate::logging::SharedFile;
 use crate::logging::WorkerLog;
 use crate::metrics::Metrics;
 use crate::native;
@@ -178,7 +177,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let global_access = s
         .access_log
         .as_deref()
-        .map(|t| SharedFile::open(t, "access"))
+        .map(|t| AccessFile::open(t, "access"))
         .transpose()
         .with_context(|| "cannot open server.access_log".to_string())?;
     let metrics = Arc::new(Metrics::new());
@@ -211,7 +210,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 access.to_worker(log.clone(), w.logging.access_format.clone())
             }
             AccessTarget::File(t) => access.to_file(
-                SharedFile::open(t, &w.name).with_context(|| {
+                AccessFile::open(t, &w.name).with_context(|| {
                     format!("worker {}: cannot open logging.access_log {t}", w.name)
                 })?,
                 w.logging.access_format.clone(),

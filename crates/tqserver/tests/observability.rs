@@ -314,6 +314,25 @@ async fn status_pages_of_both_backends_have_php_fpms_field_names() {
     assert!(r.text().await.unwrap().contains("Workers: "));
 }
 
+/// The file's text once it has `n` lines (access logs are written within
+/// a second).
+async fn wait_lines(path: &std::path::Path, n: usize) -> String {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= n {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{} has {} lines, not {n}:\n{text}",
+            path.display(),
+            text.lines().count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_and_slow_logs_request_ids_and_reopen() {
     let logs = tempfile::tempdir().unwrap();
@@ -368,11 +387,9 @@ async fn access_and_slow_logs_request_ids_and_reopen() {
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();
     }
-    // The meter writes the line when the body is done: give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
+    // Lines are written when a response is done, in blocks, within a second.
     // The cgi worker's own access log: JSON, with id, duration, upstream pid.
-    let text = std::fs::read_to_string(&cgi_access).unwrap();
+    let text = wait_lines(&cgi_access, 2).await;
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -386,7 +403,7 @@ async fn access_and_slow_logs_request_ids_and_reopen() {
     assert!(lines[1]["duration_ms"].as_f64().unwrap() >= 2000.0);
 
     // The server-wide access log: combined, every worker.
-    let all = std::fs::read_to_string(&global).unwrap();
+    let all = wait_lines(&global, 4).await;
     assert_eq!(all.lines().count(), 4, "{all}");
     assert!(
         all.contains("\"GET /cgi/echo.php?x=1 HTTP/1.1\" 200 "),
@@ -430,8 +447,7 @@ async fn access_and_slow_logs_request_ids_and_reopen() {
         .await
         .unwrap();
     r.bytes().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let fresh = std::fs::read_to_string(&global).expect("a new access.log");
+    let fresh = wait_lines(&global, 1).await;
     assert_eq!(fresh.lines().count(), 1, "{fresh}");
     assert!(fresh.contains("after=rotate"));
     assert_eq!(

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# What observability costs on the request path, with the anchor in the
+# same run:
+#   wrk → nginx → php-fpm                       (the anchor; access_log off)
+#   wrk → tqserver → php-fpm, observability off (admin listener off: no
+#                                                metrics recorded, no access log)
+#   wrk → tqserver → php-fpm, observability on  (admin listener on and scraped
+#                                                every second, combined access
+#                                                log to a file)
+# on workers/blog/public/hello.php, each with its own php-fpm pool of 2
+# static children. Rounds alternate between them; medians go into the
+# "Observability cost" section of docs/BENCHMARKS.md. Goal: on within 3% of off.
+#
+#   bench/metrics.sh                          # 5 rounds of 10 s each
+#   ROUNDS=3 DURATION=5s bench/metrics.sh     # quicker, noisier
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root_dir=$(pwd)
+
+rounds=${ROUNDS:-5}
+duration=${DURATION:-10s}
+threads=2
+conns=32
+
+source bench/lib.sh
+need_packages php-fpm:php-fpm nginx:nginx wrk:wrk
+fpm=$(ls /usr/sbin/php-fpm* | sort -V | tail -1)
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --locked -p tqserver >&2
+
+nginx_port=$(free_port)
+off_port=$(free_port)
+on_port=$(free_port)
+admin_port=$(free_port)
+docroot="$root_dir/workers/blog/public"
+root_flag=""; user_lines=""
+if [[ $(id -u) -eq 0 ]]; then root_flag="-R"; user_lines=$'user = root\ngroup = root'; fi
+
+cat > "$work/fpm.conf" <<EOF
+[global]
+pid = $work/fpm.pid
+error_log = $work/fpm.log
+daemonize = no
+[bench]
+$user_lines
+listen = $work/fpm.sock
+listen.mode = 0666
+pm = static
+pm.max_children = 2
+EOF
+"$fpm" -F -y "$work/fpm.conf" $root_flag &
+pids+=($!)
+
+cat > "$work/nginx.conf" <<EOF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        root $docroot;
+        location ~ \.php\$ {
+            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
+            try_files \$fastcgi_script_name =404;
+            set \$path_info \$fastcgi_path_info;
+            fastcgi_param PATH_INFO \$path_info;
+            fastcgi_index index.php;
+            include /etc/nginx/fastcgi.conf;
+            fastcgi_pass unix:$work/fpm.sock;
+        }
+    }
+}
+EOF
+"$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+# tq_project DIR PORT SERVER_EXTRA: a project with the blog's hello.php on
+# a php-fpm pool of 2 static children.
+tq_project() {
+    mkdir -p "$1/config" "$1/workers/blog/config"
+    printf 'server:\n  host: 127.0.0.1\n  port: %s\n%s\nworkers:\n  directory: workers\n' "$2" "$3" \
+        > "$1/config/server.yaml"
+    cat > "$1/workers/blog/config/worker.yaml" <<EOF
+path: /blog
+type: php
+document_root: $docroot
+php:
+  pool:
+    manager: static
+    max_workers: 2
+EOF
+}
+tq_project "$work/off" "$off_port" ""
+tq_project "$work/on" "$on_port" "  access_log: $work/access.log"
+(cd "$work/off" && exec "$root_dir/target/release/tqserver" --mode prod --quiet --admin-listen "") &
+pids+=($!)
+(cd "$work/on" && exec "$root_dir/target/release/tqserver" --mode prod --quiet --admin-listen "127.0.0.1:$admin_port") &
+pids+=($!)
+
+nginx_url="http://127.0.0.1:$nginx_port/hello.php"
+off_url="http://127.0.0.1:$off_port/blog/hello.php"
+on_url="http://127.0.0.1:$on_port/blog/hello.php"
+for url in "$nginx_url" "$off_url" "$on_url"; do
+    for _ in $(seq 1 100); do
+        if curl -fs "$url" | grep -q Hello; then break; fi
+        sleep 0.1
+    done
+    curl -fs "$url" | grep -q Hello || { echo "bench/metrics.sh: $url does not answer Hello" >&2; exit 1; }
+done
+curl -fs "http://127.0.0.1:$admin_port/metrics" | grep -q tqserver_http_requests_total \
+    || { echo "bench/metrics.sh: the admin listener has no request metrics" >&2; exit 1; }
+
+# A scraper, as Prometheus would be (every second: harsher than the usual 15 s).
+(while sleep 1; do curl -fs -o /dev/null "http://127.0.0.1:$admin_port/metrics" || true; done) &
+pids+=($!)
+
+for url in "$nginx_url" "$off_url" "$on_url"; do measure 2s "$url" >/dev/null; done
+results="$work/results"
+: > "$results"
+for r in $(seq 1 "$rounds"); do
+    echo "round $r/$rounds" >&2
+    echo "nginx $(measure "$duration" "$nginx_url")" >> "$results"
+    echo "off $(measure "$duration" "$off_url")" >> "$results"
+    echo "on $(measure "$duration" "$on_url")" >> "$results"
+done
+cat "$results" >&2
+lines=$(wc -l < "$work/access.log")
+[[ $lines -gt 0 ]] || { echo "bench/metrics.sh: no access log lines were written" >&2; exit 1; }
+
+python3 - "$results" "$rounds" "$duration" "$threads" "$conns" "$lines" <<'PY'
+import datetime, statistics, sys
+results, rounds, duration, threads, conns, lines = sys.argv[1:]
+rows = {}
+for line in open(results):
+    who, rps, p99 = line.split()
+    rows.setdefault(who, []).append((float(rps), float(p99)))
+med = {w: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for w, v in rows.items()}
+sys.path.insert(0, "bench")
+from benchdoc import machine, write_section
+cost = 1 - med["on"][0] / med["off"][0]
+verdict = "met" if cost < 0.03 else "**not met**"
+ratio = lambda w: med[w][0] / med["nginx"][0]
+all_rounds = "; ".join(f"{w} " + ", ".join(f"{r:.0f}" for r, _ in v) for w, v in rows.items())
+section = f"""<!-- metrics:begin (written by bench/metrics.sh; edit the script, not this section) -->
+## Observability cost
+
+Measured {datetime.date.today().isoformat()} on {machine()} with `bench/metrics.sh`:
+`wrk -t{threads} -c{conns} -d{duration} --latency` on `hello.php`, {rounds} rounds
+alternating between them, medians shown; every server has its own php-fpm
+pool of 2 static children. "Off" runs with `--admin-listen ""` and no access
+log, so no request metrics are recorded; "on" records them, has its admin
+listener scraped every second, and writes a combined access log line per
+request ({int(lines)} lines written in the run).
+
+| server | requests/s | p99 latency | ratio to nginx |
+|---|---:|---:|---:|
+| nginx → php-fpm (`access_log off`) | {med['nginx'][0]:.0f} | {med['nginx'][1]:.2f} ms | 1.00× |
+| tqserver → php-fpm, observability off | {med['off'][0]:.0f} | {med['off'][1]:.2f} ms | {ratio('off'):.2f}× |
+| tqserver → php-fpm, metrics + access log on | {med['on'][0]:.0f} | {med['on'][1]:.2f} ms | {ratio('on'):.2f}× |
+
+Cost of observability: **{cost * 100:.1f}%** of throughput (goal: under 3%: {verdict}).
+The two tqserver rows differ only in that; rounds alternate, so drift
+between rounds hits both alike, but this 2-core VM varies a few percent
+from one run to the next, which is the size of what is measured here.
+
+Every round (requests/s): {all_rounds}.
+<!-- metrics:end -->
+"""
+write_section("metrics", section)
+PY
