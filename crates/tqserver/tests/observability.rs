@@ -530,3 +530,93 @@ async fn server_log_as_json_lines() {
     // Worker lines carry the worker's name as a field.
     assert!(lines.iter().any(|l| l["worker"] == "cgi"), "{text}");
 }
+
+/// Metric names in `text` (`tqserver_…`, `process_…`), without the
+/// histogram and counter sample suffixes.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in text.match_indices("tqserver_").chain(text.match_indices("process_")) {
+        let before = text[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue; // inside another word (`max_process_…`)
+        }
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        out.insert(base.to_string());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_metrics_are_exposed_and_the_grafana_dashboard_uses_only_them() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/metrics.md")).unwrap();
+    // The tables' first column.
+    let documented: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect();
+    assert!(documented.len() > 30, "{documented:?}");
+
+    let p = project("");
+    p.worker(
+        "py",
+        "path: /py\ntype: command\ncommand:\n  run: [\"python3\", \"app.py\"]\n",
+    );
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/app.py"),
+        p.path().join("workers/py/app.py"),
+    )
+    .unwrap();
+    let tq = Tq::start(p.path(), &[]);
+    let c = client();
+    for path in ["/fpm/echo.php", "/cgi/echo.php", "/py/x"] {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while c.get(tq.url(path)).send().await.unwrap().status() != 200 {
+            assert!(std::time::Instant::now() < until, "{path} never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let scrape = c
+        .get(format!("{}/metrics", tq.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Every family declares its type, samples or not; a counter's family
+    // is named without `_total`.
+    let exposed: BTreeSet<String> = scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').unwrap();
+            if kind == "counter" && !name.ends_with("_total") {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(
+        documented, exposed,
+        "docs/metrics.md (left) and the scrape (right) list different metrics"
+    );
+
+    let grafana = std::fs::read_to_string(root.join("docs/grafana-dashboard.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&grafana).expect("valid JSON");
+    let used = metric_names(&grafana);
+    let unknown: Vec<&String> = used.difference(&documented).collect();
+    assert!(unknown.is_empty(), "the dashboard uses undocumented names: {unknown:?}");
+    let unused: Vec<&String> = documented.difference(&used).collect();
+    assert!(unused.is_empty(), "the dashboard leaves out: {unused:?}");
+}
