@@ -2,11 +2,12 @@
 //! sent (so the byte count and duration are real), in the combined format
 //! by default, as JSON, or in php-fpm's `access.format` notation.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use std::sync::{Arc, Mutex, Weak};
+
+use http::HeaderValue;
 
 use crate::logging::{DailyFile, WorkerLog};
 
@@ -57,7 +58,9 @@ impl std::fmt::Display for ServedBy {
     }
 }
 
-/// Everything a line can say about one request.
+/// Everything a line can say about one request. Header values are kept
+/// as hyper parsed them (clones share its buffer): a line costs no
+/// allocation until it is written.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// When the request arrived.
@@ -77,15 +80,13 @@ pub struct Entry {
     /// Request `Content-Length`, if declared.
     pub content_length: Option<u64>,
     /// `Referer`.
-    pub referer: Option<String>,
+    pub referer: Option<HeaderValue>,
     /// `User-Agent`.
-    pub user_agent: Option<String>,
+    pub user_agent: Option<HeaderValue>,
     /// `X-Request-Id` (received or generated).
-    pub request_id: String,
+    pub request_id: HeaderValue,
     /// Arrival to the last byte sent.
     pub duration: Duration,
-    /// The worker.
-    pub worker: String,
     /// The process that answered, if one did.
     pub upstream: Option<ServedBy>,
 }
@@ -106,9 +107,9 @@ fn clf_time(t: SystemTime, fmt: &str) -> String {
         .to_string()
 }
 
-/// `[10/Oct/2000:13:55:36 -0700]`'s inside, formatted once per second per
+/// Writes `10/Oct/2000:13:55:36 -0700`, formatted once per second per
 /// thread: every line of a busy second shares it.
-fn clf_now(t: SystemTime) -> String {
+fn clf_now(t: SystemTime, out: &mut Vec<u8>) {
     use std::cell::RefCell;
     thread_local! {
         static LAST: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
@@ -121,89 +122,131 @@ fn clf_now(t: SystemTime) -> String {
         if l.0 != secs {
             *l = (secs, clf_time(t, "%d/%b/%Y:%H:%M:%S %z"));
         }
-        l.1.clone()
-    })
+        out.extend_from_slice(l.1.as_bytes());
+    });
 }
 
-/// Escapes `"` and `\` and control bytes, as nginx does in its log.
-fn quoted(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'"' | b'\\' => {
-                o.push('\\');
-                o.push(b as char);
-            }
-            0x20..=0x7e => o.push(b as char),
+/// Writes `b` with `"` and `\` escaped and bytes outside printable ASCII
+/// as `\xHH`, as nginx does in its log.
+fn quoted(b: &[u8], out: &mut Vec<u8>) {
+    for &c in b {
+        match c {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', c]),
+            0x20..=0x7e => out.push(c),
             _ => {
-                let _ = write!(o, "\\x{b:02X}");
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'x',
+                    HEX[usize::from(c >> 4)],
+                    HEX[usize::from(c & 15)],
+                ]);
             }
         }
     }
-    o
+}
+
+fn or_dash(v: Option<&HeaderValue>) -> &[u8] {
+    v.map_or(b"-", HeaderValue::as_bytes)
+}
+
+/// The JSON line's fields, borrowed.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    time: String,
+    remote_addr: IpAddr,
+    method: &'a str,
+    uri: std::borrow::Cow<'a, str>,
+    protocol: &'static str,
+    status: u16,
+    bytes: u64,
+    duration_ms: f64,
+    request_id: std::borrow::Cow<'a, str>,
+    worker: &'a str,
+    upstream: Option<String>,
+    referer: Option<std::borrow::Cow<'a, str>>,
+    user_agent: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl Entry {
-    /// The line, without its newline.
-    pub fn format(&self, f: &AccessFormat) -> String {
+    /// The line, without its newline (tests, and the worker-log sink).
+    pub fn format(&self, worker: &str, f: &AccessFormat) -> String {
+        let mut out = Vec::with_capacity(256);
+        self.write(worker, f, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Appends the line, without its newline, to `out`.
+    pub fn write(&self, worker: &str, f: &AccessFormat, out: &mut Vec<u8>) {
         match f {
-            AccessFormat::Combined => self.combined(),
-            AccessFormat::Json => self.json(),
-            AccessFormat::Fpm(spec) => self.fpm(spec),
+            AccessFormat::Combined => self.combined(out),
+            AccessFormat::Json => self.json(worker, out),
+            AccessFormat::Fpm(spec) => self.fpm(worker, spec, out),
         }
     }
 
-    fn combined(&self) -> String {
-        let upstream = self
-            .upstream
-            .as_ref()
-            .map_or_else(|| "-".to_string(), ToString::to_string);
-        format!(
-            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rid={} rt={:.3} upstream={}",
-            self.peer,
-            clf_now(self.time),
-            self.method,
-            quoted(&self.uri.to_string()),
+    fn combined(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let _ = write!(out, "{} - - [", self.peer);
+        clf_now(self.time, out);
+        let _ = write!(out, "] \"{} ", self.method);
+        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        quoted(target.as_bytes(), out);
+        let _ = write!(
+            out,
+            " {}\" {} {} \"",
             version(self.version),
             self.status,
-            self.bytes,
-            quoted(self.referer.as_deref().unwrap_or("-")),
-            quoted(self.user_agent.as_deref().unwrap_or("-")),
-            quoted(&self.request_id),
-            self.duration.as_secs_f64(),
-            upstream
-        )
+            self.bytes
+        );
+        quoted(or_dash(self.referer.as_ref()), out);
+        out.extend_from_slice(b"\" \"");
+        quoted(or_dash(self.user_agent.as_ref()), out);
+        out.extend_from_slice(b"\" rid=");
+        quoted(self.request_id.as_bytes(), out);
+        let _ = write!(out, " rt={:.3} upstream=", self.duration.as_secs_f64());
+        match &self.upstream {
+            Some(u) => {
+                let _ = write!(out, "{u}");
+            }
+            None => out.push(b'-'),
+        }
     }
 
-    fn json(&self) -> String {
-        serde_json::json!({
-            "time": clf_time(self.time, "%Y-%m-%dT%H:%M:%S%.3f%:z"),
-            "remote_addr": self.peer.to_string(),
-            "method": self.method.as_str(),
-            "uri": self.uri.to_string(),
-            "protocol": version(self.version),
-            "status": self.status,
-            "bytes": self.bytes,
-            "duration_ms": (self.duration.as_secs_f64() * 1e6).round() / 1e3,
-            "request_id": self.request_id,
-            "worker": self.worker,
-            "upstream": self.upstream.as_ref().map(ToString::to_string),
-            "referer": self.referer,
-            "user_agent": self.user_agent,
-        })
-        .to_string()
+    fn json(&self, worker: &str, out: &mut Vec<u8>) {
+        let text = |v: &'_ HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let line = JsonLine {
+            time: clf_time(self.time, "%Y-%m-%dT%H:%M:%S%.3f%:z"),
+            remote_addr: self.peer,
+            method: self.method.as_str(),
+            uri: target.into(),
+            protocol: version(self.version),
+            status: self.status,
+            bytes: self.bytes,
+            duration_ms: (self.duration.as_secs_f64() * 1e6).round() / 1e3,
+            request_id: String::from_utf8_lossy(self.request_id.as_bytes()),
+            worker,
+            upstream: self.upstream.as_ref().map(ToString::to_string),
+            referer: self.referer.as_ref().map(|v| text(v).into()),
+            user_agent: self.user_agent.as_ref().map(|v| text(v).into()),
+        };
+        // Serialising plain fields into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &line);
     }
 
     /// php-fpm's `access.format`: `%{arg}X` or `%X`. Directives TQServer
     /// cannot know (`%C` CPU, `%M` memory of the PHP process, `%f` the
-    /// script of a native worker) print `-`, as php-fpm does for unset
+    /// script, `%u` the remote user) print `-`, as php-fpm does for unset
     /// values.
-    fn fpm(&self, spec: &str) -> String {
-        let mut o = String::with_capacity(spec.len() + 64);
+    fn fpm(&self, worker: &str, spec: &str, out: &mut Vec<u8>) {
+        use std::io::Write as _;
         let mut chars = spec.chars().peekable();
+        let query = self.uri.query().unwrap_or("");
         while let Some(c) = chars.next() {
             if c != '%' {
-                o.push(c);
+                let mut b = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
                 continue;
             }
             let mut arg = None;
@@ -213,67 +256,53 @@ impl Entry {
                 arg = Some(a);
             }
             let Some(d) = chars.next() else {
-                o.push('%');
+                out.push(b'%');
                 break;
             };
-            let query = self.uri.query().unwrap_or("");
-            match d {
-                '%' => o.push('%'),
+            let _ = match d {
+                '%' => write!(out, "%"),
                 'd' => {
                     let s = self.duration.as_secs_f64();
-                    let _ = match arg.as_deref() {
-                        Some("milliseconds" | "milli" | "mili") => write!(o, "{:.3}", s * 1e3),
-                        Some("microseconds" | "micro") => write!(o, "{:.0}", s * 1e6),
-                        _ => write!(o, "{s:.3}"),
-                    };
+                    match arg.as_deref() {
+                        Some("milliseconds" | "milli" | "mili") => write!(out, "{:.3}", s * 1e3),
+                        Some("microseconds" | "micro") => write!(out, "{:.0}", s * 1e6),
+                        _ => write!(out, "{s:.3}"),
+                    }
                 }
                 'e' => {
                     let v = match arg.as_deref() {
-                        Some("HTTP_X_REQUEST_ID") | Some("REQUEST_ID") => {
-                            Some(self.request_id.clone())
-                        }
-                        Some("HTTP_REFERER") => self.referer.clone(),
-                        Some("HTTP_USER_AGENT") => self.user_agent.clone(),
+                        Some("HTTP_X_REQUEST_ID" | "REQUEST_ID") => Some(&self.request_id),
+                        Some("HTTP_REFERER") => self.referer.as_ref(),
+                        Some("HTTP_USER_AGENT") => self.user_agent.as_ref(),
                         _ => None,
                     };
-                    o.push_str(v.as_deref().unwrap_or("-"));
+                    out.write_all(or_dash(v))
                 }
-                'l' => {
-                    let _ = write!(o, "{}", self.content_length.unwrap_or(0));
-                }
-                'm' => o.push_str(self.method.as_str()),
-                'n' => o.push_str(&self.worker),
+                'l' => write!(out, "{}", self.content_length.unwrap_or(0)),
+                'm' => write!(out, "{}", self.method),
+                'n' => write!(out, "{worker}"),
                 'p' => match &self.upstream {
-                    Some(ServedBy::Pid(p)) => {
-                        let _ = write!(o, "{p}");
-                    }
-                    Some(ServedBy::Port(p)) => {
-                        let _ = write!(o, "{p}");
-                    }
-                    _ => o.push('-'),
+                    Some(ServedBy::Pid(p)) => write!(out, "{p}"),
+                    Some(ServedBy::Port(p)) => write!(out, "{p}"),
+                    _ => write!(out, "-"),
                 },
-                'P' => {
-                    let _ = write!(o, "{}", std::process::id());
-                }
-                'q' => o.push_str(query),
-                'Q' => o.push_str(if query.is_empty() { "" } else { "?" }),
-                'r' => o.push_str(self.uri.path()),
-                'R' => {
-                    let _ = write!(o, "{}", self.peer);
-                }
-                's' => {
-                    let _ = write!(o, "{}", self.status);
-                }
+                'P' => write!(out, "{}", std::process::id()),
+                'q' => write!(out, "{query}"),
+                'Q' => write!(out, "{}", if query.is_empty() { "" } else { "?" }),
+                'r' => write!(out, "{}", self.uri.path()),
+                'R' => write!(out, "{}", self.peer),
+                's' => write!(out, "{}", self.status),
                 't' | 'T' => match arg.as_deref() {
-                    Some(fmt) => o.push_str(&clf_time(self.time, fmt)),
-                    None => o.push_str(&clf_now(self.time)),
+                    Some(fmt) => write!(out, "{}", clf_time(self.time, fmt)),
+                    None => {
+                        clf_now(self.time, out);
+                        Ok(())
+                    }
                 },
-                'o' => o.push('-'),
-                // %C, %M, %f, %u and unknown ones.
-                _ => o.push('-'),
-            }
+                // %C, %M, %f, %u, %o and unknown ones.
+                _ => write!(out, "-"),
+            };
         }
-        o
     }
 }
 
@@ -348,10 +377,10 @@ impl AccessFile {
         Ok(f)
     }
 
-    /// Appends `line` and a newline.
-    pub fn write_line(&self, line: &str) {
+    /// Appends a line: what `line` writes into the buffer, and a newline.
+    pub fn append(&self, line: impl FnOnce(&mut Vec<u8>)) {
         let mut b = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        b.buf.extend_from_slice(line.as_bytes());
+        line(&mut b.buf);
         b.buf.push(b'\n');
         if b.buf.len() >= BUFFER {
             b.flush();
@@ -382,12 +411,11 @@ impl AccessLog {
     }
 
     /// Writes `e` everywhere this route logs to.
-    pub fn write(&self, e: &Entry) {
+    pub fn write(&self, worker: &str, e: &Entry) {
         for (sink, format) in &self.sinks {
-            let line = e.format(format);
             match sink {
-                Sink::Worker(w) => w.info(&line),
-                Sink::File(f) => f.write_line(&line),
+                Sink::Worker(w) => w.info(&e.format(worker, format)),
+                Sink::File(f) => f.append(|buf| e.write(worker, format, buf)),
             }
         }
     }
@@ -408,10 +436,9 @@ mod tests {
             bytes: 12,
             content_length: None,
             referer: None,
-            user_agent: Some("curl/8 \"q\"".into()),
-            request_id: "abc".into(),
+            user_agent: Some(HeaderValue::from_static("curl/8 \"q\"")),
+            request_id: HeaderValue::from_static("abc"),
             duration: Duration::from_micros(2500),
-            worker: "blog".into(),
             upstream: Some(ServedBy::Pid(42)),
         }
     }
@@ -419,20 +446,21 @@ mod tests {
     #[test]
     fn combined_json_and_fpm_formats() {
         let e = entry();
-        let c = e.format(&AccessFormat::Combined);
+        let c = e.format("blog", &AccessFormat::Combined);
         assert!(c.starts_with("127.0.0.1 - - ["), "{c}");
         assert!(
             c.ends_with("] \"GET /blog/x.php?a=1 HTTP/1.1\" 200 12 \"-\" \"curl/8 \\\"q\\\"\" rid=abc rt=0.003 upstream=pid:42"),
             "{c}"
         );
-        let j: serde_json::Value = serde_json::from_str(&e.format(&AccessFormat::Json)).unwrap();
+        let j: serde_json::Value =
+            serde_json::from_str(&e.format("blog", &AccessFormat::Json)).unwrap();
         assert_eq!(j["status"], 200);
         assert_eq!(j["duration_ms"], 2.5);
         assert_eq!(j["upstream"], "pid:42");
         let f =
             AccessFormat::parse("%R %m %r%Q%q %s %{mili}d %p %n %{HTTP_X_REQUEST_ID}e %C").unwrap();
         assert_eq!(
-            e.format(&f),
+            e.format("blog", &f),
             "127.0.0.1 GET /blog/x.php?a=1 200 2.500 42 blog abc -"
         );
         assert!(AccessFormat::parse("apache").is_err());

@@ -535,7 +535,10 @@ async fn server_log_as_json_lines() {
 /// histogram and counter sample suffixes.
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for (i, _) in text.match_indices("tqserver_").chain(text.match_indices("process_")) {
+    for (i, _) in text
+        .match_indices("tqserver_")
+        .chain(text.match_indices("process_"))
+    {
         let before = text[..i].chars().next_back();
         if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
             continue; // inside another word (`max_process_…`)
@@ -569,7 +572,7 @@ async fn documented_metrics_are_exposed_and_the_grafana_dashboard_uses_only_them
     let p = project("");
     p.worker(
         "py",
-        "path: /py\ntype: command\ncommand:\n  run: [\"python3\", \"app.py\"]\n",
+        "path: /py\ntype: command\ncommand:\n  run: [\"python3\", \"app.py\"]\nscaling:\n  request_timeout: 1\n",
     );
     std::fs::copy(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/app.py"),
@@ -585,6 +588,9 @@ async fn documented_metrics_are_exposed_and_the_grafana_dashboard_uses_only_them
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // An upstream error, so that family has a series: 504 after 1 s.
+    let r = c.get(tq.url("/py/x?sleep=3")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
     let scrape = c
         .get(format!("{}/metrics", tq.admin))
         .send()
@@ -593,6 +599,10 @@ async fn documented_metrics_are_exposed_and_the_grafana_dashboard_uses_only_them
         .text()
         .await
         .unwrap();
+    assert!(
+        scrape.contains("tqserver_upstream_errors_total{worker=\"py\",kind=\"timeout\"} 1"),
+        "{scrape}"
+    );
     // Every family declares its type, samples or not; a counter's family
     // is named without `_total`.
     let exposed: BTreeSet<String> = scrape
@@ -616,7 +626,10 @@ async fn documented_metrics_are_exposed_and_the_grafana_dashboard_uses_only_them
     serde_json::from_str::<serde_json::Value>(&grafana).expect("valid JSON");
     let used = metric_names(&grafana);
     let unknown: Vec<&String> = used.difference(&documented).collect();
-    assert!(unknown.is_empty(), "the dashboard uses undocumented names: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "the dashboard uses undocumented names: {unknown:?}"
+    );
     let unused: Vec<&String> = documented.difference(&used).collect();
     assert!(unused.is_empty(), "the dashboard leaves out: {unused:?}");
 }

@@ -89,10 +89,7 @@ pub fn begin(
         .insert(super::body::BytesIn(route.metrics.bytes_in.clone()));
     let entry = (!route.access.is_off()).then(|| {
         let h = req.headers();
-        let text = |n: http::header::HeaderName| {
-            h.get(n)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        };
+        let text = |n: http::header::HeaderName| h.get(n).cloned();
         Box::new(Entry {
             time: SystemTime::now(),
             peer: conn.peer_ip(),
@@ -104,9 +101,8 @@ pub fn begin(
             content_length: super::body::declared_length(h),
             referer: text(http::header::REFERER),
             user_agent: text(http::header::USER_AGENT),
-            request_id: String::from_utf8_lossy(id.as_bytes()).into_owned(),
+            request_id: id.clone(),
             duration: std::time::Duration::ZERO,
-            worker: route.metrics.worker.clone(),
             upstream: None,
         })
     });
@@ -172,7 +168,7 @@ impl Drop for Meter {
             e.status = self.status;
             e.bytes = self.bytes;
             e.duration = took;
-            self.route.access.write(&e);
+            self.route.access.write(&self.route.metrics.worker, &e);
         }
     }
 }
