@@ -11,13 +11,14 @@
 # static children. Rounds alternate between them; medians go into the
 # "Observability cost" section of docs/BENCHMARKS.md. Goal: on within 3% of off.
 #
-#   bench/metrics.sh                          # 5 rounds of 10 s each
+#   bench/metrics.sh                          # 8 rounds of 10 s each (what is
+#                                             # measured is small: more rounds)
 #   ROUNDS=3 DURATION=5s bench/metrics.sh     # quicker, noisier
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root_dir=$(pwd)
 
-rounds=${ROUNDS:-5}
+rounds=${ROUNDS:-8}
 duration=${DURATION:-10s}
 threads=2
 conns=32

@@ -330,27 +330,39 @@ const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// else TQServer records about it. Lines reach the file within a second,
 /// and when TQServer stops.
 #[derive(Clone)]
-pub struct AccessFile(Arc<Mutex<Buffered>>);
+pub struct AccessFile(Arc<Buffered>);
 
+/// Requests append to `buf`; whoever fills it (or the timer) takes the
+/// block and writes it with only `file` locked, so appenders never wait on
+/// the disk. `file` is locked before `buf` is let go: blocks reach the
+/// file in the order they were filled.
 struct Buffered {
-    file: DailyFile,
-    buf: Vec<u8>,
+    buf: Mutex<Vec<u8>>,
+    file: Mutex<DailyFile>,
 }
 
 impl Buffered {
-    fn flush(&mut self) {
-        if !self.buf.is_empty() {
-            if let Err(e) = std::io::Write::write_all(&mut self.file, &self.buf) {
-                tracing::error!("access log {}: {e}", self.file.current_path().display());
-            }
-            self.buf.clear();
+    /// Writes what is buffered; `buf` is the locked buffer.
+    fn flush(&self, mut buf: std::sync::MutexGuard<'_, Vec<u8>>) {
+        if buf.is_empty() {
+            return;
         }
+        let block = std::mem::replace(&mut *buf, Vec::with_capacity(BUFFER));
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        drop(buf);
+        if let Err(e) = std::io::Write::write_all(&mut *file, &block) {
+            tracing::error!("access log {}: {e}", file.current_path().display());
+        }
+    }
+
+    fn flush_now(&self) {
+        self.flush(self.buf.lock().unwrap_or_else(|e| e.into_inner()));
     }
 }
 
 impl Drop for Buffered {
     fn drop(&mut self) {
-        self.flush();
+        self.flush_now();
     }
 }
 
@@ -358,19 +370,19 @@ impl AccessFile {
     /// Opens `template`; a task flushes it every second while a runtime
     /// runs and the file is in use.
     pub fn open(template: &str, name: &str) -> std::io::Result<Self> {
-        let f = Self(Arc::new(Mutex::new(Buffered {
-            file: DailyFile::open(template, name)?,
-            buf: Vec::with_capacity(BUFFER),
-        })));
+        let f = Self(Arc::new(Buffered {
+            buf: Mutex::new(Vec::with_capacity(BUFFER)),
+            file: Mutex::new(DailyFile::open(template, name)?),
+        }));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let weak: Weak<Mutex<Buffered>> = Arc::downgrade(&f.0);
+            let weak: Weak<Buffered> = Arc::downgrade(&f.0);
             rt.spawn(async move {
                 let mut tick = tokio::time::interval(FLUSH_EVERY);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
                     let Some(f) = weak.upgrade() else { return };
-                    f.lock().unwrap_or_else(|e| e.into_inner()).flush();
+                    f.flush_now();
                 }
             });
         }
@@ -379,17 +391,17 @@ impl AccessFile {
 
     /// Appends a line: what `line` writes into the buffer, and a newline.
     pub fn append(&self, line: impl FnOnce(&mut Vec<u8>)) {
-        let mut b = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        line(&mut b.buf);
-        b.buf.push(b'\n');
-        if b.buf.len() >= BUFFER {
-            b.flush();
+        let mut b = self.0.buf.lock().unwrap_or_else(|e| e.into_inner());
+        line(&mut b);
+        b.push(b'\n');
+        if b.len() >= BUFFER {
+            self.0.flush(b);
         }
     }
 
     /// Writes what is buffered now.
     pub fn flush(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).flush();
+        self.0.flush_now();
     }
 }
 

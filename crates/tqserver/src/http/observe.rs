@@ -85,8 +85,10 @@ pub fn begin(
 ) -> Pending {
     route.metrics.begin();
     let id = request_id(req.headers_mut());
-    req.extensions_mut()
-        .insert(super::body::BytesIn(route.metrics.bytes_in.clone()));
+    if !http_body::Body::is_end_stream(req.body()) {
+        req.extensions_mut()
+            .insert(super::body::BytesIn(route.metrics.bytes_in.clone()));
+    }
     let entry = (!route.access.is_off()).then(|| {
         let h = req.headers();
         let text = |n: http::header::HeaderName| h.get(n).cloned();
