@@ -56,6 +56,8 @@ pub struct App {
     /// Record request metrics: something can read them (the admin
     /// listener or a public metrics path).
     record: bool,
+    /// `server.access_log`, for requests no worker serves.
+    unrouted_access: AccessLog,
 }
 
 impl App {
@@ -77,8 +79,9 @@ impl App {
         let method = self.live.as_ref().map(|_| req.method().clone());
         let Some((prefix, route)) = self.router.find(req.uri().path()) else {
             self.admin.metrics.unrouted();
+            let page = pages::error(StatusCode::NOT_FOUND, "No worker serves this address.");
             return (
-                pages::error(StatusCode::NOT_FOUND, "No worker serves this address."),
+                observe::unrouted(&self.unrouted_access, &mut req, &conn, page),
                 None,
             );
         };
@@ -180,6 +183,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .map(|t| AccessFile::open(t, "access"))
         .transpose()
         .with_context(|| "cannot open server.access_log".to_string())?;
+    let mut unrouted_access = AccessLog::default();
+    if let Some(f) = &global_access {
+        unrouted_access.to_file(f.clone(), s.access_format.clone());
+    }
     let metrics = Arc::new(Metrics::new());
     let sup = config.supervision.clone();
     let backends_stop = CancellationToken::new();
@@ -353,6 +360,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         public_metrics: config.observability.public_metrics.clone(),
         record: config.observability.admin.is_some()
             || config.observability.public_metrics.is_some(),
+        unrouted_access,
     });
     tracing::info!(
         "TQServer listening on http://{addr} (mode {})",

@@ -402,9 +402,15 @@ async fn access_and_slow_logs_request_ids_and_reopen() {
     assert!(lines[0]["upstream"].as_str().unwrap().starts_with("pid:"));
     assert!(lines[1]["duration_ms"].as_f64().unwrap() >= 2000.0);
 
+    // A request no worker serves is in the server-wide log too.
+    let r = c.get(tq.url("/nowhere")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-request-id"].len(), 32);
+    r.bytes().await.unwrap();
     // The server-wide access log: combined, every worker.
-    let all = wait_lines(&global, 4).await;
-    assert_eq!(all.lines().count(), 4, "{all}");
+    let all = wait_lines(&global, 5).await;
+    assert_eq!(all.lines().count(), 5, "{all}");
+    assert!(all.contains("\"GET /nowhere HTTP/1.1\" 404 "), "{all}");
     assert!(
         all.contains("\"GET /cgi/echo.php?x=1 HTTP/1.1\" 200 "),
         "{all}"
@@ -452,7 +458,7 @@ async fn access_and_slow_logs_request_ids_and_reopen() {
     assert!(fresh.contains("after=rotate"));
     assert_eq!(
         std::fs::read_to_string(&rotated).unwrap().lines().count(),
-        4
+        5
     );
 }
 

@@ -89,25 +89,7 @@ pub fn begin(
         req.extensions_mut()
             .insert(super::body::BytesIn(route.metrics.bytes_in.clone()));
     }
-    let entry = (!route.access.is_off()).then(|| {
-        let h = req.headers();
-        let text = |n: http::header::HeaderName| h.get(n).cloned();
-        Box::new(Entry {
-            time: SystemTime::now(),
-            peer: conn.peer_ip(),
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            status: 0,
-            bytes: 0,
-            content_length: super::body::declared_length(h),
-            referer: text(http::header::REFERER),
-            user_agent: text(http::header::USER_AGENT),
-            request_id: id.clone(),
-            duration: std::time::Duration::ZERO,
-            upstream: None,
-        })
-    });
+    let entry = (!route.access.is_off()).then(|| Box::new(entry(req, conn, &id)));
     Pending {
         route: route.clone(),
         started: Instant::now(),
@@ -115,6 +97,47 @@ pub fn begin(
         id,
         entry,
     }
+}
+
+/// What the access line will say about `req`; status, bytes, duration
+/// and upstream are filled in when the response is done.
+fn entry(req: &Request<hyper::body::Incoming>, conn: &ConnInfo, id: &HeaderValue) -> Entry {
+    let h = req.headers();
+    Entry {
+        time: SystemTime::now(),
+        peer: conn.peer_ip(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        status: 0,
+        bytes: 0,
+        content_length: super::body::declared_length(h),
+        referer: h.get(http::header::REFERER).cloned(),
+        user_agent: h.get(http::header::USER_AGENT).cloned(),
+        request_id: id.clone(),
+        duration: std::time::Duration::ZERO,
+        upstream: None,
+    }
+}
+
+/// A request no worker serves: its id, and its line in the server-wide
+/// access log (worker `-`), as nginx logs its 404s.
+pub fn unrouted(
+    access: &AccessLog,
+    req: &mut Request<hyper::body::Incoming>,
+    conn: &ConnInfo,
+    resp: Response<Body>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let id = request_id(req.headers_mut());
+    if !access.is_off() {
+        let mut e = entry(req, conn, &id);
+        e.status = resp.status().as_u16();
+        e.bytes = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        e.duration = started.elapsed();
+        access.write("-", &e);
+    }
+    with_request_id(resp, id)
 }
 
 impl Pending {

@@ -76,10 +76,10 @@ pub fn render(
     let _ = writeln!(c, "pid = {}", pid.display());
     // TQServer reads php-fpm's stderr into its own log.
     let _ = writeln!(c, "error_log = /proc/self/fd/2");
-    // debug: php-fpm logs `child N started` only at that level, and
-    // TQServer counts those lines (tqserver_php_processes_spawned_total);
-    // they are filtered by the worker's logging.level like any other.
-    let _ = writeln!(c, "log_level = debug");
+    // notice, not debug: at debug php-fpm's master logs a line per event
+    // ("event module triggered"), most of one per request, which cost
+    // about 10% of throughput in bench/php.sh.
+    let _ = writeln!(c, "log_level = notice");
     let _ = writeln!(c, "daemonize = no");
     let _ = writeln!(c, "process_control_timeout = {}s\n", grace.as_secs().max(1));
     let _ = writeln!(c, "[{}]", worker.name);
@@ -297,8 +297,10 @@ pub struct Backend {
 }
 
 /// What php-fpm's log says happened to its processes; its status page
-/// does not count these. Read from its log lines (`log_level = debug`,
-/// the level of `child N started`).
+/// does not count these. Read from its `notice`-level lines: php-fpm
+/// logs `child N started` at notice for the children it starts while
+/// running (replacements, dynamic spawns) but not for those it starts
+/// with, which [`FpmEvents::started`] adds from the pool's settings.
 #[derive(Debug, Default)]
 pub struct FpmEvents {
     /// `child N started`.
@@ -313,6 +315,19 @@ pub struct FpmEvents {
 }
 
 impl FpmEvents {
+    /// php-fpm (re)started with `pool`: the children it starts at once
+    /// (`pm.max_children` static, `pm.start_servers` dynamic, none
+    /// ondemand), which it does not log at notice level.
+    pub fn started(&self, pool: &crate::config::Pool) {
+        let n = match pool.manager {
+            Manager::Static => pool.max_children,
+            Manager::Dynamic => pool.start,
+            Manager::Ondemand => 0,
+        };
+        self.spawned
+            .fetch_add(u64::from(n), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Counts what one line of php-fpm's log reports.
     pub fn observe(&self, line: &str) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -461,6 +476,7 @@ async fn supervise(
         let outcome: Result<(), String> = match spawned {
             Err(e) => Err(format!("cannot start {}: {e}", prepared.binary.display())),
             Ok(mut child) => {
+                backend.events.started(&prepared.worker.php.pool);
                 if let Some(o) = child.stdout.take() {
                     let l = log.clone();
                     forward_lines(o, move |line| l.fpm_line(line));
@@ -548,6 +564,28 @@ async fn supervise(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn process_events_from_php_fpm_log_lines() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let e = FpmEvents::default();
+        for line in [
+            "[26-Nov-2026 03:02:09] NOTICE: [pool blog] child 12 started",
+            "[26-Nov-2026 03:02:09] NOTICE: [pool blog] child 12 exited with code 0 after 5.000000 seconds from start",
+            "[26-Nov-2026 03:02:09] WARNING: [pool blog] child 13 exited with code 255 after 0.1 seconds from start",
+            "[26-Nov-2026 03:02:09] WARNING: [pool blog] child 14 exited on signal 9 (SIGKILL) after 2.0 seconds from start",
+            "[26-Nov-2026 03:02:09] NOTICE: [pool blog] child 15 exited on signal 3 (SIGQUIT) after 9.0 seconds from start",
+            "[26-Nov-2026 03:02:09] WARNING: [pool blog] child 16, script '/x.php' (request: \"GET /x.php\") execution timed out (31.0 sec), terminating",
+            "[26-Nov-2026 03:02:09] WARNING: [pool blog] child 16 exited on signal 15 (SIGTERM) after 31.0 seconds from start",
+            "[26-Nov-2026 03:02:09] NOTICE: ready to handle connections",
+        ] {
+            e.observe(line);
+        }
+        assert_eq!(e.spawned.load(Relaxed), 1);
+        assert_eq!(e.recycled.load(Relaxed), 1);
+        assert_eq!(e.crashed.load(Relaxed), 2);
+        assert_eq!(e.timed_out.load(Relaxed), 1);
+    }
     use super::*;
 
     #[test]
