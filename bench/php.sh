@@ -182,7 +182,8 @@ processes: php-fpm `pm = static` with 2 children (nginx's, and the one
 tqserver runs), or TQServer's own `backend: cgi` pool of 2 static php-cgi
 processes. nginx uses Debian's `snippets/fastcgi-php.conf` (no upstream
 keep-alive), `access_log off`; tqserver runs `--mode prod` without access
-log. wrk, the servers and PHP share the 2 cores.
+log, with its admin listener on (request metrics recorded, as by default).
+wrk, the servers and PHP share the 2 cores.
 
 | server | requests/s | p99 latency | ratio to nginx |
 |---|---:|---:|---:|

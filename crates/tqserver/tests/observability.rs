@@ -639,3 +639,37 @@ async fn documented_metrics_are_exposed_and_the_grafana_dashboard_uses_only_them
     let unused: Vec<&String> = documented.difference(&used).collect();
     assert!(unused.is_empty(), "the dashboard leaves out: {unused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_early_is_logged_as_499_and_leaves_nothing_in_flight() {
+    use tokio::io::AsyncWriteExt;
+    let logs = tempfile::tempdir().unwrap();
+    let access = logs.path().join("access.log");
+    let p = Project::new(
+        &format!(
+            "  access_log: {}\n  access_log_format: json\n",
+            access.display()
+        ),
+        "",
+    );
+    p.php_worker("cgi", "/cgi", "  backend: cgi");
+    let tq = Tq::start(p.path(), &[]);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", tq.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /cgi/sleep.php?ms=1500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(s);
+    let line = wait_lines(&access, 1).await;
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["status"], 499, "{line}");
+    assert_eq!(v["uri"], "/cgi/sleep.php?ms=1500");
+    let m = Scrape::take(&tq).await;
+    assert_eq!(m.get("tqserver_http_requests_in_flight{worker=cgi}"), 0.0);
+    assert_eq!(
+        m.get("tqserver_http_requests_total{method=GET,status=4xx,worker=cgi}"),
+        1.0
+    );
+}

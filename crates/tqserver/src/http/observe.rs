@@ -70,11 +70,23 @@ fn new_id() -> HeaderValue {
 /// A request on its way: what the access line needs from the request,
 /// taken before the request moves into the proxy.
 pub struct Pending {
-    route: Arc<Observed>,
-    started: Instant,
-    method: http::Method,
+    /// The record, answered or not: dropped before [`Pending::respond`]
+    /// (the client went away while the worker was still working), it is
+    /// recorded with nginx's 499 "client closed request".
+    meter: Option<Meter>,
     id: HeaderValue,
-    entry: Option<Box<Entry>>,
+}
+
+/// nginx's status for a request whose client closed the connection
+/// before the response was ready.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(m) = self.meter.as_mut() {
+            m.status = CLIENT_CLOSED;
+        }
+    }
 }
 
 /// Starts recording `req` for `route`.
@@ -91,11 +103,15 @@ pub fn begin(
     }
     let entry = (!route.access.is_off()).then(|| Box::new(entry(req, conn, &id)));
     Pending {
-        route: route.clone(),
-        started: Instant::now(),
-        method: req.method().clone(),
+        meter: Some(Meter {
+            route: route.clone(),
+            started: Instant::now(),
+            method: req.method().clone(),
+            status: CLIENT_CLOSED,
+            bytes: 0,
+            entry,
+        }),
         id,
-        entry,
     }
 }
 
@@ -143,24 +159,18 @@ pub fn unrouted(
 impl Pending {
     /// The response is ready: returns it with the request id, and the
     /// meter that finishes the record when its body is done.
-    pub fn respond(self, mut resp: Response<Body>) -> (Response<Body>, Meter) {
+    pub fn respond(mut self, mut resp: Response<Body>) -> (Response<Body>, Meter) {
+        let mut meter = self.meter.take().expect("respond is called once");
         if let Some(kind) = resp.extensions_mut().remove::<UpstreamError>() {
-            self.route.metrics.upstream_error(kind);
+            meter.route.metrics.upstream_error(kind);
         }
         let served_by = resp.extensions_mut().remove::<ServedBy>();
-        resp.headers_mut().insert(REQUEST_ID.clone(), self.id);
-        let mut entry = self.entry;
-        if let Some(e) = entry.as_mut() {
+        resp.headers_mut()
+            .insert(REQUEST_ID.clone(), self.id.clone());
+        if let Some(e) = meter.entry.as_mut() {
             e.upstream = served_by;
         }
-        let meter = Meter {
-            status: resp.status().as_u16(),
-            route: self.route,
-            started: self.started,
-            method: self.method,
-            bytes: 0,
-            entry,
-        };
+        meter.status = resp.status().as_u16();
         (resp, meter)
     }
 }
