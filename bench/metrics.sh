@@ -7,9 +7,13 @@
 #   wrk → tqserver → php-fpm, observability on  (admin listener on and scraped
 #                                                every second, combined access
 #                                                log to a file)
+#   wrk → tqserver → php-fpm, off again         (a second, identical "off": the
+#                                                noise floor of this machine)
 # on workers/blog/public/hello.php, each with its own php-fpm pool of 2
-# static children. Rounds alternate between them; medians go into the
-# "Observability cost" section of docs/BENCHMARKS.md. Goal: on within 3% of off.
+# static children. Rounds alternate between them; each round's on/off ratio
+# (measured back to back) is compared with its off-again/off ratio, and
+# the medians go into the "Observability cost" section of
+# docs/BENCHMARKS.md. Goal: on within 3% of off.
 #
 #   bench/metrics.sh                          # 8 rounds of 10 s each (what is
 #                                             # measured is small: more rounds)
@@ -33,6 +37,7 @@ cargo build --release --locked -p tqserver >&2
 nginx_port=$(free_port)
 off_port=$(free_port)
 on_port=$(free_port)
+again_port=$(free_port)
 admin_port=$(free_port)
 docroot="$root_dir/workers/blog/public"
 root_flag=""; user_lines=""
@@ -95,8 +100,11 @@ php:
 EOF
 }
 tq_project "$work/off" "$off_port" ""
+tq_project "$work/again" "$again_port" ""
 tq_project "$work/on" "$on_port" "  access_log: $work/access.log"
 (cd "$work/off" && exec "$root_dir/target/release/tqserver" --mode prod --quiet --admin-listen "") &
+pids+=($!)
+(cd "$work/again" && exec "$root_dir/target/release/tqserver" --mode prod --quiet --admin-listen "") &
 pids+=($!)
 (cd "$work/on" && exec "$root_dir/target/release/tqserver" --mode prod --quiet --admin-listen "127.0.0.1:$admin_port") &
 pids+=($!)
@@ -104,7 +112,8 @@ pids+=($!)
 nginx_url="http://127.0.0.1:$nginx_port/hello.php"
 off_url="http://127.0.0.1:$off_port/blog/hello.php"
 on_url="http://127.0.0.1:$on_port/blog/hello.php"
-for url in "$nginx_url" "$off_url" "$on_url"; do
+again_url="http://127.0.0.1:$again_port/blog/hello.php"
+for url in "$nginx_url" "$off_url" "$on_url" "$again_url"; do
     for _ in $(seq 1 100); do
         if curl -fs "$url" | grep -q Hello; then break; fi
         sleep 0.1
@@ -118,7 +127,7 @@ curl -fs "http://127.0.0.1:$admin_port/metrics" | grep -q tqserver_http_requests
 (while sleep 1; do curl -fs -o /dev/null "http://127.0.0.1:$admin_port/metrics" || true; done) &
 pids+=($!)
 
-for url in "$nginx_url" "$off_url" "$on_url"; do measure 2s "$url" >/dev/null; done
+for url in "$nginx_url" "$off_url" "$on_url" "$again_url"; do measure 2s "$url" >/dev/null; done
 results="$work/results"
 : > "$results"
 for r in $(seq 1 "$rounds"); do
@@ -126,6 +135,7 @@ for r in $(seq 1 "$rounds"); do
     echo "nginx $(measure "$duration" "$nginx_url")" >> "$results"
     echo "off $(measure "$duration" "$off_url")" >> "$results"
     echo "on $(measure "$duration" "$on_url")" >> "$results"
+    echo "again $(measure "$duration" "$again_url")" >> "$results"
 done
 cat "$results" >&2
 lines=$(wc -l < "$work/access.log")
@@ -141,8 +151,17 @@ for line in open(results):
 med = {w: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for w, v in rows.items()}
 sys.path.insert(0, "bench")
 from benchdoc import machine, write_section
-cost = 1 - med["on"][0] / med["off"][0]
+# Each round measures off, on and off-again back to back: the ratio of
+# neighbours cancels the drift between rounds. off-again/off shows what
+# two identical servers differ by here: the resolution of this bench.
+paired = lambda w: statistics.median(a / o for (a, _), (o, _) in zip(rows[w], rows["off"]))
+cost = 1 - paired("on")
+floor = abs(1 - paired("again"))
+by_medians = 1 - med["on"][0] / med["off"][0]
+floor_by_medians = abs(1 - med["again"][0] / med["off"][0])
 verdict = "met" if cost < 0.03 else "**not met**"
+if cost < 0.03 <= by_medians:
+    verdict = "met by the paired median, not by the medians of the rows"
 ratio = lambda w: med[w][0] / med["nginx"][0]
 all_rounds = "; ".join(f"{w} " + ", ".join(f"{r:.0f}" for r, _ in v) for w, v in rows.items())
 section = f"""<!-- metrics:begin (written by bench/metrics.sh; edit the script, not this section) -->
@@ -161,11 +180,17 @@ request ({int(lines)} lines written in the run).
 | nginx → php-fpm (`access_log off`) | {med['nginx'][0]:.0f} | {med['nginx'][1]:.2f} ms | 1.00× |
 | tqserver → php-fpm, observability off | {med['off'][0]:.0f} | {med['off'][1]:.2f} ms | {ratio('off'):.2f}× |
 | tqserver → php-fpm, metrics + access log on | {med['on'][0]:.0f} | {med['on'][1]:.2f} ms | {ratio('on'):.2f}× |
+| tqserver → php-fpm, off again (control) | {med['again'][0]:.0f} | {med['again'][1]:.2f} ms | {ratio('again'):.2f}× |
 
-Cost of observability: **{cost * 100:.1f}%** of throughput (goal: under 3%: {verdict}).
-The two tqserver rows differ only in that; rounds alternate, so drift
-between rounds hits both alike, but this 2-core VM varies a few percent
-from one run to the next, which is the size of what is measured here.
+Cost of observability: **{cost * 100:.1f}%** of throughput as the median
+over rounds of on/off measured back to back; **{by_medians * 100:.1f}%** as the
+ratio of the rows' medians (goal: under 3%: {verdict}). Two identical "off"
+servers differ by {floor * 100:.1f}% and {floor_by_medians * 100:.1f}% the same two ways (the
+control row): this 2-core VM moves by several percent from one 10 s run to
+the next, which is the size of what is measured here. perf puts all
+observability code at about 4% of tqserver's own CPU (formatting the
+access line is the largest part), and tqserver uses less of the machine
+than PHP does.
 
 Every round (requests/s): {all_rounds}.
 <!-- metrics:end -->
