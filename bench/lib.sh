@@ -46,3 +46,46 @@ measure() {
     [[ -z "$errs" ]] || echo "$0: $2: $errs" >&2
     echo "$rps $p99"
 }
+
+# start_anchor_fpm: the anchor's php-fpm, a pool of 2 static children on
+# $work/fpm.sock (the same pool TQServer runs in the PHP benchmarks).
+start_anchor_fpm() {
+    local fpm root_flag="" user_lines=""
+    fpm=$(ls /usr/sbin/php-fpm* | sort -V | tail -1)
+    if [[ $(id -u) -eq 0 ]]; then root_flag="-R"; user_lines=$'user = root\ngroup = root'; fi
+    cat > "$work/fpm.conf" <<EOF
+[global]
+pid = $work/fpm.pid
+error_log = $work/fpm.log
+daemonize = no
+[bench]
+$user_lines
+listen = $work/fpm.sock
+listen.mode = 0666
+pm = static
+pm.max_children = 2
+EOF
+    "$fpm" -F -y "$work/fpm.conf" $root_flag &
+    pids+=($!)
+}
+
+# php_server PORT FASTCGI_PASS [EXTRA]: an nginx server block for PHP in
+# $docroot, with Debian's snippets/fastcgi-php.conf inlined (its include
+# made absolute).
+php_server() {
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$1;
+        root $docroot;
+        location ~ \.php\$ {
+            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
+            try_files \$fastcgi_script_name =404;
+            set \$path_info \$fastcgi_path_info;
+            fastcgi_param PATH_INFO \$path_info;
+            fastcgi_index index.php;
+            include /etc/nginx/fastcgi.conf;${3:-}
+            fastcgi_pass $2;
+        }
+    }
+EOF
+}

@@ -29,7 +29,6 @@ conns=32
 
 source bench/lib.sh
 need_packages php-fpm:php-fpm nginx:nginx wrk:wrk
-fpm=$(ls /usr/sbin/php-fpm* | sort -V | tail -1)
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --locked -p tqserver >&2
@@ -40,23 +39,7 @@ on_port=$(free_port)
 again_port=$(free_port)
 admin_port=$(free_port)
 docroot="$root_dir/workers/blog/public"
-root_flag=""; user_lines=""
-if [[ $(id -u) -eq 0 ]]; then root_flag="-R"; user_lines=$'user = root\ngroup = root'; fi
-
-cat > "$work/fpm.conf" <<EOF
-[global]
-pid = $work/fpm.pid
-error_log = $work/fpm.log
-daemonize = no
-[bench]
-$user_lines
-listen = $work/fpm.sock
-listen.mode = 0666
-pm = static
-pm.max_children = 2
-EOF
-"$fpm" -F -y "$work/fpm.conf" $root_flag &
-pids+=($!)
+start_anchor_fpm
 
 cat > "$work/nginx.conf" <<EOF
 worker_processes auto;
@@ -65,19 +48,7 @@ error_log $work/nginx-error.log;
 events { worker_connections 1024; }
 http {
     access_log off;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        root $docroot;
-        location ~ \.php\$ {
-            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
-            try_files \$fastcgi_script_name =404;
-            set \$path_info \$fastcgi_path_info;
-            fastcgi_param PATH_INFO \$path_info;
-            fastcgi_index index.php;
-            include /etc/nginx/fastcgi.conf;
-            fastcgi_pass unix:$work/fpm.sock;
-        }
-    }
+$(php_server "$nginx_port" "unix:$work/fpm.sock")
 }
 EOF
 "$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &

@@ -21,7 +21,6 @@ conns=32
 
 source bench/lib.sh
 need_packages php-fpm:php-fpm php-cgi:php-cgi nginx:nginx wrk:wrk
-fpm=$(ls /usr/sbin/php-fpm* | sort -V | tail -1)
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --locked -p tqserver >&2
@@ -31,44 +30,8 @@ nginx2_port=$(free_port)
 nginx3_port=$(free_port)
 tq_port=$(free_port)
 docroot="$root_dir/workers/blog/public"
-root_flag=""; user_lines=""
-if [[ $(id -u) -eq 0 ]]; then root_flag="-R"; user_lines=$'user = root\ngroup = root'; fi
+start_anchor_fpm
 
-# The anchor: php-fpm for nginx, the same pool TQServer will run.
-cat > "$work/fpm.conf" <<EOF
-[global]
-pid = $work/fpm.pid
-error_log = $work/fpm.log
-daemonize = no
-[bench]
-$user_lines
-listen = $work/fpm.sock
-listen.mode = 0666
-pm = static
-pm.max_children = 2
-EOF
-"$fpm" -F -y "$work/fpm.conf" $root_flag &
-pids+=($!)
-
-# One nginx server block: listen port, where fastcgi_pass goes, extra lines.
-# The location is Debian's snippets/fastcgi-php.conf, include made absolute.
-php_server() {
-    cat <<EOF
-    server {
-        listen 127.0.0.1:$1;
-        root $docroot;
-        location ~ \.php\$ {
-            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
-            try_files \$fastcgi_script_name =404;
-            set \$path_info \$fastcgi_path_info;
-            fastcgi_param PATH_INFO \$path_info;
-            fastcgi_index index.php;
-            include /etc/nginx/fastcgi.conf;${3:-}
-            fastcgi_pass $2;
-        }
-    }
-EOF
-}
 cat > "$work/nginx.conf" <<EOF
 worker_processes auto;
 pid $work/nginx.pid;

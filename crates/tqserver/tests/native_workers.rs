@@ -32,18 +32,6 @@ fn worker_dir(p: &Project, name: &str) -> PathBuf {
     p.path().join("workers").join(name)
 }
 
-/// The admin listener's /metrics.
-async fn metrics(tq: &Tq) -> String {
-    common::client()
-        .get(format!("{}/metrics", tq.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of one series (`name{labels}` exactly as exposed), 0 if absent.
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
@@ -299,7 +287,7 @@ async fn command_worker_comes_back_after_kill_9_and_a_crash_loop_stops() {
         tq.log_text()
             .contains(&format!("instance pid {first} on port"))
     );
-    let m = metrics(&tq).await;
+    let m = common::admin_text(&tq, "/metrics").await;
     assert_eq!(
         metric(&m, "tqserver_native_restarts_total{worker=\"api\"}"),
         1.0,
@@ -328,7 +316,7 @@ async fn command_worker_comes_back_after_kill_9_and_a_crash_loop_stops() {
         "{}",
         tq.log_text()
     );
-    let m = metrics(&tq).await;
+    let m = common::admin_text(&tq, "/metrics").await;
     assert!(
         metric(
             &m,

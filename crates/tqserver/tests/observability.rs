@@ -26,14 +26,7 @@ struct Scrape(HashMap<String, f64>);
 
 impl Scrape {
     async fn take(tq: &Tq) -> Self {
-        let text = client()
-            .get(format!("{}/metrics", tq.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::admin_text(tq, "/metrics").await;
         let lines = text.lines().map(|l| Ok(l.to_string()));
         let parsed = prometheus_parse::Scrape::parse(lines).expect("a valid exposition");
         let mut all = HashMap::new();
@@ -597,14 +590,7 @@ async fn documented_metrics_are_exposed_and_the_grafana_dashboard_uses_only_them
     // An upstream error, so that family has a series: 504 after 1 s.
     let r = c.get(tq.url("/py/x?sleep=3")).send().await.unwrap();
     assert_eq!(r.status(), 504);
-    let scrape = c
-        .get(format!("{}/metrics", tq.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = common::admin_text(&tq, "/metrics").await;
     assert!(
         scrape.contains("tqserver_upstream_errors_total{worker=\"py\",kind=\"timeout\"} 1"),
         "{scrape}"

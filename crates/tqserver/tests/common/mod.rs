@@ -280,6 +280,18 @@ pub fn children_named(tq: &Tq, prefix: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The body of `path` on tqserver's admin listener.
+pub async fn admin_text(tq: &Tq, path: &str) -> String {
+    client()
+        .get(format!("{}{path}", tq.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Waits until tqserver's log contains `needle` (within `secs`).
 pub async fn wait_log(tq: &Tq, needle: &str, secs: u64) {
     let until = Instant::now() + Duration::from_secs(secs);
