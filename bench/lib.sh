@@ -89,3 +89,16 @@ php_server() {
     }
 EOF
 }
+
+# wait_hello URL…: waits (10 s at most each) until every URL answers a
+# page containing "Hello"; exits otherwise.
+wait_hello() {
+    local url
+    for url in "$@"; do
+        for _ in $(seq 1 100); do
+            if curl -fs "$url" | grep -q Hello; then break; fi
+            sleep 0.1
+        done
+        curl -fs "$url" | grep -q Hello || { echo "$0: $url does not answer Hello" >&2; exit 1; }
+    done
+}

@@ -84,13 +84,7 @@ nginx_url="http://127.0.0.1:$nginx_port/hello.php"
 off_url="http://127.0.0.1:$off_port/blog/hello.php"
 on_url="http://127.0.0.1:$on_port/blog/hello.php"
 again_url="http://127.0.0.1:$again_port/blog/hello.php"
-for url in "$nginx_url" "$off_url" "$on_url" "$again_url"; do
-    for _ in $(seq 1 100); do
-        if curl -fs "$url" | grep -q Hello; then break; fi
-        sleep 0.1
-    done
-    curl -fs "$url" | grep -q Hello || { echo "bench/metrics.sh: $url does not answer Hello" >&2; exit 1; }
-done
+wait_hello "$nginx_url" "$off_url" "$on_url" "$again_url"
 curl -fs "http://127.0.0.1:$admin_port/metrics" | grep -q tqserver_http_requests_total \
     || { echo "bench/metrics.sh: the admin listener has no request metrics" >&2; exit 1; }
 

@@ -97,13 +97,7 @@ tq_url="http://127.0.0.1:$tq_port/blog/hello.php"
 cgi_url="http://127.0.0.1:$tq_port/cgi/hello.php"
 listener_url="http://127.0.0.1:$nginx2_port/hello.php"
 keepalive_url="http://127.0.0.1:$nginx3_port/hello.php"
-for url in "$nginx_url" "$tq_url" "$cgi_url" "$listener_url" "$keepalive_url"; do
-    for _ in $(seq 1 100); do
-        if curl -fs "$url" | grep -q Hello; then break; fi
-        sleep 0.1
-    done
-    curl -fs "$url" | grep -q Hello || { echo "bench/php.sh: $url does not answer Hello" >&2; exit 1; }
-done
+wait_hello "$nginx_url" "$tq_url" "$cgi_url" "$listener_url" "$keepalive_url"
 
 measure 2s "$nginx_url" >/dev/null
 measure 2s "$tq_url" >/dev/null
