@@ -1,5 +1,5 @@
 //! The running server: start every worker's backend, serve HTTP, stop
-//! everything on SIGTERM / SIGINT.
+//! everything on SIGTERM / SIGINT / SIGQUIT.
 
 use std::sync::Arc;
 
@@ -125,7 +125,7 @@ pub enum StartError {
     Other(#[from] anyhow::Error),
 }
 
-/// Runs until SIGTERM or SIGINT, then shuts down gracefully.
+/// Runs until SIGTERM, SIGINT or SIGQUIT, then shuts down gracefully.
 pub async fn run(config: Config) -> Result<(), StartError> {
     use anyhow::Context as _;
     for n in &config.notices {
@@ -380,7 +380,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let hs = http_stop.clone();
     let server =
         tokio::spawn(async move { crate::http::serve(listener, app, &settings, hs, grace).await });
+    crate::systemd::notify(&format!(
+        "READY=1\nMAINPID={}\nSTATUS=serving on http://{addr}",
+        std::process::id()
+    ));
     wait_for_stop_signal().await;
+    crate::systemd::notify("STOPPING=1\nSTATUS=finishing requests in progress");
     admin
         .draining
         .store(true, std::sync::atomic::Ordering::Release);
@@ -560,12 +565,16 @@ async fn reopen_logs_on_sigusr1() {
     }
 }
 
+/// SIGTERM, SIGINT, or SIGQUIT (php-fpm's graceful stop: all three
+/// finish the requests in progress here).
 async fn wait_for_stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        _ = quit.recv() => {}
     }
 }

@@ -12,6 +12,7 @@
 //! - [`native`]: native workers: build, instances, supervisor, HTTP proxy.
 //! - [`watch`]: the file watcher behind hot reload.
 //! - [`process`]: child processes that cannot outlive TQServer.
+//! - [`systemd`]: `Type=notify` readiness (`READY=1`, `STOPPING=1`).
 //! - [`ports`], [`logging`]: the worker port range; server and worker logs.
 //! - [`metrics`], [`access`], [`admin`]: Prometheus metrics, access log
 //!   lines, and the admin listener (health, metrics, status pages,
@@ -29,4 +30,5 @@ pub mod native;
 pub mod php;
 pub mod ports;
 pub mod process;
+pub mod systemd;
 pub mod watch;

@@ -185,6 +185,21 @@ impl Tq {
         s
     }
 
+    /// Waits (at most `secs`) for tqserver to exit by itself, after a
+    /// signal the test sent.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let until = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < until {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// SIGTERM, then waits for the exit (SIGKILL after 20 s).
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;

@@ -1,0 +1,74 @@
+//! Signals and systemd: `Type=notify` readiness over a real Unix datagram
+//! socket (what systemd listens on), and SIGQUIT as a graceful stop, as
+//! php-fpm has it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Project, Tq, client, wait_log};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Waits for one datagram on `sock` (at most `secs`).
+async fn datagram(sock: &tokio::net::UnixDatagram, secs: u64) -> String {
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(secs), sock.recv(&mut buf))
+        .await
+        .expect("no sd_notify datagram arrived")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_and_stopping_are_announced_to_systemd() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&path).unwrap();
+    let p = Project::new("", "");
+    p.php_worker("cgi", "/cgi", "  backend: cgi");
+    let mut tq = Tq::start_env(p.path(), &[], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let ready = datagram(&sock, 30).await;
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    assert!(
+        ready.contains(&format!("MAINPID={}\n", tq.pid())),
+        "{ready}"
+    );
+    // Ready means serving.
+    let r = client().get(tq.url("/cgi/echo.php")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    kill(Pid::from_raw(tq.pid() as i32), Signal::SIGTERM).unwrap();
+    let stopping = datagram(&sock, 10).await;
+    assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
+    let exit = tq.wait_exit(20).expect("tqserver exits");
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigquit_finishes_requests_in_progress_then_exits_0() {
+    let p = Project::new("", "");
+    p.php_worker("fpm", "/fpm", "");
+    let mut tq = Tq::start(p.path(), &[]);
+    let c = client();
+    let url = tq.url("/fpm/sleep.php?ms=1500");
+    let slow = tokio::spawn(async move {
+        let r = c.get(url).send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fpm = common::children_named(&tq, "php-fpm");
+    assert_eq!(fpm.len(), 1, "php-fpm's master runs");
+    kill(Pid::from_raw(tq.pid() as i32), Signal::SIGQUIT).unwrap();
+    wait_log(&tq, "stopping: finishing requests in progress", 5).await;
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "slept");
+    let exit = tq.wait_exit(20).expect("tqserver exits");
+    assert!(exit.success(), "{exit:?}\n{}", tq.log_text());
+    // php-fpm was stopped and reaped before tqserver exited.
+    assert!(
+        !common::alive(fpm[0]),
+        "php-fpm {} outlived tqserver",
+        fpm[0]
+    );
+}
