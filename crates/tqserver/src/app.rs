@@ -34,6 +34,16 @@ pub enum Route {
     Native(Arc<native::Service>),
 }
 
+impl Route {
+    /// The worker's configuration (a PHP worker's as of its current pool).
+    pub fn worker(&self) -> Arc<crate::config::Worker> {
+        match self {
+            Self::Php(p) => p.upstream.get().worker().clone(),
+            Self::Native(s) => s.worker.clone(),
+        }
+    }
+}
+
 /// A route and what is recorded about its requests.
 pub struct Routed {
     /// Where requests go.
@@ -202,7 +212,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     });
     let mut routes = Vec::new();
     let mut tasks = Vec::new();
-    let mut observed = std::collections::HashMap::new();
     for (i, w) in config.enabled_workers().enumerate() {
         if i > 0 {
             tokio::time::sleep(sup.startup_delay).await;
@@ -226,13 +235,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         if let Some(f) = &global_access {
             access.to_file(f.clone(), s.access_format.clone());
         }
-        observed.insert(
-            w.name.clone(),
-            Arc::new(Observed {
-                metrics: metrics.route(&w),
-                access,
-            }),
-        );
+        let observed = Arc::new(Observed {
+            metrics: metrics.route(&w),
+            access,
+        });
         if w.native.is_some() {
             tracing::info!(worker = %w.name, route = %w.route, "starting {} worker", w.type_name());
             let (svc, task) = native::supervisor::start(
@@ -247,11 +253,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 metrics.native(&w.name),
             );
             tasks.push(task);
-            routes.push((w.route.clone(), Route::Native(svc)));
+            let target = Route::Native(svc);
+            routes.push((w.route.clone(), Routed { target, observed }));
             continue;
         }
         match starter.route(w.clone(), log).await {
-            Ok(r) => routes.push((w.route.clone(), Route::Php(Arc::new(r)))),
+            Ok(r) => {
+                let target = Route::Php(Arc::new(r));
+                routes.push((w.route.clone(), Routed { target, observed }));
+            }
             Err(e) => {
                 starter.stop.cancel();
                 for t in tasks.into_iter().chain(starter.take_tasks()) {
@@ -262,7 +272,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
     }
     for (route, r) in &routes {
-        if let Route::Php(r) = r {
+        if let Route::Php(r) = &r.target {
             if !r.upstream.get().wait_ready(sup.health_check_wait).await {
                 tracing::warn!(%route, "PHP is not ready yet; its requests get 502/503 until it is");
             }
@@ -271,7 +281,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let http_stop = CancellationToken::new();
     let mut fcgi_tasks = Vec::new();
     for (name, bound) in fcgi_bound {
-        let Some(php) = routes.iter().find_map(|(_, r)| match r {
+        let Some(php) = routes.iter().find_map(|(_, r)| match &r.target {
             Route::Php(r) if r.log.name() == name => Some(r),
             _ => None,
         }) else {
@@ -291,45 +301,26 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         metrics.clone(),
         routes
             .iter()
-            .map(|(route, target)| {
-                let w = match target {
-                    Route::Php(p) => p.upstream.get().worker().clone(),
-                    Route::Native(s) => s.worker.clone(),
-                };
+            .map(|(route, r)| {
+                let w = r.target.worker();
                 admin::Entry {
                     name: w.name.clone(),
                     route: route.clone(),
                     kind: w.type_name(),
-                    target: target.clone(),
-                    metrics: observed[&w.name].metrics.clone(),
+                    target: r.target.clone(),
+                    metrics: r.observed.metrics.clone(),
                 }
             })
             .collect(),
     );
-    let router = Router::new(
-        routes
-            .into_iter()
-            .map(|(route, target)| {
-                let name = match &target {
-                    Route::Php(p) => p.log.name().to_string(),
-                    Route::Native(s) => s.worker.name.clone(),
-                };
-                let observed = observed[&name].clone();
-                (route, Routed { target, observed })
-            })
-            .collect(),
-    );
+    let router = Router::new(routes);
     if config.watch {
         let names: Vec<String> = config.enabled_workers().map(|w| w.name.clone()).collect();
         match crate::watch::start(&config.workers_dir, &names, config.debounce) {
             Ok(changes) => {
-                let targets = router.values().map(|(_, r)| match &r.target {
-                    Route::Php(p) => (
-                        p.upstream.get().worker().as_ref().clone(),
-                        Target::Php(p.clone()),
-                    ),
-                    Route::Native(s) => (s.worker.as_ref().clone(), Target::Native(s.clone())),
-                });
+                let targets = router
+                    .values()
+                    .map(|(_, r)| (r.target.worker().as_ref().clone(), r.target.clone()));
                 tokio::spawn(on_changes(
                     changes,
                     targets.collect(),
@@ -415,12 +406,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// What a changed worker folder affects.
-enum Target {
-    Php(Arc<PhpRoute>),
-    Native(Arc<native::Service>),
-}
-
 /// Acts on changed worker folders: native workers rebuild and swap; a PHP
 /// worker needs nothing for its files (PHP reads the new file; opcache
 /// revalidates in dev mode), its pages just reload in the browser. A
@@ -429,7 +414,7 @@ enum Target {
 /// drains.
 async fn on_changes(
     mut changes: tokio::sync::mpsc::UnboundedReceiver<crate::watch::Change>,
-    mut targets: Vec<(crate::config::Worker, Target)>,
+    mut targets: Vec<(crate::config::Worker, Route)>,
     live: Option<Arc<LiveReload>>,
     (config_file, mode): (std::path::PathBuf, Mode),
     starter: Arc<Starter>,
@@ -448,8 +433,8 @@ async fn on_changes(
             };
             *w = new.clone();
             match target {
-                Target::Native(svc) => svc.reconfigure(new),
-                Target::Php(route) => {
+                Route::Native(svc) => svc.reconfigure(new),
+                Route::Php(route) => {
                     let (route, starter, live) = (route.clone(), starter.clone(), live.clone());
                     let (name, path) = (new.name.clone(), new.route.clone());
                     tokio::spawn(async move {
@@ -470,8 +455,8 @@ async fn on_changes(
             continue;
         }
         match target {
-            Target::Native(svc) => svc.reload(format!("changed: {}", c.describe())),
-            Target::Php(_) => {
+            Route::Native(svc) => svc.reload(format!("changed: {}", c.describe())),
+            Route::Php(_) => {
                 tracing::info!(worker = %w.name, "changed: {}", c.describe());
                 if let Some(l) = &live {
                     l.notify(&w.route);
