@@ -108,16 +108,11 @@ async fn php(up: &Upstream) -> (&'static str, Value, Vec<Value>) {
             ("cgi", pool, procs)
         }
         Upstream::Fpm(b) => {
-            let status = if b.is_ready() {
-                tokio::time::timeout(std::time::Duration::from_secs(2), b.status("json&full"))
-                    .await
-                    .unwrap_or_else(|_| Err("timed out".into()))
-            } else {
-                Err("not ready".into())
-            };
-            let Ok(v) = status.and_then(|(_, body)| {
-                serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string())
-            }) else {
+            let Ok(v) = b
+                .full_status_json()
+                .await
+                .and_then(|body| serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string()))
+            else {
                 return (
                     "fpm",
                     json!({"total": 0, "active": 0, "idle": 0, "queue": 0}),

@@ -130,14 +130,7 @@ pub async fn sample(up: &Upstream) -> PoolSample {
                 crashed: e.crashed.load(Relaxed),
                 ..PoolSample::default()
             };
-            let status = if b.is_ready() {
-                tokio::time::timeout(STATUS_TIMEOUT, b.status("json&full"))
-                    .await
-                    .unwrap_or_else(|_| Err("timed out".into()))
-            } else {
-                Err("not ready".into())
-            };
-            match status.and_then(|(_, body)| {
+            match b.full_status_json().await.and_then(|body| {
                 serde_json::from_slice::<FpmJson>(&body).map_err(|e| e.to_string())
             }) {
                 Ok(j) => {
@@ -159,9 +152,6 @@ pub async fn sample(up: &Upstream) -> PoolSample {
         }
     }
 }
-
-/// How long a scrape waits for php-fpm's status page.
-const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Encodes the samples taken for the current scrape.
 #[derive(Debug, Default)]

@@ -26,6 +26,9 @@ use crate::process;
 pub const PING_PATH: &str = "/__tqserver/ping";
 /// php-fpm's status path (the observability work exposes it).
 pub const STATUS_PATH: &str = "/__tqserver/status";
+/// How long a scrape or the dashboard waits for php-fpm's status page
+/// (it queues behind requests when every child is busy).
+pub const STATUS_WAIT: Duration = Duration::from_secs(2);
 /// Longest delay between restarts of a php-fpm that keeps exiting.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 /// A php-fpm that ran this long without failing resets the backoff.
@@ -427,6 +430,21 @@ impl Backend {
                 String::from_utf8_lossy(v).into_owned()
             });
         Ok((content_type, body))
+    }
+
+    /// php-fpm's `?json&full` page, what metrics and the dashboard read:
+    /// an error at once while php-fpm is not ready, and after
+    /// [`STATUS_WAIT`] when it does not answer.
+    pub async fn full_status_json(&self) -> Result<bytes::Bytes, String> {
+        if !self.is_ready() {
+            return Err("php-fpm is not ready".into());
+        }
+        match tokio::time::timeout(STATUS_WAIT, self.status("json&full")).await {
+            Ok(r) => r.map(|(_, body)| body),
+            Err(_) => Err(format!(
+                "php-fpm's status page did not answer within {STATUS_WAIT:?}"
+            )),
+        }
     }
 
     /// Waits until php-fpm is ready, at most `timeout`.
