@@ -116,15 +116,6 @@ impl SharedFile {
     pub fn open(template: &str, name: &str) -> io::Result<Self> {
         DailyFile::open(template, name).map(|f| Self(Arc::new(Mutex::new(f))))
     }
-
-    /// Appends `line` and a newline in one write.
-    pub fn write_line(&self, line: &str) {
-        let mut buf = String::with_capacity(line.len() + 1);
-        buf.push_str(line);
-        buf.push('\n');
-        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = f.write_all(buf.as_bytes());
-    }
 }
 
 /// One locked write to a [`SharedFile`].
@@ -320,11 +311,14 @@ mod tests {
         // logrotate moves the file away; after a reopen the path is new.
         let plain = dir.path().join("plain.log");
         let shared = SharedFile::open(plain.to_str().unwrap(), "x").unwrap();
-        shared.write_line("before");
+        shared.make_writer().write_all(b"before\n").unwrap();
         std::fs::rename(&plain, dir.path().join("plain.log.1")).unwrap();
-        shared.write_line("still the moved file");
+        shared
+            .make_writer()
+            .write_all(b"still the moved file\n")
+            .unwrap();
         reopen_all();
-        shared.write_line("after");
+        shared.make_writer().write_all(b"after\n").unwrap();
         assert_eq!(std::fs::read_to_string(&plain).unwrap(), "after\n");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("plain.log.1")).unwrap(),
