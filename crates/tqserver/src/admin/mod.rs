@@ -275,19 +275,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(10));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin listener: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let grace = std::time::Duration::from_secs(1);
+    crate::http::accept_until(listener, &stop, grace, "admin", |stream, _| {
         let admin = admin.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let admin = admin.clone();
@@ -300,14 +289,9 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
                 Ok::<_, Infallible>(r)
             }
         });
-        let conn = builder
+        builder
             .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), graceful.shutdown()).await;
+            .into_owned()
+    })
+    .await;
 }

@@ -105,20 +105,7 @@ pub async fn serve(
         .header_read_timeout(settings.read_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    accept_until(listener, &stop, grace, "HTTP", |stream, peer| {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
         let conn_info = ConnInfo { peer, local };
@@ -142,11 +129,44 @@ pub async fn serve(
                 }))
             }
         });
-        let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-        let conn = graceful.watch(conn);
+        builder.serve_connection(TokioIo::new(io), svc).into_owned()
+    })
+    .await;
+}
+
+/// The accept loop of every listener TQServer serves HTTP on (the public
+/// one and the admin listener): accepts until `stop` is cancelled, serves
+/// each connection with what `serve` makes of it, then lets open
+/// connections finish their requests for up to `grace`. `what` names the
+/// listener in log lines.
+pub async fn accept_until<C>(
+    listener: TcpListener,
+    stop: &CancellationToken,
+    grace: Duration,
+    what: &'static str,
+    mut serve: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr) -> C,
+) where
+    C: hyper_util::server::graceful::GracefulConnection + Send + 'static,
+    C::Error: std::fmt::Display,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "{what}: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let conn = graceful.watch(serve(stream, peer));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
+                tracing::debug!(error = %e, "{what} connection ended with an error");
             }
         });
     }
@@ -154,7 +174,7 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => {
-            tracing::warn!("HTTP connections still open after the {grace:?} grace period; closing them");
+            tracing::warn!("{what} connections still open after the {grace:?} grace period; closing them");
         }
     }
 }
