@@ -374,12 +374,7 @@ impl Snapshot {
     pub fn to_text(&self, full: bool) -> String {
         let mut o = String::new();
         let line = |o: &mut String, k: &str, v: Value| {
-            let v = match v {
-                Value::Str(s) => s,
-                Value::Num(n) => n.to_string(),
-                Value::Time(t) => fpm_time(t),
-            };
-            let _ = writeln!(o, "{:<22}{v}", format!("{k}:"));
+            let _ = writeln!(o, "{:<22}{}", format!("{k}:"), v.text());
         };
         for (k, v) in self.fields() {
             line(&mut o, k, v);
@@ -419,8 +414,7 @@ fn json_fields(fields: Vec<(&str, Value)>) -> String {
         .map(|(k, v)| {
             let v = match v {
                 Value::Str(s) => json_str(&s),
-                Value::Num(n) => n.to_string(),
-                Value::Time(t) => unix(t).to_string(),
+                v => v.raw(),
             };
             format!("{}:{v}", json_str(k))
         })
