@@ -1,22 +1,24 @@
-//! The running server: start every worker's backend, serve HTTP, stop
-//! everything on SIGTERM / SIGINT / SIGQUIT.
+//! The running server: start every worker's backend, serve HTTP, apply
+//! configuration changes ([`crate::reload`]), stop everything on SIGTERM /
+//! SIGINT / SIGQUIT.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{AccessFile, AccessLog};
+use crate::access::AccessLog;
 use crate::admin::{self, Admin};
-use crate::config::AccessTarget;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, ServerSettings};
 use crate::http::livereload::{self, LiveReload};
 use crate::http::observe::{self, Meter, Observed};
 use crate::http::router::Router;
 use crate::http::{Body, pages};
-use crate::logging::WorkerLog;
 use crate::metrics::Metrics;
 use crate::native;
 use crate::php::backend::{PhpRoute, Starter};
@@ -24,6 +26,7 @@ use crate::php::listener;
 use crate::php::params::ConnInfo;
 use crate::php::proxy::{self, Limits};
 use crate::ports::Ports;
+use crate::reload::{self, Launch};
 
 /// What a route leads to.
 #[derive(Clone)]
@@ -52,25 +55,64 @@ pub struct Routed {
     pub observed: Arc<Observed>,
 }
 
+/// What requests are routed with; a reload swaps it whole.
+pub struct Table {
+    /// Route prefixes to workers.
+    pub router: Router<Routed>,
+    /// Body size and read limits.
+    pub limits: Limits,
+    /// Timeouts for new connections.
+    pub server: ServerSettings,
+    /// `metrics.path` when `metrics.enabled` puts /metrics on this port.
+    pub public_metrics: Option<String>,
+    /// Record request metrics: something can read them (the admin
+    /// listener or a public metrics path).
+    pub record: bool,
+    /// `server.access_log`, for requests no worker serves.
+    pub unrouted_access: AccessLog,
+}
+
 /// The request handler.
 pub struct App {
-    router: Router<Routed>,
-    limits: Limits,
+    table: ArcSwap<Table>,
     /// Dev mode with the file watcher on: `/__tqserver/` answers and HTML
     /// responses get the live-reload tag.
     live: Option<Arc<LiveReload>>,
     /// Metrics, status and readiness (also served on `admin.listen`).
     admin: Arc<Admin>,
-    /// `metrics.path` when `metrics.enabled` puts /metrics on this port.
-    public_metrics: Option<String>,
-    /// Record request metrics: something can read them (the admin
-    /// listener or a public metrics path).
-    record: bool,
-    /// `server.access_log`, for requests no worker serves.
-    unrouted_access: AccessLog,
+    /// Dev mode: why the last configuration change was refused, shown
+    /// instead of pages until a valid configuration is in place.
+    problem: ArcSwapOption<String>,
 }
 
 impl App {
+    /// The handler over `table`.
+    pub fn new(table: Table, live: Option<Arc<LiveReload>>, admin: Arc<Admin>) -> Self {
+        Self {
+            table: ArcSwap::from_pointee(table),
+            live,
+            admin,
+            problem: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The table in force.
+    pub fn table(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+
+    /// Puts a reloaded configuration's table in place; requests in
+    /// progress keep the one they started with.
+    pub fn swap(&self, table: Table) {
+        self.table.store(Arc::new(table));
+    }
+
+    /// Sets or clears the refused-configuration message; returns whether
+    /// one was set before.
+    pub fn set_problem(&self, why: Option<String>) -> bool {
+        self.problem.swap(why.map(Arc::new)).is_some()
+    }
+
     /// Answers one request; the meter, when there is one, records the
     /// request once its response body is done.
     pub async fn handle(
@@ -78,36 +120,48 @@ impl App {
         mut req: Request<Incoming>,
         conn: ConnInfo,
     ) -> (Response<Body>, Option<Meter>) {
+        let table = self.table();
         if let Some(live) = &self.live {
             if let Some(r) = live.handle(req.method(), req.uri().path(), req.uri().query()) {
                 return (r, None);
             }
+            if let Some(p) = self.problem.load_full() {
+                let page = pages::problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The configuration has an error",
+                    "TQServer keeps running the previous configuration until this is fixed.",
+                    &p,
+                );
+                let prefix = table.router.find(req.uri().path()).map_or("/", |(p, _)| p);
+                return (livereload::inject(page, req.method(), prefix).await, None);
+            }
         }
-        if self.public_metrics.as_deref() == Some(req.uri().path()) {
+        if table.public_metrics.as_deref() == Some(req.uri().path()) {
             return (self.admin.metrics_page(req.headers()).await, None);
         }
         let method = self.live.as_ref().map(|_| req.method().clone());
-        let Some((prefix, route)) = self.router.find(req.uri().path()) else {
+        let Some((prefix, route)) = table.router.find(req.uri().path()) else {
             self.admin.metrics.unrouted();
             let page = pages::error(StatusCode::NOT_FOUND, "No worker serves this address.");
             return (
-                observe::unrouted(&self.unrouted_access, &mut req, &conn, page),
+                observe::unrouted(&table.unrouted_access, &mut req, &conn, page),
                 None,
             );
         };
-        let pending = if self.record || !route.observed.access.is_off() {
+        let pending = if table.record || !route.observed.access.is_off() {
             Ok(observe::begin(&route.observed, &mut req, &conn))
         } else {
             // Nothing can read metrics (no admin listener, no public
             // metrics path) and nothing is logged: only the request id.
             Err(observe::request_id(req.headers_mut()))
         };
+        let limits = table.limits;
         let resp = match &route.target {
             Route::Php(r) => {
                 let upstream = r.upstream.get();
-                proxy::serve(&upstream, &r.log, prefix, req, conn, self.limits).await
+                proxy::serve(&upstream, &r.log, prefix, req, conn, limits).await
             }
-            Route::Native(svc) => native::proxy::serve(svc, req, conn, self.limits).await,
+            Route::Native(svc) => native::proxy::serve(svc, req, conn, limits).await,
         };
         let (resp, meter) = match pending {
             Ok(p) => {
@@ -135,6 +189,101 @@ pub enum StartError {
     Other(#[from] anyhow::Error),
 }
 
+/// One listener's accept loop.
+struct Front {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// The public and admin listeners; a reload can bind new ones, and the old
+/// ones then finish their open connections.
+pub struct Fronts {
+    public: Mutex<Option<Front>>,
+    admin: Mutex<Option<Front>>,
+    /// Listeners replaced by a reload, still finishing their connections.
+    retired: Mutex<Vec<JoinHandle<()>>>,
+    grace: Duration,
+}
+
+impl Fronts {
+    fn start_public(&self, listener: TcpListener, app: Arc<App>) {
+        let stop = CancellationToken::new();
+        let (s, grace) = (stop.clone(), self.grace);
+        let task = tokio::spawn(crate::http::serve(listener, app, s, grace));
+        self.replace(&self.public, Some(Front { stop, task }));
+    }
+
+    fn start_admin(&self, listener: TcpListener, admin: Arc<Admin>) {
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string());
+        tracing::info!(
+            "admin listener on http://{addr} (dashboard /, /metrics, /status/{{worker}}, /healthz, /readyz, POST /reload)"
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(admin::serve(listener, admin, stop.clone()));
+        self.replace(&self.admin, Some(Front { stop, task }));
+    }
+
+    fn replace(&self, slot: &Mutex<Option<Front>>, new: Option<Front>) {
+        let old = std::mem::replace(&mut *slot.lock().unwrap_or_else(|e| e.into_inner()), new);
+        if let Some(old) = old {
+            old.stop.cancel();
+            self.retired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(old.task);
+        }
+    }
+
+    /// Binds `addr` and serves `app` there; the old listener stops
+    /// accepting and finishes its connections.
+    pub async fn rebind_public(&self, addr: &str, app: Arc<App>) -> std::io::Result<()> {
+        let l = TcpListener::bind(addr).await?;
+        tracing::info!("TQServer listening on http://{addr}");
+        self.start_public(l, app);
+        Ok(())
+    }
+
+    /// Binds the new admin address (or closes the admin listener).
+    pub async fn rebind_admin(
+        &self,
+        addr: Option<std::net::SocketAddr>,
+        admin: Arc<Admin>,
+    ) -> std::io::Result<()> {
+        match addr {
+            Some(a) => {
+                let l = TcpListener::bind(a).await?;
+                self.start_admin(l, admin);
+            }
+            None => self.replace(&self.admin, None),
+        }
+        Ok(())
+    }
+
+    /// Stops the public listener and waits for its connections (and those
+    /// of listeners a reload replaced).
+    async fn stop_public(&self) {
+        let f = self.public.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = f {
+            f.stop.cancel();
+            let _ = f.task.await;
+        }
+        let retired = std::mem::take(&mut *self.retired.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in retired {
+            let _ = t.await;
+        }
+    }
+
+    async fn stop_admin(&self) {
+        let f = self.admin.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = f {
+            f.stop.cancel();
+            let _ = f.task.await;
+        }
+    }
+}
+
 /// Runs until SIGTERM, SIGINT or SIGQUIT, then shuts down gracefully.
 pub async fn run(config: Config) -> Result<(), StartError> {
     use anyhow::Context as _;
@@ -150,18 +299,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             config.file.display()
         ))
     })?;
-    // Private runtime directory: random name, mode 0700, removed on exit.
-    remove_stale_runtime_dirs(&std::env::temp_dir());
-    let runtime_dir = tempfile::Builder::new()
-        .prefix(RUNTIME_PREFIX)
-        .tempdir()
-        .context("cannot create the runtime directory")?;
-    std::fs::write(
-        runtime_dir.path().join(PID_FILE),
-        std::process::id().to_string(),
-    )
-    .context("cannot write into the runtime directory")?;
-    let ports = Arc::new(Ports::new(config.supervision.port_range));
     // FastCGI listeners are bound before any child starts, like the HTTP
     // port: a busy address is a clear error, not a half-started server.
     let mut fcgi_bound = Vec::new();
@@ -187,16 +324,23 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         })?),
         None => None,
     };
-    let global_access = s
-        .access_log
-        .as_deref()
-        .map(|t| AccessFile::open(t, "access"))
-        .transpose()
-        .with_context(|| "cannot open server.access_log".to_string())?;
-    let mut unrouted_access = AccessLog::default();
-    if let Some(f) = &global_access {
-        unrouted_access.to_file(f.clone(), s.access_format.clone());
-    }
+    // Every port is bound: root is no longer needed.
+    crate::privileges::drop_if_root(&config).map_err(StartError::Config)?;
+    // The watchdog kills every child's process group if we die without
+    // stopping them (SIGKILL, OOM killer).
+    crate::process::start_watchdog();
+    // Private runtime directory: random name, mode 0700, removed on exit.
+    remove_stale_runtime_dirs(&std::env::temp_dir());
+    let runtime_dir = tempfile::Builder::new()
+        .prefix(RUNTIME_PREFIX)
+        .tempdir()
+        .context("cannot create the runtime directory")?;
+    std::fs::write(
+        runtime_dir.path().join(PID_FILE),
+        std::process::id().to_string(),
+    )
+    .context("cannot write into the runtime directory")?;
+    let ports = Arc::new(Ports::new(config.supervision.port_range));
     let metrics = Arc::new(Metrics::new());
     let sup = config.supervision.clone();
     let backends_stop = CancellationToken::new();
@@ -210,79 +354,38 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         stop: backends_stop.clone(),
         tasks: Default::default(),
     });
-    let mut routes = Vec::new();
-    let mut tasks = Vec::new();
+    let launch = Arc::new(
+        Launch::new(&config, starter.clone(), metrics.clone(), live.clone())
+            .map_err(|e| StartError::Other(anyhow::anyhow!(e)))?,
+    );
+    let mut running = Vec::new();
     for (i, w) in config.enabled_workers().enumerate() {
         if i > 0 {
             tokio::time::sleep(sup.startup_delay).await;
         }
-        let w = Arc::new(w.clone());
-        let log = WorkerLog::new(&w)
-            .with_context(|| format!("worker {}: cannot open logging.log_file", w.name))?;
-        let mut access = AccessLog::default();
-        match &w.logging.access_log {
-            AccessTarget::Off => {}
-            AccessTarget::WorkerLog => {
-                access.to_worker(log.clone(), w.logging.access_format.clone())
-            }
-            AccessTarget::File(t) => access.to_file(
-                AccessFile::open(t, &w.name).with_context(|| {
-                    format!("worker {}: cannot open logging.access_log {t}", w.name)
-                })?,
-                w.logging.access_format.clone(),
-            ),
-        }
-        if let Some(f) = &global_access {
-            access.to_file(f.clone(), s.access_format.clone());
-        }
-        let observed = Arc::new(Observed {
-            metrics: metrics.route(&w),
-            access,
-        });
-        if w.native.is_some() {
-            tracing::info!(worker = %w.name, route = %w.route, "starting {} worker", w.type_name());
-            let (svc, task) = native::supervisor::start(
-                w.clone(),
-                config.mode,
-                sup.clone(),
-                ports.clone(),
-                runtime_dir.path(),
-                log,
-                live.clone(),
-                backends_stop.clone(),
-                metrics.native(&w.name),
-            );
-            tasks.push(task);
-            let target = Route::Native(svc);
-            routes.push((w.route.clone(), Routed { target, observed }));
-            continue;
-        }
-        match starter.route(w.clone(), log).await {
-            Ok(r) => {
-                let target = Route::Php(Arc::new(r));
-                routes.push((w.route.clone(), Routed { target, observed }));
-            }
+        match launch.start(Arc::new(w.clone())).await {
+            Ok(r) => running.push(r),
             Err(e) => {
                 starter.stop.cancel();
-                for t in tasks.into_iter().chain(starter.take_tasks()) {
+                for t in starter.take_tasks() {
                     let _ = t.await;
                 }
                 return Err(StartError::Config(e));
             }
         }
     }
-    for (route, r) in &routes {
-        if let Route::Php(r) = &r.target {
-            if !r.upstream.get().wait_ready(sup.health_check_wait).await {
-                tracing::warn!(%route, "PHP is not ready yet; its requests get 502/503 until it is");
+    for r in &running {
+        if let Route::Php(p) = &r.target {
+            if !p.upstream.get().wait_ready(sup.health_check_wait).await {
+                tracing::warn!(route = %r.worker.route, "PHP is not ready yet; its requests get 502/503 until it is");
             }
         }
     }
-    let http_stop = CancellationToken::new();
+    let fcgi_stop = CancellationToken::new();
     let mut fcgi_tasks = Vec::new();
     for (name, bound) in fcgi_bound {
-        let Some(php) = routes.iter().find_map(|(_, r)| match &r.target {
-            Route::Php(r) if r.log.name() == name => Some(r),
+        let Some(php) = running.iter().find_map(|r| match &r.target {
+            Route::Php(p) if r.worker.name == name => Some(p),
             _ => None,
         }) else {
             continue;
@@ -293,84 +396,75 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         fcgi_tasks.push(tokio::spawn(bound.serve(
             php.upstream.clone(),
             php.log.clone(),
-            http_stop.clone(),
+            fcgi_stop.clone(),
             sup.shutdown_grace,
         )));
     }
-    let admin = Admin::new(
-        metrics.clone(),
-        routes
-            .iter()
-            .map(|(route, r)| {
-                let w = r.target.worker();
-                admin::Entry {
-                    name: w.name.clone(),
-                    route: route.clone(),
-                    kind: w.type_name(),
-                    target: r.target.clone(),
-                    metrics: r.observed.metrics.clone(),
-                }
-            })
-            .collect(),
-    );
-    let router = Router::new(routes);
-    if config.watch {
-        let names: Vec<String> = config.enabled_workers().map(|w| w.name.clone()).collect();
-        match crate::watch::start(&config.workers_dir, &names, config.debounce) {
-            Ok(changes) => {
-                let targets = router
-                    .values()
-                    .map(|(_, r)| (r.target.worker().as_ref().clone(), r.target.clone()));
-                tokio::spawn(on_changes(
-                    changes,
-                    targets.collect(),
-                    live.clone(),
-                    (config.file.clone(), config.mode),
-                    starter.clone(),
-                ));
-                tracing::info!(
-                    "watching {} for changes (debounce {:?})",
-                    config.workers_dir.display(),
-                    config.debounce
-                );
-            }
-            Err(e) => tracing::warn!(
-                "cannot watch {}: {e}; hot reload is off",
-                config.workers_dir.display()
-            ),
-        }
-    }
-    let app = Arc::new(App {
-        router,
-        limits: Limits {
-            max_body_bytes: s.max_body_bytes,
-            read_timeout: s.read_timeout,
-        },
-        live,
-        admin: admin.clone(),
-        public_metrics: config.observability.public_metrics.clone(),
-        record: config.observability.admin.is_some()
-            || config.observability.public_metrics.is_some(),
-        unrouted_access,
+    let admin = Admin::new(metrics.clone(), Launch::entries(&running));
+    let app = Arc::new(App::new(
+        launch.table(&config, &running),
+        live.clone(),
+        admin.clone(),
+    ));
+    let fronts = Arc::new(Fronts {
+        public: Mutex::new(None),
+        admin: Mutex::new(None),
+        retired: Mutex::new(Vec::new()),
+        grace: sup.shutdown_grace,
     });
     tracing::info!(
         "TQServer listening on http://{addr} (mode {})",
         config.mode.as_str()
     );
-    let admin_stop = CancellationToken::new();
-    let admin_task = admin_listener.map(|l| {
-        if let Ok(a) = l.local_addr() {
-            tracing::info!("admin listener on http://{a} (dashboard /, /metrics, /status/{{worker}}, /healthz, /readyz)");
+    fronts.start_public(listener, app.clone());
+    if let Some(l) = admin_listener {
+        fronts.start_admin(l, admin.clone());
+    }
+    let (triggers, triggers_rx) = tokio::sync::mpsc::unbounded_channel();
+    admin.accept_reloads(triggers.clone());
+    tokio::spawn(reload::on_sighup(triggers.clone()));
+    if config.watch || config.watch_config {
+        match crate::watch::start(
+            &config.workers_dir,
+            &config.file,
+            config.watch,
+            config.debounce,
+        ) {
+            Ok(events) => {
+                tokio::spawn(reload::from_watcher(events, triggers.clone()));
+                let what = if config.watch {
+                    "worker folders"
+                } else {
+                    "worker.yaml files"
+                };
+                tracing::info!(
+                    "watching {} and the {what} in {} for changes (debounce {:?})",
+                    config.file.display(),
+                    config.workers_dir.display(),
+                    config.debounce
+                );
+            }
+            Err(e) => tracing::warn!(
+                "cannot watch {}: {e}; changes apply on SIGHUP or `tqserver reload` only",
+                config.workers_dir.display()
+            ),
         }
-        tokio::spawn(admin::serve(l, admin.clone(), admin_stop.clone()))
-    });
+    }
+    let reloader = tokio::spawn(
+        reload::Reloader {
+            config,
+            running,
+            launch,
+            app,
+            admin: admin.clone(),
+            fronts: fronts.clone(),
+        }
+        .run(triggers_rx),
+    );
+    drop(triggers);
     tokio::spawn(reopen_logs_on_sigusr1());
 
-    let settings = s.clone();
     let grace = sup.shutdown_grace;
-    let hs = http_stop.clone();
-    let server =
-        tokio::spawn(async move { crate::http::serve(listener, app, &settings, hs, grace).await });
     crate::systemd::notify(&format!(
         "READY=1\nMAINPID={}\nSTATUS=serving on http://{addr}",
         std::process::id()
@@ -381,122 +475,30 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .draining
         .store(true, std::sync::atomic::Ordering::Release);
     tracing::info!("stopping: finishing requests in progress (up to {grace:?})");
-    // A second SIGINT / SIGTERM stops at once; PR_SET_PDEATHSIG takes the
-    // php-fpm masters down with us.
+    // A second SIGINT / SIGTERM stops at once; the parent-death signal and
+    // the watchdog take the children down with us.
     tokio::spawn(async {
         wait_for_stop_signal().await;
         tracing::warn!("second stop signal: exiting now");
         std::process::exit(130);
     });
-    http_stop.cancel();
-    let _ = server.await;
+    // No configuration change from here on; a worker a reload was
+    // starting is stopped with the others below.
+    reloader.abort();
+    let _ = reloader.await;
+    fronts.stop_public().await;
+    fcgi_stop.cancel();
     for t in fcgi_tasks {
         let _ = t.await;
     }
     backends_stop.cancel();
-    for t in tasks.into_iter().chain(starter.take_tasks()) {
+    for t in starter.take_tasks() {
         let _ = t.await;
     }
-    admin_stop.cancel();
-    if let Some(t) = admin_task {
-        let _ = t.await;
-    }
+    fronts.stop_admin().await;
     drop(runtime_dir);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Acts on changed worker folders: native workers rebuild and swap; a PHP
-/// worker needs nothing for its files (PHP reads the new file; opcache
-/// revalidates in dev mode), its pages just reload in the browser. A
-/// valid worker.yaml edit swaps in the worker with its new settings: a
-/// native worker is rebuilt, a PHP worker gets a new pool and the old one
-/// drains.
-async fn on_changes(
-    mut changes: tokio::sync::mpsc::UnboundedReceiver<crate::watch::Change>,
-    mut targets: Vec<(crate::config::Worker, Route)>,
-    live: Option<Arc<LiveReload>>,
-    (config_file, mode): (std::path::PathBuf, Mode),
-    starter: Arc<Starter>,
-) {
-    while let Some(c) = changes.recv().await {
-        let Some((w, target)) = targets.iter_mut().find(|(w, _)| w.name == c.worker) else {
-            continue;
-        };
-        if c.config {
-            let new = match reread_worker(&config_file, mode, w) {
-                Ok(new) => new,
-                Err(why) => {
-                    tracing::error!(worker = %w.name, "{why}");
-                    continue;
-                }
-            };
-            *w = new.clone();
-            match target {
-                Route::Native(svc) => svc.reconfigure(new),
-                Route::Php(route) => {
-                    let (route, starter, live) = (route.clone(), starter.clone(), live.clone());
-                    let (name, path) = (new.name.clone(), new.route.clone());
-                    tokio::spawn(async move {
-                        match route.reload(&starter, new).await {
-                            Ok(()) => {
-                                if let Some(l) = &live {
-                                    l.notify(&path);
-                                }
-                            }
-                            Err(why) => tracing::error!(
-                                worker = %name,
-                                "worker.yaml changed but was not applied: {why}; the previous pool keeps serving"
-                            ),
-                        }
-                    });
-                }
-            }
-            continue;
-        }
-        match target {
-            Route::Native(svc) => svc.reload(format!("changed: {}", c.describe())),
-            Route::Php(_) => {
-                tracing::info!(worker = %w.name, "changed: {}", c.describe());
-                if let Some(l) = &live {
-                    l.notify(&w.route);
-                }
-            }
-        }
-    }
-}
-
-/// The new configuration of `old` after its worker.yaml changed: the
-/// whole configuration is read and checked again (an invalid file keeps
-/// the running configuration; every problem names file, line and key).
-fn reread_worker(
-    config_file: &std::path::Path,
-    mode: Mode,
-    old: &crate::config::Worker,
-) -> Result<crate::config::Worker, String> {
-    let config = crate::config::load(config_file, mode).map_err(|errors| {
-        format!(
-            "{} changed but is not valid; still running the previous configuration:\n{errors}",
-            old.file.display()
-        )
-    })?;
-    let new = config
-        .workers
-        .into_iter()
-        .find(|w| w.name == old.name)
-        .ok_or_else(|| {
-            format!(
-                "{} is gone; restart tqserver to remove the worker",
-                old.file.display()
-            )
-        })?;
-    if !new.enabled || new.route != old.route || new.type_name() != old.type_name() {
-        return Err(format!(
-            "{}: enabled, path and type changes need a restart of tqserver; still running the previous configuration",
-            old.file.display()
-        ));
-    }
-    Ok(new)
 }
 
 const RUNTIME_PREFIX: &str = "tqserver-";

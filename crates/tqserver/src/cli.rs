@@ -1,6 +1,7 @@
 //! The command line: `tqserver [--config FILE] [--mode dev|prod] [--quiet]
 //! [--port N] [--host IP] [--admin-listen IP:PORT]`
-//! runs the server; `tqserver check` validates and prints what would run.
+//! runs the server; `tqserver check` validates and prints what would run;
+//! `tqserver reload` asks the running server to apply its files again.
 //! Exit codes: 0, 64 (usage), 78 (configuration), 1 (anything else).
 
 use std::path::PathBuf;
@@ -50,10 +51,16 @@ struct Cli {
 enum Command {
     /// Validate every configuration file and print the routes and pools.
     Check,
+    /// Ask the running tqserver (over its admin listener) to apply the
+    /// configuration files as they are now, and print what changed.
+    Reload,
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(crate::process::WATCHDOG_ARG) {
+        crate::process::watchdog_main();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -89,14 +96,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    if let Some(p) = cli.port {
-        config.server.port = p;
-    }
-    if let Some(h) = cli.host {
-        config.server.host = h;
-    }
+    let mut overrides = config::Overrides {
+        port: cli.port,
+        host: cli.host,
+        admin: None,
+    };
     if let Some(a) = cli.admin_listen {
-        config.observability.admin = if a.trim().is_empty() {
+        overrides.admin = Some(if a.trim().is_empty() {
             None
         } else {
             match a.trim().parse() {
@@ -106,7 +112,11 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(EX_USAGE);
                 }
             }
-        };
+        });
+    }
+    config = config.with_overrides(overrides);
+    if let Some(Command::Reload) = cli.command {
+        return reload(&config);
     }
     if let Some(Command::Check) = cli.command {
         // A closed pipe (`tqserver check | head`) is not an error.
@@ -144,4 +154,82 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tqserver reload`: `POST /reload` to the admin listener of the server
+/// this configuration describes; prints its answer. Exit 0 when applied,
+/// 78 when the running server refused an invalid configuration.
+fn reload(config: &config::Config) -> ExitCode {
+    use std::io::{Read as _, Write as _};
+    let Some(mut addr) = config.observability.admin else {
+        eprintln!(
+            "tqserver reload: admin.listen is off in {}; send SIGHUP to the tqserver process instead",
+            config.file.display()
+        );
+        return ExitCode::from(EX_USAGE);
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let answer = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+        // Applying can take a while: a new worker builds, php-fpm drains.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(900)))?;
+        write!(
+            s,
+            "POST /reload HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })();
+    let text = match answer {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "tqserver reload: cannot reach the admin listener at {addr} (admin.listen): {e}; is tqserver running?"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).unwrap_or("");
+    let body = decode_chunked(head, body);
+    match status {
+        "200" => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        "422" => {
+            eprint!("{body}");
+            ExitCode::from(EX_CONFIG)
+        }
+        _ => {
+            eprintln!("tqserver reload: the admin listener answered {status}: {body}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The body of a `Transfer-Encoding: chunked` answer (else as is).
+fn decode_chunked(head: &str, body: &str) -> String {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
 }

@@ -29,6 +29,8 @@ pub mod metrics;
 pub mod native;
 pub mod php;
 pub mod ports;
+pub mod privileges;
 pub mod process;
+pub mod reload;
 pub mod systemd;
 pub mod watch;

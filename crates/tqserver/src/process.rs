@@ -3,6 +3,16 @@
 //! `PR_SET_PDEATHSIG`, so the kernel signals it when TQServer dies, even
 //! by SIGKILL.
 //!
+//! The parent-death signal reaches only our direct children. What they
+//! start themselves (`go run`'s program, a shell's commands, cargo's
+//! rustc) is covered by the watchdog: a small copy of tqserver
+//! (`tqserver __watchdog`) that reads, on a pipe from us, the process
+//! groups of our children as they come and go. When the pipe closes —
+//! we exited or were killed, however — it kills every group still listed.
+//! A group leaves the list when its leader has been reaped and the rest
+//! of the group killed ([`release_group`]), so a recycled process id is
+//! never signalled.
+//!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits.
 //! Spawn from async tasks (runtime worker threads live as long as the
 //! runtime), never from `spawn_blocking`, whose threads retire when idle.
@@ -18,7 +28,128 @@ use tokio::process::{Child, Command};
 pub fn spawn_tied(cmd: &mut Command, signal: Signal) -> std::io::Result<Child> {
     cmd.process_group(0);
     set_parent_death_signal(cmd, signal);
-    cmd.spawn()
+    let child = cmd.spawn()?;
+    if let Some(pid) = child.id() {
+        tell_watchdog(&format!("+{pid}\n"));
+    }
+    Ok(child)
+}
+
+/// After the leader of a tied child's group has been reaped: SIGKILL to
+/// whatever is left of its group, and the watchdog forgets the group.
+pub fn release_group(pid: u32) {
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    tell_watchdog(&format!("-{pid}\n"));
+}
+
+/// The argument that makes `tqserver` the watchdog.
+pub const WATCHDOG_ARG: &str = "__watchdog";
+
+static WATCHDOG: std::sync::Mutex<Option<std::process::ChildStdin>> = std::sync::Mutex::new(None);
+
+fn tell_watchdog(line: &str) {
+    use std::io::Write as _;
+    let mut w = WATCHDOG.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(pipe) = w.as_mut() {
+        // One short line: a single write(2), under the lock.
+        if pipe.write_all(line.as_bytes()).is_err() {
+            *w = None;
+        }
+    }
+}
+
+/// Starts the watchdog (once, before any child). It runs in its own
+/// process group, so a Ctrl-C meant for us does not end it first; it ends
+/// by itself when we do. Without it (it could not start) children still
+/// get their parent-death signal; only their own children could outlive
+/// us.
+pub fn start_watchdog() {
+    let mut w = WATCHDOG.lock().unwrap_or_else(|e| e.into_inner());
+    if w.is_some() {
+        return;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(
+                "cannot start the watchdog (where is tqserver? {e}); processes started by workers may outlive a killed tqserver"
+            );
+            return;
+        }
+    };
+    use std::os::unix::process::CommandExt as _;
+    let spawned = std::process::Command::new(exe)
+        .arg(WATCHDOG_ARG)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    match spawned {
+        Ok(mut child) => {
+            *w = child.stdin.take();
+            // Reaped by a thread of its own: it exits only after we do,
+            // unless something kills it.
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+        }
+        Err(e) => tracing::warn!(
+            "cannot start the watchdog: {e}; processes started by workers may outlive a killed tqserver"
+        ),
+    }
+}
+
+/// The watchdog's life: keep the list of process groups from stdin; at
+/// end of input, SIGTERM every group left, SIGKILL what is still there a
+/// second later, and exit.
+pub fn watchdog_main() -> ! {
+    use std::collections::BTreeSet;
+    use std::io::BufRead as _;
+    // Signals meant for tqserver's terminal group do not reach us (own
+    // group); SIGHUP when a terminal closes must not stop the watch.
+    let _ = ignore_sighup();
+    let mut groups = BTreeSet::new();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let (op, n) = line.split_at(line.len().min(1));
+        let Ok(pid) = n.trim().parse::<i32>() else {
+            continue;
+        };
+        match op {
+            "+" => {
+                groups.insert(pid);
+            }
+            "-" => {
+                groups.remove(&pid);
+            }
+            _ => {}
+        }
+    }
+    for &g in &groups {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGTERM);
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until
+        && groups
+            .iter()
+            .any(|&g| killpg(Pid::from_raw(g), None::<Signal>).is_ok())
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &g in &groups {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+    }
+    std::process::exit(0)
+}
+
+/// The watchdog ignores SIGHUP (a closing terminal must not end it).
+#[allow(unsafe_code)]
+fn ignore_sighup() -> nix::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_IGN installs no handler, so no code of ours runs in
+    // signal context; the watchdog is single-threaded.
+    unsafe { sigaction(Signal::SIGHUP, &ignore) }.map(|_| ())
 }
 
 /// The one `unsafe` in TQServer: `pre_exec` runs between fork and exec,
@@ -60,6 +191,7 @@ pub async fn stop(child: &mut Child, first: Signal, grace: Duration) {
     // behind) goes now.
     let _ = killpg(group, Signal::SIGKILL);
     let _ = child.wait().await;
+    release_group(pid);
 }
 
 /// A child's exit in words for a log line ("exit status: 3",

@@ -1,9 +1,10 @@
-//! The file watcher: inotify (through `notify`) on every worker folder,
-//! minus build output and dependencies (`target/`, `bin/`,
+//! The file watcher: inotify (through `notify`) on server.yaml and every
+//! worker folder, minus build output and dependencies (`target/`, `bin/`,
 //! `node_modules/`, `vendor/`, `__pycache__/`, dot folders) and editor
-//! temporaries. Folders created later are watched as they appear. Changes
-//! are debounced per worker: one [`Change`] once the folder has been quiet
-//! for `file_watcher.debounce_ms`.
+//! temporaries. Folders created later are watched as they appear, and a
+//! worker folder added or removed is reported. Changes are debounced per
+//! worker: one [`Change`] once the folder has been quiet for
+//! `file_watcher.debounce_ms`.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
@@ -78,27 +79,58 @@ fn cargo_temp_target(name: &str) -> bool {
         .is_some_and(|r| r.len() == 6 && r.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
-/// Starts watching `workers_dir/{name}` for each name; changes come out of
-/// the receiver. The watcher stops when the receiver is dropped.
+/// What the watcher reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A worker folder changed (or appeared, or went away).
+    Worker(Change),
+    /// server.yaml changed (written, replaced, or its Kubernetes ConfigMap
+    /// symlinks swapped).
+    ServerConfig,
+}
+
+/// Starts watching `workers_dir` (every worker folder in it, and folders
+/// added later) and `server_file`; events come out of the receiver. With
+/// `code` off only configuration is watched: each worker's `config/`
+/// folder and the workers directory itself. The watcher stops when the
+/// receiver is dropped.
 pub fn start(
     workers_dir: &Path,
-    names: &[String],
+    server_file: &Path,
+    code: bool,
     debounce: Duration,
-) -> notify::Result<mpsc::UnboundedReceiver<Change>> {
+) -> notify::Result<mpsc::UnboundedReceiver<Event>> {
     let root = std::path::absolute(workers_dir)?;
+    let server_file = std::path::absolute(server_file)?;
+    let server_dir = server_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let server_name = server_file
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<notify::Event>();
     let mut watcher = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
         if let Ok(ev) = r {
             let _ = raw_tx.send(ev);
         }
     })?;
-    for n in names {
-        add_tree(&mut watcher, &root.join(n));
+    watcher.watch(&root, RecursiveMode::NonRecursive)?;
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) && watched(Path::new(&e.file_name())) {
+                add_tree(&mut watcher, &e.path(), code);
+            }
+        }
+    }
+    if server_dir != root {
+        watcher.watch(&server_dir, RecursiveMode::NonRecursive)?;
     }
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        // worker → (quiet until, paths, config changed)
-        let mut pending: HashMap<String, (Instant, Vec<PathBuf>, bool)> = HashMap::new();
+        // worker (None: server.yaml) → (quiet until, paths, config changed)
+        let mut pending: HashMap<Option<String>, (Instant, Vec<PathBuf>, bool)> = HashMap::new();
         loop {
             let next = pending.values().map(|p| p.0).min();
             tokio::select! {
@@ -108,39 +140,62 @@ pub fn start(
                         continue;
                     }
                     for path in ev.paths {
+                        if path.parent() == Some(server_dir.as_path()) {
+                            let name = path.file_name().unwrap_or_default();
+                            // `..data` is how a Kubernetes ConfigMap volume
+                            // swaps its files in.
+                            if name == server_name.as_os_str() || name.to_string_lossy().starts_with("..") {
+                                let e = pending
+                                    .entry(None)
+                                    .or_insert_with(|| (Instant::now(), Vec::new(), true));
+                                e.0 = Instant::now() + debounce;
+                                continue;
+                            }
+                        }
                         let Ok(rel) = path.strip_prefix(&root) else { continue };
                         let mut comps = rel.components();
                         let Some(Component::Normal(worker)) = comps.next() else { continue };
+                        if !watched(Path::new(worker)) {
+                            continue;
+                        }
                         let inner = comps.as_path().to_path_buf();
-                        if inner.as_os_str().is_empty() || !watched(&inner) {
+                        if !inner.as_os_str().is_empty() && !watched(&inner) {
+                            continue;
+                        }
+                        // The folder itself appeared or went away, or
+                        // something in its config/.
+                        let config = inner.as_os_str().is_empty() || inner.starts_with("config");
+                        if !code && !config {
                             continue;
                         }
                         if matches!(ev.kind, EventKind::Create(_)) && path.is_dir() {
-                            add_tree(&mut watcher, &path);
+                            add_tree(&mut watcher, &path, code);
                         }
-                        let config = inner == Path::new("config/worker.yaml");
                         let e = pending
-                            .entry(worker.to_string_lossy().into_owned())
+                            .entry(Some(worker.to_string_lossy().into_owned()))
                             .or_insert_with(|| (Instant::now(), Vec::new(), false));
                         e.0 = Instant::now() + debounce;
                         e.2 |= config;
-                        if !e.1.contains(&inner) {
+                        if !inner.as_os_str().is_empty() && !e.1.contains(&inner) {
                             e.1.push(inner);
                         }
                     }
                 }
                 () = sleep_until(next), if next.is_some() => {
                     let now = Instant::now();
-                    let due: Vec<String> = pending
+                    let due: Vec<Option<String>> = pending
                         .iter()
                         .filter(|(_, p)| p.0 <= now)
                         .map(|(w, _)| w.clone())
                         .collect();
-                    for worker in due {
-                        if let Some((_, paths, config)) = pending.remove(&worker) {
-                            if tx.send(Change { worker, paths, config }).is_err() {
-                                return;
-                            }
+                    for key in due {
+                        let Some((_, paths, config)) = pending.remove(&key) else { continue };
+                        let ev = match key {
+                            None => Event::ServerConfig,
+                            Some(worker) => Event::Worker(Change { worker, paths, config }),
+                        };
+                        if tx.send(ev).is_err() {
+                            return;
                         }
                     }
                 }
@@ -157,8 +212,9 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Watches `dir` and every folder below it that is not ignored (one
-/// non-recursive watch each, so `target/` never costs a watch).
-fn add_tree(w: &mut notify::RecommendedWatcher, dir: &Path) {
+/// non-recursive watch each, so `target/` never costs a watch); with
+/// `code` off, only `dir` and its `config/`.
+fn add_tree(w: &mut notify::RecommendedWatcher, dir: &Path, code: bool) {
     if w.watch(dir, RecursiveMode::NonRecursive).is_err() {
         return;
     }
@@ -171,8 +227,9 @@ fn add_tree(w: &mut notify::RecommendedWatcher, dir: &Path) {
         if e.file_type().is_ok_and(|t| t.is_dir())
             && !name.starts_with('.')
             && !IGNORED_DIRS.contains(&name.as_ref())
+            && (code || name == "config")
         {
-            add_tree(w, &e.path());
+            add_tree(w, &e.path(), code);
         }
     }
 }
@@ -206,46 +263,84 @@ mod tests {
         }
     }
 
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event within 5 s")
+            .expect("the watcher runs")
+    }
+
+    fn worker(e: Event) -> Change {
+        match e {
+            Event::Worker(c) => c,
+            Event::ServerConfig => panic!("expected a worker change, got server.yaml"),
+        }
+    }
+
+    async fn quiet(rx: &mut mpsc::UnboundedReceiver<Event>, why: &str) {
+        let r = tokio::time::timeout(Duration::from_millis(400), rx.recv()).await;
+        assert!(r.is_err(), "{why}: {r:?}");
+    }
+
     #[tokio::test]
     async fn debounces_and_sees_new_folders() {
         let dir = tempfile::tempdir().unwrap();
-        let w = dir.path().join("api");
+        let server = dir.path().join("server.yaml");
+        std::fs::write(&server, "x").unwrap();
+        let workers = dir.path().join("workers");
+        let w = workers.join("api");
         std::fs::create_dir_all(w.join("src")).unwrap();
-        let mut rx = start(dir.path(), &["api".into()], Duration::from_millis(100)).unwrap();
+        let mut rx = start(&workers, &server, true, Duration::from_millis(100)).unwrap();
         for i in 0..5 {
             std::fs::write(w.join("src/main.rs"), format!("// {i}")).unwrap();
         }
-        let c = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let c = worker(next(&mut rx).await);
         assert_eq!(c.worker, "api");
         assert_eq!(c.paths, vec![PathBuf::from("src/main.rs")]);
-        // One change for the burst.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(300), rx.recv())
-                .await
-                .is_err()
-        );
+        assert!(!c.config);
+        quiet(&mut rx, "one change for the burst").await;
         std::fs::create_dir_all(w.join("src/new")).unwrap();
-        let c = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let c = worker(next(&mut rx).await);
         assert_eq!(c.paths, vec![PathBuf::from("src/new")]);
         std::fs::write(w.join("src/new/mod.rs"), "x").unwrap();
-        let c = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let c = worker(next(&mut rx).await);
         assert_eq!(c.paths, vec![PathBuf::from("src/new/mod.rs")]);
         std::fs::create_dir_all(w.join("target/debug")).unwrap();
         std::fs::write(w.join("target/debug/x"), "x").unwrap();
-        assert!(
-            tokio::time::timeout(Duration::from_millis(400), rx.recv())
-                .await
-                .is_err(),
-            "target/ is ignored"
-        );
+        quiet(&mut rx, "target/ is ignored").await;
+        // server.yaml, rewritten by an editor that renames over it.
+        std::fs::write(dir.path().join("server.yaml.tmp"), "y").unwrap();
+        std::fs::rename(dir.path().join("server.yaml.tmp"), &server).unwrap();
+        assert_eq!(next(&mut rx).await, Event::ServerConfig);
+        // A worker folder added, then removed.
+        std::fs::create_dir_all(workers.join("new/config")).unwrap();
+        std::fs::write(workers.join("new/config/worker.yaml"), "path: /new").unwrap();
+        let c = worker(next(&mut rx).await);
+        assert_eq!((c.worker.as_str(), c.config), ("new", true));
+        std::fs::remove_dir_all(workers.join("new")).unwrap();
+        let c = worker(next(&mut rx).await);
+        assert_eq!((c.worker.as_str(), c.config), ("new", true));
+    }
+
+    #[tokio::test]
+    async fn config_only_ignores_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = dir.path().join("server.yaml");
+        std::fs::write(&server, "x").unwrap();
+        let w = dir.path().join("workers/api");
+        std::fs::create_dir_all(w.join("src")).unwrap();
+        std::fs::create_dir_all(w.join("config")).unwrap();
+        let mut rx = start(
+            &dir.path().join("workers"),
+            &server,
+            false,
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        std::fs::write(w.join("src/main.rs"), "x").unwrap();
+        quiet(&mut rx, "code is not watched").await;
+        std::fs::write(w.join("config/worker.yaml"), "x").unwrap();
+        let c = worker(next(&mut rx).await);
+        assert!(c.config);
     }
 }

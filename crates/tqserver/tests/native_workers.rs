@@ -691,9 +691,21 @@ async fn a_worker_yaml_edit_swaps_in_new_settings_and_a_bad_edit_is_refused() {
         log.contains("worker.yaml:8: scaling.min_workers: must be at least 1"),
         "{log}"
     );
+    // Dev mode: pages show the error (as they show a build error) while
+    // the previous configuration keeps running behind them.
     let (s, b) = get(&client(), &tq.url("/api/x")).await;
-    assert_eq!(s, 200);
-    assert!(b.contains("greeting=two"), "{b}");
+    assert_eq!(s, 500, "{b}");
+    assert!(
+        b.contains("worker.yaml:8: scaling.min_workers: must be at least 1"),
+        "{b}"
+    );
+    // Fixed: the same settings as running, so nothing restarts; the
+    // page is back.
+    p.worker("api", &yaml("two", ""));
+    wait_for(&tq, "/api/x", 10, |s, b| {
+        s == 200 && b.contains("greeting=two")
+    })
+    .await;
 }
 
 /// A worker's output goes to its `logging.log_file`; a process it starts

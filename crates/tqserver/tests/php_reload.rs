@@ -1,7 +1,7 @@
-//! A PHP worker's worker.yaml edited while TQServer runs: the new pool
-//! (php-fpm or php-cgi) starts next to the old one, takes the route once
-//! it answers, and the old one drains and stops — no failed request, and
-//! afterwards exactly the new processes, counted from the OS table.
+//! A PHP worker's worker.yaml edited while TQServer runs: php-cgi's pool
+//! rolls its processes over in place, php-fpm reloads itself on SIGUSR2
+//! (same master, new children) — no failed request, and afterwards exactly
+//! the new processes, counted from the OS table.
 
 mod common;
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Project, Tq, children_named, client, php_dir};
+use common::{Project, Tq, children_named, children_of, client, php_dir};
 
 fn yaml(backend: &str, workers: u32, memory: &str) -> String {
     format!(
@@ -28,13 +28,27 @@ async fn memory_limit(c: &reqwest::Client, tq: &Tq) -> String {
     r.text().await.unwrap()
 }
 
-async fn edit_under_load(backend: &str, prefix: &str, after: usize) {
+/// The PHP processes that serve requests: php-cgi's, or the children of
+/// php-fpm's master (which a SIGUSR2 reload keeps).
+fn serving(tq: &Tq, backend: &str) -> Vec<u32> {
+    match backend {
+        "cgi" => children_named(tq, "php-cgi"),
+        _ => children_named(tq, "php-fpm")
+            .into_iter()
+            .flat_map(|m| children_of(m).into_iter().map(|(p, _)| p))
+            .collect(),
+    }
+}
+
+async fn edit_under_load(backend: &str) {
     let p = Project::new("", "file_watcher:\n  enabled: true\n  debounce_ms: 50\n");
     p.worker("app", &yaml(backend, 2, "64M"));
     let tq = Tq::start(p.path(), &["--mode", "prod"]);
     let c = client();
     assert_eq!(memory_limit(&c, &tq).await, "64M");
-    let before = children_named(&tq, prefix);
+    let before = serving(&tq, backend);
+    let masters = children_named(&tq, "php-fpm");
+    assert_eq!(before.len(), 2, "{before:?}");
 
     // Two clients loop over a PHP script while the file changes.
     let stop = Arc::new(AtomicBool::new(false));
@@ -68,11 +82,11 @@ async fn edit_under_load(backend: &str, prefix: &str, after: usize) {
         assert!(failed.is_empty(), "{failed:?}");
         assert!(ok > 5);
     }
-    // The old pool is gone; only the new one runs.
+    // The old processes are gone; only new ones run, three of them.
     let until = Instant::now() + Duration::from_secs(15);
     loop {
-        let now = children_named(&tq, prefix);
-        if now.len() == after && now.iter().all(|p| !before.contains(p)) {
+        let now = serving(&tq, backend);
+        if now.len() == 3 && now.iter().all(|p| !before.contains(p)) {
             break;
         }
         assert!(
@@ -82,7 +96,15 @@ async fn edit_under_load(backend: &str, prefix: &str, after: usize) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(tq.log_text().contains("applied: static, 3 processes"));
+    let log = tq.log_text();
+    assert!(log.contains("applied: static, 3 processes"), "{log}");
+    if backend == "fpm" {
+        // Reloaded in place: the same master.
+        assert!(log.contains("php-fpm reloaded with SIGUSR2"), "{log}");
+        assert_eq!(children_named(&tq, "php-fpm"), masters);
+    } else {
+        assert!(log.contains("in place; processes replaced"), "{log}");
+    }
 
     // An invalid edit is refused with file, line and key; the pool stays.
     p.worker("app", &yaml(backend, 0, "128M"));
@@ -95,12 +117,11 @@ async fn edit_under_load(backend: &str, prefix: &str, after: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_php_cgi_pool_is_replaced_on_a_worker_yaml_edit_without_a_failed_request() {
-    edit_under_load("cgi", "php-cgi", 3).await;
+async fn a_php_cgi_pool_rolls_over_on_a_worker_yaml_edit_without_a_failed_request() {
+    edit_under_load("cgi").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_fpm_is_replaced_on_a_worker_yaml_edit_and_the_old_master_stops() {
-    // One php-fpm master before, one (a new one) after.
-    edit_under_load("fpm", "php-fpm", 1).await;
+async fn php_fpm_reloads_with_sigusr2_on_a_worker_yaml_edit_without_a_failed_request() {
+    edit_under_load("fpm").await;
 }

@@ -18,7 +18,7 @@ pub async fn stats(admin: &Admin) -> Value {
     let usage = crate::metrics::process::usage();
     let ready = admin.readiness();
     let mut workers = Vec::new();
-    for (w, (_, r)) in admin.workers.iter().zip(ready) {
+    for (w, (_, r)) in admin.workers().iter().zip(ready) {
         workers.push(worker(w, r).await);
     }
     json!({

@@ -9,6 +9,7 @@
 //! | `/status/{worker}` | php-fpm's status page: `?json`, `?html`, `?xml`, `?openmetrics`, `&full` |
 //! | `/` | the dashboard ([`dashboard`]) |
 //! | `/api/dashboard` | the JSON the dashboard polls every second |
+//! | `POST /reload` | reload the configuration (`tqserver reload`); the answer says what changed |
 
 pub mod dashboard;
 
@@ -31,6 +32,7 @@ use crate::http::Body;
 use crate::metrics::{Metrics, RouteMetrics};
 
 /// One enabled worker as the admin pages see it.
+#[derive(Clone)]
 pub struct Entry {
     /// Worker name.
     pub name: String,
@@ -48,8 +50,10 @@ pub struct Entry {
 pub struct Admin {
     /// Every metric.
     pub metrics: Arc<Metrics>,
-    /// Every enabled worker, in route order.
-    pub workers: Vec<Entry>,
+    /// Every enabled worker, in route order (replaced by a reload).
+    workers: arc_swap::ArcSwap<Vec<Entry>>,
+    /// Where `POST /reload` asks for a reload.
+    reload: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::reload::Trigger>>,
     /// Set when a stop signal arrived: `/readyz` answers 503 from then on,
     /// so load balancers stop sending before the listener closes.
     pub draining: AtomicBool,
@@ -62,17 +66,33 @@ impl Admin {
     pub fn new(metrics: Arc<Metrics>, workers: Vec<Entry>) -> Arc<Self> {
         Arc::new(Self {
             metrics,
-            workers,
+            workers: arc_swap::ArcSwap::from_pointee(workers),
+            reload: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             scrape: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The workers now, in route order.
+    pub fn workers(&self) -> Arc<Vec<Entry>> {
+        self.workers.load_full()
+    }
+
+    /// Puts the workers of a reloaded configuration in place.
+    pub fn set_workers(&self, workers: Vec<Entry>) {
+        self.workers.store(Arc::new(workers));
+    }
+
+    /// Lets `POST /reload` ask `to` for reloads.
+    pub fn accept_reloads(&self, to: tokio::sync::mpsc::UnboundedSender<crate::reload::Trigger>) {
+        let _ = self.reload.set(to);
     }
 
     /// The Prometheus exposition, after sampling every PHP pool.
     pub async fn scrape(&self, openmetrics: bool) -> String {
         let _one = self.scrape.lock().await;
         let mut samples = Vec::new();
-        for w in &self.workers {
+        for w in self.workers().iter() {
             if let Route::Php(p) = &w.target {
                 samples.push(crate::metrics::pools::sample(&p.upstream.get()).await);
             }
@@ -95,8 +115,8 @@ impl Admin {
     }
 
     /// Whether each worker can serve now, and why not.
-    pub fn readiness(&self) -> Vec<(&str, Result<(), String>)> {
-        self.workers
+    pub fn readiness(&self) -> Vec<(String, Result<(), String>)> {
+        self.workers()
             .iter()
             .map(|w| {
                 let r = match &w.target {
@@ -124,12 +144,15 @@ impl Admin {
                         }
                     }
                 };
-                (w.name.as_str(), r)
+                (w.name.clone(), r)
             })
             .collect()
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.uri().path() == "/reload" {
+            return self.reload(req.method()).await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD.\n");
             r.headers_mut()
@@ -162,6 +185,33 @@ impl Admin {
         }
     }
 
+    /// `POST /reload`: reloads and answers what changed (200) or why
+    /// nothing could be (422: the configuration is invalid; every error
+    /// names file, line and key).
+    async fn reload(&self, method: &Method) -> Response<Body> {
+        if method != Method::POST {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST /reload reloads the configuration.\n",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+        let Some(to) = self.reload.get() else {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "Not running yet.\n");
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if to.send(crate::reload::Trigger::Asked(tx)).is_err() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "Stopping.\n");
+        }
+        match rx.await {
+            Ok(Ok(report)) => text(StatusCode::OK, &format!("{report}\n")),
+            Ok(Err(why)) => text(StatusCode::UNPROCESSABLE_ENTITY, &format!("{why}\n")),
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "Stopping.\n"),
+        }
+    }
+
     fn readyz(&self) -> Response<Body> {
         let states = self.readiness();
         let workers: serde_json::Map<String, serde_json::Value> = states
@@ -178,7 +228,7 @@ impl Admin {
         let not_ready: Vec<&str> = states
             .iter()
             .filter(|(_, r)| r.is_err())
-            .map(|(n, _)| *n)
+            .map(|(n, _)| n.as_str())
             .collect();
         let reason = if draining {
             Some("stopping: finishing the requests in progress".to_string())
@@ -201,8 +251,9 @@ impl Admin {
     }
 
     async fn status(&self, name: &str, query: &str) -> Response<Body> {
-        let Some(w) = self.workers.iter().find(|w| w.name == name) else {
-            let names: Vec<&str> = self.workers.iter().map(|w| w.name.as_str()).collect();
+        let workers = self.workers();
+        let Some(w) = workers.iter().find(|w| w.name == name) else {
+            let names: Vec<&str> = workers.iter().map(|w| w.name.as_str()).collect();
             return text(
                 StatusCode::NOT_FOUND,
                 &format!(

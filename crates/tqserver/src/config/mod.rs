@@ -71,6 +71,9 @@ pub struct Config {
     pub debounce: Duration,
     /// `file_watcher.enabled`: watch worker folders (default: in dev mode).
     pub watch: bool,
+    /// `file_watcher.config`: watch server.yaml and the worker.yaml files
+    /// and apply their changes (default: on, in both modes).
+    pub watch_config: bool,
     /// `file_watcher.live_reload`: in dev mode with the watcher on, reload
     /// browsers after a change (default: true).
     pub live_reload: bool,
@@ -80,9 +83,37 @@ pub struct Config {
     pub workers: Vec<Worker>,
     /// Things worth telling the operator that are not errors.
     pub notices: Vec<String>,
+    /// Command-line settings that win over the files, on every reload too.
+    pub overrides: Overrides,
+}
+
+/// `--port`, `--host`, `--admin-listen`: they replace the file's values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--host`.
+    pub host: Option<String>,
+    /// `--admin-listen` (`Some(None)`: turned off).
+    pub admin: Option<Option<std::net::SocketAddr>>,
 }
 
 impl Config {
+    /// Applies command-line overrides (and keeps them for reloads).
+    pub fn with_overrides(mut self, o: Overrides) -> Self {
+        if let Some(p) = o.port {
+            self.server.port = p;
+        }
+        if let Some(h) = &o.host {
+            self.server.host = h.clone();
+        }
+        if let Some(a) = o.admin {
+            self.observability.admin = a;
+        }
+        self.overrides = o;
+        self
+    }
+
     /// The workers that run in this mode.
     pub fn enabled_workers(&self) -> impl Iterator<Item = &Worker> {
         self.workers.iter().filter(|w| w.enabled)
@@ -189,10 +220,12 @@ pub fn load(file: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
         workers_dir: resolved.workers_dir,
         debounce: resolved.debounce,
         watch: resolved.watch,
+        watch_config: resolved.watch_config,
         live_reload: resolved.live_reload,
         observability: resolved.observability,
         workers,
         notices,
+        overrides: Overrides::default(),
     })
 }
 

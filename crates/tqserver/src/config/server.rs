@@ -78,6 +78,8 @@ struct ServerSection {
     access_log: Option<String>,
     access_log_format: Option<String>,
     max_body_bytes: Option<SizeValue>,
+    user: Option<String>,
+    group: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +99,7 @@ struct WorkersSection {
 #[serde(deny_unknown_fields, default)]
 struct FileWatcherSection {
     enabled: Option<EnabledValue>,
+    config: Option<bool>,
     debounce_ms: Option<u64>,
     live_reload: Option<bool>,
 }
@@ -132,6 +135,23 @@ pub struct ServerSettings {
     pub access_log: Option<String>,
     /// `server.access_log_format`.
     pub access_format: crate::access::AccessFormat,
+    /// `server.user` / `server.group`: who TQServer and its children run
+    /// as once started as root (php-fpm's pool `user` / `group`).
+    pub run_as: Option<RunAs>,
+}
+
+/// The unprivileged account to run as, resolved when the configuration is
+/// read (an unknown name is a configuration error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// `server.user`.
+    pub user: String,
+    /// Its uid.
+    pub uid: u32,
+    /// `server.group`, else the user's primary group.
+    pub group: String,
+    /// Its gid.
+    pub gid: u32,
 }
 
 /// Resolved `admin` and `metrics` settings.
@@ -168,6 +188,7 @@ pub(crate) struct ResolvedServer {
     pub(crate) workers_dir: PathBuf,
     pub(crate) debounce: Duration,
     pub(crate) watch: bool,
+    pub(crate) watch_config: bool,
     pub(crate) live_reload: bool,
     pub(crate) observability: Observability,
 }
@@ -274,6 +295,22 @@ impl ServerFile {
                 false
             }
         };
+        let run_as = match (
+            s.user.filter(|u| !u.is_empty()),
+            s.group.filter(|g| !g.is_empty()),
+        ) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                errors.push(err(
+                    "server.group",
+                    "server.group needs server.user too".into(),
+                ));
+                None
+            }
+            (Some(user), group) => resolve_run_as(&user, group.as_deref())
+                .map_err(|(key, m)| errors.push(err(key, m)))
+                .ok(),
+        };
         let host = s.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
         if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
             errors.push(err(
@@ -293,6 +330,7 @@ impl ServerFile {
                 log_format,
                 access_log,
                 access_format,
+                run_as,
             },
             supervision: Supervision {
                 port_range,
@@ -308,6 +346,7 @@ impl ServerFile {
             ),
             debounce: ms(self.file_watcher.debounce_ms, DEFAULT_DEBOUNCE),
             watch,
+            watch_config: self.file_watcher.config.unwrap_or(true),
             live_reload: self.file_watcher.live_reload.unwrap_or(true),
             observability: Observability {
                 admin,
@@ -320,4 +359,35 @@ impl ServerFile {
             Err(errors)
         }
     }
+}
+
+/// Looks up `server.user` (and `server.group`, else the user's group).
+fn resolve_run_as(user: &str, group: Option<&str>) -> Result<RunAs, (&'static str, String)> {
+    use nix::unistd::{Group, User};
+    let u = User::from_name(user).ok().flatten().ok_or((
+        "server.user",
+        format!("there is no user {user:?} on this machine"),
+    ))?;
+    let (group, gid) = match group {
+        Some(g) => {
+            let found = Group::from_name(g).ok().flatten().ok_or((
+                "server.group",
+                format!("there is no group {g:?} on this machine"),
+            ))?;
+            (g.to_string(), found.gid.as_raw())
+        }
+        None => {
+            let name = Group::from_gid(u.gid)
+                .ok()
+                .flatten()
+                .map_or_else(|| u.gid.to_string(), |g| g.name);
+            (name, u.gid.as_raw())
+        }
+    };
+    Ok(RunAs {
+        user: user.to_string(),
+        uid: u.uid.as_raw(),
+        group,
+        gid,
+    })
 }

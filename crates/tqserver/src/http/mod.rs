@@ -91,21 +91,19 @@ impl http_body::Body for Tracked {
 
 /// Accepts connections until `stop` is cancelled, then lets open
 /// connections finish their requests for up to `grace`.
-pub async fn serve(
-    listener: TcpListener,
-    app: Arc<App>,
-    settings: &ServerSettings,
-    stop: CancellationToken,
-    grace: Duration,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.read_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+/// Timeouts are those of the configuration in force when a connection
+/// is accepted (a reload changes them for new connections).
+pub async fn serve(listener: TcpListener, app: Arc<App>, stop: CancellationToken, grace: Duration) {
     accept_until(listener, &stop, grace, "HTTP", |stream, peer| {
+        let table = app.table();
+        let settings: &ServerSettings = &table.server;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.read_timeout)
+            .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
         let conn_info = ConnInfo { peer, local };

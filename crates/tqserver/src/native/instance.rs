@@ -153,8 +153,7 @@ impl Spawner {
                 }
             };
             // Children it left in its group go with it.
-            let _ =
-                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+            process::release_group(pid);
             me.state.store(State::Stopped as u8, Ordering::SeqCst);
             me.gone.cancel();
             on_exit(process::describe_exit(&status));

@@ -1,9 +1,10 @@
 //! A PHP worker's backend as its route holds it: started (php-fpm or the
-//! php-cgi pool), and replaced when its worker.yaml changes — the new
-//! backend starts next to the old one, takes the route once it answers,
-//! and the old one then finishes the requests it has and stops (php-fpm:
-//! SIGQUIT, its graceful stop; php-cgi: the pool drains). Nothing is
-//! dropped, and nothing is left running.
+//! php-cgi pool), and changed when its worker.yaml changes — in place
+//! when it can be (php-cgi pool resized, php-fpm reloaded with SIGUSR2),
+//! else a new backend starts next to the old one, takes the route once it
+//! answers, and the old one finishes the requests it has and stops
+//! (php-fpm: SIGQUIT, its graceful stop; php-cgi: the pool drains).
+//! Nothing is dropped, and nothing is left running.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -91,6 +92,7 @@ impl Starter {
                     stop.clone(),
                 );
                 let up = CgiUpstream {
+                    worker: w.clone(),
                     pool,
                     doc_root: DocRoot::open(&w.php.document_root),
                 };
@@ -123,27 +125,95 @@ impl Starter {
 }
 
 impl PhpRoute {
-    /// Replaces the backend with one for `new` (same route): started,
-    /// ready, swapped in, then the old one drains and stops. On failure
-    /// the running backend stays.
+    /// Applies `new` (same worker, same backend kind), the least
+    /// disruptive way that applies all of it:
+    /// - php-cgi: in place ([`cgi::Pool::reconfigure`]); when PHP's own
+    ///   settings changed, the processes roll over to new ones.
+    /// - php-fpm: its configuration is rewritten and php-fpm reloads
+    ///   itself on SIGUSR2 ([`Fpm::reload`]).
+    /// - a new listen address, binary or php.ini: a second pool starts,
+    ///   takes the route once it answers, and the old one drains and stops.
+    ///
+    /// On failure the running backend stays as it was.
     pub async fn reload(&self, starter: &Starter, new: Worker) -> Result<(), String> {
         let _one_at_a_time = self.reloading.lock().await;
-        let old_worker = self.upstream.get().worker().clone();
+        let old = self.upstream.get();
+        let old_worker = old.worker().clone();
         if old_worker.php.backend != new.php.backend {
-            return Err("php.backend changes need a restart of tqserver".into());
+            return Err("php.backend changes need a new pool".into());
         }
+        let new = Arc::new(new);
+        let p = (&old_worker.php, &new.php);
+        let same_place = p.0.pool.listen == p.1.pool.listen;
+        let same_program = p.0.binary == p.1.binary && p.0.config_file == p.1.config_file;
+        let same_settings = p.0.settings == p.1.settings;
+        let how = match &old {
+            Upstream::Cgi(c) if same_place => {
+                let launcher = if same_program && same_settings && old_worker.route == new.route {
+                    None
+                } else {
+                    // Checked (php-cgi -v with the new settings) before
+                    // anything changes.
+                    let generation = self.generation.load(Ordering::Relaxed);
+                    Some(
+                        Launcher::new(
+                            &new,
+                            starter.mode,
+                            &starter.runtime_dir,
+                            starter.ports.clone(),
+                            generation,
+                        )
+                        .await?,
+                    )
+                };
+                let rolled = launcher.is_some();
+                c.pool.reconfigure(new.clone(), launcher);
+                drop(self.upstream.replace(Upstream::Cgi(Arc::new(CgiUpstream {
+                    worker: new.clone(),
+                    pool: c.pool.clone(),
+                    doc_root: DocRoot::open(&new.php.document_root),
+                }))));
+                if rolled {
+                    "in place; processes replaced as they finish their requests"
+                } else {
+                    "in place"
+                }
+            }
+            Upstream::Fpm(b) if same_place && same_program => {
+                let prepared =
+                    Prepared::again(new.clone(), starter.mode, &b.files, &starter.sup).await?;
+                let fresh = b.reload(prepared, &self.log).await?;
+                drop(self.upstream.replace(Upstream::Fpm(fresh)));
+                "php-fpm reloaded with SIGUSR2"
+            }
+            _ => {
+                self.beside(starter, new.clone()).await?;
+                "new pool; the previous one finishes its requests and stops"
+            }
+        };
+        self.log.info(&format!(
+            "{} applied: {} ({}, {how})",
+            new.file.display(),
+            new.php.pool.describe(),
+            new.php.backend.as_str()
+        ));
+        Ok(())
+    }
+
+    /// Starts a second backend for `new`, swaps it in once it answers,
+    /// then lets the old one drain and stop.
+    async fn beside(&self, starter: &Starter, new: Arc<Worker>) -> Result<(), String> {
         if matches!(new.php.pool.listen, Listen::Unix(_) | Listen::Tcp(_))
             && new.php.backend == Backend::Fpm
         {
             // The new php-fpm could not bind while the old one holds it.
             return Err(format!(
-                "php.pool.listen_address is a fixed address ({:?}): restart tqserver to apply changes",
+                "php.pool.listen_address is a fixed address ({:?}) and this change needs a second php-fpm: restart tqserver to apply it",
                 new.php.pool.listen
             ));
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let new = Arc::new(new);
-        let (up, stop) = starter.start(new.clone(), &self.log, generation).await?;
+        let (up, stop) = starter.start(new, &self.log, generation).await?;
         if !up.wait_ready(starter.sup.health_check_wait).await {
             stop.cancel();
             return Err(format!(
@@ -158,15 +228,12 @@ impl PhpRoute {
         );
         // Requests in progress hold the old backend; its stop lets them finish.
         old.cancel();
-        self.log.info(&format!(
-            "{} applied: {} ({})",
-            new.file.display(),
-            new.php.pool.describe(),
-            match new.php.backend {
-                Backend::Fpm => "php-fpm",
-                Backend::Cgi => "php-cgi",
-            }
-        ));
         Ok(())
+    }
+
+    /// Stops the backend: php-fpm gets SIGQUIT (its graceful stop), the
+    /// php-cgi pool drains; requests in progress finish.
+    pub fn stop(&self) {
+        self.stop.lock().unwrap_or_else(|e| e.into_inner()).cancel();
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::process::Command;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tqserver_fastcgi::client::Request;
@@ -100,9 +101,9 @@ pub fn render(
         let _ = writeln!(c, "listen.allowed_clients = {allowed}");
     }
     if root {
-        // Started as root: the pool runs as root too (php-fpm needs -R for
-        // that). Dropping to an unprivileged user comes with the
-        // operations work; until then run TQServer as the user PHP should be.
+        // Still root: server.user is not set (TQServer drops to it before
+        // any child starts), so the pool runs as root too, which php-fpm
+        // allows only with -R.
         let _ = writeln!(c, "user = root\ngroup = root");
     }
     let _ = writeln!(c, "pm = {}", p.manager.as_str());
@@ -174,9 +175,18 @@ pub fn render(
 pub struct Prepared {
     worker: Arc<Worker>,
     binary: PathBuf,
-    conf: PathBuf,
-    address: Address,
+    files: Files,
     root: bool,
+}
+
+/// Where a php-fpm's configuration, pid file and socket are: kept by
+/// its [`Backend`], so a reload rewrites the same configuration file.
+#[derive(Debug, Clone)]
+pub struct Files {
+    conf: PathBuf,
+    pid: PathBuf,
+    listen: String,
+    address: Address,
 }
 
 impl Prepared {
@@ -233,17 +243,62 @@ impl Prepared {
         let prepared = Self {
             worker,
             binary,
-            conf,
-            address,
+            files: Files {
+                conf,
+                pid,
+                listen,
+                address,
+            },
             root,
         };
         prepared.test().await?;
         Ok(prepared)
     }
 
+    /// The configuration of `worker` for the php-fpm already running at
+    /// `running`'s files, for its SIGUSR2 reload: written beside, checked
+    /// with `php-fpm -t`, then moved over the running configuration
+    /// (which php-fpm reads again as it re-executes itself). A refused
+    /// configuration leaves the running one untouched.
+    pub async fn again(
+        worker: Arc<Worker>,
+        mode: Mode,
+        running: &Files,
+        supervision: &Supervision,
+    ) -> Result<Self, String> {
+        let binary = find_binary(&worker).map_err(|e| format!("worker {}: {e}", worker.name))?;
+        let root = nix::unistd::geteuid().is_root();
+        let text = render(
+            &worker,
+            mode,
+            &running.listen,
+            &running.pid,
+            supervision.shutdown_grace,
+            root,
+        );
+        let mut files = running.clone();
+        files.conf = running.conf.with_extension("conf.next");
+        std::fs::write(&files.conf, text)
+            .map_err(|e| format!("cannot write {}: {e}", files.conf.display()))?;
+        let mut prepared = Self {
+            worker,
+            binary,
+            files,
+            root,
+        };
+        if let Err(e) = prepared.test().await {
+            let _ = std::fs::remove_file(&prepared.files.conf);
+            return Err(e);
+        }
+        std::fs::rename(&prepared.files.conf, &running.conf)
+            .map_err(|e| format!("cannot replace {}: {e}", running.conf.display()))?;
+        prepared.files.conf = running.conf.clone();
+        Ok(prepared)
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
-        cmd.arg("-y").arg(&self.conf);
+        cmd.arg("-y").arg(&self.files.conf);
         if let Some(ini) = &self.worker.php.config_file {
             cmd.arg("-c").arg(ini);
         }
@@ -272,14 +327,14 @@ impl Prepared {
         Err(format!(
             "worker {}: php-fpm refused the configuration TQServer generated ({}): {}",
             self.worker.name,
-            self.conf.display(),
+            self.files.conf.display(),
             msg.trim()
         ))
     }
 
     /// Where requests go.
     pub fn address(&self) -> &Address {
-        &self.address
+        &self.files.address
     }
 }
 
@@ -297,6 +352,18 @@ pub struct Backend {
     pub events: Arc<FpmEvents>,
     /// Where php-fpm listens, for access log lines.
     pub address_text: Arc<str>,
+    /// Its configuration, pid file and socket.
+    pub files: Files,
+    /// To the supervising task: reload php-fpm with a new configuration.
+    reloads: mpsc::UnboundedSender<Reload>,
+}
+
+/// A SIGUSR2 reload asked of the supervising task.
+struct Reload {
+    prepared: Prepared,
+    /// What requests use once php-fpm has reloaded.
+    backend: Arc<Backend>,
+    done: oneshot::Sender<Result<(), String>>,
 }
 
 /// What php-fpm's log says happened to its processes; its status page
@@ -315,6 +382,9 @@ pub struct FpmEvents {
     /// Exits with another code, or on a signal other than the SIGQUIT /
     /// SIGTERM php-fpm itself sends to idle and timed-out processes.
     pub crashed: std::sync::atomic::AtomicU64,
+    /// `ready to handle connections`: the master (re)started, at start
+    /// and after each SIGUSR2 reload.
+    pub ready: std::sync::atomic::AtomicU64,
 }
 
 impl FpmEvents {
@@ -334,6 +404,10 @@ impl FpmEvents {
     /// Counts what one line of php-fpm's log reports.
     pub fn observe(&self, line: &str) {
         use std::sync::atomic::Ordering::Relaxed;
+        if line.ends_with("ready to handle connections") {
+            self.ready.fetch_add(1, Relaxed);
+            return;
+        }
         let Some(rest) = line.split_once("] child ").map(|(_, r)| r) else {
             return;
         };
@@ -368,30 +442,58 @@ impl Backend {
         log: WorkerLog,
         stop: CancellationToken,
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
-        let worker = prepared.worker.clone();
-        let pool = &worker.php.pool;
-        let mut config = ClientConfig::new(pool.max_children as usize);
-        config.read_timeout = if pool.request_timeout.is_zero() {
-            Duration::from_secs(86_400)
-        } else {
-            pool.request_timeout
-        };
-        // Below php-fpm's request_terminate_timeout, which also counts the
-        // time a process waits on an idle kept-alive connection.
-        config.idle_timeout = Duration::from_secs(30).min(config.read_timeout);
-        let l = log.clone();
-        config.on_stderr = Some(Arc::new(move |line: &[u8]| l.php_stderr(line)));
-        let client = Client::new(prepared.address.clone(), config);
+        let (tx, rx) = mpsc::unbounded_channel();
         let backend = Arc::new(Self {
-            doc_root: super::script::DocRoot::open(&worker.php.document_root),
-            worker,
-            client,
+            doc_root: super::script::DocRoot::open(&prepared.worker.php.document_root),
+            worker: prepared.worker.clone(),
+            client: client(&prepared, &log),
             ready: Arc::new(AtomicBool::new(false)),
             events: Arc::default(),
-            address_text: prepared.address.to_string().into(),
+            address_text: prepared.files.address.to_string().into(),
+            files: prepared.files.clone(),
+            reloads: tx,
         });
-        let task = tokio::spawn(supervise(prepared, backend.clone(), supervision, log, stop));
+        let task = tokio::spawn(supervise(
+            prepared,
+            backend.clone(),
+            rx,
+            supervision,
+            log,
+            stop,
+        ));
         (backend, task)
+    }
+
+    /// Reloads this php-fpm with `prepared` (see [`Prepared::again`]) as
+    /// php-fpm's own graceful reload does: SIGUSR2 to the master, whose
+    /// children finish their requests (up to `process_control_timeout`)
+    /// while new connections wait in the socket's backlog; then it
+    /// re-executes itself with the new configuration on the same socket.
+    /// Returns the backend requests use from then on, once php-fpm says
+    /// it is ready again and answers its ping.
+    pub async fn reload(&self, prepared: Prepared, log: &WorkerLog) -> Result<Arc<Self>, String> {
+        let backend = Arc::new(Self {
+            doc_root: super::script::DocRoot::open(&prepared.worker.php.document_root),
+            worker: prepared.worker.clone(),
+            client: client(&prepared, log),
+            ready: self.ready.clone(),
+            events: self.events.clone(),
+            address_text: self.address_text.clone(),
+            files: self.files.clone(),
+            reloads: self.reloads.clone(),
+        });
+        let (done, result) = oneshot::channel();
+        self.reloads
+            .send(Reload {
+                prepared,
+                backend: backend.clone(),
+                done,
+            })
+            .map_err(|_| "php-fpm is no longer supervised".to_string())?;
+        result
+            .await
+            .map_err(|_| "php-fpm stopped during the reload".to_string())??;
+        Ok(backend)
     }
 
     /// php-fpm's own status page (`pm.status_path`) for `query` (`json`,
@@ -460,6 +562,24 @@ impl Backend {
     }
 }
 
+/// The pooled client to `prepared`'s php-fpm: at most `pm.max_children`
+/// connections.
+fn client(prepared: &Prepared, log: &WorkerLog) -> Client {
+    let pool = &prepared.worker.php.pool;
+    let mut config = ClientConfig::new(pool.max_children as usize);
+    config.read_timeout = if pool.request_timeout.is_zero() {
+        Duration::from_secs(86_400)
+    } else {
+        pool.request_timeout
+    };
+    // Below php-fpm's request_terminate_timeout, which also counts the
+    // time a process waits on an idle kept-alive connection.
+    config.idle_timeout = Duration::from_secs(30).min(config.read_timeout);
+    let l = log.clone();
+    config.on_stderr = Some(Arc::new(move |line: &[u8]| l.php_stderr(line)));
+    Client::new(prepared.files.address.clone(), config)
+}
+
 async fn ping(client: &Client) -> bool {
     let params = Params::new()
         .with("REQUEST_METHOD", "GET")
@@ -477,8 +597,9 @@ async fn ping(client: &Client) -> bool {
 }
 
 async fn supervise(
-    prepared: Prepared,
-    backend: Arc<Backend>,
+    mut prepared: Prepared,
+    mut backend: Arc<Backend>,
+    mut reloads: mpsc::UnboundedReceiver<Reload>,
     supervision: Supervision,
     log: WorkerLog,
     stop: CancellationToken,
@@ -520,6 +641,7 @@ async fn supervise(
                 let ready = tokio::select! {
                     r = became_ready => r,
                     status = child.wait() => {
+                        process::release_group(pid);
                         log.error(&format!("php-fpm (pid {pid}) exited while starting: {}", process::describe_exit(&status)));
                         false
                     }
@@ -540,19 +662,74 @@ async fn supervise(
                     Err("not ready".to_string())
                 } else {
                     backend.ready.store(true, Ordering::Release);
-                    log.info(&format!("php-fpm ready (pid {pid}, {})", prepared.address));
-                    tokio::select! {
-                        status = child.wait() => {
-                            backend.ready.store(false, Ordering::Release);
-                            backend.client.close_idle();
-                            Err(format!("php-fpm (pid {pid}) exited: {}", process::describe_exit(&status)))
-                        }
-                        () = stop.cancelled() => {
-                            backend.ready.store(false, Ordering::Release);
-                            backend.client.close_idle();
-                            process::stop(&mut child, Signal::SIGQUIT, supervision.shutdown_grace).await;
-                            log.info(&format!("php-fpm (pid {pid}) stopped"));
-                            return;
+                    log.info(&format!(
+                        "php-fpm ready (pid {pid}, {})",
+                        prepared.address()
+                    ));
+                    loop {
+                        let r = tokio::select! {
+                            status = child.wait() => {
+                                process::release_group(pid);
+                                backend.ready.store(false, Ordering::Release);
+                                backend.client.close_idle();
+                                break Err(format!("php-fpm (pid {pid}) exited: {}", process::describe_exit(&status)));
+                            }
+                            () = stop.cancelled() => {
+                                backend.ready.store(false, Ordering::Release);
+                                backend.client.close_idle();
+                                process::stop(&mut child, Signal::SIGQUIT, supervision.shutdown_grace).await;
+                                log.info(&format!("php-fpm (pid {pid}) stopped"));
+                                return;
+                            }
+                            Some(r) = reloads.recv() => r,
+                        };
+                        // From here on, a restart uses the new configuration too.
+                        prepared = r.prepared;
+                        let old = std::mem::replace(&mut backend, r.backend);
+                        let before = backend.events.ready.load(Ordering::Acquire);
+                        log.info(&format!(
+                            "reloading php-fpm (pid {pid}) with SIGUSR2: {}",
+                            prepared.worker.php.pool.describe()
+                        ));
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            Signal::SIGUSR2,
+                        );
+                        // Its children finish their requests, then the
+                        // master starts again: ready once it says so and
+                        // answers a ping.
+                        let wait = supervision.shutdown_grace + supervision.health_check_wait;
+                        let reloaded = async {
+                            loop {
+                                if backend.events.ready.load(Ordering::Acquire) > before
+                                    && ping(&backend.client).await
+                                {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        };
+                        tokio::select! {
+                            r2 = tokio::time::timeout(wait, reloaded) => {
+                                old.client.close_idle();
+                                let _ = r.done.send(match r2 {
+                                    Ok(()) => Ok(()),
+                                    Err(_) => Err(format!("php-fpm did not report ready within {wait:?} after SIGUSR2; it keeps running and is supervised")),
+                                });
+                            }
+                            status = child.wait() => {
+                                process::release_group(pid);
+                                let why = format!("php-fpm (pid {pid}) exited while reloading: {}", process::describe_exit(&status));
+                                let _ = r.done.send(Err(why.clone()));
+                                backend.ready.store(false, Ordering::Release);
+                                break Err(why);
+                            }
+                            () = stop.cancelled() => {
+                                let _ = r.done.send(Err("stopping".into()));
+                                backend.ready.store(false, Ordering::Release);
+                                process::stop(&mut child, Signal::SIGQUIT, supervision.shutdown_grace).await;
+                                return;
+                            }
                         }
                     }
                 }
@@ -603,6 +780,7 @@ mod tests {
         assert_eq!(e.recycled.load(Relaxed), 1);
         assert_eq!(e.crashed.load(Relaxed), 2);
         assert_eq!(e.timed_out.load(Relaxed), 1);
+        assert_eq!(e.ready.load(Relaxed), 1);
     }
     use super::*;
 

@@ -62,6 +62,9 @@ impl SharedUpstream {
 
 /// The cgi pool with what the request path needs beside it.
 pub struct CgiUpstream {
+    /// The worker as of this pool's settings (a reconfigured pool gets a
+    /// new `CgiUpstream` around the same pool).
+    pub worker: Arc<Worker>,
     /// The pool.
     pub pool: cgi::Pool,
     /// The document root, held open for script resolution.
@@ -109,7 +112,7 @@ impl Upstream {
     pub fn worker(&self) -> &Arc<Worker> {
         match self {
             Self::Fpm(b) => &b.worker,
-            Self::Cgi(c) => c.pool.worker(),
+            Self::Cgi(c) => &c.worker,
         }
     }
 
@@ -206,7 +209,7 @@ impl Upstream {
                     error,
                     timed_out: false,
                 }),
-            Self::Cgi(c) => with_lease(&c.pool, req, info(), cgi).await,
+            Self::Cgi(c) => with_lease(c, req, info(), cgi).await,
         }
     }
 }
@@ -214,7 +217,7 @@ impl Upstream {
 /// Leases a process and sends; a request its process was already dead for
 /// goes to another one (see below).
 async fn with_lease<T, F, Fut>(
-    pool: &cgi::Pool,
+    up: &CgiUpstream,
     mut req: Request,
     info: RequestInfo,
     send: F,
@@ -239,7 +242,8 @@ where
     // one after the other, so this too may go through the whole pool; a
     // request that crashes PHP at once can thus cost at most max_workers
     // processes plus one (each crash is logged), never more.
-    let max_children = pool.worker().php.pool.max_children as usize;
+    let pool = &up.pool;
+    let max_children = up.worker.php.pool.max_children as usize;
     let max_unsent = max_children + 1;
     let (mut unsent, mut lost) = (0, 0);
     loop {

@@ -13,6 +13,7 @@ mod launch;
 pub mod status;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -134,6 +135,19 @@ struct Proc {
     last_duration: Option<Duration>,
     last_request: Option<RequestInfo>,
     control: mpsc::UnboundedSender<Control>,
+    /// The [`Settings::generation`] it was started with; an older one
+    /// retires after its request (the PHP settings it runs with changed).
+    generation: u64,
+}
+
+/// What the pool runs with; replaced in place by [`Pool::reconfigure`].
+struct Settings {
+    worker: Arc<Worker>,
+    config: PoolConfig,
+    launcher: Arc<Launcher>,
+    /// Bumped when the processes' own settings change (php.ini values,
+    /// binary, environment): processes of an older generation retire.
+    generation: u64,
 }
 
 /// php-fpm's pool counters (names as on its status page).
@@ -168,6 +182,8 @@ struct Table {
     failed_try: Option<Instant>,
     stopping: bool,
     counters: Counters,
+    /// The settings in force (read under the same lock as the counts).
+    cfg: Arc<Settings>,
 }
 
 impl Table {
@@ -183,10 +199,7 @@ impl Table {
 }
 
 struct Inner {
-    worker: Arc<Worker>,
-    config: PoolConfig,
     log: WorkerLog,
-    launcher: Launcher,
     supervision: Supervision,
     table: Mutex<Table>,
     started: SystemTime,
@@ -291,12 +304,19 @@ impl Pool {
         log: WorkerLog,
         stop: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let config = worker.php.pool.clone();
-        let inner = Arc::new(Inner {
+        let cfg = Arc::new(Settings {
+            config: worker.php.pool.clone(),
             worker,
-            config,
+            launcher: Arc::new(launcher),
+            generation: 0,
+        });
+        let initial = match cfg.config.manager {
+            Manager::Static => cfg.config.max_children,
+            Manager::Dynamic => cfg.config.start,
+            Manager::Ondemand => 0,
+        };
+        let inner = Arc::new(Inner {
             log,
-            launcher,
             supervision,
             table: Mutex::new(Table {
                 procs: BTreeMap::new(),
@@ -310,29 +330,58 @@ impl Pool {
                 failed_try: None,
                 stopping: false,
                 counters: Counters::default(),
+                cfg,
             }),
             started: SystemTime::now(),
             exited: Notify::new(),
             stop,
         });
-        let initial = match inner.config.manager {
-            Manager::Static => inner.config.max_children,
-            Manager::Dynamic => inner.config.start,
-            Manager::Ondemand => 0,
-        };
         inner.spawn(|_| initial as usize);
         let task = tokio::spawn(manage(inner.clone()));
         (Self { inner }, task)
     }
 
-    /// The worker served.
-    pub fn worker(&self) -> &Arc<Worker> {
-        &self.inner.worker
+    /// The php-cgi program.
+    pub fn binary(&self) -> PathBuf {
+        self.inner.lock().cfg.launcher.binary().to_path_buf()
     }
 
-    /// The php-cgi program.
-    pub fn binary(&self) -> &std::path::Path {
-        self.inner.launcher.binary()
+    /// Applies a changed worker.yaml in place, as php-fpm's reload does
+    /// for its pool: the new numbers take effect at once (extra idle
+    /// processes stop, missing ones start; busy ones above a lower
+    /// `max_children` stop after their request). With a new `launcher`
+    /// (PHP settings, binary or environment changed) every process of the
+    /// old settings retires: idle ones now, busy ones once their request
+    /// is done, each replaced by one started with the new settings.
+    pub fn reconfigure(&self, worker: Arc<Worker>, launcher: Option<Launcher>) {
+        let inner = &self.inner;
+        {
+            let mut t = inner.lock();
+            let old = t.cfg.clone();
+            let (launcher, generation) = match launcher {
+                Some(l) => (Arc::new(l), old.generation + 1),
+                None => (old.launcher.clone(), old.generation),
+            };
+            t.cfg = Arc::new(Settings {
+                config: worker.php.pool.clone(),
+                worker,
+                launcher,
+                generation,
+            });
+            // Idle processes of older settings go now (their replacements
+            // start below).
+            let stale: Vec<u64> = t
+                .idle
+                .iter()
+                .copied()
+                .filter(|id| t.procs.get(id).is_some_and(|p| p.generation != generation))
+                .collect();
+            for id in stale {
+                inner.retire_idle(&mut t, id);
+            }
+            inner.shrink(&mut t);
+        }
+        inner.replenish();
     }
 
     /// Whether at least one process is answering (or, for ondemand, the
@@ -340,7 +389,7 @@ impl Pool {
     pub fn is_ready(&self) -> bool {
         let t = self.inner.lock();
         t.failed.is_none()
-            && (self.inner.config.manager == Manager::Ondemand
+            && (t.cfg.config.manager == Manager::Ondemand
                 || t.procs
                     .values()
                     .any(|p| matches!(p.state, State::Idle | State::Busy)))
@@ -362,7 +411,7 @@ impl Pool {
     /// wait queue (which starts a process if the manager may).
     pub async fn acquire(&self) -> Result<Lease, AcquireError> {
         let inner = &self.inner;
-        let rx = {
+        let (rx, queue_timeout) = {
             let mut t = inner.lock();
             if let Some(f) = &t.failed {
                 return Err(AcquireError::Failed(f.clone()));
@@ -375,19 +424,24 @@ impl Pool {
                 return Ok(inner.lend(&mut t, id));
             }
             t.waiters.retain(|w| !w.is_closed());
-            if t.waiters.len() >= inner.config.max_queue as usize {
-                return Err(AcquireError::QueueFull(inner.config.max_queue));
+            let (max_queue, max_children, queue_timeout) = (
+                t.cfg.config.max_queue,
+                t.cfg.config.max_children,
+                t.cfg.config.queue_timeout,
+            );
+            if t.waiters.len() >= max_queue as usize {
+                return Err(AcquireError::QueueFull(max_queue));
             }
             let (tx, rx) = oneshot::channel();
             t.waiters.push_back(tx);
             t.counters.max_listen_queue = t.counters.max_listen_queue.max(t.waiters.len());
-            if t.live() >= inner.config.max_children as usize {
+            if t.live() >= max_children as usize {
                 t.counters.max_children_reached += 1;
             }
-            rx
+            (rx, queue_timeout)
         };
         inner.replenish();
-        match tokio::time::timeout(inner.config.queue_timeout, rx).await {
+        match tokio::time::timeout(queue_timeout, rx).await {
             Ok(Ok(lease)) => Ok(lease),
             Ok(Err(_)) => {
                 // The pool dropped the queue: it failed or is stopping.
@@ -397,7 +451,7 @@ impl Pool {
                     None => AcquireError::Stopping,
                 })
             }
-            Err(_) => Err(AcquireError::QueueTimeout(inner.config.queue_timeout)),
+            Err(_) => Err(AcquireError::QueueTimeout(queue_timeout)),
         }
     }
 
@@ -429,13 +483,13 @@ impl Pool {
             .collect();
         let c = t.counters;
         Snapshot {
-            pool: inner.worker.name.clone(),
-            manager: inner.config.manager.as_str(),
+            pool: t.cfg.worker.name.clone(),
+            manager: t.cfg.config.manager.as_str(),
             start_time: inner.started,
             accepted: c.accepted,
             listen_queue: t.waiters.iter().filter(|w| !w.is_closed()).count(),
             max_listen_queue: c.max_listen_queue,
-            listen_queue_len: inner.config.max_queue as usize,
+            listen_queue_len: t.cfg.config.max_queue as usize,
             idle: t.idle.len(),
             active: t.count(State::Busy) + t.count(State::Draining),
             total: t.live(),
@@ -541,8 +595,10 @@ impl Inner {
     /// retire the process (max_requests, stopping) or make it available.
     fn request_done(self: &Arc<Self>, mut t: MutexGuard<'_, Table>, id: u64) {
         let stopping = t.stopping;
-        let max_requests = self.config.max_requests;
-        let slow = self.worker.logging.slow_threshold;
+        let max_requests = t.cfg.config.max_requests;
+        let slow = t.cfg.worker.logging.slow_threshold;
+        let (generation, max) = (t.cfg.generation, t.cfg.config.max_children as usize);
+        let above_max = t.live() > max;
         let Some(p) = t.procs.get_mut(&id) else {
             return;
         };
@@ -555,7 +611,10 @@ impl Inner {
             p.requests += 1;
         }
         let recycle = max_requests > 0 && p.requests >= max_requests;
-        let retire = stopping || recycle;
+        // Started with settings since replaced, or one too many after
+        // max_children was lowered.
+        let reconfigured = p.generation != generation || above_max;
+        let retire = stopping || recycle || reconfigured;
         if retire {
             p.state = State::Retiring;
             let _ = p.control.send(Control::Terminate);
@@ -583,15 +642,16 @@ impl Inner {
         if t.spawn_after.is_some_and(|at| Instant::now() < at) {
             return 0;
         }
-        let max = self.config.max_children as usize;
+        let c = &t.cfg.config;
+        let max = c.max_children as usize;
         let live = t.live();
         let starting = t.count(State::Starting);
         let waiting = t.waiters.iter().filter(|w| !w.is_closed()).count();
         let for_waiters = waiting.saturating_sub(starting);
-        let want = match self.config.manager {
+        let want = match c.manager {
             Manager::Static => max,
             Manager::Dynamic => {
-                let spare = (self.config.min_spare as usize)
+                let spare = (c.min_spare as usize)
                     .saturating_sub(t.idle.len() + starting)
                     .max(for_waiters);
                 live + spare
@@ -624,6 +684,7 @@ impl Inner {
     /// A `Starting` entry for a process about to be spawned.
     fn reserve(t: &mut Table) -> (u64, mpsc::UnboundedReceiver<Control>) {
         let (control, rx) = mpsc::unbounded_channel();
+        let generation = t.cfg.generation;
         let id = t.next_id;
         t.next_id += 1;
         t.procs.insert(
@@ -639,6 +700,7 @@ impl Inner {
                 last_duration: None,
                 last_request: None,
                 control,
+                generation,
             },
         );
         t.counters.spawned += 1;
@@ -648,9 +710,10 @@ impl Inner {
     /// Spawns the process of a reserved entry; its task reports back
     /// through the table.
     fn launch(self: &Arc<Self>, id: u64, rx: mpsc::UnboundedReceiver<Control>) {
-        match self.launcher.spawn(id) {
+        let cfg = self.lock().cfg.clone();
+        match cfg.launcher.spawn(id) {
             Ok(started) => {
-                let client = Client::new(started.address.clone(), self.client_config());
+                let client = Client::new(started.address.clone(), self.client_config(&cfg.config));
                 let pid = started.child.id().unwrap_or(0);
                 {
                     let mut t = self.lock();
@@ -659,7 +722,8 @@ impl Inner {
                         p.client = Some(client.clone());
                     }
                 }
-                tokio::spawn(run_process(self.clone(), id, started, client, rx));
+                let launcher = cfg.launcher.clone();
+                tokio::spawn(run_process(self.clone(), id, started, client, rx, launcher));
             }
             Err(e) => {
                 self.log.error(&format!("cannot start php-cgi: {e}"));
@@ -670,16 +734,16 @@ impl Inner {
         }
     }
 
-    fn client_config(&self) -> ClientConfig {
+    fn client_config(&self, config: &PoolConfig) -> ClientConfig {
         // One connection: the process serves one at a time, and the pool
         // hands it one request at a time.
         let mut c = ClientConfig::new(1);
         // The pool kills the process at request_timeout; the client's own
         // limit is only a backstop behind it.
-        c.read_timeout = if self.config.request_timeout.is_zero() {
+        c.read_timeout = if config.request_timeout.is_zero() {
             Duration::from_secs(86_400)
         } else {
-            self.config.request_timeout + Duration::from_secs(5)
+            config.request_timeout + Duration::from_secs(5)
         };
         c.idle_timeout = Duration::from_secs(86_400);
         let l = self.log.clone();
@@ -732,7 +796,7 @@ impl Inner {
                 .info("pool recovered: a php-cgi process answers again");
             // The manager fills the pool up on its next tick.
         }
-        let stopping = t.stopping;
+        let (stopping, generation) = (t.stopping, t.cfg.generation);
         let Some(p) = t.procs.get_mut(&id) else {
             return;
         };
@@ -744,9 +808,13 @@ impl Inner {
         if p.state != State::Starting {
             return;
         }
-        if stopping {
+        if stopping || p.generation != generation {
+            // Or started with settings replaced meanwhile: a replacement
+            // with the new ones starts.
             p.state = State::Retiring;
             let _ = p.control.send(Control::Terminate);
+            drop(t);
+            self.replenish();
             return;
         }
         self.make_available(t, id);
@@ -801,7 +869,7 @@ impl Inner {
                 self.spawn(|_| 1);
                 return;
             }
-            let timeout = self.config.request_timeout;
+            let timeout = t.cfg.config.request_timeout;
             if !timeout.is_zero() {
                 let mut killed = 0;
                 for p in t.procs.values_mut() {
@@ -821,10 +889,11 @@ impl Inner {
                 }
                 t.counters.timed_out += killed;
             }
-            let idle_limit = match self.config.manager {
+            let c = &t.cfg.config;
+            let idle_limit = match c.manager {
                 Manager::Static => None,
-                Manager::Dynamic => Some((self.config.max_spare as usize, SPARE_GRACE)),
-                Manager::Ondemand => Some((0, self.config.idle_timeout)),
+                Manager::Dynamic => Some((c.max_spare as usize, SPARE_GRACE)),
+                Manager::Ondemand => Some((0, c.idle_timeout)),
             };
             if let Some((keep, after)) = idle_limit {
                 // The bottom of the LIFO stack has been idle longest.
@@ -839,8 +908,29 @@ impl Inner {
                     t.idle.remove(0);
                 }
             }
+            self.shrink(&mut t);
         }
         self.replenish();
+    }
+
+    /// Idle process `id` stops (its settings were replaced, or there are
+    /// too many).
+    fn retire_idle(&self, t: &mut Table, id: u64) {
+        t.idle.retain(|&i| i != id);
+        if let Some(p) = t.procs.get_mut(&id) {
+            p.state = State::Retiring;
+            let _ = p.control.send(Control::Terminate);
+        }
+    }
+
+    /// After `max_children` was lowered: idle processes above it stop,
+    /// those idle longest first (busy ones stop after their request).
+    fn shrink(&self, t: &mut Table) {
+        let max = t.cfg.config.max_children as usize;
+        while t.live() > max && !t.idle.is_empty() {
+            let id = t.idle[0];
+            self.retire_idle(t, id);
+        }
     }
 
     async fn shutdown(self: &Arc<Self>, grace: Duration) {
@@ -909,6 +999,7 @@ async fn run_process(
     started: launch::Started,
     client: Client,
     mut control: mpsc::UnboundedReceiver<Control>,
+    launcher: Arc<Launcher>,
 ) {
     let launch::Started {
         mut child,
@@ -982,8 +1073,8 @@ async fn run_process(
         }
     };
     // Anything left of its process group goes too.
-    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
-    inner.launcher.forget(port, socket_file.as_deref());
+    crate::process::release_group(pid);
+    launcher.forget(port, socket_file.as_deref());
     inner.on_exit(id, &status, by_us);
 }
 

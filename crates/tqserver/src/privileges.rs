@@ -1,0 +1,61 @@
+//! Running unprivileged: started as root (to bind port 80, say), TQServer
+//! becomes `server.user` / `server.group` once every listening socket is
+//! bound and before any child starts, so PHP and native workers never run
+//! as root. php-fpm's master does the same for its pools' `user` /
+//! `group`.
+
+use crate::config::Config;
+
+/// Drops to `server.user` when running as root. Not root: the setting is
+/// ignored with a notice (as php-fpm ignores a pool's `user`). Root without
+/// `server.user`: a warning, and everything runs as root.
+pub fn drop_if_root(config: &Config) -> Result<(), String> {
+    use nix::unistd::{Gid, Uid, geteuid, initgroups, setgid, setuid};
+    let run_as = config.server.run_as.as_ref();
+    if !geteuid().is_root() {
+        if let Some(r) = run_as {
+            tracing::info!(
+                "server.user {} is ignored: TQServer was not started as root (it runs as uid {})",
+                r.user,
+                geteuid()
+            );
+        }
+        return Ok(());
+    }
+    let Some(r) = run_as else {
+        tracing::warn!(
+            "running as root, and so will PHP and every worker: set server.user (and server.group) in {}",
+            config.file.display()
+        );
+        return Ok(());
+    };
+    let fail = |what: &str, e: nix::Error| {
+        format!(
+            "cannot become {}:{} (server.user / server.group in {}): {what}: {e}",
+            r.user,
+            r.group,
+            config.file.display()
+        )
+    };
+    let name = std::ffi::CString::new(r.user.as_str()).map_err(|e| e.to_string())?;
+    // Supplementary groups first (they need root), then the group, then
+    // the user: after setuid nothing else can change.
+    initgroups(&name, Gid::from_raw(r.gid)).map_err(|e| fail("initgroups", e))?;
+    setgid(Gid::from_raw(r.gid)).map_err(|e| fail("setgid", e))?;
+    setuid(Uid::from_raw(r.uid)).map_err(|e| fail("setuid", e))?;
+    // There must be no way back.
+    if setuid(Uid::from_raw(0)).is_ok() {
+        return Err(format!(
+            "still able to become root after switching to {}; refusing to run",
+            r.user
+        ));
+    }
+    tracing::info!(
+        "running as {}:{} (uid {}, gid {})",
+        r.user,
+        r.group,
+        r.uid,
+        r.gid
+    );
+    Ok(())
+}
