@@ -710,7 +710,7 @@ async fn a_worker_yaml_edit_swaps_in_new_settings_and_a_bad_edit_is_refused() {
 
 /// A worker's output goes to its `logging.log_file`; a process it starts
 /// itself (same process group) is stopped with it; and when tqserver is
-/// killed with SIGKILL its instances go too.
+/// killed with SIGKILL its instances go too, and what they started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_goes_to_the_log_file_and_no_process_outlives_tqserver() {
     let p = project("");
@@ -741,32 +741,25 @@ async fn output_goes_to_the_log_file_and_no_process_outlives_tqserver() {
         "python {python} or sleep {sleeper} outlived tqserver"
     );
 
-    // SIGKILL of tqserver: PR_SET_PDEATHSIG takes the instance down.
+    // SIGKILL of tqserver: PR_SET_PDEATHSIG takes the instance down, the
+    // watchdog its own child.
     let tq = Tq::start(p.path(), &["--mode", "prod"]);
     let (_, b) = wait_for(&tq, "/api/x", 30, |s, _| s == 200).await;
     let python = pid_in(&b);
     let sleepers: Vec<u32> = children_of(python).into_iter().map(|(p, _)| p).collect();
+    assert!(!sleepers.is_empty());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(tq.pid() as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
     let until = Instant::now() + Duration::from_secs(10);
-    while alive(python) {
+    while alive(python) || sleepers.iter().any(|&s| alive(s)) {
         assert!(
             Instant::now() < until,
-            "python {python} outlived a killed tqserver"
+            "python {python} or its child {sleepers:?} outlived a killed tqserver"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(tq);
-    // Not covered yet: the worker's own children (here `sleep`) survive a
-    // SIGKILL of tqserver (PDEATHSIG reaches only the direct child). The
-    // test ends the ones it caused.
-    for pid in sleepers {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }

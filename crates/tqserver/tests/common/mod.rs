@@ -115,7 +115,18 @@ impl Tq {
 
     /// Like `start`, with extra environment variables.
     pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        Self::launch(dir, args, env, None)
+    }
+
+    /// Starts tqserver listening where server.yaml says (`port`, which the
+    /// test wrote there): no `--port` / `--host` override, so a reload can
+    /// move it.
+    pub fn start_file_port(dir: &Path, port: u16, args: &[&str]) -> Self {
+        Self::launch(dir, args, &[], Some(port))
+    }
+
+    fn launch(dir: &Path, args: &[&str], env: &[(&str, &str)], file_port: Option<u16>) -> Self {
+        let port = file_port.unwrap_or_else(free_port);
         let admin_port = free_port();
         // The log lives outside the project: the demo test runs in the
         // repository itself.
@@ -123,7 +134,20 @@ impl Tq {
         let log = log_dir.path().join(format!("tqserver-test-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tqserver"))
-            .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
+            .args(
+                file_port
+                    .is_none()
+                    .then(|| {
+                        [
+                            "--port".to_string(),
+                            port.to_string(),
+                            "--host".to_string(),
+                            "127.0.0.1".to_string(),
+                        ]
+                    })
+                    .into_iter()
+                    .flatten(),
+            )
             .args(
                 (!args.contains(&"--admin-listen"))
                     .then(|| {

@@ -1,0 +1,435 @@
+//! Operations, against the real binary under load: live configuration
+//! changes (pool sizes, php-fpm settings, added, moved, re-typed and
+//! removed workers, server.yaml) with no failed request; stopping during a
+//! long PHP request; SIGKILL leaving no process behind and a restart on the
+//! same ports; dropping root.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Project, Tq, alive, children_of, client, free_port, php_dir, run_cli};
+
+/// Clients looping over URLs until stopped: 200s, and everything else.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(urls: &[String]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = urls
+            .iter()
+            .map(|url| {
+                let (url, stop) = (url.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let c = client();
+                    let (mut ok, mut failed) = (0, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        match c.get(&url).send().await {
+                            Ok(r) if r.status() == 200 => {
+                                let _ = r.bytes().await;
+                                ok += 1;
+                            }
+                            Ok(r) => {
+                                let s = r.status();
+                                let b = r.text().await.unwrap_or_default();
+                                failed.push(format!(
+                                    "{url}: {s} {}",
+                                    b.chars().take(200).collect::<String>()
+                                ));
+                            }
+                            Err(e) => failed.push(format!("{url}: {e}")),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut ok, mut failed) = (0, Vec::new());
+        for t in self.tasks {
+            let (o, f) = t.await.unwrap();
+            ok += o;
+            failed.extend(f);
+        }
+        (ok, failed)
+    }
+}
+
+fn php(route: &str, backend: &str, pool: &str, settings: &str) -> String {
+    format!(
+        "path: {route}\ntype: php\ndocument_root: {}\nphp:\n  backend: {backend}\n{settings}  pool:\n{pool}",
+        php_dir().display()
+    )
+}
+
+const STATIC2: &str = "    manager: static\n    max_workers: 2\n";
+
+/// server.yaml with the port in the file (so a reload can move it).
+fn server_yaml(port: u16, extra: &str) -> String {
+    format!(
+        "server:\n  host: 127.0.0.1\n  port: {port}\n{extra}workers:\n  directory: workers\n  shutdown_grace_period_ms: 3000\nfile_watcher:\n  config: false\n"
+    )
+}
+
+/// `tqserver reload` against `tq`: exit status and what it printed.
+fn reload(p: &Project, tq: &Tq) -> (i32, String) {
+    let admin = tq.admin.trim_start_matches("http://");
+    let (status, out, err) = run_cli(p.path(), &["reload", "--admin-listen", admin]);
+    (status.code().unwrap_or(-1), format!("{out}{err}"))
+}
+
+async fn get(url: &str) -> (u16, String) {
+    match client().get(url).send().await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Every process below `pid`, however deep.
+fn descendants(pid: u32) -> BTreeSet<u32> {
+    let mut all = BTreeSet::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for (c, _) in children_of(p) {
+            if all.insert(c) {
+                todo.push(c);
+            }
+        }
+    }
+    all
+}
+
+async fn wait_gone(pids: &BTreeSet<u32>, secs: u64, what: &str) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left: Vec<_> = pids.iter().filter(|&&p| alive(p)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < until, "{what}: still running: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn python_worker(p: &Project, name: &str, route: &str, run: &str) {
+    p.worker(
+        name,
+        &format!("path: {route}\ntype: command\ncommand:\n  run: {run}\n"),
+    );
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/app.py"),
+        p.path().join("workers").join(name).join("app.py"),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_live_change_keeps_every_request() {
+    let p = Project::new("", "");
+    let port = free_port();
+    let server = p.path().join("config/server.yaml");
+    std::fs::write(&server, server_yaml(port, "")).unwrap();
+    p.worker("cgi", &php("/c", "cgi", STATIC2, ""));
+    p.worker("fpm", &php("/f", "fpm", STATIC2, ""));
+    let tq = Tq::start_file_port(p.path(), port, &["--mode", "prod"]);
+    assert_eq!(get(&tq.url("/f/pid.php")).await.0, 200);
+    let load = Load::start(&[
+        tq.url("/c/pid.php"),
+        tq.url("/f/pid.php"),
+        tq.url("/c/ini.php?k=memory_limit"),
+    ]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 1. The cgi pool: static 2 → dynamic up to 4, in place.
+    p.worker(
+        "cgi",
+        &php(
+            "/c",
+            "cgi",
+            "    manager: dynamic\n    max_workers: 4\n    start_workers: 1\n    min_workers: 1\n    max_spare_workers: 2\n",
+            "",
+        ),
+    );
+    let (code, out) = reload(&p, &tq);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("worker cgi:") && out.contains("applied"),
+        "{out}"
+    );
+    let status = common::admin_text(&tq, "/status/cgi?json").await;
+    assert!(
+        status.contains("\"process manager\":\"dynamic\""),
+        "{status}"
+    );
+
+    // 2. php-fpm's settings: SIGUSR2, same master.
+    p.worker(
+        "fpm",
+        &php("/f", "fpm", STATIC2, "  settings:\n    memory_limit: 96M\n"),
+    );
+    let (code, out) = reload(&p, &tq);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(get(&tq.url("/f/ini.php?k=memory_limit")).await.1, "96M");
+    assert!(tq.log_text().contains("php-fpm reloaded with SIGUSR2"));
+
+    // 3. A worker added (through SIGHUP this time).
+    p.worker("extra", &php("/n", "cgi", STATIC2, ""));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tq.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    );
+    common::wait_log(&tq, "worker extra started at /n", 20).await;
+    assert_eq!(get(&tq.url("/n/pid.php")).await.0, 200);
+
+    // 4. Moved to another path.
+    p.worker("extra", &php("/n2", "cgi", STATIC2, ""));
+    let (code, out) = reload(&p, &tq);
+    assert!(code == 0 && out.contains("moved from /n to /n2"), "{out}");
+    assert_eq!(get(&tq.url("/n2/pid.php")).await.0, 200);
+    assert_eq!(get(&tq.url("/n/pid.php")).await.0, 404);
+
+    // 5. Another backend: a new pool beside, then the old one stops.
+    p.worker("extra", &php("/n2", "fpm", STATIC2, ""));
+    let (code, out) = reload(&p, &tq);
+    assert!(code == 0 && out.contains("worker extra replaced"), "{out}");
+    assert_eq!(get(&tq.url("/n2/pid.php")).await.0, 200);
+
+    // 6. An invalid change: refused with file, line and key; nothing moves.
+    p.worker(
+        "fpm",
+        &php("/f", "fpm", "    manager: static\n    max_workers: 0\n", ""),
+    );
+    let (code, out) = reload(&p, &tq);
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("worker.yaml:8: php.pool.max_workers"), "{out}");
+    p.worker(
+        "fpm",
+        &php("/f", "fpm", STATIC2, "  settings:\n    memory_limit: 96M\n"),
+    );
+
+    // 7. Removed: unrouted, drained, stopped.
+    let extra_pids = descendants(tq.pid());
+    std::fs::remove_dir_all(p.path().join("workers/extra")).unwrap();
+    let (code, out) = reload(&p, &tq);
+    assert!(code == 0 && out.contains("worker extra removed"), "{out}");
+    assert_eq!(get(&tq.url("/n2/pid.php")).await.0, 404);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, failed) = load.finish().await;
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    assert!(ok > 50, "{ok}");
+    // The removed worker's processes are gone; the others still run.
+    let now = descendants(tq.pid());
+    let gone: Vec<_> = extra_pids.difference(&now).collect();
+    assert!(!gone.is_empty(), "the removed worker's processes still run");
+
+    // 8. server.yaml: a new port (the old listener finishes and closes)
+    // and a smaller body limit.
+    let port2 = free_port();
+    std::fs::write(&server, server_yaml(port2, "  max_body_bytes: 10\n")).unwrap();
+    let (code, out) = reload(&p, &tq);
+    assert!(
+        code == 0 && out.contains(&format!("now listening on http://127.0.0.1:{port2}")),
+        "{out}"
+    );
+    let url2 = format!("http://127.0.0.1:{port2}");
+    assert_eq!(get(&format!("{url2}/f/pid.php")).await.0, 200);
+    let r = client()
+        .post(format!("{url2}/f/echo.php"))
+        .body("more than ten bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the old port still accepts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_applies_server_yaml_and_new_worker_folders() {
+    let p = Project::new("", "file_watcher:\n  debounce_ms: 50\n");
+    p.worker("a", &php("/a", "cgi", STATIC2, ""));
+    // prod: code is not watched, configuration is.
+    let tq = Tq::start(p.path(), &["--mode", "prod"]);
+    assert_eq!(get(&tq.url("/b/pid.php")).await.0, 404);
+    p.worker("b", &php("/b", "cgi", STATIC2, ""));
+    common::wait_log(&tq, "worker b started at /b", 20).await;
+    assert_eq!(get(&tq.url("/b/pid.php")).await.0, 200);
+    // server.yaml: the body limit, replaced the way editors do.
+    let server = p.path().join("config/server.yaml");
+    let text = std::fs::read_to_string(&server).unwrap();
+    let tmp = p.path().join("config/.server.yaml.swp");
+    std::fs::write(
+        &tmp,
+        text.replace("server:\n", "server:\n  max_body_bytes: 10\n"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &server).unwrap();
+    common::wait_log(&tq, "server.yaml changed: configuration reloaded", 20).await;
+    let r = client()
+        .post(tq.url("/b/echo.php"))
+        .body("more than ten bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+}
+
+/// The processes of a project with every kind of worker: php-fpm, php-cgi
+/// and a native worker that starts a child of its own.
+fn every_kind(grace_ms: u32) -> (Project, u16, u16) {
+    let (port, admin, range) = (free_port(), free_port(), free_port());
+    let p = Project::new("", "");
+    std::fs::write(
+        p.path().join("config/server.yaml"),
+        format!(
+            "server:\n  host: 127.0.0.1\n  port: {port}\nadmin:\n  listen: 127.0.0.1:{admin}\nworkers:\n  directory: workers\n  shutdown_grace_period_ms: {grace_ms}\n  port_range_start: {}\n  port_range_end: {}\n",
+            range,
+            range + 40
+        ),
+    )
+    .unwrap();
+    p.worker("fpm", &php("/f", "fpm", STATIC2, ""));
+    p.worker("cgi", &php("/c", "cgi", STATIC2, ""));
+    python_worker(
+        &p,
+        "py",
+        "/py",
+        "[\"sh\", \"-c\", \"sleep 300 & exec python3 app.py\"]",
+    );
+    (p, port, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_5_second_php_request_finishes_it_then_leaves_nothing() {
+    let (p, port, _) = every_kind(10_000);
+    let mut tq = Tq::start_file_port(p.path(), port, &["--mode", "prod"]);
+    for u in ["/f/pid.php", "/c/pid.php", "/py/x"] {
+        let until = Instant::now() + Duration::from_secs(30);
+        while get(&tq.url(u)).await.0 != 200 {
+            assert!(Instant::now() < until, "{u}:\n{}", tq.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let tree = descendants(tq.pid());
+    // php-fpm master + 2, php-cgi × 2, sh→python + sleep, the watchdog.
+    assert!(tree.len() >= 7, "{tree:?}");
+    let slow = [
+        tq.url("/f/sleep.php?ms=5000"),
+        tq.url("/c/sleep.php?ms=5000"),
+    ]
+    .map(|u| tokio::spawn(async move { get(&u).await }));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let sent = Instant::now();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tq.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    for s in slow {
+        let (status, body) = s.await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "slept"));
+    }
+    assert!(
+        sent.elapsed() >= Duration::from_secs(3),
+        "the requests did not run their course"
+    );
+    let status = tq.wait_exit(20).expect("tqserver exits");
+    assert!(status.success(), "{status}\n{}", tq.log_text());
+    wait_gone(&tree, 5, "after tqserver exited").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_leaves_no_process_and_a_restart_gets_the_same_ports() {
+    let (p, port, admin) = every_kind(3000);
+    let tq = Tq::start_file_port(p.path(), port, &["--mode", "prod"]);
+    let until = Instant::now() + Duration::from_secs(30);
+    while get(&tq.url("/py/x")).await.0 != 200 || get(&tq.url("/f/pid.php")).await.0 != 200 {
+        assert!(Instant::now() < until, "{}", tq.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tree = descendants(tq.pid());
+    assert!(tree.len() >= 7, "{tree:?}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tq.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    wait_gone(&tree, 5, "after SIGKILL of tqserver").await;
+    drop(tq);
+    // The same ports, the runtime directory of the dead one cleaned up.
+    let tq = Tq::start_file_port(
+        p.path(),
+        port,
+        &[
+            "--mode",
+            "prod",
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ],
+    );
+    let until = Instant::now() + Duration::from_secs(30);
+    while get(&tq.url("/f/pid.php")).await.0 != 200 {
+        assert!(Instant::now() < until, "{}", tq.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        get(&format!("http://127.0.0.1:{admin}/healthz")).await.0,
+        200
+    );
+    let log = tq.log_text();
+    assert!(log.contains("left by tqserver pid"), "{log}");
+}
+
+/// The uid a process runs as (real uid, from /proc).
+fn uid_of(pid: u32) -> u32 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_as_root_it_runs_as_server_user() {
+    let p = Project::new("  user: nobody\n", "");
+    p.worker("fpm", &php("/f", "fpm", STATIC2, ""));
+    p.worker("cgi", &php("/c", "cgi", STATIC2, ""));
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(p.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tq = Tq::start(p.path(), &["--mode", "prod"]);
+    if !nix::unistd::geteuid().is_root() {
+        common::wait_log(&tq, "server.user nobody is ignored", 10).await;
+        return;
+    }
+    for u in ["/f/pid.php", "/c/pid.php"] {
+        let until = Instant::now() + Duration::from_secs(20);
+        while get(&tq.url(u)).await.0 != 200 {
+            assert!(Instant::now() < until, "{u}:\n{}", tq.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(tq.log_text().contains("running as nobody:nogroup"));
+    let nobody = 65534;
+    assert_eq!(uid_of(tq.pid()), nobody);
+    let tree = descendants(tq.pid());
+    assert!(tree.len() >= 6, "{tree:?}");
+    for pid in tree {
+        assert_eq!(uid_of(pid), nobody, "pid {pid} runs as root");
+    }
+    // PHP itself says so too.
+    let (_, pid) = get(&tq.url("/f/pid.php")).await;
+    assert_eq!(uid_of(pid.trim().parse().unwrap()), nobody);
+}
