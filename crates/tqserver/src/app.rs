@@ -37,16 +37,6 @@ pub enum Route {
     Native(Arc<native::Service>),
 }
 
-impl Route {
-    /// The worker's configuration (a PHP worker's as of its current pool).
-    pub fn worker(&self) -> Arc<crate::config::Worker> {
-        match self {
-            Self::Php(p) => p.upstream.get().worker().clone(),
-            Self::Native(s) => s.worker.clone(),
-        }
-    }
-}
-
 /// A route and what is recorded about its requests.
 pub struct Routed {
     /// Where requests go.

@@ -364,8 +364,27 @@ impl Reloader {
         }
     }
 
-    /// Reads the configuration again and applies what changed.
+    /// Reads the configuration again and applies what changed (systemd
+    /// hears RELOADING=1, then READY=1).
     pub async fn reload(&mut self) -> Result<String, String> {
+        let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+            .unwrap_or(0);
+        crate::systemd::notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading the configuration"
+        ));
+        let r = self.reload_inner().await;
+        crate::systemd::notify(&format!(
+            "READY=1\nSTATUS={}",
+            match &r {
+                Ok(_) => "serving; configuration reloaded",
+                Err(_) => "serving; the last configuration change was refused (see the log)",
+            }
+        ));
+        r
+    }
+
+    async fn reload_inner(&mut self) -> Result<String, String> {
         let new = match crate::config::load(&self.config.file, self.config.mode) {
             Ok(c) => c.with_overrides(self.config.overrides.clone()),
             Err(errors) => {
@@ -528,6 +547,7 @@ impl Reloader {
             };
             match applied {
                 Ok(()) => {
+                    self.launch.metrics.forget(&r.worker);
                     if r.worker.logging != w.logging {
                         let log = match &r.target {
                             Route::Php(p) => Some(p.log.clone()),
@@ -574,6 +594,11 @@ impl Reloader {
         // Unrouted first, then stopped: requests in progress finish.
         for r in &retire {
             r.stop();
+            self.launch.metrics.forget(&r.worker);
+        }
+        // Info series of workers whose route or type changed in place.
+        for r in &next {
+            self.launch.metrics.route(&r.worker);
         }
         self.running = next;
         self.config = config;

@@ -268,6 +268,18 @@ impl fmt::Display for Config {
         if let Some(p) = &o.public_metrics {
             writeln!(f, "metrics  {p} on the public port too")?;
         }
+        if let Some(r) = &s.run_as {
+            writeln!(f, "user     {}:{} (when started as root)", r.user, r.group)?;
+        }
+        writeln!(
+            f,
+            "reload   {} (SIGHUP and `tqserver reload` always)",
+            match (self.watch, self.watch_config) {
+                (true, _) => "on changes to server.yaml, worker.yaml and worker code",
+                (false, true) => "on changes to server.yaml and worker.yaml",
+                (false, false) => "not watched",
+            }
+        )?;
         writeln!(f, "workers  {}", self.workers_dir.display())?;
         writeln!(f)?;
         writeln!(f, "routes")?;

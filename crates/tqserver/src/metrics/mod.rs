@@ -282,6 +282,21 @@ impl Metrics {
         }
     }
 
+    /// A worker's `tqserver_worker_info` series goes (removed by a reload,
+    /// or replaced by one with another route or type). Its counters stay:
+    /// Prometheus counters never go back.
+    pub fn forget(&self, worker: &crate::config::Worker) {
+        self.info.remove(&WorkerInfo {
+            worker: worker.name.clone(),
+            route: worker.route.clone(),
+            r#type: worker.type_name().to_string(),
+            backend: match &worker.native {
+                Some(_) => "http".to_string(),
+                None => worker.php.backend.as_str().to_string(),
+            },
+        });
+    }
+
     /// Counts a request no route matched.
     pub fn unrouted(&self) {
         self.unrouted.inc();
