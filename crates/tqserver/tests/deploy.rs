@@ -33,9 +33,16 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 }
 
 /// kubernetes-validate: $TQ_KUBERNETES_VALIDATE (scripts/test sets it),
-/// else on PATH.
+/// else the one scripts/test installed under target/tools/, else on PATH.
 fn validator() -> String {
-    std::env::var("TQ_KUBERNETES_VALIDATE").unwrap_or_else(|_| "kubernetes-validate".into())
+    if let Ok(v) = std::env::var("TQ_KUBERNETES_VALIDATE") {
+        return v;
+    }
+    let venv = repo().join("target/tools/venv/bin/kubernetes-validate");
+    if venv.is_file() {
+        return venv.display().to_string();
+    }
+    "kubernetes-validate".into()
 }
 
 #[test]

@@ -198,11 +198,16 @@ async fn every_live_change_keeps_every_request() {
     assert_eq!(get(&tq.url("/n2/pid.php")).await.0, 200);
     assert_eq!(get(&tq.url("/n/pid.php")).await.0, 404);
 
-    // 5. Another backend: a new pool beside, then the old one stops.
+    // 5. Another backend, under its own load: a new pool beside, then
+    // the old one stops.
+    let moving = Load::start(&[tq.url("/n2/pid.php")]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     p.worker("extra", &php("/n2", "fpm", STATIC2, ""));
     let (code, out) = reload(&p, &tq);
     assert!(code == 0 && out.contains("worker extra replaced"), "{out}");
-    assert_eq!(get(&tq.url("/n2/pid.php")).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, failed) = moving.finish().await;
+    assert!(failed.is_empty() && ok > 5, "{ok} ok; failed: {failed:?}");
 
     // 6. An invalid change: refused with file, line and key; nothing moves.
     p.worker(
@@ -256,6 +261,60 @@ async fn every_live_change_keeps_every_request() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the old port still accepts"
     );
+}
+
+/// A native worker becomes a PHP worker at the same path under load: the
+/// PHP pool starts, takes the route once it answers, the Python
+/// instance drains and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_change_under_load_fails_no_request() {
+    let p = Project::new("", "");
+    let (port, range) = (free_port(), free_port());
+    std::fs::write(
+        p.path().join("config/server.yaml"),
+        server_yaml(port, "").replace(
+            "  shutdown_grace_period_ms: 3000\n",
+            &format!("  shutdown_grace_period_ms: 3000\n  port_range_start: {range}\n  port_range_end: {}\n", range + 20),
+        ),
+    )
+    .unwrap();
+    python_worker(&p, "t", "/t", "[\"python3\", \"app.py\"]");
+    let tq = Tq::start_file_port(p.path(), port, &["--mode", "prod"]);
+    let until = Instant::now() + Duration::from_secs(30);
+    let python = loop {
+        let (s, b) = get(&tq.url("/t/pid.php")).await;
+        if s == 200 {
+            break b;
+        }
+        assert!(Instant::now() < until, "{}", tq.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(python.contains("pid="), "{python}");
+    let load = Load::start(&[tq.url("/t/pid.php"), tq.url("/t/pid.php")]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.worker("t", &php("/t", "cgi", STATIC2, ""));
+    let (code, out) = reload(&p, &tq);
+    assert!(
+        code == 0 && out.contains("worker t replaced (command → php, cgi)"),
+        "{out}"
+    );
+    let (_, body) = get(&tq.url("/t/pid.php")).await;
+    assert!(
+        body.trim().parse::<u32>().is_ok(),
+        "PHP answers now: {body}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, failed) = load.finish().await;
+    assert!(failed.is_empty() && ok > 10, "{ok} ok; failed: {failed:?}");
+    // The Python instance is gone.
+    let until = Instant::now() + Duration::from_secs(10);
+    while children_of(tq.pid())
+        .iter()
+        .any(|(_, c)| c.starts_with("python"))
+    {
+        assert!(Instant::now() < until, "python still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
