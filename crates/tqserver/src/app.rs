@@ -371,24 +371,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             }
         }
     }
-    let fcgi_stop = CancellationToken::new();
-    let mut fcgi_tasks = Vec::new();
     for (name, bound) in fcgi_bound {
-        let Some(php) = running.iter().find_map(|r| match &r.target {
-            Route::Php(p) if r.worker.name == name => Some(p),
-            _ => None,
-        }) else {
-            continue;
-        };
-        if let Ok(a) = bound.local_addr() {
-            tracing::info!(worker = %name, "FastCGI listener on {a}");
+        if let Some(r) = running.iter_mut().find(|r| r.worker.name == name) {
+            launch.serve_fastcgi(r, bound);
         }
-        fcgi_tasks.push(tokio::spawn(bound.serve(
-            php.upstream.clone(),
-            php.log.clone(),
-            fcgi_stop.clone(),
-            sup.shutdown_grace,
-        )));
     }
     let admin = Admin::new(metrics.clone(), Launch::entries(&running));
     let app = Arc::new(App::new(
@@ -444,7 +430,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         reload::Reloader {
             config,
             running,
-            launch,
+            launch: launch.clone(),
             app,
             admin: admin.clone(),
             fronts: fronts.clone(),
@@ -477,7 +463,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     reloader.abort();
     let _ = reloader.await;
     fronts.stop_public().await;
-    fcgi_stop.cancel();
+    launch.fastcgi_stop.cancel();
+    let fcgi_tasks = std::mem::take(
+        &mut *launch
+            .fastcgi_tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
     for t in fcgi_tasks {
         let _ = t.await;
     }

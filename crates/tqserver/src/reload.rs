@@ -67,6 +67,11 @@ pub struct Launch {
     pub live: Option<Arc<LiveReload>>,
     /// `server.access_log`, open, with its target and format.
     global_access: std::sync::Mutex<Option<GlobalAccess>>,
+    /// Cancelled at shutdown (after the public listener): every FastCGI
+    /// listener stops on a child of it.
+    pub fastcgi_stop: CancellationToken,
+    /// The FastCGI listeners' tasks, for the shutdown to wait on.
+    pub fastcgi_tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Clone)]
@@ -86,11 +91,17 @@ pub struct Running {
     pub observed: Arc<Observed>,
     /// A native worker's stop (PHP backends keep their own).
     native_stop: Option<CancellationToken>,
+    /// Its FastCGI listener's stop (`fastcgi.listen`).
+    fastcgi: Option<CancellationToken>,
 }
 
 impl Running {
-    /// Drains and stops it (requests in progress finish).
+    /// Drains and stops it (requests in progress finish), and closes its
+    /// FastCGI listener.
     pub fn stop(&self) {
+        if let Some(f) = &self.fastcgi {
+            f.cancel();
+        }
         match &self.target {
             Route::Php(p) => p.stop(),
             Route::Native(_) => {
@@ -154,6 +165,8 @@ impl Launch {
             metrics,
             live,
             global_access: std::sync::Mutex::new(None),
+            fastcgi_stop: CancellationToken::new(),
+            fastcgi_tasks: Default::default(),
         };
         launch.set_global_access(config)?;
         Ok(launch)
@@ -251,6 +264,7 @@ impl Launch {
                 target: Route::Native(svc),
                 observed,
                 native_stop: Some(stop),
+                fastcgi: None,
             });
         }
         let r = st.route(w.clone(), log).await?;
@@ -259,7 +273,33 @@ impl Launch {
             target: Route::Php(Arc::new(r)),
             observed,
             native_stop: None,
+            fastcgi: None,
         })
+    }
+
+    /// Serves `bound` (the worker's `fastcgi.listen`) with `r`'s PHP
+    /// backend until `r` stops or TQServer does.
+    pub fn serve_fastcgi(&self, r: &mut Running, bound: crate::php::listener::Bound) {
+        let Route::Php(php) = &r.target else {
+            return;
+        };
+        if let Ok(a) = bound.local_addr() {
+            tracing::info!(worker = %r.worker.name, "FastCGI listener on {a}");
+        }
+        let stop = self.fastcgi_stop.child_token();
+        let task = tokio::spawn(bound.serve(
+            php.upstream.clone(),
+            php.log.clone(),
+            stop.clone(),
+            self.starter.sup.shutdown_grace,
+        ));
+        self.fastcgi_tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+        if let Some(old) = r.fastcgi.replace(stop) {
+            old.cancel();
+        }
     }
 
     /// The routing table over `running` with `config`'s server settings.
@@ -512,15 +552,12 @@ impl Reloader {
                 next.push(r);
                 continue;
             }
-            if r.worker.fastcgi != w.fastcgi {
-                restart.push("fastcgi.listen");
-            }
             let replace = r.worker.type_name() != w.type_name()
                 || (w.native.is_none() && r.worker.php.backend != w.php.backend)
                 || r.worker.logging.log_file != w.logging.log_file;
             if replace {
                 if r.worker.fastcgi.is_some() {
-                    done.push(format!("worker {}: this change needs a new backend, and its FastCGI listener holds the old one; restart tqserver to apply it", w.name));
+                    done.push(format!("worker {}: this change needs a new worker, and its FastCGI listener ({}) serves the running one; restart tqserver to apply it", w.name, r.worker.fastcgi.as_ref().map_or(String::new(), |f| f.listen.to_string())));
                     next.push(r);
                     continue;
                 }
@@ -548,6 +585,9 @@ impl Reloader {
             match applied {
                 Ok(()) => {
                     self.launch.metrics.forget(&r.worker);
+                    if let Some(line) = self.fastcgi_changed(&mut r, w).await {
+                        done.push(line);
+                    }
                     if r.worker.logging != w.logging {
                         let log = match &r.target {
                             Route::Php(p) => Some(p.log.clone()),
@@ -602,6 +642,7 @@ impl Reloader {
         }
         self.running = next;
         self.config = config;
+        restart.sort_unstable();
         restart.dedup();
         for k in restart {
             done.push(format!("{k} changed: restart tqserver to apply"));
@@ -613,15 +654,65 @@ impl Reloader {
         }
     }
 
-    /// Starts `w` and waits until it can serve; a worker that does not
-    /// become ready is stopped again.
+    /// Starts `w` (its FastCGI listener bound first, as at start-up) and
+    /// waits until it can serve; a worker that does not become ready is
+    /// stopped again.
     async fn start(&self, w: &Worker, sup: &crate::config::Supervision) -> Result<Running, String> {
-        let r = self.launch.start(Arc::new(w.clone())).await?;
-        if r.wait_ready(sup.health_check_wait).await {
-            return Ok(r);
+        let bound = match &w.fastcgi {
+            Some(l) => Some(crate::php::listener::Bound::bind(l).await.map_err(|e| {
+                format!(
+                    "cannot listen for FastCGI on {} (fastcgi.listen): {e}",
+                    l.listen
+                )
+            })?),
+            None => None,
+        };
+        let mut r = self.launch.start(Arc::new(w.clone())).await?;
+        if !r.wait_ready(sup.health_check_wait).await {
+            r.stop();
+            return Err("it did not become ready".to_string());
         }
-        r.stop();
-        Err("it did not become ready".to_string())
+        if let Some(b) = bound {
+            self.launch.serve_fastcgi(&mut r, b);
+        }
+        Ok(r)
+    }
+
+    /// `fastcgi.listen` of a worker changed in place: a new address is
+    /// bound before the old listener closes (its connections finish); a
+    /// listener removed closes. The same address with other settings
+    /// cannot be bound twice: that needs a restart.
+    async fn fastcgi_changed(&self, r: &mut Running, w: &Worker) -> Option<String> {
+        let (old, new) = (&r.worker.fastcgi, &w.fastcgi);
+        if old == new {
+            return None;
+        }
+        match (old, new) {
+            (Some(_), None) => {
+                if let Some(s) = r.fastcgi.take() {
+                    s.cancel();
+                }
+                Some(format!("worker {}: FastCGI listener closed", w.name))
+            }
+            (Some(o), Some(n)) if o.listen == n.listen => Some(format!(
+                "worker {}: fastcgi settings on the same address ({}) changed: restart tqserver to apply them",
+                w.name, n.listen
+            )),
+            (_, Some(n)) => match crate::php::listener::Bound::bind(n).await {
+                Ok(b) => {
+                    self.launch.serve_fastcgi(r, b);
+                    Some(format!(
+                        "worker {}: FastCGI listener now on {}",
+                        w.name, n.listen
+                    ))
+                }
+                Err(e) => Some(format!(
+                    "worker {}: cannot listen for FastCGI on {} (fastcgi.listen): {e}; the listener stays as it was",
+                    w.name, n.listen
+                )),
+            },
+            (None, None) => None,
+        }
     }
 }
 

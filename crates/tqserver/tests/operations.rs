@@ -492,3 +492,108 @@ async fn started_as_root_it_runs_as_server_user() {
     let (_, pid) = get(&tq.url("/f/pid.php")).await;
     assert_eq!(uid_of(pid.trim().parse().unwrap()), nobody);
 }
+
+/// One request with `cgi-fcgi -bind -connect` to a FastCGI listener: the
+/// PHP process id, or what came back instead.
+fn fcgi_pid(addr: &str) -> Result<u32, String> {
+    let script = php_dir().join("pid.php");
+    let out = std::process::Command::new("cgi-fcgi")
+        .args(["-bind", "-connect", addr])
+        .env_clear()
+        .envs([
+            ("REQUEST_METHOD", "GET"),
+            ("SCRIPT_FILENAME", script.to_str().unwrap()),
+            ("SCRIPT_NAME", "/pid.php"),
+        ])
+        .output()
+        .expect("cgi-fcgi not found: install libfcgi-bin, or run the README test command");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.rsplit("\r\n\r\n")
+        .next()
+        .and_then(|b| b.trim().parse().ok())
+        .ok_or(text)
+}
+
+/// `fastcgi.listen` through reloads: a worker added with a listener gets
+/// it bound and served; a new address is bound before the old one closes;
+/// a worker removed closes its listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fastcgi_listeners_follow_reloads() {
+    let p = Project::new("", "");
+    let port = free_port();
+    std::fs::write(p.path().join("config/server.yaml"), server_yaml(port, "")).unwrap();
+    p.worker("a", &php("/a", "cgi", STATIC2, ""));
+    let tq = Tq::start_file_port(p.path(), port, &["--mode", "prod"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (s1, s2) = (dir.path().join("one.sock"), dir.path().join("two.sock"));
+    let with = |sock: &std::path::Path| {
+        format!(
+            "{}fastcgi:\n  listen: unix:{}\n",
+            php("/b", "cgi", STATIC2, ""),
+            sock.display()
+        )
+    };
+    p.worker("b", &with(&s1));
+    let (code, out) = reload(&p, &tq);
+    assert!(code == 0 && out.contains("worker b started"), "{out}");
+    let one = s1.display().to_string();
+    assert!(
+        fcgi_pid(&one).is_ok(),
+        "{:?}\n{}",
+        fcgi_pid(&one),
+        tq.log_text()
+    );
+    p.worker("b", &with(&s2));
+    let (code, out) = reload(&p, &tq);
+    assert!(
+        code == 0 && out.contains("FastCGI listener now on unix:"),
+        "{out}"
+    );
+    let two = s2.display().to_string();
+    assert!(fcgi_pid(&two).is_ok(), "{:?}", fcgi_pid(&two));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(fcgi_pid(&one).is_err(), "the old address still answers");
+    std::fs::remove_dir_all(p.path().join("workers/b")).unwrap();
+    let (code, out) = reload(&p, &tq);
+    assert!(code == 0 && out.contains("worker b removed"), "{out}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        fcgi_pid(&two).is_err(),
+        "a removed worker's listener still answers"
+    );
+}
+
+/// admin.listen moved in server.yaml (applied on SIGHUP: `tqserver reload`
+/// reads the file, which names the new address, not yet bound): the new
+/// address serves, the old one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_moves_on_reload() {
+    let p = Project::new("", "");
+    let (port, a1, a2) = (free_port(), free_port(), free_port());
+    let server = p.path().join("config/server.yaml");
+    let yaml =
+        |admin: u16| server_yaml(port, "") + &format!("admin:\n  listen: 127.0.0.1:{admin}\n");
+    std::fs::write(&server, yaml(a1)).unwrap();
+    p.worker("a", &php("/a", "cgi", STATIC2, ""));
+    let tq = Tq::start_from_files(p.path(), port, a1, &["--mode", "prod"]);
+    assert_eq!(get(&format!("http://127.0.0.1:{a1}/healthz")).await.0, 200);
+    std::fs::write(&server, yaml(a2)).unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tq.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    );
+    common::wait_log(
+        &tq,
+        &format!("admin listener now on http://127.0.0.1:{a2}"),
+        10,
+    )
+    .await;
+    assert_eq!(get(&format!("http://127.0.0.1:{a2}/healthz")).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", a1)).is_err(),
+        "the old admin address still accepts"
+    );
+    // The public port never moved.
+    assert_eq!(get(&tq.url("/a/pid.php")).await.0, 200);
+}

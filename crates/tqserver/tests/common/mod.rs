@@ -115,19 +115,31 @@ impl Tq {
 
     /// Like `start`, with extra environment variables.
     pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::launch(dir, args, env, None)
+        Self::launch(dir, args, env, None, None)
     }
 
     /// Starts tqserver listening where server.yaml says (`port`, which the
     /// test wrote there): no `--port` / `--host` override, so a reload can
     /// move it.
     pub fn start_file_port(dir: &Path, port: u16, args: &[&str]) -> Self {
-        Self::launch(dir, args, &[], Some(port))
+        Self::launch(dir, args, &[], Some(port), None)
     }
 
-    fn launch(dir: &Path, args: &[&str], env: &[(&str, &str)], file_port: Option<u16>) -> Self {
+    /// Starts tqserver with both its port and its admin listener as
+    /// server.yaml says (the test wrote them there): no overrides at all.
+    pub fn start_from_files(dir: &Path, port: u16, admin_port: u16, args: &[&str]) -> Self {
+        Self::launch(dir, args, &[], Some(port), Some(admin_port))
+    }
+
+    fn launch(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        file_port: Option<u16>,
+        file_admin: Option<u16>,
+    ) -> Self {
         let port = file_port.unwrap_or_else(free_port);
-        let admin_port = free_port();
+        let admin_port = file_admin.unwrap_or_else(free_port);
         // The log lives outside the project: the demo test runs in the
         // repository itself.
         let log_dir = tempfile::tempdir().unwrap();
@@ -149,7 +161,7 @@ impl Tq {
                     .flatten(),
             )
             .args(
-                (!args.contains(&"--admin-listen"))
+                (!args.contains(&"--admin-listen") && file_admin.is_none())
                     .then(|| {
                         [
                             "--admin-listen".to_string(),
