@@ -1,7 +1,8 @@
 //! Live reload in a real browser: headless Chromium (Debian's `chromium`)
 //! opens a page of a Rust worker in dev mode; the test saves new code and
 //! watches, through the DevTools protocol, the page reload by itself and
-//! show it — and show the build-error page after a bad save, then recover.
+//! show it — and show the build-error page after a bad save, then recover;
+//! and the same for an invalid worker.yaml.
 
 mod common;
 
@@ -79,4 +80,24 @@ async fn the_page_reloads_itself_after_a_swap_and_shows_build_errors() {
     // …and the fix brings the page back without anyone touching it.
     std::fs::write(&main, source.replace("\"v1\"", "\"v3\"")).unwrap();
     wait_eval(&mut ws, &mut id, state, 60, |v| v == "v3|true", &tq).await;
+
+    // An invalid worker.yaml: the page shows the error with file, line
+    // and key (the previous configuration keeps running behind it)…
+    p.worker("index", "path: /\ntype: rust\nscaling:\n  min_workers: 0\n");
+    let page = wait_eval(
+        &mut ws,
+        &mut id,
+        "document.title + '|' + document.body.innerText",
+        30,
+        |v| v.starts_with("500 The configuration has an error"),
+        &tq,
+    )
+    .await;
+    assert!(
+        page.contains("worker.yaml:4: scaling.min_workers"),
+        "the error is shown: {page}"
+    );
+    // …until it is fixed: the page comes back by itself.
+    p.worker("index", "path: /\ntype: rust\n");
+    wait_eval(&mut ws, &mut id, state, 30, |v| v == "v3|true", &tq).await;
 }

@@ -712,6 +712,10 @@ async fn supervise(
                         tokio::select! {
                             r2 = tokio::time::timeout(wait, reloaded) => {
                                 old.client.close_idle();
+                                if r2.is_ok() {
+                                    // Its new children, not logged at notice.
+                                    backend.events.started(&prepared.worker.php.pool);
+                                }
                                 let _ = r.done.send(match r2 {
                                     Ok(()) => Ok(()),
                                     Err(_) => Err(format!("php-fpm did not report ready within {wait:?} after SIGUSR2; it keeps running and is supervised")),
