@@ -37,6 +37,15 @@ pub fn drop_if_root(config: &Config) -> Result<(), String> {
             config.file.display()
         )
     };
+    // The server log was opened as root: today's file goes to the user,
+    // so a reopen (SIGUSR1) can append to it.
+    let log_file = config.server.log_file.as_deref().map(|t| {
+        let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+        std::path::PathBuf::from(t.replace("{date}", &today).replace("{name}", "tqserver"))
+    });
+    if let Some(f) = &log_file {
+        let _ = nix::unistd::chown(f, Some(Uid::from_raw(r.uid)), Some(Gid::from_raw(r.gid)));
+    }
     let name = std::ffi::CString::new(r.user.as_str()).map_err(|e| e.to_string())?;
     // Supplementary groups first (they need root), then the group, then
     // the user: after setuid nothing else can change.
@@ -49,6 +58,21 @@ pub fn drop_if_root(config: &Config) -> Result<(), String> {
             "still able to become root after switching to {}; refusing to run",
             r.user
         ));
+    }
+    if let Some(dir) = log_file.as_deref().and_then(std::path::Path::parent) {
+        let dir = if dir.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            dir
+        };
+        if nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_err() {
+            tracing::warn!(
+                "{} is not writable by {}: server.log_file cannot start a new day's file or be reopened after logrotate; give the folder to {}",
+                dir.display(),
+                r.user,
+                r.user
+            );
+        }
     }
     tracing::info!(
         "running as {}:{} (uid {}, gid {})",

@@ -172,8 +172,13 @@ fn probes_scrape_and_drain_timing_agree_with_the_configuration() {
     assert!(dockerfile.contains("WORKDIR /srv/tqserver"));
     assert!(dockerfile.contains("COPY workers/blog workers/blog"));
     // The image's user is the pod's.
-    let uid = pod["spec"]["securityContext"]["runAsUser"].as_u64().unwrap();
-    assert!(dockerfile.contains(&format!("USER {uid}:{uid}")), "USER {uid}");
+    let uid = pod["spec"]["securityContext"]["runAsUser"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        dockerfile.contains(&format!("USER {uid}:{uid}")),
+        "USER {uid}"
+    );
 }
 
 /// The project the image holds (deploy/docker/Dockerfile), with `server`
