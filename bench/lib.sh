@@ -47,6 +47,26 @@ measure() {
     echo "$rps $p99"
 }
 
+# start_nginx HTTP_BLOCK: nginx in the foreground on $work/nginx.conf,
+# with every bench's settings (worker_processes auto, access_log off)
+# around HTTP_BLOCK (the server and upstream blocks); stopped on exit.
+start_nginx() {
+    local nginx_bin
+    nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+    cat > "$work/nginx.conf" <<EOF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+$1
+}
+EOF
+    "$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &
+    pids+=($!)
+}
+
 # start_anchor_fpm: the anchor's php-fpm, a pool of 2 static children on
 # $work/fpm.sock (the same pool TQServer runs in the PHP benchmarks).
 start_anchor_fpm() {

@@ -29,7 +29,6 @@ conns=32
 
 source bench/lib.sh
 need_packages php-fpm:php-fpm nginx:nginx wrk:wrk
-nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --locked -p tqserver >&2
 
@@ -41,18 +40,7 @@ admin_port=$(free_port)
 docroot="$root_dir/workers/blog/public"
 start_anchor_fpm
 
-cat > "$work/nginx.conf" <<EOF
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-$(php_server "$nginx_port" "unix:$work/fpm.sock")
-}
-EOF
-"$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+start_nginx "$(php_server "$nginx_port" "unix:$work/fpm.sock")"
 
 # tq_project DIR PORT SERVER_EXTRA: a project with the blog's hello.php on
 # a php-fpm pool of 2 static children.

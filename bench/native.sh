@@ -21,7 +21,6 @@ conns=32
 
 source bench/lib.sh
 need_packages nginx:nginx wrk:wrk
-nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --locked -p tqserver >&2
 
@@ -67,13 +66,7 @@ curl -fs "$tq_url" | grep -q Hello || { echo "bench/native.sh: $tq_url does not 
 worker_port=$(grep -o 'serves on port(s) [0-9]*' "$work/prod.log" | tail -1 | awk '{print $4}')
 direct_url="http://127.0.0.1:$worker_port/bench"
 
-cat > "$work/nginx.conf" <<EOF
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
+start_nginx "$(cat <<EOF
     upstream index_worker {
         server 127.0.0.1:$worker_port;
         keepalive 32;
@@ -88,10 +81,8 @@ http {
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
         }
     }
-}
 EOF
-"$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+)"
 nginx_url="http://127.0.0.1:$nginx_port/bench"
 for _ in $(seq 1 100); do curl -fs "$nginx_url" >/dev/null 2>&1 && break; sleep 0.1; done
 

@@ -21,7 +21,6 @@ conns=32
 
 source bench/lib.sh
 need_packages php-fpm:php-fpm php-cgi:php-cgi nginx:nginx wrk:wrk
-nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --locked -p tqserver >&2
 
@@ -32,14 +31,8 @@ tq_port=$(free_port)
 docroot="$root_dir/workers/blog/public"
 start_anchor_fpm
 
-cat > "$work/nginx.conf" <<EOF
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http {
+start_nginx "$(cat <<EOF
     include /etc/nginx/mime.types;
-    access_log off;
     sendfile on;
     keepalive_timeout 65;
 $(php_server "$nginx_port" "unix:$work/fpm.sock")
@@ -52,10 +45,8 @@ $(php_server "$nginx2_port" "unix:$work/tq.sock")
         keepalive 16;
     }
 $(php_server "$nginx3_port" tqserver_listener $'\n            fastcgi_keep_conn on;')
-}
 EOF
-"$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+)"
 
 # TQServer with the same pool, in prod mode, no access log.
 mkdir -p "$work/tq/config" "$work/tq/workers/blog/config"

@@ -25,7 +25,6 @@ duration=12
 
 source bench/lib.sh
 need_packages php-fpm:php-fpm php-cgi:php-cgi nginx:nginx wrk:wrk
-nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 fpm_bin=$(ls /usr/sbin/php-fpm* | sort -V | tail -1)
 
 cargo build --release --locked -p tqserver >&2
@@ -59,19 +58,8 @@ anchor_fpm fpm10 10s
 
 nginx0_port=$(free_port)
 nginx10_port=$(free_port)
-cat > "$work/nginx.conf" <<EOF
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-$(php_server "$nginx0_port" "unix:$work/fpm0.sock")
-$(php_server "$nginx10_port" "unix:$work/fpm10.sock")
-}
-EOF
-"$nginx_bin" -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+start_nginx "$(php_server "$nginx0_port" "unix:$work/fpm0.sock")
+$(php_server "$nginx10_port" "unix:$work/fpm10.sock")"
 
 tq_port=$(free_port)
 admin="127.0.0.1:$(free_port)"
