@@ -16,6 +16,13 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native")
 }
 
+/// Waits (60 s at most) until the page's title starts with `title`; its
+/// title and text.
+async fn page_titled(ws: &mut common::browser::Ws, id: &mut u64, title: &str, tq: &Tq) -> String {
+    let text = "document.title + '|' + document.body.innerText";
+    wait_eval(ws, id, text, 60, |v| v.starts_with(title), tq).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_reloads_itself_after_a_swap_and_shows_build_errors() {
     let base = free_port();
@@ -64,15 +71,7 @@ async fn the_page_reloads_itself_after_a_swap_and_shows_build_errors() {
         source.replace("const VERSION", "const VERSION: &str = ;\nconst OLD"),
     )
     .unwrap();
-    let page = wait_eval(
-        &mut ws,
-        &mut id,
-        "document.title + '|' + document.body.innerText",
-        60,
-        |v| v.starts_with("500 index did not build"),
-        &tq,
-    )
-    .await;
+    let page = page_titled(&mut ws, &mut id, "500 index did not build", &tq).await;
     assert!(
         page.contains("expected expression"),
         "compiler output shown: {page}"
@@ -84,15 +83,7 @@ async fn the_page_reloads_itself_after_a_swap_and_shows_build_errors() {
     // An invalid worker.yaml: the page shows the error with file, line
     // and key (the previous configuration keeps running behind it)…
     p.worker("index", "path: /\ntype: rust\nscaling:\n  min_workers: 0\n");
-    let page = wait_eval(
-        &mut ws,
-        &mut id,
-        "document.title + '|' + document.body.innerText",
-        30,
-        |v| v.starts_with("500 The configuration has an error"),
-        &tq,
-    )
-    .await;
+    let page = page_titled(&mut ws, &mut id, "500 The configuration has an error", &tq).await;
     assert!(
         page.contains("worker.yaml:4: scaling.min_workers"),
         "the error is shown: {page}"
