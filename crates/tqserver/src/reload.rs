@@ -501,12 +501,19 @@ impl Reloader {
         if o.supervision != n.supervision {
             restart.push("workers.port_range_* / supervision");
         }
-        if o.workers_dir != n.workers_dir
-            || o.watch != n.watch
+        if o.watch != n.watch
+            || o.watch_config != n.watch_config
             || o.debounce != n.debounce
             || o.live_reload != n.live_reload
         {
-            restart.push("workers.directory / file_watcher");
+            restart.push("file_watcher");
+        }
+        if o.workers_dir != n.workers_dir {
+            done.push(format!(
+                "workers.directory is now {}: its workers run; the file watcher still watches {} until a restart",
+                n.workers_dir.display(),
+                o.workers_dir.display()
+            ));
         }
         let timeouts = |s: &crate::config::ServerSettings| {
             (
@@ -627,8 +634,18 @@ impl Reloader {
         }
         next.sort_by(|a, b| a.worker.route.cmp(&b.worker.route));
         let mut config = new;
+        // What needs a restart stays as it runs, so the next reload still
+        // says so.
+        let o = &self.config;
+        server.log_file = o.server.log_file.clone();
+        server.log_format = o.server.log_format;
         config.server = server;
         config.observability = observability;
+        config.supervision = o.supervision.clone();
+        config.watch = o.watch;
+        config.watch_config = o.watch_config;
+        config.debounce = o.debounce;
+        config.live_reload = o.live_reload;
         self.app.swap(self.launch.table(&config, &next));
         self.admin.set_workers(Launch::entries(&next));
         // Unrouted first, then stopped: requests in progress finish.

@@ -241,11 +241,24 @@ async fn every_live_change_keeps_every_request() {
     // 8. server.yaml: a new port (the old listener finishes and closes)
     // and a smaller body limit.
     let port2 = free_port();
-    std::fs::write(&server, server_yaml(port2, "  max_body_bytes: 10\n")).unwrap();
+    // The log format cannot change while running: said, now and on the
+    // next reload.
+    std::fs::write(
+        &server,
+        server_yaml(port2, "  max_body_bytes: 10\n  log_format: json\n"),
+    )
+    .unwrap();
     let (code, out) = reload(&p, &tq);
     assert!(
         code == 0 && out.contains(&format!("now listening on http://127.0.0.1:{port2}")),
         "{out}"
+    );
+    let restart = "server.log_file / server.log_format changed: restart tqserver to apply";
+    assert!(out.contains(restart), "{out}");
+    let (_, again) = reload(&p, &tq);
+    assert!(
+        again.contains(restart) && !again.contains("now listening"),
+        "{again}"
     );
     let url2 = format!("http://127.0.0.1:{port2}");
     assert_eq!(get(&format!("{url2}/f/pid.php")).await.0, 200);
