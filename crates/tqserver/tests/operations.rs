@@ -140,7 +140,9 @@ async fn every_live_change_keeps_every_request() {
     let server = p.path().join("config/server.yaml");
     std::fs::write(&server, server_yaml(port, "")).unwrap();
     p.worker("cgi", &php("/c", "cgi", STATIC2, ""));
-    p.worker("fpm", &php("/f", "fpm", STATIC2, ""));
+    // php-fpm on TCP (a port from the range), as the demo blog.
+    let fpm_pool = "    manager: static\n    max_workers: 2\n    listen_address: 127.0.0.1\n";
+    p.worker("fpm", &php("/f", "fpm", fpm_pool, ""));
     let tq = Tq::start_file_port(p.path(), port, &["--mode", "prod"]);
     assert_eq!(get(&tq.url("/f/pid.php")).await.0, 200);
     let load = Load::start(&[
@@ -175,7 +177,12 @@ async fn every_live_change_keeps_every_request() {
     // 2. php-fpm's settings: SIGUSR2, same master.
     p.worker(
         "fpm",
-        &php("/f", "fpm", STATIC2, "  settings:\n    memory_limit: 96M\n"),
+        &php(
+            "/f",
+            "fpm",
+            fpm_pool,
+            "  settings:\n    memory_limit: 96M\n",
+        ),
     );
     let (code, out) = reload(&p, &tq);
     assert_eq!(code, 0, "{out}");
@@ -212,14 +219,19 @@ async fn every_live_change_keeps_every_request() {
     // 6. An invalid change: refused with file, line and key; nothing moves.
     p.worker(
         "fpm",
-        &php("/f", "fpm", "    manager: static\n    max_workers: 0\n", ""),
+        &php("/f", "fpm", &fpm_pool.replace(": 2", ": 0"), ""),
     );
     let (code, out) = reload(&p, &tq);
     assert_eq!(code, 78, "{out}");
     assert!(out.contains("worker.yaml:8: php.pool.max_workers"), "{out}");
     p.worker(
         "fpm",
-        &php("/f", "fpm", STATIC2, "  settings:\n    memory_limit: 96M\n"),
+        &php(
+            "/f",
+            "fpm",
+            fpm_pool,
+            "  settings:\n    memory_limit: 96M\n",
+        ),
     );
 
     // 7. Removed: unrouted, drained, stopped.
@@ -337,6 +349,7 @@ async fn the_watcher_applies_server_yaml_and_new_worker_folders() {
     // prod: code is not watched, configuration is.
     let tq = Tq::start(p.path(), &["--mode", "prod"]);
     assert_eq!(get(&tq.url("/b/pid.php")).await.0, 404);
+    let load = Load::start(&[tq.url("/a/pid.php")]);
     p.worker("b", &php("/b", "cgi", STATIC2, ""));
     common::wait_log(&tq, "worker b started at /b", 20).await;
     assert_eq!(get(&tq.url("/b/pid.php")).await.0, 200);
@@ -351,6 +364,8 @@ async fn the_watcher_applies_server_yaml_and_new_worker_folders() {
     .unwrap();
     std::fs::rename(&tmp, &server).unwrap();
     common::wait_log(&tq, "server.yaml changed: configuration reloaded", 20).await;
+    let (ok, failed) = load.finish().await;
+    assert!(failed.is_empty() && ok > 10, "{ok} ok; failed: {failed:?}");
     let r = client()
         .post(tq.url("/b/echo.php"))
         .body("more than ten bytes")
