@@ -6,12 +6,15 @@
 //!
 //! - [`cli`]: the command line (`main.rs` only calls it).
 //! - [`config`]: server.yaml and worker.yaml, read, resolved, checked.
-//! - [`app`]: start-up, the request handler, shutdown.
+//! - [`app`]: start-up, the request handler, the listeners, shutdown.
+//! - [`reload`]: live configuration (watcher, SIGHUP, `tqserver reload`).
 //! - [`http`]: the hyper server, routing, timeouts, static files, error pages.
 //! - [`php`]: script resolution, CGI params, the php-fpm backend, proxying.
 //! - [`native`]: native workers: build, instances, supervisor, HTTP proxy.
-//! - [`watch`]: the file watcher behind hot reload.
-//! - [`process`]: child processes that cannot outlive TQServer.
+//! - [`watch`]: the file watcher behind hot reload and live configuration.
+//! - [`process`]: child processes that cannot outlive TQServer (and the
+//!   watchdog).
+//! - [`privileges`]: `server.user` / `server.group` when started as root.
 //! - [`systemd`]: `Type=notify` readiness (`READY=1`, `STOPPING=1`).
 //! - [`ports`], [`logging`]: the worker port range; server and worker logs.
 //! - [`metrics`], [`access`], [`admin`]: Prometheus metrics, access log

@@ -15,7 +15,7 @@
 //!   one, takes the route once ready, and the old one drains;
 //! - anything else: applied in place — a native worker is rebuilt and
 //!   swapped ([`crate::native::Service::reconfigure`]), a PHP pool is
-//!   resized or reloaded ([`PhpRoute::reload`]); a new `path` moves the
+//!   resized or reloaded ([`crate::php::backend::PhpRoute::reload`]); a new `path` moves the
 //!   route.
 //!
 //! Server settings: timeouts, body limit, access log and metrics path

@@ -1,7 +1,8 @@
 //! The php-fpm backend: find php-fpm, write its configuration into the
 //! private runtime directory, validate it with `php-fpm -t`, run
 //! `php-fpm -F` and supervise it (readiness by FastCGI ping, restart with
-//! backoff, SIGQUIT then SIGKILL on stop).
+//! backoff, SIGUSR2 reload with a rewritten configuration, SIGQUIT then
+//! SIGKILL on stop).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
