@@ -11,12 +11,13 @@
 //!
 //! - added (or enabled): started, routed once ready;
 //! - removed (or disabled): unrouted, then drained and stopped;
-//! - `type` or `php.backend` changed: the new worker starts beside the old
-//!   one, takes the route once ready, and the old one drains;
+//! - `type`, `php.backend` or `logging.log_file` changed: the new worker
+//!   starts beside the old one, takes the route once ready, and the old
+//!   one drains;
 //! - anything else: applied in place — a native worker is rebuilt and
 //!   swapped ([`crate::native::Service::reconfigure`]), a PHP pool is
-//!   resized or reloaded ([`crate::php::backend::PhpRoute::reload`]); a new `path` moves the
-//!   route.
+//!   resized or reloaded ([`crate::php::backend::PhpRoute::reload`]);
+//!   a new `path` moves the route.
 //!
 //! Server settings: timeouts, body limit, access log and metrics path
 //! apply at once; a new `server.host`/`server.port` or `admin.listen` is
