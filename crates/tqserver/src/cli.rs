@@ -85,6 +85,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    if let Some(Command::Reload) = cli.command {
+        return reload(&cli.config, mode, cli.admin_listen.as_deref());
+    }
     let mut config = match config::load(&cli.config, mode) {
         Ok(c) => c,
         Err(errors) => {
@@ -115,9 +118,6 @@ pub fn main() -> ExitCode {
         });
     }
     config = config.with_overrides(overrides);
-    if let Some(Command::Reload) = cli.command {
-        return reload(&config);
-    }
     if let Some(Command::Check) = cli.command {
         // A closed pipe (`tqserver check | head`) is not an error.
         let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{config}\n"));
@@ -156,17 +156,56 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The admin listener of the server `file` describes: `--admin-listen`,
+/// else `admin.listen` — read even when other parts of the configuration
+/// are invalid (the running server is the one to judge and report them),
+/// else the default.
+fn admin_address(
+    file: &std::path::Path,
+    mode: Mode,
+    flag: Option<&str>,
+) -> Result<Option<std::net::SocketAddr>, String> {
+    let parse = |a: &str, what: &str| -> Result<Option<std::net::SocketAddr>, String> {
+        let a = a.trim();
+        if a.is_empty() {
+            return Ok(None);
+        }
+        a.parse()
+            .map(Some)
+            .map_err(|_| format!("{what} {a:?} is not an address with a port"))
+    };
+    if let Some(a) = flag {
+        return parse(a, "--admin-listen");
+    }
+    if let Ok(c) = config::load(file, mode) {
+        return Ok(c.observability.admin);
+    }
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap_or_default();
+    match value["admin"]["listen"].as_str() {
+        Some(a) => parse(a, "admin.listen"),
+        None => parse(config::DEFAULT_ADMIN_LISTEN, "admin.listen"),
+    }
+}
+
 /// `tqserver reload`: `POST /reload` to the admin listener of the server
 /// this configuration describes; prints its answer. Exit 0 when applied,
 /// 78 when the running server refused an invalid configuration.
-fn reload(config: &config::Config) -> ExitCode {
+fn reload(file: &std::path::Path, mode: Mode, flag: Option<&str>) -> ExitCode {
     use std::io::{Read as _, Write as _};
-    let Some(mut addr) = config.observability.admin else {
-        eprintln!(
-            "tqserver reload: admin.listen is off in {}; send SIGHUP to the tqserver process instead",
-            config.file.display()
-        );
-        return ExitCode::from(EX_USAGE);
+    let mut addr = match admin_address(file, mode, flag) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            eprintln!(
+                "tqserver reload: admin.listen is off in {}; send SIGHUP to the tqserver process instead",
+                file.display()
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+        Err(e) => {
+            eprintln!("tqserver reload: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
     };
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());

@@ -415,6 +415,7 @@ impl Reloader {
             "RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading the configuration"
         ));
         let r = self.reload_inner().await;
+        self.launch.metrics.config_reloaded(r.is_ok());
         crate::systemd::notify(&format!(
             "READY=1\nSTATUS={}",
             match &r {

@@ -224,6 +224,15 @@ async fn every_live_change_keeps_every_request() {
     let (code, out) = reload(&p, &tq);
     assert_eq!(code, 78, "{out}");
     assert!(out.contains("worker.yaml:8: php.pool.max_workers"), "{out}");
+    let m = common::admin_text(&tq, "/metrics").await;
+    assert!(
+        m.contains("tqserver_config_last_reload_successful 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tqserver_config_reloads_total{result=\"refused\"} 1"),
+        "{m}"
+    );
     p.worker(
         "fpm",
         &php(
@@ -239,6 +248,16 @@ async fn every_live_change_keeps_every_request() {
     std::fs::remove_dir_all(p.path().join("workers/extra")).unwrap();
     let (code, out) = reload(&p, &tq);
     assert!(code == 0 && out.contains("worker extra removed"), "{out}");
+    let m = common::admin_text(&tq, "/metrics").await;
+    assert!(
+        m.contains("tqserver_config_last_reload_successful 1"),
+        "{m}"
+    );
+    // 1, 2, 4, 5, 7 by `tqserver reload`, 3 by SIGHUP.
+    assert!(
+        m.contains("tqserver_config_reloads_total{result=\"applied\"} 6"),
+        "{m}"
+    );
     assert_eq!(get(&tq.url("/n2/pid.php")).await.0, 404);
 
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -95,8 +95,16 @@ pub struct Metrics {
     unrouted: Counter,
     info: Family<WorkerInfo, Gauge>,
     native: NativeFamilies,
+    config_reloads: Family<ReloadLabels, Counter>,
+    config_ok: Gauge,
     /// PHP pools, filled just before each scrape.
     pub pools: Arc<pools::PoolsCollector>,
+}
+
+/// `result` of a configuration reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
 }
 
 struct NativeFamilies {
@@ -213,6 +221,23 @@ impl Metrics {
             "How long the last hot reload took, from the change to the swap",
             n.reload_seconds.clone(),
         );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        for result in ["applied", "refused"] {
+            // Both series from the start, at 0, so increase() sees the first.
+            let _ = config_reloads.get_or_create(&ReloadLabels { result });
+        }
+        let config_ok = Gauge::default();
+        config_ok.set(1);
+        registry.register(
+            "tqserver_config_reloads",
+            "Configuration reloads (file change, SIGHUP, tqserver reload), applied or refused as invalid",
+            config_reloads.clone(),
+        );
+        registry.register(
+            "tqserver_config_last_reload_successful",
+            "1 when the last configuration reload was applied (or none happened), 0 when it was refused",
+            config_ok.clone(),
+        );
         let pools = Arc::new(pools::PoolsCollector::default());
         registry.register_collector(Box::new(pools.clone()));
         registry.register_collector(Box::new(process::ProcessCollector::new()));
@@ -232,8 +257,19 @@ impl Metrics {
             unrouted,
             info,
             native,
+            config_reloads,
+            config_ok,
             pools,
         }
+    }
+
+    /// Counts a configuration reload: applied, or refused as invalid.
+    pub fn config_reloaded(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+        self.config_ok.set(i64::from(applied));
     }
 
     /// The handles one route records into.
