@@ -431,7 +431,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             config,
             running,
             launch: launch.clone(),
-            app,
+            app: app.clone(),
             admin: admin.clone(),
             fronts: fronts.clone(),
         }
@@ -450,7 +450,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     admin
         .draining
         .store(true, std::sync::atomic::Ordering::Release);
-    tracing::info!("stopping: finishing requests in progress (up to {grace:?})");
     // A second SIGINT / SIGTERM stops at once; the parent-death signal and
     // the watchdog take the children down with us.
     tokio::spawn(async {
@@ -462,6 +461,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // starting is stopped with the others below.
     reloader.abort();
     let _ = reloader.await;
+    let drain_delay = app.table().server.drain_delay;
+    if !drain_delay.is_zero() {
+        tracing::info!(
+            "stopping: /readyz answers 503; still serving for {drain_delay:?} (server.drain_delay_ms) so load balancers stop sending first"
+        );
+        tokio::time::sleep(drain_delay).await;
+    }
+    tracing::info!("stopping: finishing requests in progress (up to {grace:?})");
     fronts.stop_public().await;
     launch.fastcgi_stop.cancel();
     let fcgi_tasks = std::mem::take(

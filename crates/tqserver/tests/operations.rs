@@ -651,3 +651,36 @@ async fn the_admin_listener_moves_on_reload() {
     // The public port never moved.
     assert_eq!(get(&tq.url("/a/pid.php")).await.0, 200);
 }
+
+/// `server.drain_delay_ms`: after SIGTERM, `/readyz` answers 503 while new
+/// connections are still accepted and served; then TQServer stops as
+/// usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_before_the_listener_closes() {
+    let p = Project::new("  drain_delay_ms: 1500\n", "");
+    p.worker("a", &php("/a", "cgi", STATIC2, ""));
+    let mut tq = Tq::start(p.path(), &["--mode", "prod"]);
+    assert_eq!(get(&tq.url("/a/pid.php")).await.0, 200);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tq.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let sent = Instant::now();
+    let until = Instant::now() + Duration::from_secs(1);
+    while get(&format!("{}/readyz", tq.admin)).await.0 != 503 {
+        assert!(Instant::now() < until, "/readyz did not turn 503");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A new connection (get() uses a new client) is still served.
+    assert_eq!(get(&tq.url("/a/pid.php")).await.0, 200);
+    assert!(
+        sent.elapsed() < Duration::from_millis(1500),
+        "too slow to tell"
+    );
+    let status = tq.wait_exit(15).expect("exits after the delay");
+    assert!(status.success());
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1500),
+        "exited before the delay"
+    );
+}

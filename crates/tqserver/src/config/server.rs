@@ -78,6 +78,7 @@ struct ServerSection {
     access_log: Option<String>,
     access_log_format: Option<String>,
     max_body_bytes: Option<SizeValue>,
+    drain_delay_ms: Option<u64>,
     user: Option<String>,
     group: Option<String>,
 }
@@ -129,6 +130,10 @@ pub struct ServerSettings {
     pub log_file: Option<String>,
     /// Larger request bodies get 413.
     pub max_body_bytes: u64,
+    /// `server.drain_delay_ms`: after a stop signal, keep accepting and
+    /// serving this long while `/readyz` answers 503, so load balancers
+    /// that poll it stop sending first.
+    pub drain_delay: Duration,
     /// `server.log_format`: text or json.
     pub log_format: crate::logging::LogFormat,
     /// `server.access_log`: one file (`{date}`) with every route's lines.
@@ -327,6 +332,7 @@ impl ServerFile {
                 idle_timeout: secs(s.idle_timeout_seconds, DEFAULT_IDLE_TIMEOUT),
                 log_file,
                 max_body_bytes,
+                drain_delay: ms(s.drain_delay_ms, Duration::ZERO),
                 log_format,
                 access_log,
                 access_format,
