@@ -73,6 +73,23 @@ fn watched(rel: &Path) -> bool {
     true
 }
 
+/// Whether `rel` (inside a worker folder; empty: the folder itself) is
+/// the worker's configuration: the folder appearing or going away, its
+/// `config/` folder, `config/worker.yaml`, or the `..data` links a
+/// Kubernetes ConfigMap volume swaps. Other files in `config/` are the
+/// worker's own (its code reads them).
+fn is_config(rel: &Path) -> bool {
+    let mut c = rel.components();
+    match (c.next(), c.next(), c.next()) {
+        (None, ..) => true,
+        (Some(Component::Normal(d)), None, _) => d == "config",
+        (Some(Component::Normal(d)), Some(Component::Normal(f)), None) => {
+            d == "config" && (f == "worker.yaml" || f.to_string_lossy().starts_with(".."))
+        }
+        _ => false,
+    }
+}
+
 /// cargo creates `target/` as `targetXXXXXX` and renames it.
 fn cargo_temp_target(name: &str) -> bool {
     name.strip_prefix("target")
@@ -159,12 +176,10 @@ pub fn start(
                             continue;
                         }
                         let inner = comps.as_path().to_path_buf();
-                        if !inner.as_os_str().is_empty() && !watched(&inner) {
+                        let config = is_config(&inner);
+                        if !config && !watched(&inner) {
                             continue;
                         }
-                        // The folder itself appeared or went away, or
-                        // something in its config/.
-                        let config = inner.as_os_str().is_empty() || inner.starts_with("config");
                         if !code && !config {
                             continue;
                         }
@@ -237,6 +252,21 @@ fn add_tree(w: &mut notify::RecommendedWatcher, dir: &Path, code: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_counts_as_configuration() {
+        for yes in ["", "config", "config/worker.yaml", "config/..data"] {
+            assert!(is_config(Path::new(yes)), "{yes:?}");
+        }
+        for no in [
+            "config/app.json",
+            "src/main.rs",
+            "worker.yaml",
+            "config/sub/worker.yaml",
+        ] {
+            assert!(!is_config(Path::new(no)), "{no:?}");
+        }
+    }
 
     #[test]
     fn ignores_build_output_dependencies_and_editor_files() {
@@ -312,6 +342,10 @@ mod tests {
         std::fs::write(dir.path().join("server.yaml.tmp"), "y").unwrap();
         std::fs::rename(dir.path().join("server.yaml.tmp"), &server).unwrap();
         assert_eq!(next(&mut rx).await, Event::ServerConfig);
+        // A ConfigMap volume's swap of its `..data` link.
+        std::os::unix::fs::symlink("workers", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        assert_eq!(next(&mut rx).await, Event::ServerConfig);
         // A worker folder added, then removed.
         std::fs::create_dir_all(workers.join("new/config")).unwrap();
         std::fs::write(workers.join("new/config/worker.yaml"), "path: /new").unwrap();
@@ -342,5 +376,13 @@ mod tests {
         std::fs::write(w.join("config/worker.yaml"), "x").unwrap();
         let c = worker(next(&mut rx).await);
         assert!(c.config);
+        // A Kubernetes ConfigMap volume's update: a new timestamped folder,
+        // then the `..data` link swapped to it by a rename.
+        let cfg = w.join("config");
+        std::fs::create_dir(cfg.join("..2026_11_26_06_00_00.1")).unwrap();
+        std::os::unix::fs::symlink("..2026_11_26_06_00_00.1", cfg.join("..data_tmp")).unwrap();
+        std::fs::rename(cfg.join("..data_tmp"), cfg.join("..data")).unwrap();
+        let c = worker(next(&mut rx).await);
+        assert!(c.config, "{c:?}");
     }
 }
