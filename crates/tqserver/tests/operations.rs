@@ -189,6 +189,32 @@ async fn every_live_change_keeps_every_request() {
     assert_eq!(get(&tq.url("/f/ini.php?k=memory_limit")).await.1, "96M");
     assert!(tq.log_text().contains("php-fpm reloaded with SIGUSR2"));
 
+    // 2b. Only TQServer's side of it (an access log): php-fpm keeps its
+    // children (and their opcache).
+    let fpm_children = || {
+        common::children_named(&tq, "php-fpm")
+            .into_iter()
+            .flat_map(|m| children_of(m).into_iter().map(|(p, _)| p))
+            .collect::<BTreeSet<u32>>()
+    };
+    let before = fpm_children();
+    p.worker(
+        "fpm",
+        &(php(
+            "/f",
+            "fpm",
+            fpm_pool,
+            "  settings:\n    memory_limit: 96M\n",
+        ) + "logging:\n  access_log: true\n"),
+    );
+    let (code, out) = reload(&p, &tq);
+    assert!(code == 0 && out.contains("worker fpm:"), "{out}");
+    assert!(
+        tq.log_text()
+            .contains("php-fpm's own configuration is unchanged: not reloaded")
+    );
+    assert_eq!(fpm_children(), before);
+
     // 3. A worker added (through SIGHUP this time).
     p.worker("extra", &php("/n", "cgi", STATIC2, ""));
     let _ = nix::sys::signal::kill(
@@ -253,9 +279,9 @@ async fn every_live_change_keeps_every_request() {
         m.contains("tqserver_config_last_reload_successful 1"),
         "{m}"
     );
-    // 1, 2, 4, 5, 7 by `tqserver reload`, 3 by SIGHUP.
+    // 1, 2, 2b, 4, 5, 7 by `tqserver reload`, 3 by SIGHUP.
     assert!(
-        m.contains("tqserver_config_reloads_total{result=\"applied\"} 6"),
+        m.contains("tqserver_config_reloads_total{result=\"applied\"} 7"),
         "{m}"
     );
     assert_eq!(get(&tq.url("/n2/pid.php")).await.0, 404);

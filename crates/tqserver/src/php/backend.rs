@@ -180,11 +180,20 @@ impl PhpRoute {
                 }
             }
             Upstream::Fpm(b) if same_place && same_program => {
-                let prepared =
-                    Prepared::again(new.clone(), starter.mode, &b.files, &starter.sup).await?;
-                let fresh = b.reload(prepared, &self.log).await?;
-                drop(self.upstream.replace(Upstream::Fpm(fresh)));
-                "php-fpm reloaded with SIGUSR2"
+                match Prepared::again(new.clone(), starter.mode, &b.files, &starter.sup).await? {
+                    Some(prepared) => {
+                        let fresh = b.reload(prepared, &self.log).await?;
+                        drop(self.upstream.replace(Upstream::Fpm(fresh)));
+                        "php-fpm reloaded with SIGUSR2"
+                    }
+                    None => {
+                        drop(
+                            self.upstream
+                                .replace(Upstream::Fpm(b.with_worker(new.clone()))),
+                        );
+                        "php-fpm's own configuration is unchanged: not reloaded"
+                    }
+                }
             }
             _ => {
                 self.beside(starter, new.clone()).await?;

@@ -260,13 +260,16 @@ impl Prepared {
     /// `running`'s files, for its SIGUSR2 reload: written beside, checked
     /// with `php-fpm -t`, then moved over the running configuration
     /// (which php-fpm reads again as it re-executes itself). A refused
-    /// configuration leaves the running one untouched.
+    /// configuration leaves the running one untouched. `None`: the
+    /// configuration is the one php-fpm runs with (the edit was about
+    /// TQServer's side only, say its access log), so there is nothing to
+    /// reload — and no reason to lose opcache.
     pub async fn again(
         worker: Arc<Worker>,
         mode: Mode,
         running: &Files,
         supervision: &Supervision,
-    ) -> Result<Self, String> {
+    ) -> Result<Option<Self>, String> {
         let binary = find_binary(&worker).map_err(|e| format!("worker {}: {e}", worker.name))?;
         let root = nix::unistd::geteuid().is_root();
         let text = render(
@@ -277,6 +280,9 @@ impl Prepared {
             supervision.shutdown_grace,
             root,
         );
+        if std::fs::read_to_string(&running.conf).is_ok_and(|now| now == text) {
+            return Ok(None);
+        }
         let mut files = running.clone();
         files.conf = running.conf.with_extension("conf.next");
         std::fs::write(&files.conf, text)
@@ -294,7 +300,7 @@ impl Prepared {
         std::fs::rename(&prepared.files.conf, &running.conf)
             .map_err(|e| format!("cannot replace {}: {e}", running.conf.display()))?;
         prepared.files.conf = running.conf.clone();
-        Ok(prepared)
+        Ok(Some(prepared))
     }
 
     fn command(&self) -> Command {
@@ -463,6 +469,22 @@ impl Backend {
             stop,
         ));
         (backend, task)
+    }
+
+    /// The same php-fpm serving `worker`, whose php-fpm configuration is
+    /// unchanged (see [`Prepared::again`]): what TQServer reads from the
+    /// worker (document root, front controller) is the new one's.
+    pub fn with_worker(&self, worker: Arc<Worker>) -> Arc<Self> {
+        Arc::new(Self {
+            doc_root: super::script::DocRoot::open(&worker.php.document_root),
+            worker,
+            client: self.client.clone(),
+            ready: self.ready.clone(),
+            events: self.events.clone(),
+            address_text: self.address_text.clone(),
+            files: self.files.clone(),
+            reloads: self.reloads.clone(),
+        })
     }
 
     /// Reloads this php-fpm with `prepared` (see [`Prepared::again`]) as
