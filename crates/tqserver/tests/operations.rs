@@ -271,9 +271,16 @@ async fn every_live_change_keeps_every_request() {
 
     // 7. Removed: unrouted, drained, stopped.
     let extra_pids = descendants(tq.pid());
+    // A request in progress on it finishes.
+    let slow = {
+        let url = tq.url("/n2/sleep.php?ms=1500");
+        tokio::spawn(async move { get(&url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     std::fs::remove_dir_all(p.path().join("workers/extra")).unwrap();
     let (code, out) = reload(&p, &tq);
     assert!(code == 0 && out.contains("worker extra removed"), "{out}");
+    assert_eq!(slow.await.unwrap(), (200, "slept".to_string()));
     let m = common::admin_text(&tq, "/metrics").await;
     assert!(
         m.contains("tqserver_config_last_reload_successful 1"),
