@@ -175,15 +175,13 @@ async fn every_live_change_keeps_every_request() {
     );
 
     // 2. php-fpm's settings: SIGUSR2, same master.
-    p.worker(
+    let fpm_96m = php(
+        "/f",
         "fpm",
-        &php(
-            "/f",
-            "fpm",
-            fpm_pool,
-            "  settings:\n    memory_limit: 96M\n",
-        ),
+        fpm_pool,
+        "  settings:\n    memory_limit: 96M\n",
     );
+    p.worker("fpm", &fpm_96m);
     let (code, out) = reload(&p, &tq);
     assert_eq!(code, 0, "{out}");
     assert_eq!(get(&tq.url("/f/ini.php?k=memory_limit")).await.1, "96M");
@@ -198,15 +196,7 @@ async fn every_live_change_keeps_every_request() {
             .collect::<BTreeSet<u32>>()
     };
     let before = fpm_children();
-    p.worker(
-        "fpm",
-        &(php(
-            "/f",
-            "fpm",
-            fpm_pool,
-            "  settings:\n    memory_limit: 96M\n",
-        ) + "logging:\n  access_log: true\n"),
-    );
+    p.worker("fpm", &(fpm_96m.clone() + "logging:\n  access_log: true\n"));
     let (code, out) = reload(&p, &tq);
     assert!(code == 0 && out.contains("worker fpm:"), "{out}");
     assert!(
@@ -259,15 +249,7 @@ async fn every_live_change_keeps_every_request() {
         m.contains("tqserver_config_reloads_total{result=\"refused\"} 1"),
         "{m}"
     );
-    p.worker(
-        "fpm",
-        &php(
-            "/f",
-            "fpm",
-            fpm_pool,
-            "  settings:\n    memory_limit: 96M\n",
-        ),
-    );
+    p.worker("fpm", &fpm_96m);
 
     // 7. Removed: unrouted, drained, stopped.
     let extra_pids = descendants(tq.pid());
