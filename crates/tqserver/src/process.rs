@@ -10,8 +10,8 @@
 //! groups of our children as they come and go. When the pipe closes —
 //! we exited or were killed, however — it kills every group still listed.
 //! A group leaves the list when its leader has been reaped and the rest
-//! of the group killed ([`release_group`]), so a recycled process id is
-//! never signalled.
+//! of the group killed (when its [`Tied`] is dropped), so a recycled
+//! process id is never signalled.
 //!
 //! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits.
 //! Spawn from async tasks (runtime worker threads live as long as the
@@ -24,22 +24,45 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 /// Spawns `cmd` in a new process group with `signal` as its parent-death
-/// signal. `kill_on_drop` is the caller's choice (tokio's default: off).
-pub fn spawn_tied(cmd: &mut Command, signal: Signal) -> std::io::Result<Child> {
+/// signal, and lists the group with the watchdog. `kill_on_drop` is the
+/// caller's choice (tokio's default: off).
+pub fn spawn_tied(cmd: &mut Command, signal: Signal) -> std::io::Result<Tied> {
     cmd.process_group(0);
     set_parent_death_signal(cmd, signal);
     let child = cmd.spawn()?;
-    if let Some(pid) = child.id() {
-        tell_watchdog(&format!("+{pid}\n"));
-    }
-    Ok(child)
+    let pid = child.id().unwrap_or(0);
+    tell_watchdog(&format!("+{pid}\n"));
+    Ok(Tied { child, pid })
 }
 
-/// After the leader of a tied child's group has been reaped: SIGKILL to
-/// whatever is left of its group, and the watchdog forgets the group.
-pub fn release_group(pid: u32) {
-    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    tell_watchdog(&format!("-{pid}\n"));
+/// A child from [`spawn_tied`] (it derefs to the tokio `Child`). Dropping
+/// it SIGKILLs whatever is left of its process group (the children it
+/// left behind; the child itself if it still runs) and takes the group off
+/// the watchdog's list: drop it as soon as the child has been reaped, so
+/// the group's id cannot have been recycled meanwhile.
+pub struct Tied {
+    child: Child,
+    pid: u32,
+}
+
+impl std::ops::Deref for Tied {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Tied {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Tied {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+        tell_watchdog(&format!("-{}\n", self.pid));
+    }
 }
 
 /// The argument that makes `tqserver` the watchdog.
@@ -191,7 +214,6 @@ pub async fn stop(child: &mut Child, first: Signal, grace: Duration) {
     // behind) goes now.
     let _ = killpg(group, Signal::SIGKILL);
     let _ = child.wait().await;
-    release_group(pid);
 }
 
 /// A child's exit in words for a log line ("exit status: 3",

@@ -138,7 +138,6 @@ async fn run(argv: &[String], dir: &Path, log: &WorkerLog) -> Result<Output, Bui
         .kill_on_drop(true);
     let mut child = crate::process::spawn_tied(&mut cmd, nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| BuildFailure::new(format!("cannot run {}: {e}", argv[0])))?;
-    let pid = child.id();
     let mut stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let log2 = log.clone();
@@ -157,9 +156,8 @@ async fn run(argv: &[String], dir: &Path, log: &WorkerLog) -> Result<Output, Bui
     let mut out = Vec::new();
     let _ = stdout.read_to_end(&mut out).await;
     let status = child.wait().await;
-    if let Some(pid) = pid {
-        crate::process::release_group(pid);
-    }
+    // What it left in its group (cargo's rustc, say) goes with it.
+    drop(child);
     let errors = err_task.await.unwrap_or_default();
     let stdout = String::from_utf8_lossy(&out).into_owned();
     match status {

@@ -153,7 +153,7 @@ impl Spawner {
                 }
             };
             // Children it left in its group go with it.
-            process::release_group(pid);
+            drop(child);
             me.state.store(State::Stopped as u8, Ordering::SeqCst);
             me.gone.cancel();
             on_exit(process::describe_exit(&status));

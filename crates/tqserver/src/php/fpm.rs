@@ -637,6 +637,8 @@ async fn supervise(
         let spawned = process::spawn_tied(&mut cmd, Signal::SIGTERM);
         let outcome: Result<(), String> = match spawned {
             Err(e) => Err(format!("cannot start {}: {e}", prepared.binary.display())),
+            // `child` is dropped at the end of this arm, once reaped: what
+            // is left of its process group goes then (process::Tied).
             Ok(mut child) => {
                 backend.events.started(&prepared.worker.php.pool);
                 if let Some(o) = child.stdout.take() {
@@ -664,7 +666,6 @@ async fn supervise(
                 let ready = tokio::select! {
                     r = became_ready => r,
                     status = child.wait() => {
-                        process::release_group(pid);
                         log.error(&format!("php-fpm (pid {pid}) exited while starting: {}", process::describe_exit(&status)));
                         false
                     }
@@ -692,7 +693,6 @@ async fn supervise(
                     loop {
                         let r = tokio::select! {
                             status = child.wait() => {
-                                process::release_group(pid);
                                 backend.ready.store(false, Ordering::Release);
                                 backend.client.close_idle();
                                 break Err(format!("php-fpm (pid {pid}) exited: {}", process::describe_exit(&status)));
@@ -745,7 +745,6 @@ async fn supervise(
                                 });
                             }
                             status = child.wait() => {
-                                process::release_group(pid);
                                 let why = format!("php-fpm (pid {pid}) exited while reloading: {}", process::describe_exit(&status));
                                 let _ = r.done.send(Err(why.clone()));
                                 backend.ready.store(false, Ordering::Release);

@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tqserver_fastcgi::Address;
 
 use crate::config::{Listen, Mode, Worker};
@@ -41,7 +41,7 @@ pub struct Launcher {
 /// A started process.
 pub struct Started {
     /// The child (its own process group, parent-death signal set).
-    pub child: Child,
+    pub child: crate::process::Tied,
     /// Where it accepts FastCGI connections.
     pub address: Address,
     /// The port to give back to the range when it is gone.

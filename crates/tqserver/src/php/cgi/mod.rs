@@ -1073,7 +1073,7 @@ async fn run_process(
         }
     };
     // Anything left of its process group goes too.
-    crate::process::release_group(pid);
+    drop(child);
     launcher.forget(port, socket_file.as_deref());
     inner.on_exit(id, &status, by_us);
 }
