@@ -657,7 +657,7 @@ impl Reloader {
         }
         // Info series of workers whose route or type changed in place.
         for r in &next {
-            self.launch.metrics.route(&r.worker);
+            self.launch.metrics.worker_info(&r.worker);
         }
         self.running = next;
         self.config = config;

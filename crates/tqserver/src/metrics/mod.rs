@@ -51,6 +51,20 @@ struct WorkerInfo {
     backend: String,
 }
 
+impl WorkerInfo {
+    fn of(w: &crate::config::Worker) -> Self {
+        Self {
+            worker: w.name.clone(),
+            route: w.route.clone(),
+            r#type: w.type_name().to_string(),
+            backend: match &w.native {
+                Some(_) => "http".to_string(),
+                None => w.php.backend.as_str().to_string(),
+            },
+        }
+    }
+}
+
 /// Methods with a label of their own; anything else counts as `OTHER`
 /// (an unbounded label would let clients grow the scrape without end).
 const METHODS: [&str; 8] = [
@@ -277,18 +291,7 @@ impl Metrics {
         let label = WorkerLabel {
             worker: worker.name.clone(),
         };
-        let backend = match &worker.native {
-            Some(_) => "http".to_string(),
-            None => worker.php.backend.as_str().to_string(),
-        };
-        self.info
-            .get_or_create(&WorkerInfo {
-                worker: worker.name.clone(),
-                route: worker.route.clone(),
-                r#type: worker.type_name().to_string(),
-                backend,
-            })
-            .set(1);
+        self.worker_info(worker);
         Arc::new(RouteMetrics {
             worker: worker.name.clone(),
             requests: self.requests.clone(),
@@ -322,15 +325,13 @@ impl Metrics {
     /// or replaced by one with another route or type). Its counters stay:
     /// Prometheus counters never go back.
     pub fn forget(&self, worker: &crate::config::Worker) {
-        self.info.remove(&WorkerInfo {
-            worker: worker.name.clone(),
-            route: worker.route.clone(),
-            r#type: worker.type_name().to_string(),
-            backend: match &worker.native {
-                Some(_) => "http".to_string(),
-                None => worker.php.backend.as_str().to_string(),
-            },
-        });
+        self.info.remove(&WorkerInfo::of(worker));
+    }
+
+    /// `tqserver_worker_info` of `worker` as it runs now (its route and
+    /// type).
+    pub fn worker_info(&self, worker: &crate::config::Worker) {
+        self.info.get_or_create(&WorkerInfo::of(worker)).set(1);
     }
 
     /// Counts a request no route matched.
