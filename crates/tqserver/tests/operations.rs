@@ -220,6 +220,15 @@ async fn every_live_change_keeps_every_request() {
     assert!(code == 0 && out.contains("moved from /n to /n2"), "{out}");
     assert_eq!(get(&tq.url("/n2/pid.php")).await.0, 200);
     assert_eq!(get(&tq.url("/n/pid.php")).await.0, 404);
+    let m = common::admin_text(&tq, "/metrics").await;
+    assert!(
+        m.contains("tqserver_worker_info{worker=\"extra\",route=\"/n2\""),
+        "{m}"
+    );
+    assert!(
+        !m.contains("tqserver_worker_info{worker=\"extra\",route=\"/n\","),
+        "{m}"
+    );
 
     // 5. Another backend, under its own load: a new pool beside, then
     // the old one stops.
@@ -268,6 +277,7 @@ async fn every_live_change_keeps_every_request() {
         m.contains("tqserver_config_last_reload_successful 1"),
         "{m}"
     );
+    assert!(!m.contains("tqserver_worker_info{worker=\"extra\""), "{m}");
     // 1, 2, 2b, 4, 5, 7 by `tqserver reload`, 3 by SIGHUP.
     assert!(
         m.contains("tqserver_config_reloads_total{result=\"applied\"} 7"),
