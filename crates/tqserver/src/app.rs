@@ -49,9 +49,7 @@ pub struct Routed {
 pub struct Table {
     /// Route prefixes to workers.
     pub router: Router<Routed>,
-    /// Body size and read limits.
-    pub limits: Limits,
-    /// Timeouts for new connections.
+    /// Timeouts for new connections, body limits for requests.
     pub server: ServerSettings,
     /// `metrics.path` when `metrics.enabled` puts /metrics on this port.
     pub public_metrics: Option<String>,
@@ -145,7 +143,10 @@ impl App {
             // metrics path) and nothing is logged: only the request id.
             Err(observe::request_id(req.headers_mut()))
         };
-        let limits = table.limits;
+        let limits = Limits {
+            max_body_bytes: table.server.max_body_bytes,
+            read_timeout: table.server.read_timeout,
+        };
         let resp = match &route.target {
             Route::Php(r) => {
                 let upstream = r.upstream.get();
@@ -254,22 +255,21 @@ impl Fronts {
     /// Stops the public listener and waits for its connections (and those
     /// of listeners a reload replaced).
     async fn stop_public(&self) {
-        let f = self.public.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(f) = f {
-            f.stop.cancel();
-            let _ = f.task.await;
-        }
+        self.replace(&self.public, None);
+        self.wait_retired().await;
+    }
+
+    /// Stops the admin listener (last: `/readyz` answers until the end).
+    async fn stop_admin(&self) {
+        self.replace(&self.admin, None);
+        self.wait_retired().await;
+    }
+
+    /// Waits for stopped listeners to finish their connections.
+    async fn wait_retired(&self) {
         let retired = std::mem::take(&mut *self.retired.lock().unwrap_or_else(|e| e.into_inner()));
         for t in retired {
             let _ = t.await;
-        }
-    }
-
-    async fn stop_admin(&self) {
-        let f = self.admin.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(f) = f {
-            f.stop.cancel();
-            let _ = f.task.await;
         }
     }
 }
@@ -470,16 +470,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     tracing::info!("stopping: finishing requests in progress (up to {grace:?})");
     fronts.stop_public().await;
-    launch.fastcgi_stop.cancel();
-    let fcgi_tasks = std::mem::take(
-        &mut *launch
-            .fastcgi_tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
-    for t in fcgi_tasks {
-        let _ = t.await;
-    }
+    launch.stop_fastcgi().await;
     backends_stop.cancel();
     for t in starter.take_tasks() {
         let _ = t.await;

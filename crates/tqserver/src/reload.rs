@@ -42,7 +42,6 @@ use crate::logging::WorkerLog;
 use crate::metrics::Metrics;
 use crate::native;
 use crate::php::backend::Starter;
-use crate::php::proxy::Limits;
 
 /// Why a reload runs.
 #[derive(Debug)]
@@ -70,9 +69,9 @@ pub struct Launch {
     global_access: std::sync::Mutex<Option<GlobalAccess>>,
     /// Cancelled at shutdown (after the public listener): every FastCGI
     /// listener stops on a child of it.
-    pub fastcgi_stop: CancellationToken,
+    fastcgi_stop: CancellationToken,
     /// The FastCGI listeners' tasks, for the shutdown to wait on.
-    pub fastcgi_tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    fastcgi_tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Clone)]
@@ -122,11 +121,7 @@ impl Running {
                 let until = tokio::time::Instant::now() + NATIVE_READY_WAIT;
                 loop {
                     let now = s.serving();
-                    if now
-                        .instances
-                        .iter()
-                        .any(|i| i.state() == native::instance::State::Ready)
-                    {
+                    if now.has_ready() {
                         return true;
                     }
                     if now.stopped || tokio::time::Instant::now() >= until {
@@ -303,6 +298,17 @@ impl Launch {
         }
     }
 
+    /// Closes every FastCGI listener (open connections finish their
+    /// requests) and waits for them.
+    pub async fn stop_fastcgi(&self) {
+        self.fastcgi_stop.cancel();
+        let tasks =
+            std::mem::take(&mut *self.fastcgi_tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
     /// The routing table over `running` with `config`'s server settings.
     pub fn table(&self, config: &Config, running: &[Running]) -> Table {
         let routes = running
@@ -318,10 +324,6 @@ impl Launch {
         let s = &config.server;
         Table {
             router: crate::http::router::Router::new(routes),
-            limits: Limits {
-                max_body_bytes: s.max_body_bytes,
-                read_timeout: s.read_timeout,
-            },
             server: s.clone(),
             public_metrics: config.observability.public_metrics.clone(),
             record: config.observability.admin.is_some()

@@ -129,11 +129,7 @@ impl Admin {
                     }
                     Route::Native(s) => {
                         let now = s.serving();
-                        if now
-                            .instances
-                            .iter()
-                            .any(|i| i.state() == crate::native::instance::State::Ready)
-                        {
+                        if now.has_ready() {
                             Ok(())
                         } else if let Some(p) = &now.problem {
                             Err(p.title.clone())

@@ -98,6 +98,13 @@ pub enum NoInstance {
     Failed(Option<Arc<Problem>>),
 }
 
+impl Serving {
+    /// Whether an instance takes requests now.
+    pub fn has_ready(&self) -> bool {
+        self.instances.iter().any(|i| i.state() == State::Ready)
+    }
+}
+
 impl Service {
     /// What requests see now.
     pub fn serving(&self) -> Arc<Serving> {
