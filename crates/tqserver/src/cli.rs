@@ -105,17 +105,13 @@ pub fn main() -> ExitCode {
         admin: None,
     };
     if let Some(a) = cli.admin_listen {
-        overrides.admin = Some(if a.trim().is_empty() {
-            None
-        } else {
-            match a.trim().parse() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    eprintln!("tqserver: --admin-listen {a:?} is not an address with a port");
-                    return ExitCode::from(EX_USAGE);
-                }
+        match config::admin_listen(&a) {
+            Ok(a) => overrides.admin = Some(a),
+            Err(e) => {
+                eprintln!("tqserver: --admin-listen {e}");
+                return ExitCode::from(EX_USAGE);
             }
-        });
+        }
     }
     config = config.with_overrides(overrides);
     if let Some(Command::Check) = cli.command {
@@ -165,27 +161,18 @@ fn admin_address(
     mode: Mode,
     flag: Option<&str>,
 ) -> Result<Option<std::net::SocketAddr>, String> {
-    let parse = |a: &str, what: &str| -> Result<Option<std::net::SocketAddr>, String> {
-        let a = a.trim();
-        if a.is_empty() {
-            return Ok(None);
-        }
-        a.parse()
-            .map(Some)
-            .map_err(|_| format!("{what} {a:?} is not an address with a port"))
-    };
     if let Some(a) = flag {
-        return parse(a, "--admin-listen");
+        return config::admin_listen(a).map_err(|e| format!("--admin-listen {e}"));
     }
     if let Ok(c) = config::load(file, mode) {
         return Ok(c.observability.admin);
     }
     let text = std::fs::read_to_string(file).unwrap_or_default();
     let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap_or_default();
-    match value["admin"]["listen"].as_str() {
-        Some(a) => parse(a, "admin.listen"),
-        None => parse(config::DEFAULT_ADMIN_LISTEN, "admin.listen"),
-    }
+    let a = value["admin"]["listen"]
+        .as_str()
+        .unwrap_or(config::DEFAULT_ADMIN_LISTEN);
+    config::admin_listen(a).map_err(|e| format!("admin.listen {e}"))
 }
 
 /// `tqserver reload`: `POST /reload` to the admin listener of the server
@@ -233,7 +220,6 @@ fn reload(file: &std::path::Path, mode: Mode, flag: Option<&str>) -> ExitCode {
     };
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split(' ').nth(1).unwrap_or("");
-    let body = decode_chunked(head, body);
     match status {
         "200" => {
             print!("{body}");
@@ -248,27 +234,4 @@ fn reload(file: &std::path::Path, mode: Mode, flag: Option<&str>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The body of a `Transfer-Encoding: chunked` answer (else as is).
-fn decode_chunked(head: &str, body: &str) -> String {
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return body.to_string();
-    }
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
 }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use server::{DEFAULT_ADMIN_LISTEN, Observability, ServerSettings, Supervision};
+pub use server::{DEFAULT_ADMIN_LISTEN, Observability, ServerSettings, Supervision, admin_listen};
 pub use worker::{
     AccessTarget, Backend, FastcgiListener, Listen, Manager, NativeKind, NativeWorker, PhpWorker,
     Pool, Worker, WorkerLogging,

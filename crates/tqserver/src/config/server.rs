@@ -257,20 +257,10 @@ impl ServerFile {
             .admin
             .listen
             .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_string());
-        let admin = if admin_text.trim().is_empty() {
+        let admin = admin_listen(&admin_text).unwrap_or_else(|m| {
+            errors.push(err("admin.listen", m));
             None
-        } else {
-            match admin_text.trim().parse::<std::net::SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    errors.push(err(
-                        "admin.listen",
-                        format!("{admin_text:?} is not an address with a port (use 127.0.0.1:8081, or \"\" to turn the admin listener off)"),
-                    ));
-                    None
-                }
-            }
-        };
+        });
         let log_format = match s.log_format.as_deref() {
             None | Some("text") => crate::logging::LogFormat::Text,
             Some("json") => crate::logging::LogFormat::Json,
@@ -367,6 +357,18 @@ impl ServerFile {
     }
 }
 
+/// An `admin.listen` value (or `--admin-listen`): an address with a port,
+/// or empty for none.
+pub fn admin_listen(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    t.parse().map(Some).map_err(|_| {
+        format!("{text:?} is not an address with a port (use 127.0.0.1:8081, or \"\" to turn the admin listener off)")
+    })
+}
+
 /// Looks up `server.user` (and `server.group`, else the user's group).
 fn resolve_run_as(user: &str, group: Option<&str>) -> Result<RunAs, (&'static str, String)> {
     use nix::unistd::{Group, User};
@@ -396,4 +398,24 @@ fn resolve_run_as(user: &str, group: Option<&str>) -> Result<RunAs, (&'static st
         group,
         gid,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_listen;
+
+    #[test]
+    fn admin_listen_is_an_address_or_nothing() {
+        assert_eq!(
+            admin_listen(" 127.0.0.1:8081 ").unwrap(),
+            Some("127.0.0.1:8081".parse().unwrap())
+        );
+        assert_eq!(admin_listen("").unwrap(), None);
+        assert_eq!(admin_listen("  ").unwrap(), None);
+        let e = admin_listen("localhost").unwrap_err();
+        assert!(
+            e.starts_with("\"localhost\" is not an address with a port"),
+            "{e}"
+        );
+    }
 }
