@@ -143,11 +143,17 @@ struct Proc {
 /// What the pool runs with; replaced in place by [`Pool::reconfigure`].
 struct Settings {
     worker: Arc<Worker>,
-    config: PoolConfig,
     launcher: Arc<Launcher>,
     /// Bumped when the processes' own settings change (php.ini values,
     /// binary, environment): processes of an older generation retire.
     generation: u64,
+}
+
+impl Settings {
+    /// `php.pool` of the worker.
+    fn pool(&self) -> &PoolConfig {
+        &self.worker.php.pool
+    }
 }
 
 /// php-fpm's pool counters (names as on its status page).
@@ -305,14 +311,13 @@ impl Pool {
         stop: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let cfg = Arc::new(Settings {
-            config: worker.php.pool.clone(),
             worker,
             launcher: Arc::new(launcher),
             generation: 0,
         });
-        let initial = match cfg.config.manager {
-            Manager::Static => cfg.config.max_children,
-            Manager::Dynamic => cfg.config.start,
+        let initial = match cfg.pool().manager {
+            Manager::Static => cfg.pool().max_children,
+            Manager::Dynamic => cfg.pool().start,
             Manager::Ondemand => 0,
         };
         let inner = Arc::new(Inner {
@@ -363,7 +368,6 @@ impl Pool {
                 None => (old.launcher.clone(), old.generation),
             };
             t.cfg = Arc::new(Settings {
-                config: worker.php.pool.clone(),
                 worker,
                 launcher,
                 generation,
@@ -389,7 +393,7 @@ impl Pool {
     pub fn is_ready(&self) -> bool {
         let t = self.inner.lock();
         t.failed.is_none()
-            && (t.cfg.config.manager == Manager::Ondemand
+            && (t.cfg.pool().manager == Manager::Ondemand
                 || t.procs
                     .values()
                     .any(|p| matches!(p.state, State::Idle | State::Busy)))
@@ -425,9 +429,9 @@ impl Pool {
             }
             t.waiters.retain(|w| !w.is_closed());
             let (max_queue, max_children, queue_timeout) = (
-                t.cfg.config.max_queue,
-                t.cfg.config.max_children,
-                t.cfg.config.queue_timeout,
+                t.cfg.pool().max_queue,
+                t.cfg.pool().max_children,
+                t.cfg.pool().queue_timeout,
             );
             if t.waiters.len() >= max_queue as usize {
                 return Err(AcquireError::QueueFull(max_queue));
@@ -484,12 +488,12 @@ impl Pool {
         let c = t.counters;
         Snapshot {
             pool: t.cfg.worker.name.clone(),
-            manager: t.cfg.config.manager.as_str(),
+            manager: t.cfg.pool().manager.as_str(),
             start_time: inner.started,
             accepted: c.accepted,
             listen_queue: t.waiters.iter().filter(|w| !w.is_closed()).count(),
             max_listen_queue: c.max_listen_queue,
-            listen_queue_len: t.cfg.config.max_queue as usize,
+            listen_queue_len: t.cfg.pool().max_queue as usize,
             idle: t.idle.len(),
             active: t.count(State::Busy) + t.count(State::Draining),
             total: t.live(),
@@ -595,9 +599,9 @@ impl Inner {
     /// retire the process (max_requests, stopping) or make it available.
     fn request_done(self: &Arc<Self>, mut t: MutexGuard<'_, Table>, id: u64) {
         let stopping = t.stopping;
-        let max_requests = t.cfg.config.max_requests;
+        let max_requests = t.cfg.pool().max_requests;
         let slow = t.cfg.worker.logging.slow_threshold;
-        let (generation, max) = (t.cfg.generation, t.cfg.config.max_children as usize);
+        let (generation, max) = (t.cfg.generation, t.cfg.pool().max_children as usize);
         let above_max = t.live() > max;
         let Some(p) = t.procs.get_mut(&id) else {
             return;
@@ -642,7 +646,7 @@ impl Inner {
         if t.spawn_after.is_some_and(|at| Instant::now() < at) {
             return 0;
         }
-        let c = &t.cfg.config;
+        let c = t.cfg.pool();
         let max = c.max_children as usize;
         let live = t.live();
         let starting = t.count(State::Starting);
@@ -713,7 +717,7 @@ impl Inner {
         let cfg = self.lock().cfg.clone();
         match cfg.launcher.spawn(id) {
             Ok(started) => {
-                let client = Client::new(started.address.clone(), self.client_config(&cfg.config));
+                let client = Client::new(started.address.clone(), self.client_config(cfg.pool()));
                 let pid = started.child.id().unwrap_or(0);
                 {
                     let mut t = self.lock();
@@ -869,7 +873,7 @@ impl Inner {
                 self.spawn(|_| 1);
                 return;
             }
-            let timeout = t.cfg.config.request_timeout;
+            let timeout = t.cfg.pool().request_timeout;
             if !timeout.is_zero() {
                 let mut killed = 0;
                 for p in t.procs.values_mut() {
@@ -889,7 +893,7 @@ impl Inner {
                 }
                 t.counters.timed_out += killed;
             }
-            let c = &t.cfg.config;
+            let c = t.cfg.pool();
             let idle_limit = match c.manager {
                 Manager::Static => None,
                 Manager::Dynamic => Some((c.max_spare as usize, SPARE_GRACE)),
@@ -926,7 +930,7 @@ impl Inner {
     /// After `max_children` was lowered: idle processes above it stop,
     /// those idle longest first (busy ones stop after their request).
     fn shrink(&self, t: &mut Table) {
-        let max = t.cfg.config.max_children as usize;
+        let max = t.cfg.pool().max_children as usize;
         while t.live() > max && !t.idle.is_empty() {
             let id = t.idle[0];
             self.retire_idle(t, id);
