@@ -603,6 +603,33 @@ fn client(prepared: &Prepared, log: &WorkerLog) -> Client {
     Client::new(prepared.files.address.clone(), config)
 }
 
+/// A SIGUSR2 reload waiting for php-fpm to come back.
+struct InProgress {
+    done: oneshot::Sender<Result<(), String>>,
+    /// `FpmEvents::ready` before the signal.
+    before: u64,
+    until: Instant,
+    /// The backend requests used before; its idle connections go once
+    /// php-fpm is back.
+    old: Arc<Backend>,
+}
+
+/// Whether php-fpm came back from a reload before its deadline: its
+/// children finish their requests, then the master starts again; ready
+/// once it says so and answers a ping.
+async fn reloaded(backend: &Backend, r: Option<&InProgress>) -> bool {
+    let Some(r) = r else {
+        return false;
+    };
+    while Instant::now() < r.until {
+        if backend.events.ready.load(Ordering::Acquire) > r.before && ping(&backend.client).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 async fn ping(client: &Client) -> bool {
     let params = Params::new()
         .with("REQUEST_METHOD", "GET")
@@ -690,71 +717,66 @@ async fn supervise(
                         "php-fpm ready (pid {pid}, {})",
                         prepared.address()
                     ));
+                    // A SIGUSR2 reload under way: who waits for it, php-fpm's
+                    // "ready" count before it, its deadline, and the backend
+                    // it replaces.
+                    let mut reloading: Option<InProgress> = None;
                     loop {
-                        let r = tokio::select! {
+                        tokio::select! {
                             status = child.wait() => {
                                 backend.ready.store(false, Ordering::Release);
                                 backend.client.close_idle();
-                                break Err(format!("php-fpm (pid {pid}) exited: {}", process::describe_exit(&status)));
+                                let during = if reloading.is_some() { " while reloading" } else { "" };
+                                let why = format!("php-fpm (pid {pid}) exited{during}: {}", process::describe_exit(&status));
+                                if let Some(r) = reloading.take() {
+                                    let _ = r.done.send(Err(why.clone()));
+                                }
+                                break Err(why);
                             }
                             () = stop.cancelled() => {
                                 backend.ready.store(false, Ordering::Release);
                                 backend.client.close_idle();
+                                if let Some(r) = reloading.take() {
+                                    let _ = r.done.send(Err("stopping".into()));
+                                }
                                 process::stop(&mut child, Signal::SIGQUIT, supervision.shutdown_grace).await;
                                 log.info(&format!("php-fpm (pid {pid}) stopped"));
                                 return;
                             }
-                            Some(r) = reloads.recv() => r,
-                        };
-                        // From here on, a restart uses the new configuration too.
-                        prepared = r.prepared;
-                        let old = std::mem::replace(&mut backend, r.backend);
-                        let before = backend.events.ready.load(Ordering::Acquire);
-                        log.info(&format!(
-                            "reloading php-fpm (pid {pid}) with SIGUSR2: {}",
-                            prepared.worker.php.pool.describe()
-                        ));
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid as i32),
-                            Signal::SIGUSR2,
-                        );
-                        // Its children finish their requests, then the
-                        // master starts again: ready once it says so and
-                        // answers a ping.
-                        let wait = supervision.shutdown_grace + supervision.health_check_wait;
-                        let reloaded = async {
-                            loop {
-                                if backend.events.ready.load(Ordering::Acquire) > before
-                                    && ping(&backend.client).await
-                                {
-                                    return;
-                                }
-                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            Some(r) = reloads.recv(), if reloading.is_none() => {
+                                // From here on, a restart uses the new configuration too.
+                                prepared = r.prepared;
+                                let old = std::mem::replace(&mut backend, r.backend);
+                                log.info(&format!(
+                                    "reloading php-fpm (pid {pid}) with SIGUSR2: {}",
+                                    prepared.worker.php.pool.describe()
+                                ));
+                                reloading = Some(InProgress {
+                                    done: r.done,
+                                    before: backend.events.ready.load(Ordering::Acquire),
+                                    until: Instant::now() + supervision.shutdown_grace + supervision.health_check_wait,
+                                    old,
+                                });
+                                let _ = nix::sys::signal::kill(
+                                    nix::unistd::Pid::from_raw(pid as i32),
+                                    Signal::SIGUSR2,
+                                );
                             }
-                        };
-                        tokio::select! {
-                            r2 = tokio::time::timeout(wait, reloaded) => {
-                                old.client.close_idle();
-                                if r2.is_ok() {
+                            ok = reloaded(&backend, reloading.as_ref()), if reloading.is_some() => {
+                                let Some(r) = reloading.take() else { continue };
+                                r.old.client.close_idle();
+                                if ok {
                                     // Its new children, not logged at notice.
                                     backend.events.started(&prepared.worker.php.pool);
                                 }
-                                let _ = r.done.send(match r2 {
-                                    Ok(()) => Ok(()),
-                                    Err(_) => Err(format!("php-fpm did not report ready within {wait:?} after SIGUSR2; it keeps running and is supervised")),
+                                let _ = r.done.send(if ok {
+                                    Ok(())
+                                } else {
+                                    Err(format!(
+                                        "php-fpm did not report ready within {:?} after SIGUSR2; it keeps running and is supervised",
+                                        supervision.shutdown_grace + supervision.health_check_wait
+                                    ))
                                 });
-                            }
-                            status = child.wait() => {
-                                let why = format!("php-fpm (pid {pid}) exited while reloading: {}", process::describe_exit(&status));
-                                let _ = r.done.send(Err(why.clone()));
-                                backend.ready.store(false, Ordering::Release);
-                                break Err(why);
-                            }
-                            () = stop.cancelled() => {
-                                let _ = r.done.send(Err("stopping".into()));
-                                backend.ready.store(false, Ordering::Release);
-                                process::stop(&mut child, Signal::SIGQUIT, supervision.shutdown_grace).await;
-                                return;
                             }
                         }
                     }
