@@ -30,8 +30,11 @@ pub fn spawn_tied(cmd: &mut Command, signal: Signal) -> std::io::Result<Tied> {
     cmd.process_group(0);
     set_parent_death_signal(cmd, signal);
     let child = cmd.spawn()?;
-    let pid = child.id().unwrap_or(0);
-    tell_watchdog(&format!("+{pid}\n"));
+    // A child not yet waited for always has its id.
+    let pid = child.id().unwrap_or_default();
+    if pid != 0 {
+        tell_watchdog(&format!("+{pid}\n"));
+    }
     Ok(Tied { child, pid })
 }
 
@@ -60,8 +63,11 @@ impl std::ops::DerefMut for Tied {
 
 impl Drop for Tied {
     fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
-        tell_watchdog(&format!("-{}\n", self.pid));
+        // Never killpg(0): that is our own process group.
+        if self.pid != 0 {
+            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            tell_watchdog(&format!("-{}\n", self.pid));
+        }
     }
 }
 
@@ -175,7 +181,7 @@ fn ignore_sighup() -> nix::Result<()> {
     unsafe { sigaction(Signal::SIGHUP, &ignore) }.map(|_| ())
 }
 
-/// The one `unsafe` in TQServer: `pre_exec` runs between fork and exec,
+/// One of TQServer's two `unsafe` blocks: `pre_exec` runs between fork and exec,
 /// where only async-signal-safe calls are allowed. `prctl` and `getppid`
 /// are plain system calls and allocate nothing.
 #[allow(unsafe_code)]
