@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::access::AccessLog;
 use crate::admin::{self, Admin};
 use crate::config::{Config, Mode, ServerSettings};
+use crate::http::ConnInfo;
+use crate::http::body::Budget;
 use crate::http::livereload::{self, LiveReload};
 use crate::http::observe::{self, Meter, Observed};
 use crate::http::router::Router;
@@ -23,7 +25,6 @@ use crate::metrics::Metrics;
 use crate::native;
 use crate::php::backend::{PhpRoute, Starter};
 use crate::php::listener;
-use crate::php::params::ConnInfo;
 use crate::php::proxy::{self, Limits};
 use crate::ports::Ports;
 use crate::reload::{self, Launch};
@@ -71,16 +72,21 @@ pub struct App {
     /// Dev mode: why the last configuration change was refused, shown
     /// instead of pages until a valid configuration is in place.
     problem: ArcSwapOption<String>,
+    /// Request bodies being buffered, all routes together
+    /// (`server.max_buffered_bytes`); kept across reloads.
+    buffered: Arc<Budget>,
 }
 
 impl App {
     /// The handler over `table`.
     pub fn new(table: Table, live: Option<Arc<LiveReload>>, admin: Arc<Admin>) -> Self {
+        let buffered = Budget::new(table.server.max_buffered_bytes);
         Self {
             table: ArcSwap::from_pointee(table),
             live,
             admin,
             problem: ArcSwapOption::empty(),
+            buffered,
         }
     }
 
@@ -92,6 +98,7 @@ impl App {
     /// Puts a reloaded configuration's table in place; requests in
     /// progress keep the one they started with.
     pub fn swap(&self, table: Table) {
+        self.buffered.set_limit(table.server.max_buffered_bytes);
         self.table.store(Arc::new(table));
     }
 
@@ -146,6 +153,8 @@ impl App {
         let limits = Limits {
             max_body_bytes: table.server.max_body_bytes,
             read_timeout: table.server.read_timeout,
+            body_buffer_size: table.server.body_buffer_size,
+            budget: self.buffered.clone(),
         };
         let resp = match &route.target {
             Route::Php(r) => {
@@ -314,22 +323,17 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         })?),
         None => None,
     };
-    // Every port is bound: root is no longer needed.
+    // Log files are opened while still root (a root-owned log folder
+    // works, as with nginx); then every port is bound and root is no
+    // longer needed.
+    crate::privileges::preopen_logs(&config).map_err(StartError::Config)?;
     crate::privileges::drop_if_root(&config).map_err(StartError::Config)?;
     // The watchdog kills every child's process group if we die without
     // stopping them (SIGKILL, OOM killer).
     crate::process::start_watchdog();
     // Private runtime directory: random name, mode 0700, removed on exit.
-    remove_stale_runtime_dirs(&std::env::temp_dir());
-    let runtime_dir = tempfile::Builder::new()
-        .prefix(RUNTIME_PREFIX)
-        .tempdir()
-        .context("cannot create the runtime directory")?;
-    std::fs::write(
-        runtime_dir.path().join(PID_FILE),
-        std::process::id().to_string(),
-    )
-    .context("cannot write into the runtime directory")?;
+    let runtime_dir =
+        crate::runtime::RuntimeDir::create().context("cannot create the runtime directory")?;
     let ports = Arc::new(Ports::new(config.supervision.port_range));
     let metrics = Arc::new(Metrics::new());
     let sup = config.supervision.clone();
@@ -377,6 +381,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
     }
     let admin = Admin::new(metrics.clone(), Launch::entries(&running));
+    admin.set_token(config.observability.admin_token.clone());
     let app = Arc::new(App::new(
         launch.table(&config, &running),
         live.clone(),
@@ -479,44 +484,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     drop(runtime_dir);
     tracing::info!("stopped");
     Ok(())
-}
-
-const RUNTIME_PREFIX: &str = "tqserver-";
-const PID_FILE: &str = "tqserver.pid";
-
-/// Removes runtime directories left by a tqserver that was killed (SIGKILL
-/// leaves no chance to clean up): ours by owner, with a pid file whose
-/// process is gone. Directories of running servers are left alone.
-fn remove_stale_runtime_dirs(tmp: &std::path::Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(tmp) else {
-        return;
-    };
-    let me = nix::unistd::geteuid().as_raw();
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if !name.to_string_lossy().starts_with(RUNTIME_PREFIX) {
-            continue;
-        }
-        let path = e.path();
-        let owned = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
-        let pid = std::fs::read_to_string(path.join(PID_FILE))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok());
-        let (true, Some(pid)) = (owned, pid) else {
-            continue;
-        };
-        let gone = matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        );
-        if gone && std::fs::remove_dir_all(&path).is_ok() {
-            tracing::info!(
-                "removed {} left by tqserver pid {pid}, which is gone",
-                path.display()
-            );
-        }
-    }
 }
 
 /// SIGUSR1: every log file reopens its path on its next line (after

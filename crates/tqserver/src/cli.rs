@@ -197,13 +197,22 @@ fn reload(file: &std::path::Path, mode: Mode, flag: Option<&str>) -> ExitCode {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    // The token the server asks for: $TQSERVER_ADMIN_TOKEN, else the file's.
+    let token = std::env::var("TQSERVER_ADMIN_TOKEN").ok().or_else(|| {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap_or_default();
+        value["admin"]["token"].as_str().map(str::to_string)
+    });
+    let auth = token
+        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     let answer = (|| -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
         // Applying can take a while: a new worker builds, php-fpm drains.
         s.set_read_timeout(Some(std::time::Duration::from_secs(900)))?;
         write!(
             s,
-            "POST /reload HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "POST /reload HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
         )?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;

@@ -15,6 +15,7 @@
 //! - [`process`]: child processes that cannot outlive TQServer (and the
 //!   watchdog).
 //! - [`privileges`]: `server.user` / `server.group` when started as root.
+//! - [`runtime`]: the private runtime directory (0700, files 0600).
 //! - [`systemd`]: `Type=notify` readiness (`READY=1`, `STOPPING=1`).
 //! - [`ports`], [`logging`]: the worker port range; server and worker logs.
 //! - [`metrics`], [`access`], [`admin`]: Prometheus metrics, access log
@@ -35,5 +36,6 @@ pub mod ports;
 pub mod privileges;
 pub mod process;
 pub mod reload;
+pub mod runtime;
 pub mod systemd;
 pub mod watch;

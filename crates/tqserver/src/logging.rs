@@ -26,6 +26,48 @@ pub fn reopen_all() {
     REOPEN.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Log files opened while TQServer was still root, before it became
+/// `server.user` (as nginx opens its logs in the master): a [`DailyFile`]
+/// takes its file from here rather than opening the path itself, which the
+/// unprivileged user may not do in a root-owned folder.
+static PREOPENED: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
+
+/// Opens today's file of each `(template, name)` now and gives it to
+/// `owner` (uid, gid), so the user TQServer becomes can keep writing it
+/// and reopen it in place. Files of a later day, or that logrotate moved
+/// away, are opened as that user: its folder must let it (the start-up
+/// says so when it does not).
+pub fn preopen(files: &[(String, String)], owner: (u32, u32)) -> io::Result<()> {
+    let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+    let mut held = PREOPENED.lock().unwrap_or_else(|e| e.into_inner());
+    for (template, name) in files {
+        let path = PathBuf::from(template.replace("{date}", &today).replace("{name}", name));
+        if held.iter().any(|(p, _)| *p == path) {
+            continue;
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let f = OpenOptions::new().create(true).append(true).open(&path)?;
+        nix::unistd::fchown(
+            &f,
+            Some(nix::unistd::Uid::from_raw(owner.0)),
+            Some(nix::unistd::Gid::from_raw(owner.1)),
+        )
+        .map_err(io::Error::from)?;
+        held.push((path, f));
+    }
+    Ok(())
+}
+
+/// A file [`preopen`] opened for `path`, if any (a copy of its descriptor).
+fn preopened(path: &std::path::Path) -> Option<File> {
+    let held = PREOPENED.lock().unwrap_or_else(|e| e.into_inner());
+    held.iter()
+        .find(|(p, _)| p == path)
+        .and_then(|(_, f)| f.try_clone().ok())
+}
+
 /// Server log line format (`server.log_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -87,6 +129,10 @@ impl DailyFile {
         self.epoch = epoch;
         self.date = today;
         let path = self.path();
+        if let Some(f) = preopened(&path).filter(|_| epoch == 0) {
+            self.file = Some(f);
+            return Ok(());
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }

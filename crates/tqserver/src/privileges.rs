@@ -4,7 +4,33 @@
 //! as root. php-fpm's master does the same for its pools' `user` /
 //! `group`.
 
-use crate::config::Config;
+use crate::config::{AccessTarget, Config};
+
+/// Started as root with `server.user`: opens every log file of the
+/// workers that start now (and `server.access_log`) before the drop, and
+/// hands them to the user ([`crate::logging::preopen`]).
+pub fn preopen_logs(config: &Config) -> Result<(), String> {
+    let Some(r) = config.server.run_as.as_ref() else {
+        return Ok(());
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let mut files = Vec::new();
+    if let Some(t) = &config.server.access_log {
+        files.push((t.clone(), "access".to_string()));
+    }
+    for w in config.enabled_workers() {
+        if let Some(t) = &w.logging.log_file {
+            files.push((t.clone(), w.name.clone()));
+        }
+        if let AccessTarget::File(t) = &w.logging.access_log {
+            files.push((t.clone(), w.name.clone()));
+        }
+    }
+    crate::logging::preopen(&files, (r.uid, r.gid))
+        .map_err(|e| format!("cannot open a log file before becoming {}: {e}", r.user))
+}
 
 /// Drops to `server.user` when running as root. Not root: the setting is
 /// ignored with a notice (as php-fpm ignores a pool's `user`). Root without

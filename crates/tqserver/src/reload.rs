@@ -652,6 +652,8 @@ impl Reloader {
         config.live_reload = o.live_reload;
         self.app.swap(self.launch.table(&config, &next));
         self.admin.set_workers(Launch::entries(&next));
+        self.admin
+            .set_token(config.observability.admin_token.clone());
         // Unrouted first, then stopped: requests in progress finish.
         for r in &retire {
             r.stop();

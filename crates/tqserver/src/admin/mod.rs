@@ -10,6 +10,15 @@
 //! | `/` | the dashboard ([`dashboard`]) |
 //! | `/api/dashboard` | the JSON the dashboard polls every second |
 //! | `POST /reload` | reload the configuration (`tqserver reload`); the answer says what changed |
+//!
+//! Who may ask ([`Admin::refuse`]): `/healthz` and `/readyz` answer
+//! anyone (probes). Everything else needs `Authorization: Bearer
+//! <admin.token>` when a token is set, and on an address off loopback a
+//! token must be set. A request without a valid token must name this
+//! listener in `Host` by an IP address or `localhost` (a DNS-rebinding
+//! page names its own domain: 421), and a cross-site POST (an `Origin`
+//! other than the Host, or `Sec-Fetch-Site: cross-site`) is refused
+//! (403), so no web page can make a browser reload the configuration.
 
 pub mod dashboard;
 
@@ -59,6 +68,8 @@ pub struct Admin {
     pub draining: AtomicBool,
     /// One scrape at a time (pool samples are shared by the encoder).
     scrape: tokio::sync::Mutex<()>,
+    /// `admin.token`, replaced by a reload.
+    token: arc_swap::ArcSwapOption<String>,
 }
 
 impl Admin {
@@ -70,7 +81,56 @@ impl Admin {
             reload: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             scrape: tokio::sync::Mutex::new(()),
+            token: arc_swap::ArcSwapOption::empty(),
         })
+    }
+
+    /// Sets (or clears) the bearer token requests must carry.
+    pub fn set_token(&self, token: Option<String>) {
+        self.token.store(token.map(Arc::new));
+    }
+
+    /// Why `req` is not answered, if it is not: see the module's "Who may
+    /// ask". `loopback`: the listener's address is a loopback one.
+    fn refuse(&self, req: &Request<Incoming>, loopback: bool) -> Option<Response<Body>> {
+        let path = req.uri().path();
+        if path == "/healthz" || path == "/readyz" {
+            return None;
+        }
+        let token = self.token.load();
+        let authorized = match token.as_deref() {
+            Some(t) => bearer(req.headers()).is_some_and(|given| same(given, t)),
+            None => false,
+        };
+        // The dashboard page itself holds no data (it asks /api/dashboard,
+        // with the token from its URL's #fragment).
+        let page = path == "/" && req.method() == Method::GET;
+        if !authorized && !page && (token.is_some() || !loopback) {
+            let why = if token.is_some() {
+                "This needs Authorization: Bearer <admin.token>.\n"
+            } else {
+                "The admin listener is reachable from other machines: set admin.token (or TQSERVER_ADMIN_TOKEN) to use it; /healthz and /readyz answer without.\n"
+            };
+            let mut r = text(StatusCode::UNAUTHORIZED, why);
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tqserver admin\""),
+            );
+            return Some(r);
+        }
+        if !authorized && !host_is_local(req) {
+            return Some(text(
+                StatusCode::MISDIRECTED_REQUEST,
+                "The admin listener answers requests for its own address (an IP or localhost) only.\n",
+            ));
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD && cross_site(req) {
+            return Some(text(
+                StatusCode::FORBIDDEN,
+                "Cross-site requests to the admin listener are refused.\n",
+            ));
+        }
+        None
     }
 
     /// The workers now, in route order.
@@ -145,7 +205,10 @@ impl Admin {
             .collect()
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, req: Request<Incoming>, loopback: bool) -> Response<Body> {
+        if let Some(no) = self.refuse(&req, loopback) {
+            return no;
+        }
         if req.uri().path() == "/reload" {
             return self.reload(req.method()).await;
         }
@@ -278,6 +341,68 @@ impl Admin {
     }
 }
 
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(h: &http::HeaderMap) -> Option<&str> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compares in time that depends on the length only.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The host a request names (`Host`, or the HTTP/2 authority), without
+/// its port.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let raw = match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok()?.to_string(),
+        None => req.uri().authority()?.as_str().to_string(),
+    };
+    Some(strip_port(&raw).to_ascii_lowercase())
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// A Host that no DNS name can rebind to: an IP address, or `localhost`.
+fn host_is_local(req: &Request<Incoming>) -> bool {
+    match request_host(req) {
+        // HTTP/1.0 without Host: nothing a browser would send.
+        None => true,
+        Some(h) => h == "localhost" || h.parse::<std::net::IpAddr>().is_ok(),
+    }
+}
+
+/// A browser says where a request comes from: an `Origin` that is not the
+/// Host itself, or `Sec-Fetch-Site: cross-site` / `same-site`.
+fn cross_site(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !matches!(site, "same-origin" | "none") {
+            return true;
+        }
+    }
+    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    origin == "null" || host.is_none_or(|host| !origin_host.eq_ignore_ascii_case(host))
+}
+
 fn wants_openmetrics(h: &http::HeaderMap) -> bool {
     h.get_all(header::ACCEPT)
         .iter()
@@ -321,24 +446,33 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(10));
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .max_buf_size(16 << 10);
+    builder.http2().max_header_list_size(16 << 10);
+    let builder = Arc::new(builder);
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let grace = std::time::Duration::from_secs(1);
-    crate::http::accept_until(listener, &stop, grace, "admin", |stream, _| {
+    crate::http::accept_until(listener, &stop, grace, "admin", move |stream, _| {
         let admin = admin.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let admin = admin.clone();
-            async move {
-                let head = req.method() == Method::HEAD;
-                let mut r = admin.handle(req).await;
-                if head {
-                    *r.body_mut() = crate::http::empty();
+        let builder = builder.clone();
+        async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let admin = admin.clone();
+                async move {
+                    let head = req.method() == Method::HEAD;
+                    let mut r = admin.handle(req, loopback).await;
+                    if head {
+                        *r.body_mut() = crate::http::empty();
+                    }
+                    Ok::<_, Infallible>(r)
                 }
-                Ok::<_, Infallible>(r)
-            }
-        });
-        builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned()
+            });
+            Some(
+                builder
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .into_owned(),
+            )
+        }
     })
     .await;
 }

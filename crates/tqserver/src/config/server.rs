@@ -48,6 +48,18 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 pub const DEFAULT_METRICS_PATH: &str = "/metrics";
 /// Default `file_watcher.debounce_ms`.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(50);
+/// Default `server.max_header_bytes`: the request line and headers
+/// together (nginx `large_client_header_buffers 4 8k`); more gets 431.
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 32 << 10;
+/// Default `server.body_buffer_size`: a request body up to this size is
+/// held in memory before PHP gets it, a larger one in an unnamed temporary
+/// file (nginx `client_body_buffer_size` is 16k; PHP's own upload handling
+/// reads it in one go either way).
+pub const DEFAULT_BODY_BUFFER_SIZE: u64 = 128 << 10;
+/// Default `server.max_buffered_bytes`: request bodies being received
+/// before PHP gets them, memory and temporary files together; past it a
+/// request gets 503 (nginx has no such bound and fills its disk).
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,6 +75,7 @@ pub(crate) struct ServerFile {
 #[serde(deny_unknown_fields, default)]
 struct AdminSection {
     listen: Option<String>,
+    token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +94,11 @@ struct ServerSection {
     drain_delay_ms: Option<u64>,
     user: Option<String>,
     group: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
+    proxy_protocol: Option<bool>,
+    max_header_bytes: Option<SizeValue>,
+    body_buffer_size: Option<SizeValue>,
+    max_buffered_bytes: Option<SizeValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +161,19 @@ pub struct ServerSettings {
     /// `server.user` / `server.group`: who TQServer and its children run
     /// as once started as root (php-fpm's pool `user` / `group`).
     pub run_as: Option<RunAs>,
+    /// `server.trusted_proxies`: load balancers whose `X-Forwarded-*` (and
+    /// PROXY protocol header) say who the client is.
+    pub trusted_proxies: crate::http::forwarded::Trusted,
+    /// `server.proxy_protocol`: connections from trusted proxies start
+    /// with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: bool,
+    /// `server.max_header_bytes`: the request head at most (431 past it).
+    pub max_header_bytes: usize,
+    /// `server.body_buffer_size`: a body buffered for PHP stays in memory
+    /// up to this size.
+    pub body_buffer_size: u64,
+    /// `server.max_buffered_bytes`: every body being buffered, together.
+    pub max_buffered_bytes: u64,
 }
 
 /// The unprivileged account to run as, resolved when the configuration is
@@ -165,6 +196,10 @@ pub struct Observability {
     /// `admin.listen`: metrics, status pages, health and the dashboard;
     /// `None` when set empty.
     pub admin: Option<std::net::SocketAddr>,
+    /// `admin.token` (or `$TQSERVER_ADMIN_TOKEN`, which wins): the bearer
+    /// token the admin listener asks for (all but `/healthz` and
+    /// `/readyz`).
+    pub admin_token: Option<String>,
     /// `metrics.path` on the public port (`metrics.enabled: true`).
     pub public_metrics: Option<String>,
 }
@@ -210,13 +245,55 @@ impl ServerFile {
         let err = |key: &str, msg: String| ConfigError::new(file, key_line(text, key), key, msg);
         let s = self.server;
         let w = self.workers;
-        let max_body_bytes = match s.max_body_bytes.map(|v| v.get()).transpose() {
-            Ok(v) => v.unwrap_or(DEFAULT_MAX_BODY_BYTES),
-            Err(m) => {
-                errors.push(err("server.max_body_bytes", m));
-                DEFAULT_MAX_BODY_BYTES
+        let mut size =
+            |key: &str, v: Option<SizeValue>, default: u64| match v.map(|v| v.get()).transpose() {
+                Ok(v) => v.unwrap_or(default),
+                Err(m) => {
+                    errors.push(err(key, m));
+                    default
+                }
+            };
+        let max_body_bytes = size(
+            "server.max_body_bytes",
+            s.max_body_bytes,
+            DEFAULT_MAX_BODY_BYTES,
+        );
+        let max_header_bytes = size(
+            "server.max_header_bytes",
+            s.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+        );
+        let body_buffer_size = size(
+            "server.body_buffer_size",
+            s.body_buffer_size,
+            DEFAULT_BODY_BUFFER_SIZE,
+        );
+        let max_buffered_bytes = size(
+            "server.max_buffered_bytes",
+            s.max_buffered_bytes,
+            DEFAULT_MAX_BUFFERED_BYTES,
+        );
+        if !(1024..=1 << 20).contains(&max_header_bytes) {
+            errors.push(err(
+                "server.max_header_bytes",
+                format!("{max_header_bytes} is out of range; use 1K to 1M (nginx: 32K)"),
+            ));
+        }
+        let mut ranges = Vec::new();
+        for r in s.trusted_proxies.iter().flatten() {
+            match r.parse::<crate::http::forwarded::Cidr>() {
+                Ok(c) => ranges.push(c),
+                Err(m) => errors.push(err("server.trusted_proxies", m)),
             }
-        };
+        }
+        let trusted_proxies = crate::http::forwarded::Trusted::new(ranges);
+        let proxy_protocol = s.proxy_protocol.unwrap_or(false);
+        if proxy_protocol && trusted_proxies.is_empty() {
+            errors.push(err(
+                "server.proxy_protocol",
+                "the PROXY protocol is accepted from trusted proxies only: list your load balancers in server.trusted_proxies".into(),
+            ));
+        }
         let port_range = (
             w.port_range_start.unwrap_or(DEFAULT_PORT_RANGE.0),
             w.port_range_end.unwrap_or(DEFAULT_PORT_RANGE.1),
@@ -261,6 +338,26 @@ impl ServerFile {
             errors.push(err("admin.listen", m));
             None
         });
+        let admin_token = std::env::var("TQSERVER_ADMIN_TOKEN")
+            .ok()
+            .or(self.admin.token)
+            .filter(|t| !t.is_empty());
+        if let Some(t) = &admin_token {
+            if t.len() < 8 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                errors.push(err(
+                    "admin.token",
+                    "the token must be at least 8 printable characters, without spaces (openssl rand -hex 32 makes one)".into(),
+                ));
+            }
+        }
+        if let (Some(a), None) = (admin, &admin_token) {
+            if !a.ip().is_loopback() {
+                notices.push(format!(
+                    "admin.listen {a} is reachable from other machines and has no admin.token: it answers only /healthz and /readyz until you set admin.token (or TQSERVER_ADMIN_TOKEN) in {}",
+                    file.display()
+                ));
+            }
+        }
         let log_format = match s.log_format.as_deref() {
             None | Some("text") => crate::logging::LogFormat::Text,
             Some("json") => crate::logging::LogFormat::Json,
@@ -327,6 +424,11 @@ impl ServerFile {
                 access_log,
                 access_format,
                 run_as,
+                trusted_proxies,
+                proxy_protocol,
+                max_header_bytes: max_header_bytes as usize,
+                body_buffer_size,
+                max_buffered_bytes,
             },
             supervision: Supervision {
                 port_range,
@@ -346,6 +448,7 @@ impl ServerFile {
             live_reload: self.file_watcher.live_reload.unwrap_or(true),
             observability: Observability {
                 admin,
+                admin_token,
                 public_metrics,
             },
         };

@@ -103,6 +103,7 @@ struct PhpSection {
     pool: Option<PoolSection>,
     backend: Option<String>,
     front_controller: Option<bool>,
+    request_buffering: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,6 +297,11 @@ pub struct PhpWorker {
     pub document_root: PathBuf,
     /// Route requests for missing paths to `index.php` (front controller).
     pub front_controller: bool,
+    /// `php.request_buffering` (default true): receive a request body
+    /// whole before a PHP process is taken (nginx's
+    /// `fastcgi_request_buffering`). Off, the body streams to PHP as it
+    /// arrives, and a slow client holds a process all that time.
+    pub request_buffering: bool,
 }
 
 /// Per-worker logging (`logging.*`).
@@ -424,6 +430,20 @@ impl WorkerFile {
     ) -> Result<Worker, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let err = |key: &str, msg: String| ConfigError::new(file, key_line(text, key), key, msg);
+        // The folder name becomes php-fpm's pool section, log and socket
+        // names: plain characters only.
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            errors.push(ConfigError::new(
+                file,
+                None,
+                "",
+                format!("the worker folder name {name:?} may have only letters, digits, '_', '-' and '.'; rename the folder"),
+            ));
+        }
         let route = match self.path {
             None => {
                 errors.push(ConfigError::new(
@@ -545,6 +565,16 @@ impl WorkerFile {
                 "the cgi backend gives each php-cgi process its own address: leave listen_address out (Unix sockets in the runtime directory) or give an IP (ports from the range)".into(),
             ));
         }
+        if let (Backend::Cgi, Listen::TcpFromRange(ip)) = (backend, &pool.listen) {
+            if !ip.is_loopback() {
+                // php-cgi runs any PHP file it is sent: it must accept
+                // TQServer only, never the network.
+                errors.push(err(
+                    "php.pool.listen_address",
+                    format!("{ip} is not a loopback address: php-cgi would run any PHP file for whoever connects; use 127.0.0.1 (or leave listen_address out for private Unix sockets)"),
+                ));
+            }
+        }
         let fastcgi = self
             .fastcgi
             .and_then(|f| resolve_fastcgi(f, &err, &mut errors));
@@ -659,6 +689,7 @@ impl WorkerFile {
                 pool,
                 document_root,
                 front_controller: php.front_controller.unwrap_or(true),
+                request_buffering: php.request_buffering.unwrap_or(true),
             },
             logging: WorkerLogging {
                 level,
@@ -1079,6 +1110,18 @@ fn resolve_pool(
         None | Some("") | Some("unix") => Listen::RuntimeSocket,
         Some(a) => {
             if let Some(path) = a.strip_prefix("unix:").or(a.starts_with('/').then_some(a)) {
+                // Written into php-fpm's configuration: nothing that could
+                // end the line or the value there.
+                if !path.starts_with('/')
+                    || path
+                        .chars()
+                        .any(|c| c.is_control() || matches!(c, '"' | ';' | '\\'))
+                {
+                    errors.push(err(
+                        "php.pool.listen_address",
+                        format!("{path:?} is not a plain absolute socket path (no line breaks, control characters, quotes, ';' or '\\')"),
+                    ));
+                }
                 Listen::Unix(PathBuf::from(path))
             } else if let Ok(ip) = a.parse::<IpAddr>() {
                 Listen::TcpFromRange(ip)

@@ -1,9 +1,14 @@
 //! The request body as a stream of chunks for the backend, enforcing
 //! `server.max_body_bytes` as it goes and failing when the client pauses
-//! longer than the read timeout.
+//! longer than the read timeout; and bodies received whole before a
+//! backend sees them ([`buffer`]: PHP's processes are too few to wait on
+//! slow clients), in memory or an unnamed temporary file, with every
+//! buffered byte counted against one [`Budget`].
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,12 +19,147 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 /// HTTP-side limits a proxied request is held to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// `server.max_body_bytes`.
     pub max_body_bytes: u64,
-    /// `server.read_timeout_seconds`: longest pause in a request body.
+    /// `server.read_timeout_seconds`: longest pause in a request body
+    /// (nginx `client_body_timeout`: between two reads, then 408).
     pub read_timeout: Duration,
+    /// `server.body_buffer_size`: a buffered body stays in memory up to
+    /// this size.
+    pub body_buffer_size: u64,
+    /// Every buffered body's bytes together (`server.max_buffered_bytes`).
+    pub budget: Arc<Budget>,
+}
+
+/// The bytes of every request body being buffered, memory and
+/// temporary files together, against `server.max_buffered_bytes`: many
+/// slow or large uploads at once cannot fill the disk or the memory.
+#[derive(Debug)]
+pub struct Budget {
+    limit: AtomicU64,
+    used: AtomicU64,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit: AtomicU64::new(limit),
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// A reloaded configuration's limit (bodies already held keep theirs).
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Release);
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Takes `n` more bytes for `held`, unless that would pass the limit.
+    fn take(&self, held: &mut Held, n: u64) -> bool {
+        let limit = self.limit.load(Ordering::Acquire);
+        let ok = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= limit)
+            })
+            .is_ok();
+        if ok {
+            held.bytes += n;
+        }
+        ok
+    }
+}
+
+/// The bytes of one buffered body, given back when it is dropped (the
+/// body was sent, or the request ended).
+#[derive(Debug)]
+pub struct Held {
+    budget: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A request body received whole.
+pub enum Buffered {
+    /// Small enough for memory.
+    Memory(Bytes),
+    /// In an unnamed temporary file (gone when closed), rewound.
+    File(tokio::fs::File),
+}
+
+/// A whole body, its length, and its hold on the budget (drop it once
+/// the body has been sent).
+pub struct Whole {
+    /// The bytes.
+    pub body: Buffered,
+    /// How many.
+    pub len: u64,
+    /// Keeps them counted.
+    pub held: Held,
+}
+
+/// Receives `body` whole before anything is sent on (nginx's
+/// `fastcgi_request_buffering on`), so a slow client holds only a
+/// connection, never a PHP process: in memory up to `body_buffer_size`,
+/// then in an unnamed temporary file, every byte counted against the
+/// budget (past it: [`BodyError::Busy`]), each pause bounded by the read
+/// timeout, the whole by `max_body_bytes`.
+pub async fn buffer(
+    body: Incoming,
+    limits: &Limits,
+    bytes_in: Option<&BytesIn>,
+) -> Result<Whole, BodyError> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let mut s =
+        LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout).counting(bytes_in);
+    let mut held = Held {
+        budget: limits.budget.clone(),
+        bytes: 0,
+    };
+    let in_memory = usize::try_from(limits.body_buffer_size).unwrap_or(usize::MAX);
+    let mut mem = bytes::BytesMut::new();
+    let mut file: Option<tokio::fs::File> = None;
+    let mut len = 0u64;
+    let io = |e: std::io::Error| BodyError::Spool(e);
+    while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut s).poll_next(cx)).await {
+        let chunk = chunk?;
+        if !limits.budget.take(&mut held, chunk.len() as u64) {
+            return Err(BodyError::Busy(limits.budget.limit.load(Ordering::Acquire)));
+        }
+        len += chunk.len() as u64;
+        match file.as_mut() {
+            None if mem.len() + chunk.len() <= in_memory => mem.extend_from_slice(&chunk),
+            None => {
+                let mut f = tokio::fs::File::from_std(tempfile::tempfile().map_err(io)?);
+                f.write_all(&mem).await.map_err(io)?;
+                f.write_all(&chunk).await.map_err(io)?;
+                mem = bytes::BytesMut::new();
+                file = Some(f);
+            }
+            Some(f) => f.write_all(&chunk).await.map_err(io)?,
+        }
+    }
+    let body = match file {
+        None => Buffered::Memory(mem.freeze()),
+        Some(mut f) => {
+            f.flush().await.map_err(io)?;
+            f.rewind().await.map_err(io)?;
+            Buffered::File(f)
+        }
+    };
+    Ok(Whole { body, len, held })
 }
 
 /// After an early 413, at most this much of the body is read and dropped.
@@ -38,12 +178,12 @@ pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 /// client is not reset while still sending and sees the answer.
 pub fn refuse_oversized(
     req: http::Request<Incoming>,
-    limits: Limits,
+    limits: &Limits,
 ) -> Result<http::Request<Incoming>, Box<http::Response<super::Body>>> {
     if declared_length(req.headers()).is_none_or(|n| n <= limits.max_body_bytes) {
         return Ok(req);
     }
-    tokio::spawn(discard(req.into_body(), limits));
+    tokio::spawn(discard(req.into_body(), limits.clone()));
     Err(Box::new(too_large(limits.max_body_bytes)))
 }
 
@@ -86,6 +226,24 @@ pub fn error_page(e: &BodyError) -> http::Response<super::Body> {
             StatusCode::BAD_REQUEST,
             "The request body could not be read.",
         ),
+        BodyError::Busy(limit) => {
+            tracing::warn!(
+                "503: request bodies being received already hold {limit} bytes (server.max_buffered_bytes)"
+            );
+            let mut r = super::pages::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server is receiving too many request bodies at once; try again shortly.",
+            );
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("5"),
+            );
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            r
+        }
         BodyError::Spool(e) => {
             tracing::error!("cannot buffer a request body: {e}");
             super::pages::error(
@@ -111,6 +269,9 @@ pub enum BodyError {
     /// Writing the body to a temporary file failed.
     #[error("buffering the request body failed: {0}")]
     Spool(std::io::Error),
+    /// Buffering it would pass `server.max_buffered_bytes` (this many).
+    #[error("request bodies being buffered would pass {0} bytes")]
+    Busy(u64),
 }
 
 impl BodyError {

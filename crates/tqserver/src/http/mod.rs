@@ -1,15 +1,19 @@
 //! The HTTP front server: hyper (HTTP/1.1 with keep-alive, and HTTP/2 with
-//! prior knowledge), timeouts from the configuration, graceful shutdown.
+//! prior knowledge), timeouts and limits from the configuration, the
+//! PROXY protocol from trusted balancers, graceful shutdown.
 
 pub mod body;
+pub mod forwarded;
 pub mod io;
 pub mod livereload;
 pub mod observe;
 pub mod pages;
+pub mod proxy_protocol;
 pub mod router;
 pub mod static_files;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +29,63 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::ServerSettings;
-use crate::php::params::ConnInfo;
 use io::{InFlight, TimeoutIo};
+
+/// The two ends of the HTTP connection a request came on, and who the
+/// client is ([`forwarded::client`]: the peer, or what a trusted proxy
+/// said).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The connection's peer (or, with the PROXY protocol, the client the
+    /// balancer named).
+    pub peer: SocketAddr,
+    /// Our end.
+    pub local: SocketAddr,
+    /// The client of this request.
+    pub client: forwarded::Client,
+}
+
+impl ConnInfo {
+    /// A connection from `peer` to `local`; the client is the peer until
+    /// [`ConnInfo::for_request`] says otherwise.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            peer,
+            local,
+            client: forwarded::Client {
+                ip: forwarded::canonical(peer.ip()),
+                port: peer.port(),
+                https: false,
+                via_trusted: false,
+            },
+        }
+    }
+
+    /// The connection as seen by one request: its client resolved with
+    /// `trusted` from its forwarding headers.
+    pub fn for_request(self, trusted: &forwarded::Trusted, headers: &http::HeaderMap) -> Self {
+        let client = forwarded::client(trusted, self.peer, false, headers);
+        Self { client, ..self }
+    }
+
+    /// The client's IP, IPv4-mapped IPv6 shown as IPv4.
+    pub fn peer_ip(&self) -> std::net::IpAddr {
+        self.client.ip
+    }
+}
+
+/// A request HTTP itself refuses, before any handler sees it: HTTP/1.1
+/// without a Host, or with several (RFC 9112 §3.2: 400).
+fn malformed(req: &Request<Incoming>) -> Option<&'static str> {
+    let hosts = req.headers().get_all(http::header::HOST).iter().count();
+    if hosts > 1 {
+        return Some("The request has more than one Host header.");
+    }
+    if hosts == 0 && req.version() == http::Version::HTTP_11 {
+        return Some("An HTTP/1.1 request needs a Host header.");
+    }
+    None
+}
 
 /// Every response body: streamed, possibly failing mid-way.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
@@ -91,59 +150,155 @@ impl http_body::Body for Tracked {
 
 /// Accepts connections until `stop` is cancelled, then lets open
 /// connections finish their requests for up to `grace`.
-/// Timeouts are those of the configuration in force when a connection
-/// is accepted (a reload changes them for new connections).
+/// Timeouts and limits are those of the configuration in force when a
+/// connection is accepted (a reload changes them for new connections).
 pub async fn serve(listener: TcpListener, app: Arc<App>, stop: CancellationToken, grace: Duration) {
-    accept_until(listener, &stop, grace, "HTTP", |stream, peer| {
-        let table = app.table();
-        let settings: &ServerSettings = &table.server;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.read_timeout)
-            .keep_alive(true);
-        builder.http2().timer(TokioTimer::new());
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
-        let conn_info = ConnInfo { peer, local };
-        let inflight = InFlight::default();
-        let io = TimeoutIo::new(
-            stream,
-            settings.idle_timeout,
-            settings.write_timeout,
-            inflight.clone(),
-        );
+    accept_until(listener, &stop, grace, "HTTP", move |stream, peer| {
         let app = app.clone();
-        let svc = service_fn(move |req: Request<Incoming>| {
-            let guard = inflight.enter();
-            let app = app.clone();
-            async move {
-                let (resp, meter) = app.handle(req, conn_info).await;
-                Ok::<_, Infallible>(resp.map(|inner| Tracked {
-                    inner,
-                    _guard: guard,
-                    meter,
-                }))
-            }
-        });
-        builder.serve_connection(TokioIo::new(io), svc).into_owned()
+        async move {
+            let table = app.table();
+            let settings: &ServerSettings = &table.server;
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().unwrap_or(peer);
+            let trusted_peer = settings.trusted_proxies.contains(peer.ip());
+            let (stream, peer) = if settings.proxy_protocol && trusted_peer {
+                match read_proxy_header(stream, settings.read_timeout).await {
+                    Ok((s, Some(client))) => (s, client),
+                    Ok((s, None)) => (s, peer),
+                    Err(e) => {
+                        tracing::warn!(%peer, "connection refused: {e} (server.proxy_protocol)");
+                        return None;
+                    }
+                }
+            } else {
+                (io::Rewind::new(Bytes::new(), stream), peer)
+            };
+            let conn_info = ConnInfo::new(peer, local);
+            Some(front_connection(stream, conn_info, settings, app.clone()))
+        }
     })
     .await;
 }
 
+/// Reads a PROXY protocol header off a new connection from a trusted
+/// balancer: the client it names (`None`: the balancer's own
+/// connection), and the stream with whatever was read past the header.
+async fn read_proxy_header(
+    mut stream: tokio::net::TcpStream,
+    wait: Duration,
+) -> Result<(io::Rewind<tokio::net::TcpStream>, Option<SocketAddr>), String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = bytes::BytesMut::with_capacity(256);
+    let read = async {
+        loop {
+            match proxy_protocol::parse(&buf) {
+                Ok(Some((h, used))) => {
+                    let _ = buf.split_to(used);
+                    return Ok(h);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            if buf.len() >= proxy_protocol::MAX_HEADER {
+                return Err("PROXY header too large".into());
+            }
+            // Never read past what the header can be: the rest belongs to HTTP.
+            buf.reserve(512);
+            match stream.read_buf(&mut buf).await {
+                Ok(0) => return Err("closed before a PROXY protocol header".into()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    let header = tokio::time::timeout(wait, read)
+        .await
+        .map_err(|_| format!("no PROXY protocol header within {wait:?}"))??;
+    let client = match header {
+        proxy_protocol::Header::Proxied { source, .. } => Some(source),
+        proxy_protocol::Header::Local => None,
+    };
+    Ok((io::Rewind::new(buf.freeze(), stream), client))
+}
+
+/// Serves one accepted connection with `app`.
+fn front_connection(
+    stream: io::Rewind<tokio::net::TcpStream>,
+    conn_info: ConnInfo,
+    settings: &ServerSettings,
+    app: Arc<App>,
+) -> impl hyper_util::server::graceful::GracefulConnection<
+    Error = Box<dyn std::error::Error + Send + Sync>,
+> + Send
++ use<> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Header bytes in all: nginx's large_client_header_buffers (4 × 8k).
+    let max_head = settings.max_header_bytes.max(MIN_HEAD_BUFFER);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.read_timeout)
+        .max_buf_size(max_head)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    let inflight = InFlight::default();
+    let io = TimeoutIo::new(
+        stream,
+        io::Timeouts {
+            first_request: settings.read_timeout,
+            idle: settings.idle_timeout,
+            write: settings.write_timeout,
+        },
+        inflight.clone(),
+    );
+    let trusted = settings.trusted_proxies.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let guard = inflight.enter();
+        let app = app.clone();
+        let conn = conn_info.for_request(&trusted, req.headers());
+        async move {
+            if let Some(why) = malformed(&req) {
+                let mut r = pages::error(http::StatusCode::BAD_REQUEST, why);
+                r.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                return Ok::<_, Infallible>(r.map(|inner| Tracked {
+                    inner,
+                    _guard: guard,
+                    meter: None,
+                }));
+            }
+            let (resp, meter) = app.handle(req, conn).await;
+            Ok::<_, Infallible>(resp.map(|inner| Tracked {
+                inner,
+                _guard: guard,
+                meter,
+            }))
+        }
+    });
+    builder.serve_connection(TokioIo::new(io), svc).into_owned()
+}
+
+/// hyper's smallest read buffer.
+const MIN_HEAD_BUFFER: usize = 8192;
+
 /// The accept loop of every listener TQServer serves HTTP on (the public
 /// one and the admin listener): accepts until `stop` is cancelled, serves
-/// each connection with what `serve` makes of it, then lets open
-/// connections finish their requests for up to `grace`. `what` names the
-/// listener in log lines.
-pub async fn accept_until<C>(
+/// each connection with what `serve` makes of it (a connection, or `None`
+/// to close it), then lets open connections finish their requests for up
+/// to `grace`. `what` names the listener in log lines.
+pub async fn accept_until<C, F>(
     listener: TcpListener,
     stop: &CancellationToken,
     grace: Duration,
     what: &'static str,
-    mut serve: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr) -> C,
+    mut serve: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr) -> F,
 ) where
+    F: std::future::Future<Output = Option<C>> + Send + 'static,
     C: hyper_util::server::graceful::GracefulConnection + Send + 'static,
     C::Error: std::fmt::Display,
 {
@@ -161,9 +316,15 @@ pub async fn accept_until<C>(
                 }
             },
         };
-        let conn = graceful.watch(serve(stream, peer));
+        // Watched from here: a shutdown waits for (and then closes) a
+        // connection still reading its PROXY header too.
+        let watcher = graceful.watcher();
+        let conn = serve(stream, peer);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let Some(conn) = conn.await else {
+                return;
+            };
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "{what} connection ended with an error");
             }
         });

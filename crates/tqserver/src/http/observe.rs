@@ -12,9 +12,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 
 use super::Body;
+use super::ConnInfo;
 use crate::access::{AccessLog, Entry, ServedBy};
 use crate::metrics::{RouteMetrics, UpstreamError};
-use crate::php::params::ConnInfo;
 
 /// `X-Request-Id`.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

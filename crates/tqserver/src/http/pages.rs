@@ -79,10 +79,41 @@ pub fn problem(status: StatusCode, heading: &str, title: &str, detail: &str) -> 
 }
 
 /// A redirect to `location`.
+///
+/// `location` is a path on this site. One that a browser would read as
+/// another site's address (`//evil.example/`, `/\evil.example/`) is never
+/// sent: its leading slashes are merged into one, as nginx's
+/// `merge_slashes` would have.
 pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let location = same_site(location);
     let mut r = error(status, &format!("Moved to {location}"));
-    if let Ok(v) = HeaderValue::from_str(location) {
+    if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+/// `path` with any run of leading `/` and `\` made one `/`.
+fn same_site(path: &str) -> String {
+    let rest = path.trim_start_matches(['/', '\\']);
+    format!("/{rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_stay_on_the_site() {
+        for (given, sent) in [
+            ("/sub/", "/sub/"),
+            ("//evil.example/x/", "/evil.example/x/"),
+            ("/\\evil.example/", "/evil.example/"),
+            ("\\/\\x", "/x"),
+            ("/", "/"),
+        ] {
+            let r = redirect(StatusCode::MOVED_PERMANENTLY, given);
+            assert_eq!(r.headers()[header::LOCATION], sent, "{given}");
+        }
+    }
 }

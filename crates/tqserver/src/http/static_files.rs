@@ -57,8 +57,15 @@ fn parse_range(h: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
     Some(Ok(range))
 }
 
-/// Serves `path` for a GET or HEAD.
-pub async fn serve(path: &Path, method: &Method, req: &HeaderMap) -> Response<Body> {
+/// Serves `file` (already open: never reopened by name, so the file the
+/// caller checked is the file sent) for a GET or HEAD; `path` gives its
+/// Content-Type.
+pub async fn serve(
+    file: std::io::Result<std::fs::File>,
+    path: &Path,
+    method: &Method,
+    req: &HeaderMap,
+) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         let mut r = pages::error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -68,14 +75,15 @@ pub async fn serve(path: &Path, method: &Method, req: &HeaderMap) -> Response<Bo
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let mut file = match tokio::fs::File::open(path).await {
+    let file = match file {
         Ok(f) => f,
         Err(_) => return pages::error(StatusCode::NOT_FOUND, "Not found."),
     };
-    let meta = match file.metadata().await {
+    let meta = match file.metadata() {
         Ok(m) if m.is_file() => m,
         _ => return pages::error(StatusCode::NOT_FOUND, "Not found."),
     };
+    let mut file = tokio::fs::File::from_std(file);
     let len = meta.len();
     let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
     let tag = etag(len, mtime);

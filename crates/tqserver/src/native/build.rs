@@ -235,7 +235,7 @@ fn install(exe: &Path, out_dir: &Path) -> Result<String, BuildFailure> {
             out_dir.display()
         ))
     };
-    std::fs::create_dir_all(out_dir).map_err(fail)?;
+    crate::runtime::create_private_dir(out_dir).map_err(fail)?;
     let to = out_dir.join(exe.file_name().unwrap_or_default());
     std::fs::copy(exe, &to).map_err(fail)?;
     Ok(to.to_string_lossy().into_owned())

@@ -11,6 +11,7 @@
 //! `Upgrade` (WebSocket) and pipelining.
 
 use std::collections::VecDeque;
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -34,9 +35,6 @@ pub type UpBody = http_body_util::combinators::BoxBody<Bytes, BodyError>;
 
 /// An idle connection older than this is closed rather than reused.
 const IDLE_FOR: Duration = Duration::from_secs(30);
-/// An idle connection unused this long is checked for a close from the
-/// instance before reuse (Node closes idle connections after 5 s).
-const CHECK_AFTER: Duration = Duration::from_secs(1);
 /// Idle connections kept per instance at most.
 const MAX_IDLE: usize = 256;
 /// Connecting to an instance on this machine takes microseconds; a
@@ -98,12 +96,14 @@ pub struct Outgoing {
     pub head_only: bool,
 }
 
-/// How a request body is framed on the wire.
+/// How a request body is framed on the wire: always by TQServer, from
+/// what it checked, never by passing on the client's framing headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
-    /// `Content-Length` was in the head.
-    Length,
-    /// `Transfer-Encoding: chunked` was added to the head.
+    /// `Content-Length: n` (the client's length, which hyper enforced on
+    /// the way in and [`Conn::send`] counts again on the way out).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
     Chunked,
 }
 
@@ -167,6 +167,7 @@ impl Conn {
             .await
             .map_err(SendError::Closed)?;
         let mut sent = false;
+        let mut written = 0u64;
         loop {
             let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
             let data = match frame {
@@ -179,6 +180,16 @@ impl Conn {
             };
             if data.is_empty() {
                 continue;
+            }
+            written += data.len() as u64;
+            if let Framing::Length(n) = framing {
+                if written > n {
+                    // Never more than the head announced: the bytes past it
+                    // would be read by the instance as another request.
+                    return Err(SendError::Failed(bad(format!(
+                        "the request body is longer than its Content-Length {n}"
+                    ))));
+                }
             }
             if let Err(e) = self.write_chunk(&data, framing).await {
                 // The client is still sending: read and drop the rest, so
@@ -193,11 +204,18 @@ impl Conn {
             }
             sent = true;
         }
-        if framing == Framing::Chunked {
-            self.stream
+        match framing {
+            Framing::Chunked => self
+                .stream
                 .write_all(b"0\r\n\r\n")
                 .await
-                .map_err(SendError::Failed)?;
+                .map_err(SendError::Failed)?,
+            Framing::Length(n) if written != n => {
+                return Err(SendError::Failed(bad(format!(
+                    "the request body ended after {written} of its {n} bytes"
+                ))));
+            }
+            Framing::Length(_) => {}
         }
         Ok(())
     }
@@ -352,14 +370,16 @@ fn response_headers(raw: &[httparse::Header<'_>]) -> Result<(HeaderMap, HeadInfo
                 info.close = true;
             }
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| SendError::Failed(bad("invalid Content-Length".into())))?;
-            if info.length.is_some_and(|m| m != n) {
-                return Err(SendError::Failed(bad("conflicting Content-Length".into())));
+            // Digits only, every value the same (RFC 9112 §6.3): anything
+            // else is a bad response, never passed on.
+            for part in h.value.split(|&b| b == b',') {
+                let n = crate::php::response::parse_length(part)
+                    .ok_or_else(|| SendError::Failed(bad("invalid Content-Length".into())))?;
+                if info.length.is_some_and(|m| m != n) {
+                    return Err(SendError::Failed(bad("conflicting Content-Length".into())));
+                }
+                info.length = Some(n);
             }
-            info.length = Some(n);
         }
     }
     let mut map = HeaderMap::with_capacity(raw.len());
@@ -373,12 +393,15 @@ fn response_headers(raw: &[httparse::Header<'_>]) -> Result<(HeaderMap, HeadInfo
         if super::proxy::not_forwarded(&name) || named.iter().any(|n| n == name.as_str()) {
             continue;
         }
-        if info.chunked && name == http::header::CONTENT_LENGTH {
-            continue; // chunked wins; our side frames the body anew
+        if name == http::header::CONTENT_LENGTH {
+            continue; // the body is framed anew from what was checked (below)
         }
         let value = HeaderValue::from_bytes(h.value)
             .map_err(|_| SendError::Failed(bad(format!("invalid value of {name}"))))?;
         map.append(name, value);
+    }
+    if let (Some(n), false) = (info.length, info.chunked) {
+        map.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok((map, info))
 }
@@ -432,8 +455,11 @@ impl IdlePool {
         {
             q.pop_front();
         }
-        while let Some((mut c, since)) = q.pop_back() {
-            if now.duration_since(since) < CHECK_AFTER || c.still_open() {
+        // Every reuse checks the connection first (one non-blocking read):
+        // a connection the instance closed, or one with bytes it was never
+        // asked for (a stray second response), must not carry a request.
+        while let Some((mut c, _)) = q.pop_back() {
+            if c.still_open() {
                 c.reused = true;
                 return Some(c);
             }
@@ -463,15 +489,22 @@ pub struct Streaming {
     conn: Option<Conn>,
     reading: Reading,
     lease: Option<Lease>,
+    /// The longest the instance may go without sending a byte of the body
+    /// (nginx's `proxy_read_timeout`): then the response is cut.
+    gap: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Streaming {
-    /// The body of a response whose head `conn` just read.
-    pub fn new(conn: Conn, reading: Reading, lease: Lease) -> Self {
+    /// The body of a response whose head `conn` just read; cut when the
+    /// instance sends nothing for `gap`.
+    pub fn new(conn: Conn, reading: Reading, lease: Lease, gap: Duration) -> Self {
         let mut s = Self {
             conn: Some(conn),
             reading,
             lease: Some(lease),
+            gap,
+            timer: None,
         };
         if matches!(s.reading.body, Body::Empty | Body::Length(0)) {
             // No body: hyper may never poll it.
@@ -625,13 +658,30 @@ impl http_body::Body for Streaming {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.step(cx) {
-            Poll::Ready(Some(Ok(d))) => Poll::Ready(Some(Ok(Frame::data(d)))),
+            Poll::Ready(Some(Ok(d))) => {
+                self.timer = None;
+                Poll::Ready(Some(Ok(Frame::data(d))))
+            }
             Poll::Ready(Some(Err(e))) => {
                 self.finish(false);
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let gap = self.gap;
+                let timer = self.timer.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(Instant::now() + gap))
+                });
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.timer = None;
+                    self.finish(false);
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the worker sent nothing for {gap:?} (scaling.request_timeout)"),
+                    ))));
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -669,14 +719,7 @@ pub async fn get_status(addr: SocketAddr, path: &str) -> Result<StatusCode, Stri
         ("connection", b"close"),
     ];
     let mut out = Outgoing {
-        head: request_head(
-            &http::Method::GET,
-            path,
-            std::iter::empty(),
-            false,
-            &extra,
-            None,
-        ),
+        head: request_head(&http::Method::GET, path, std::iter::empty(), &extra, None),
         body: None,
         head_only: false,
     };
@@ -685,6 +728,8 @@ pub async fn get_status(addr: SocketAddr, path: &str) -> Result<StatusCode, Stri
         conn: Some(conn),
         reading,
         lease: None,
+        gap: CONNECT_TIMEOUT * 5,
+        timer: None,
     };
     let mut read = 0;
     while read <= MAX_HEAD {
@@ -697,12 +742,12 @@ pub async fn get_status(addr: SocketAddr, path: &str) -> Result<StatusCode, Stri
 }
 
 /// Serialises a request head: request line, the client's end-to-end
-/// headers, `extra` lines, framing for `body`, blank line.
+/// headers (the caller has dropped every framing header), `extra` lines,
+/// the framing of `body` as TQServer will send it, blank line.
 pub fn request_head<'a>(
     method: &http::Method,
     target: &str,
     headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
-    has_length: bool,
     extra: &[(&str, &[u8])],
     body: Option<Framing>,
 ) -> Bytes {
@@ -725,11 +770,15 @@ pub fn request_head<'a>(
     }
     match body {
         Some(Framing::Chunked) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Some(Framing::Length) => {}
+        Some(Framing::Length(n)) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         None if matches!(
             *method,
             http::Method::POST | http::Method::PUT | http::Method::PATCH
-        ) && !has_length =>
+        ) =>
         {
             out.extend_from_slice(b"content-length: 0\r\n");
         }

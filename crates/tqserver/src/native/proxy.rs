@@ -1,11 +1,19 @@
 //! One HTTP request to a native worker: pick the least busy ready
-//! instance, forward the request (hop-by-hop headers dropped,
-//! `X-Forwarded-*` added), stream the answer back, and keep the instance
-//! counted busy until the response body is done (so a drain waits for it).
+//! instance, forward the request, stream the answer back, and keep the
+//! instance counted busy until the response body is done (so a drain
+//! waits for it).
+//!
+//! The forwarded head is TQServer's own, never the client's passed on:
+//! hop-by-hop headers and whatever `Connection` names are dropped — but
+//! `Connection` can never remove `Host` or the framing, which TQServer
+//! writes itself from what it checked (the head always describes exactly
+//! the body that follows). Header names with `_` and `Proxy` (httpoxy) are
+//! dropped as nginx drops them; `X-Forwarded-*` and `Forwarded` are
+//! TQServer's, unless the client is a trusted proxy.
 
 use crate::access::ServedBy;
+use crate::http::forwarded;
 use crate::metrics::UpstreamError;
-use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -18,8 +26,7 @@ use super::conn::{self, Conn, Framing, Outgoing, SendError, Streaming};
 use super::{NoInstance, Service};
 use crate::config::Mode;
 use crate::http::body::{self, LimitedBody};
-use crate::http::{Body, pages};
-use crate::php::params::ConnInfo;
+use crate::http::{Body, ConnInfo, pages};
 use crate::php::proxy::Limits;
 
 /// Tries for one request when the instance cannot have seen it.
@@ -43,6 +50,22 @@ fn connection_named(h: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// Whether a client header goes to the instance as it is: not hop-by-hop,
+/// not framing (TQServer frames the body), not `Host` (written below),
+/// no `_` in its name, not `Proxy`, and no forwarding header unless the
+/// client is a trusted proxy (TQServer writes its own otherwise).
+fn passed_on(name: &HeaderName, named: &[String], trusted: bool) -> bool {
+    let n = name.as_str();
+    !(not_forwarded(name)
+        || *name == header::CONTENT_LENGTH
+        || *name == header::HOST
+        || n.contains('_')
+        || n == "proxy"
+        || n == forwarded::XFF
+        || (!trusted && forwarded::is_forwarding(n))
+        || named.iter().any(|m| m == n))
+}
+
 /// Serves `req` with one of `svc`'s instances.
 pub async fn serve(
     svc: &Service,
@@ -60,7 +83,7 @@ pub async fn serve(
             );
         }
     }
-    let req = match body::refuse_oversized(req, limits) {
+    let req = match body::refuse_oversized(req, &limits) {
         Ok(r) => r,
         Err(refused) => return *refused,
     };
@@ -70,15 +93,18 @@ pub async fn serve(
     };
     let (parts, body) = req.into_parts();
     let head_only = parts.method == Method::HEAD;
+    // hyper has checked the client's Content-Length (HTTP/1) or the
+    // stream's (HTTP/2); the body is counted against it again on the way out.
     let framing = if body.is_end_stream() {
         None
-    } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
-        Some(Framing::Length)
     } else {
-        Some(Framing::Chunked)
+        match body::declared_length(&parts.headers) {
+            Some(n) => Some(Framing::Length(n)),
+            None => Some(Framing::Chunked),
+        }
     };
     let mut out = Outgoing {
-        head: head(&parts, conn.peer, framing),
+        head: head(&parts, &conn, framing),
         body: framing.map(|f| {
             (
                 LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout)
@@ -124,7 +150,8 @@ pub async fn serve(
         };
         match tokio::time::timeout(timeout, c.send(&mut out)).await {
             Ok(Ok((status, headers, reading))) => {
-                let mut r = conn::response(status, headers, Streaming::new(c, reading, lease));
+                let body = Streaming::new(c, reading, lease, timeout);
+                let mut r = conn::response(status, headers, body);
                 r.extensions_mut().insert(ServedBy::Port(inst.port));
                 return r;
             }
@@ -159,48 +186,37 @@ pub async fn serve(
     }
 }
 
-/// The request head for an instance: the client's end-to-end headers,
-/// `Host` (from the URI for HTTP/2 and HTTP/1.0 clients without one),
-/// `X-Forwarded-For` / `-Proto` / `-Host`, framing.
-fn head(parts: &http::request::Parts, peer: SocketAddr, framing: Option<Framing>) -> Bytes {
+/// The request head for an instance: the client's end-to-end headers
+/// ([`passed_on`]), `Host` (from the URI for HTTP/2 and HTTP/1.0 clients
+/// without one), `X-Forwarded-For` / `-Proto` / `-Host`, and the framing
+/// of the body as TQServer sends it.
+fn head(parts: &http::request::Parts, conn: &ConnInfo, framing: Option<Framing>) -> Bytes {
     let h = &parts.headers;
     let named = connection_named(h);
-    let ip = peer.ip().to_string();
-    let xff = match h.get(XFF).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+    let trusted = conn.client.via_trusted;
+    let peer = forwarded::canonical(conn.peer.ip()).to_string();
+    // A trusted proxy's chain is extended; anyone else's is replaced.
+    let xff = match (trusted, h.get(forwarded::XFF).and_then(|v| v.to_str().ok())) {
+        (true, Some(prev)) => format!("{prev}, {peer}"),
+        _ => peer,
     };
-    let host = match h.get(header::HOST) {
-        Some(_) => None,
-        None => Some(parts.uri.authority().map_or("localhost", |a| a.as_str())),
-    };
-    let mut extra: Vec<(&str, &[u8])> = vec![("x-forwarded-for", xff.as_bytes())];
-    if let Some(host) = host {
-        extra.push(("host", host.as_bytes()));
+    let host = h
+        .get(header::HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or(b"localhost");
+    let mut extra: Vec<(&str, &[u8])> = vec![("host", host), (forwarded::XFF, xff.as_bytes())];
+    if !(trusted && h.contains_key(forwarded::XFP)) {
+        let proto: &[u8] = if conn.client.https { b"https" } else { b"http" };
+        extra.push((forwarded::XFP, proto));
     }
-    if !h.contains_key(XFP) {
-        extra.push(("x-forwarded-proto", b"http"));
-    }
-    if let (false, Some(v)) = (h.contains_key(XFH), h.get(header::HOST)) {
-        extra.push(("x-forwarded-host", v.as_bytes()));
+    if !(trusted && h.contains_key(forwarded::XFH)) {
+        extra.push((forwarded::XFH, host));
     }
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let kept = h
-        .iter()
-        .filter(|(k, _)| !not_forwarded(k) && *k != XFF && !named.iter().any(|n| n == k.as_str()));
-    conn::request_head(
-        &parts.method,
-        target,
-        kept,
-        h.contains_key(header::CONTENT_LENGTH),
-        &extra,
-        framing,
-    )
+    let kept = h.iter().filter(|(k, _)| passed_on(k, &named, trusted));
+    conn::request_head(&parts.method, target, kept, &extra, framing)
 }
-
-const XFF: &str = "x-forwarded-for";
-const XFP: &str = "x-forwarded-proto";
-const XFH: &str = "x-forwarded-host";
 
 fn bad_gateway(svc: &Service, kind: UpstreamError) -> Response<Body> {
     let mut r = pages::error(
@@ -249,36 +265,67 @@ mod tests {
             .method("POST")
             .uri("/api/x?y=1")
             .header("host", "example.org")
-            .header("connection", "close, x-secret")
+            .header("connection", "close, x-secret, content-length, host")
             .header("x-secret", "1")
             .header("keep-alive", "timeout=5")
             .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-proto", "https")
+            .header("forwarded", "for=10.0.0.1")
+            .header("x_real", "1")
+            .header("proxy", "http://evil")
             .header("content-length", "3")
             .header("cookie", "a=1")
             .body(())
             .unwrap();
         let (parts, ()) = req.into_parts();
-        let bytes = head(
-            &parts,
+        let conn = ConnInfo::new(
             "127.0.0.1:5000".parse().unwrap(),
-            Some(Framing::Length),
+            "127.0.0.1:80".parse().unwrap(),
         );
+        let bytes = head(&parts, &conn, Some(Framing::Length(3)));
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.starts_with("POST /api/x?y=1 HTTP/1.1\r\n"), "{text}");
-        for gone in ["connection", "x-secret", "keep-alive", "transfer-encoding"] {
-            assert!(!text.contains(&format!("{gone}:")), "{gone} in {text}");
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "transfer-encoding",
+            "forwarded",
+            "x_real",
+            "proxy",
+            "10.0.0.1",
+        ] {
+            let line = format!("\r\n{gone}:");
+            let anywhere = !gone.contains('-') && gone.contains('.');
+            assert!(
+                !(text.contains(&line) || anywhere && text.contains(gone)),
+                "{gone} in {text}"
+            );
         }
         for kept in [
             "host: example.org\r\n",
             "content-length: 3\r\n",
             "cookie: a=1\r\n",
-            "x-forwarded-for: 10.0.0.1, 127.0.0.1\r\n",
+            "x-forwarded-for: 127.0.0.1\r\n",
             "x-forwarded-proto: http\r\n",
             "x-forwarded-host: example.org\r\n",
         ] {
             assert!(text.contains(kept), "{kept} not in {text}");
         }
+        assert_eq!(text.matches("content-length").count(), 1, "{text}");
+        assert!(!text.contains("https"), "{text}");
         assert!(text.ends_with("\r\n\r\n"));
+        // Through a trusted proxy: its chain is extended, its proto kept.
+        let trusted = forwarded::Trusted::new(vec!["127.0.0.0/8".parse().unwrap()]);
+        let conn = conn.for_request(&trusted, &parts.headers);
+        let bytes = head(&parts, &conn, Some(Framing::Length(3)));
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(
+            text.contains("x-forwarded-for: 10.0.0.1, 127.0.0.1\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("x-forwarded-proto: https\r\n"), "{text}");
+        assert!(text.contains("forwarded: for=10.0.0.1\r\n"), "{text}");
         // HTTP/2 (no Host header): from the URI; a body without length is chunked.
         let req = Request::builder()
             .method("PUT")
@@ -286,11 +333,8 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = req.into_parts();
-        let bytes = head(
-            &parts,
-            "[::1]:5000".parse().unwrap(),
-            Some(Framing::Chunked),
-        );
+        let conn = ConnInfo::new("[::1]:5000".parse().unwrap(), "[::1]:80".parse().unwrap());
+        let bytes = head(&parts, &conn, Some(Framing::Chunked));
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.starts_with("PUT /u HTTP/1.1\r\n"), "{text}");
         assert!(text.contains("host: example.org:8080\r\n"), "{text}");

@@ -47,20 +47,31 @@ pub fn find_binary(worker: &Worker) -> Result<PathBuf, String> {
     )
 }
 
-/// Quotes a php.ini value when it is not a plain token: php-fpm's INI
-/// parser treats `;` as a comment and `$`, `"` and braces specially.
-fn ini_quote(v: &str) -> String {
+/// A value as php-fpm's INI file takes it: quoted when it is not a plain
+/// token (its parser treats `;` as a comment and `$`, `"` and braces
+/// specially). A value that could end the line or the quoted string (CR,
+/// LF, NUL, `"`, a trailing `\\`) is refused: written as it is, it would
+/// be a line of configuration of its own. The configuration refuses such
+/// values first, naming file, line and key; this is the last guard, for
+/// what comes from elsewhere (the environment's PATH, the temp folder).
+fn ini_value(what: &str, v: &str) -> Result<String, String> {
+    if v.contains(['\n', '\r', '\0', '"']) || v.ends_with('\\') {
+        return Err(format!(
+            "{what} ({v:?}) cannot be written into php-fpm's configuration: it has a line break, NUL, a double quote or a trailing backslash"
+        ));
+    }
     let plain = !v.is_empty()
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || " _.~&|^!()/:,+-@*%".contains(c));
-    if plain {
+    Ok(if plain {
         v.to_string()
     } else {
         format!("\"{v}\"")
-    }
+    })
 }
 
-/// Renders the php-fpm configuration of one worker.
+/// Renders the php-fpm configuration of one worker; every value that is
+/// not TQServer's own constant goes through [`ini_value`].
 pub fn render(
     worker: &Worker,
     mode: Mode,
@@ -68,8 +79,9 @@ pub fn render(
     pid: &Path,
     grace: Duration,
     root: bool,
-) -> String {
+) -> Result<String, String> {
     let p = &worker.php.pool;
+    let q = ini_value;
     let mut c = String::new();
     let _ = writeln!(
         c,
@@ -78,7 +90,7 @@ pub fn render(
         worker.file.display()
     );
     let _ = writeln!(c, "[global]");
-    let _ = writeln!(c, "pid = {}", pid.display());
+    let _ = writeln!(c, "pid = {}", q("the pid file", &pid.to_string_lossy())?);
     // TQServer reads php-fpm's stderr into its own log.
     let _ = writeln!(c, "error_log = /proc/self/fd/2");
     // notice, not debug: at debug php-fpm's master logs a line per event
@@ -87,8 +99,8 @@ pub fn render(
     let _ = writeln!(c, "log_level = notice");
     let _ = writeln!(c, "daemonize = no");
     let _ = writeln!(c, "process_control_timeout = {}s\n", grace.as_secs().max(1));
-    let _ = writeln!(c, "[{}]", worker.name);
-    let _ = writeln!(c, "listen = {listen}");
+    let _ = writeln!(c, "[{}]", q("the worker name", &worker.name)?);
+    let _ = writeln!(c, "listen = {}", q("php.pool.listen_address", listen)?);
     if listen.starts_with('/') {
         let _ = writeln!(c, "listen.mode = 0600");
     } else {
@@ -149,8 +161,8 @@ pub fn render(
     let _ = writeln!(c, "decorate_workers_output = no");
     let _ = writeln!(c, "clear_env = yes");
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    let _ = writeln!(c, "env[PATH] = {}", ini_quote(&path));
-    let _ = writeln!(c, "env[WORKER_POOL] = {}", ini_quote(&p.describe()));
+    let _ = writeln!(c, "env[PATH] = {}", q("PATH", &path)?);
+    let _ = writeln!(c, "env[WORKER_POOL] = {}", q("the pool", &p.describe())?);
     for (k, v) in [
         ("WORKER_NAME", worker.name.as_str()),
         ("WORKER_PATH", worker.route.as_str()),
@@ -158,18 +170,24 @@ pub fn render(
         ("WORKER_TYPE", "php"),
         ("WORKER_MODE", mode.as_str()),
     ] {
-        let _ = writeln!(c, "env[{k}] = {}", ini_quote(v));
+        let _ = writeln!(c, "env[{k}] = {}", q(k, v)?);
     }
     let mut set = std::collections::HashSet::new();
     for (k, v) in &worker.php.settings {
         set.insert(k.as_str());
-        let _ = writeln!(c, "php_admin_value[{k}] = {}", ini_quote(v));
+        if !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(format!("php.settings key {k:?} is not a php.ini name"));
+        }
+        let _ = writeln!(c, "php_admin_value[{k}] = {}", q(k, v)?);
     }
     if mode == Mode::Dev && !set.contains("opcache.revalidate_freq") {
         // Dev mode: an edited .php file is picked up on the next request.
         let _ = writeln!(c, "php_admin_value[opcache.revalidate_freq] = 0");
     }
-    c
+    Ok(c)
 }
 
 /// A worker's php-fpm, configured and validated, not yet running.
@@ -239,8 +257,10 @@ impl Prepared {
             &pid,
             supervision.shutdown_grace,
             root,
-        );
-        std::fs::write(&conf, text).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+        )
+        .map_err(|e| format!("worker {}: {e}", worker.name))?;
+        crate::runtime::write_private(&conf, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
         let prepared = Self {
             worker,
             binary,
@@ -279,13 +299,14 @@ impl Prepared {
             &running.pid,
             supervision.shutdown_grace,
             root,
-        );
+        )
+        .map_err(|e| format!("worker {}: {e}", worker.name))?;
         if std::fs::read_to_string(&running.conf).is_ok_and(|now| now == text) {
             return Ok(None);
         }
         let mut files = running.clone();
         files.conf = running.conf.with_extension("conf.next");
-        std::fs::write(&files.conf, text)
+        crate::runtime::write_private(&files.conf, text.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", files.conf.display()))?;
         let mut prepared = Self {
             worker,
@@ -833,11 +854,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ini_values_are_quoted_when_needed() {
-        assert_eq!(ini_quote("128M"), "128M");
-        assert_eq!(ini_quote("E_ALL & ~E_DEPRECATED"), "E_ALL & ~E_DEPRECATED");
-        assert_eq!(ini_quote("a;b"), "\"a;b\"");
-        assert_eq!(ini_quote(""), "\"\"");
-        assert_eq!(ini_quote("/usr/bin:/bin"), "/usr/bin:/bin");
+    fn ini_values_are_quoted_when_needed_and_refused_when_they_would_break_out() {
+        let q = |v: &str| ini_value("x", v).unwrap();
+        assert_eq!(q("128M"), "128M");
+        assert_eq!(q("E_ALL & ~E_DEPRECATED"), "E_ALL & ~E_DEPRECATED");
+        assert_eq!(q("a;b"), "\"a;b\"");
+        assert_eq!(q(""), "\"\"");
+        assert_eq!(q("/usr/bin:/bin"), "/usr/bin:/bin");
+        for bad in [
+            "/tmp/x.sock\nphp_admin_value[auto_prepend_file] = /tmp/evil.php",
+            "a\rb",
+            "a\0b",
+            "a\"b",
+            "ends in \\",
+        ] {
+            assert!(ini_value("x", bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -173,10 +173,20 @@ enum Refusal {
     Denied(&'static str),
 }
 
+/// A script that passed [`check_script`]: the file checked (what PHP is
+/// told to run, never the raw name: `link/../x.php` is `x.php` to the
+/// check and somewhere else to the kernel) and any path info that
+/// followed it in SCRIPT_FILENAME.
+#[derive(Debug, PartialEq, Eq)]
+struct Checked {
+    file: std::path::PathBuf,
+    path_info: String,
+}
+
 /// SCRIPT_FILENAME must name a file inside the document root (symlinks
 /// resolved by the kernel) with an allowed extension. Trailing path info
 /// (`/index.php/extra`, for PHP's `cgi.fix_pathinfo`) is allowed.
-fn check_script(doc: &DocRoot, filename: &str, exts: &[String]) -> Result<(), Refusal> {
+fn check_script(doc: &DocRoot, filename: &str, exts: &[String]) -> Result<Checked, Refusal> {
     let root = doc.path().to_string_lossy();
     let rel = match filename.strip_prefix(root.as_ref()) {
         Some(r) if r.is_empty() || r.starts_with('/') => r,
@@ -189,11 +199,17 @@ fn check_script(doc: &DocRoot, filename: &str, exts: &[String]) -> Result<(), Re
         exts.iter().any(|e| name.ends_with(e.as_str()))
     };
     match script::resolve(doc, &rel, false) {
-        Target::Script { file, .. } | Target::Static(file) if allowed(&file) => Ok(()),
+        Target::Script {
+            file, path_info, ..
+        } if allowed(&file) => Ok(Checked { file, path_info }),
+        Target::Static(o) if allowed(&o.path) => Ok(Checked {
+            file: o.path,
+            path_info: String::new(),
+        }),
         Target::Script { .. } | Target::Static(_) => {
             Err(Refusal::Denied("extension not in fastcgi.limit_extensions"))
         }
-        Target::AddSlash | Target::NotFound => Err(Refusal::NotFound),
+        Target::AddSlash(_) | Target::NotFound => Err(Refusal::NotFound),
         Target::Forbidden => Err(Refusal::Denied("resolves outside the document_root")),
         Target::BadRequest(why) => Err(Refusal::Denied(why)),
     }
@@ -234,22 +250,36 @@ impl Handler for Front {
                 .unwrap_or_default()
                 .to_string();
             let exts = &self.conf.limit_extensions;
-            if let Err(r) = check_script(upstream.doc_root(), &filename, exts) {
-                return match r {
-                    Refusal::NotFound => {
-                        self.log
-                            .error(&format!("FastCGI: primary script unknown: {filename:?}"));
-                        answer(&mut out, "404 Not Found", "text/plain", "File not found.\n").await;
-                        0
+            match check_script(upstream.doc_root(), &filename, exts) {
+                Ok(checked) => {
+                    use std::os::unix::ffi::OsStrExt as _;
+                    params.set(
+                        "SCRIPT_FILENAME",
+                        Bytes::copy_from_slice(checked.file.as_os_str().as_bytes()),
+                    );
+                    if !checked.path_info.is_empty() && params.get("PATH_INFO").is_none() {
+                        params.set("PATH_INFO", checked.path_info);
                     }
-                    Refusal::Denied(why) => {
-                        self.log.error(&format!(
-                            "FastCGI: access to the script {filename:?} has been denied ({why})"
-                        ));
-                        answer(&mut out, "403 Forbidden", "text/plain", "Access denied.\n").await;
-                        0
-                    }
-                };
+                }
+                Err(r) => {
+                    return match r {
+                        Refusal::NotFound => {
+                            self.log
+                                .error(&format!("FastCGI: primary script unknown: {filename:?}"));
+                            answer(&mut out, "404 Not Found", "text/plain", "File not found.\n")
+                                .await;
+                            0
+                        }
+                        Refusal::Denied(why) => {
+                            self.log.error(&format!(
+                                "FastCGI: access to the script {filename:?} has been denied ({why})"
+                            ));
+                            answer(&mut out, "403 Forbidden", "text/plain", "Access denied.\n")
+                                .await;
+                            0
+                        }
+                    };
+                }
             }
         }
         // Taken now: the params move into the request.
@@ -332,10 +362,23 @@ mod tests {
         let doc = DocRoot::open(&root);
         let php = vec![".php".to_string()];
         let r = root.display();
-        assert_eq!(check_script(&doc, &format!("{r}/index.php"), &php), Ok(()));
+        let ok = |file: &str, info: &str| {
+            Ok(Checked {
+                file: root.join(file),
+                path_info: info.into(),
+            })
+        };
+        assert_eq!(
+            check_script(&doc, &format!("{r}/index.php"), &php),
+            ok("index.php", "")
+        );
         assert_eq!(
             check_script(&doc, &format!("{r}/index.php/extra/path"), &php),
-            Ok(())
+            ok("index.php", "/extra/path")
+        );
+        assert_eq!(
+            check_script(&doc, &format!("{r}/x/../index.php"), &php),
+            ok("index.php", "")
         );
         assert_eq!(
             check_script(&doc, &format!("{r}/missing.php"), &php),
@@ -358,6 +401,9 @@ mod tests {
             Err(Refusal::Denied(_))
         ));
         let txt = vec![".txt".to_string()];
-        assert_eq!(check_script(&doc, &format!("{r}/notes.txt"), &txt), Ok(()));
+        assert_eq!(
+            check_script(&doc, &format!("{r}/notes.txt"), &txt),
+            ok("notes.txt", "")
+        );
     }
 }

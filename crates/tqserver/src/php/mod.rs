@@ -7,6 +7,7 @@ pub mod fpm;
 pub mod listener;
 pub mod params;
 pub mod proxy;
+pub mod response;
 pub mod script;
 pub mod upstream;
 

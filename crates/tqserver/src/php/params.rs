@@ -2,8 +2,13 @@
 //! SCRIPT_FILENAME, PATH_INFO, PATH_TRANSLATED and every header as
 //! `HTTP_*`. SCRIPT_NAME and REQUEST_URI carry the route prefix, so an
 //! application under `/blog` builds its own URLs right.
+//!
+//! REMOTE_ADDR is the client ([`crate::http::forwarded`]: through a
+//! trusted proxy, the address it forwarded); `HTTPS=on` when the request
+//! came over HTTPS. `X-Forwarded-*` and `Forwarded` from an untrusted
+//! client never reach PHP (applications read them to find the client).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -11,21 +16,7 @@ use http::request::Parts;
 use http::{HeaderName, Version};
 use tqserver_fastcgi::Params;
 
-/// The two ends of the HTTP connection.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    /// The client.
-    pub peer: SocketAddr,
-    /// Our end.
-    pub local: SocketAddr,
-}
-
-impl ConnInfo {
-    /// The client's IP, IPv4-mapped IPv6 shown as IPv4.
-    pub fn peer_ip(&self) -> IpAddr {
-        plain_ip(self.peer.ip())
-    }
-}
+use crate::http::ConnInfo;
 
 /// What the script resolution found.
 pub struct ScriptInfo<'a> {
@@ -138,9 +129,16 @@ pub fn build(parts: &Parts, conn: &ConnInfo, s: &ScriptInfo<'_>) -> Params {
     p.push("DOCUMENT_URI", format!("{script_name}{}", s.path_info));
     p.push("DOCUMENT_ROOT", path_bytes(s.document_root));
     p.push("SERVER_PROTOCOL", protocol);
-    p.push("REQUEST_SCHEME", "http");
-    p.push("REMOTE_ADDR", plain_ip(conn.peer.ip()).to_string());
-    p.push("REMOTE_PORT", conn.peer.port().to_string());
+    let client = &conn.client;
+    p.push(
+        "REQUEST_SCHEME",
+        if client.https { "https" } else { "http" },
+    );
+    if client.https {
+        p.push("HTTPS", "on");
+    }
+    p.push("REMOTE_ADDR", plain_ip(client.ip).to_string());
+    p.push("REMOTE_PORT", client.port.to_string());
     p.push("SERVER_ADDR", plain_ip(conn.local.ip()).to_string());
     p.push("SERVER_PORT", conn.local.port().to_string());
     p.push("SERVER_NAME", server_name);
@@ -161,6 +159,9 @@ pub fn build(parts: &Parts, conn: &ConnInfo, s: &ScriptInfo<'_>) -> Params {
         let Some(cgi) = cgi_header_name(name) else {
             continue;
         };
+        if !client.via_trusted && crate::http::forwarded::is_forwarding(name.as_str()) {
+            continue;
+        }
         let sep: &[u8] = if name == http::header::COOKIE {
             b"; "
         } else {
@@ -213,10 +214,10 @@ mod tests {
                 ("x-forwarded-for", "5.6.7.8"),
             ],
         );
-        let conn = ConnInfo {
-            peer: "[::ffff:10.0.0.9]:5555".parse().unwrap(),
-            local: "127.0.0.1:8080".parse().unwrap(),
-        };
+        let conn = ConnInfo::new(
+            "[::ffff:10.0.0.9]:5555".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+        );
         let info = ScriptInfo {
             route: "/blog",
             document_root: Path::new("/srv/blog/public"),
@@ -249,7 +250,9 @@ mod tests {
         assert_eq!(g("CONTENT_LENGTH").as_deref(), Some("3"));
         assert_eq!(g("HTTP_COOKIE").as_deref(), Some("a=1; b=2"));
         assert_eq!(g("HTTP_ACCEPT").as_deref(), Some("x, y"));
-        assert_eq!(g("HTTP_X_FORWARDED_FOR").as_deref(), Some("5.6.7.8"));
+        // From an untrusted client: not passed on.
+        assert_eq!(g("HTTP_X_FORWARDED_FOR"), None);
+        assert_eq!(g("HTTPS"), None);
         assert_eq!(g("HTTP_PROXY"), None);
         assert_eq!(g("HTTP_CONTENT_TYPE"), None);
         assert_eq!(g("REDIRECT_STATUS").as_deref(), Some("200"));

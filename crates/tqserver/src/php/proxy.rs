@@ -2,8 +2,7 @@
 //! or send the script to php-fpm over FastCGI, stream the answer back.
 
 use bytes::Bytes;
-use futures_core::Stream as _;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -13,12 +12,12 @@ use tqserver_fastcgi::ClientError;
 use tqserver_fastcgi::client::{ErrorKind, Request as FcgiRequest, RequestBody};
 
 use super::cgi::{AcquireError, Lease, RequestInfo};
-use super::params::{self, ConnInfo, ScriptInfo};
+use super::params::{self, ScriptInfo};
 use super::script::{self, Target};
 use super::upstream::{SendError, Upstream};
 use crate::access::ServedBy;
-use crate::http::body::{self, BodyError, LimitedBody};
-use crate::http::{Body, pages, static_files};
+use crate::http::body::{self, BodyError, Buffered, LimitedBody};
+use crate::http::{Body, ConnInfo, pages, static_files};
 use crate::logging::WorkerLog;
 use crate::metrics::UpstreamError;
 
@@ -41,8 +40,11 @@ pub async fn serve(
         &path[route.len()..]
     };
     let get_or_head = req.method() == Method::GET || req.method() == Method::HEAD;
-    let add_slash = |req: &Request<Incoming>| {
-        let mut to = format!("{}/", req.uri().path());
+    // The target is built from the normalised path, never echoed from the
+    // request (`//evil.example/..` must not become `Location: //evil…`).
+    let add_slash = |req: &Request<Incoming>, below: &str| {
+        let prefix = if route == "/" { "" } else { route };
+        let mut to = format!("{prefix}{below}");
         if let Some(q) = req.uri().query() {
             to.push('?');
             to.push_str(q);
@@ -50,7 +52,7 @@ pub async fn serve(
         pages::redirect(StatusCode::MOVED_PERMANENTLY, &to)
     };
     if rel.is_empty() && get_or_head {
-        return add_slash(&req);
+        return add_slash(&req, "/");
     }
     let target = script::resolve(upstream.doc_root(), rel, worker.php.front_controller);
     let (file, name, path_info) = match target {
@@ -59,11 +61,13 @@ pub async fn serve(
             name,
             path_info,
         } => (file, name, path_info),
-        Target::Static(file) => {
-            return static_files::serve(&file, req.method(), req.headers()).await;
+        Target::Static(opened) => {
+            let path = opened.path.clone();
+            return static_files::serve(opened.into_file(), &path, req.method(), req.headers())
+                .await;
         }
-        Target::AddSlash if get_or_head => return add_slash(&req),
-        Target::AddSlash | Target::NotFound => {
+        Target::AddSlash(below) if get_or_head => return add_slash(&req, &below),
+        Target::AddSlash(_) | Target::NotFound => {
             return pages::error(StatusCode::NOT_FOUND, "There is nothing at this address.");
         }
         Target::Forbidden => {
@@ -76,7 +80,7 @@ pub async fn serve(
     };
 
     let declared = body::declared_length(req.headers());
-    let req = match body::refuse_oversized(req, limits) {
+    let req = match body::refuse_oversized(req, &limits) {
         Ok(r) => r,
         Err(refused) => return *refused,
     };
@@ -89,26 +93,37 @@ pub async fn serve(
         path_info: &path_info,
     };
     let mut params = params::build(&parts, &conn, &info);
-    let chunked = declared.is_none()
-        && (parts.headers.contains_key(header::TRANSFER_ENCODING) || !body.is_end_stream());
-    let body = if declared.is_some_and(|n| n > 0) {
+    let has_body = declared.is_some_and(|n| n > 0)
+        || (declared.is_none()
+            && (parts.headers.contains_key(header::TRANSFER_ENCODING) || !body.is_end_stream()));
+    // Held until PHP has the body: its bytes count against
+    // server.max_buffered_bytes until then.
+    let mut _held = None;
+    let body = if !has_body {
+        RequestBody::empty()
+    } else if declared.is_some() && !worker.php.request_buffering {
+        // php.request_buffering: false — streamed as it arrives; a slow
+        // client holds a PHP process meanwhile.
         RequestBody::from_stream(
             LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout)
                 .counting(parts.extensions.get()),
         )
-    } else if chunked {
-        // PHP reads no more than CONTENT_LENGTH of its input, so a body of
-        // unknown length is received whole first (as nginx does), in
-        // memory up to SPOOL_IN_MEMORY, in a temporary file beyond.
-        match spool(body, limits, parts.extensions.get()).await {
-            Ok((b, len)) => {
-                params.set("CONTENT_LENGTH", len.to_string());
-                b
+    } else {
+        // Received whole before a process is taken (nginx's
+        // fastcgi_request_buffering on): a slow upload holds a connection,
+        // not one of the few PHP processes. A body of unknown length is
+        // always buffered: PHP reads no more than CONTENT_LENGTH.
+        match body::buffer(body, &limits, parts.extensions.get()).await {
+            Ok(whole) => {
+                params.set("CONTENT_LENGTH", whole.len.to_string());
+                _held = Some(whole.held);
+                match whole.body {
+                    Buffered::Memory(b) => RequestBody::from(b),
+                    Buffered::File(f) => RequestBody::from_reader(f),
+                }
             }
             Err(e) => return body::error_page(&e),
         }
-    } else {
-        RequestBody::empty()
     };
     let started = Instant::now();
     let content_length = params
@@ -158,56 +173,14 @@ pub async fn serve(
     response
 }
 
-/// Bodies of unknown length up to this size are kept in memory.
-const SPOOL_IN_MEMORY: usize = 1 << 20;
-async fn next_chunk(s: &mut LimitedBody) -> Option<Result<Bytes, BodyError>> {
-    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
-}
-
-/// Receives a whole body of unknown length (bounded by the limit).
-async fn spool(
-    body: Incoming,
-    limits: Limits,
-    bytes_in: Option<&body::BytesIn>,
-) -> Result<(RequestBody, u64), BodyError> {
-    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
-    let mut s =
-        LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout).counting(bytes_in);
-    let mut mem = bytes::BytesMut::new();
-    let mut file: Option<tokio::fs::File> = None;
-    let mut len = 0u64;
-    let io = |e: std::io::Error| BodyError::Spool(e);
-    while let Some(chunk) = next_chunk(&mut s).await {
-        let chunk = chunk?;
-        len += chunk.len() as u64;
-        match file.as_mut() {
-            None if mem.len() + chunk.len() <= SPOOL_IN_MEMORY => mem.extend_from_slice(&chunk),
-            None => {
-                // An unnamed temporary file: gone when closed.
-                let mut f = tokio::fs::File::from_std(tempfile::tempfile().map_err(io)?);
-                f.write_all(&mem).await.map_err(io)?;
-                f.write_all(&chunk).await.map_err(io)?;
-                mem.clear();
-                file = Some(f);
-            }
-            Some(f) => f.write_all(&chunk).await.map_err(io)?,
-        }
-    }
-    Ok(match file {
-        None => (RequestBody::from(mem.freeze()), len),
-        Some(mut f) => {
-            f.flush().await.map_err(io)?;
-            f.rewind().await.map_err(io)?;
-            (RequestBody::from_reader(f), len)
-        }
-    })
-}
-
-/// The CGI response as an HTTP response, body streamed.
 /// Body bytes already received when the head arrived that are gathered to
 /// answer with a Content-Length instead of chunks.
 const GATHER_AT_MOST: usize = 64 << 10;
 
+/// The CGI response as an HTTP response, body streamed. A body longer
+/// than PHP's Content-Length is cut at it (nginx does the same), one
+/// shorter is a 502 or, once the head is out, a cut connection: never a
+/// response that claims bytes it does not carry.
 fn into_http(
     resp: tqserver_fastcgi::client::Response,
     mut lease: Option<Lease>,
@@ -215,6 +188,16 @@ fn into_http(
     is_head: bool,
 ) -> Response<Body> {
     let (head, mut body) = resp.into_parts();
+    let head = match super::response::http_head(&head) {
+        Ok(h) => h,
+        Err(e) => {
+            log.error(&format!("502: {e}"));
+            return pages::error(
+                StatusCode::BAD_GATEWAY,
+                "The application sent a response that is not valid.",
+            );
+        }
+    };
     // Take what has already arrived, without waiting. Small pages are often
     // complete by now: they get a Content-Length and one write, and a
     // failure before any body byte still becomes a proper 502 page.
@@ -242,32 +225,13 @@ fn into_http(
             std::task::Poll::Pending => break,
         }
     }
-    let status = match StatusCode::from_u16(head.status) {
-        Ok(s) if s.as_u16() >= 200 => s,
-        _ => {
-            log.error(&format!(
-                "PHP answered with status {}, which HTTP cannot carry as a final response",
-                head.status
-            ));
-            return pages::error(
-                StatusCode::BAD_GATEWAY,
-                "The application answered with an invalid status.",
-            );
-        }
-    };
+    let status = head.status;
+    let bodiless =
+        is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let mut out = Response::builder().status(status);
-    let headers = out.headers_mut().expect("fresh builder");
-    for (name, value) in head.headers {
-        let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(&name),
-            HeaderValue::from_maybe_shared(value),
-        ) else {
-            continue; // the head parser already refused anything invalid
-        };
-        if !crate::http::hop_by_hop(&n) {
-            headers.append(n, v);
-        }
-    }
+    *out.headers_mut().expect("fresh builder") = head.headers;
+    // What the client may be sent: PHP's declared length, if any.
+    let declared = head.length.filter(|_| !bodiless);
     if complete {
         if let (Some(l), Some(_)) = (lease.as_mut(), body.end_status()) {
             l.finish();
@@ -277,15 +241,40 @@ fn into_http(
         for b in &gathered {
             all.extend_from_slice(b);
         }
-        let bodiless =
-            is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-        if !bodiless && !headers.contains_key(header::CONTENT_LENGTH) {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        match declared {
+            Some(n) if (size as u64) < n => {
+                log.error(&format!(
+                    "502: PHP declared Content-Length {n} but sent {size} bytes"
+                ));
+                return pages::error(
+                    StatusCode::BAD_GATEWAY,
+                    "The application's response was shorter than it said.",
+                );
+            }
+            Some(n) if (size as u64) > n => {
+                log.error(&format!(
+                    "PHP declared Content-Length {n} but sent {size} bytes; only {n} were sent to the client"
+                ));
+                all.truncate(n as usize);
+            }
+            Some(_) => {}
+            None if bodiless => {}
+            None => {
+                out.headers_mut()
+                    .expect("fresh builder")
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+            }
         }
         let full = http_body_util::Full::new(all.freeze()).map_err(|never| match never {});
         return out.body(full.boxed_unsync()).expect("valid response");
     }
-    let stream = futures_frames(gathered, body, lease, log.clone());
+    let stream = Frames {
+        gathered: gathered.into_iter(),
+        body: Some(body),
+        lease,
+        log: log.clone(),
+        left: declared,
+    };
     out.body(http_body_util::StreamBody::new(stream).boxed_unsync())
         .expect("valid response")
 }
@@ -296,6 +285,31 @@ struct Frames {
     body: Option<tqserver_fastcgi::client::ResponseBody>,
     lease: Option<Lease>,
     log: WorkerLog,
+    /// Bytes still allowed by PHP's Content-Length (`None`: no length;
+    /// the HTTP layer frames the body itself).
+    left: Option<u64>,
+}
+
+impl Frames {
+    /// Counts `b` against the declared length: cut to what is left, and
+    /// `None` once nothing more may be sent.
+    fn allow(&mut self, mut b: Bytes) -> Option<Bytes> {
+        let Some(left) = self.left.as_mut() else {
+            return Some(b);
+        };
+        if *left == 0 {
+            return None;
+        }
+        if b.len() as u64 > *left {
+            self.log.error(&format!(
+                "PHP sent more than its Content-Length; the {} bytes past it were not sent to the client",
+                b.len() as u64 - *left
+            ));
+            b.truncate(*left as usize);
+        }
+        *left -= b.len() as u64;
+        Some(b)
+    }
 }
 
 impl futures_core::Stream for Frames {
@@ -306,13 +320,20 @@ impl futures_core::Stream for Frames {
     ) -> std::task::Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if let Some(b) = this.gathered.next() {
-            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b))));
+            // Ends (for the client) once the declared length is sent; the
+            // rest is read and dropped when the body is dropped.
+            return std::task::Poll::Ready(this.allow(b).map(|b| Ok(http_body::Frame::data(b))));
+        }
+        if this.left == Some(0) {
+            return std::task::Poll::Ready(None);
         }
         let Some(body) = this.body.as_mut() else {
             return std::task::Poll::Ready(None);
         };
         match std::task::ready!(body.poll_chunk(cx)) {
-            Some(Ok(b)) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
+            Some(Ok(b)) => {
+                std::task::Poll::Ready(this.allow(b).map(|b| Ok(http_body::Frame::data(b))))
+            }
             Some(Err(e)) => {
                 // The head is sent: all we can do is cut the response.
                 this.log
@@ -327,6 +348,17 @@ impl futures_core::Stream for Frames {
                 }
                 this.lease = None;
                 this.body = None;
+                if let Some(left) = this.left.filter(|l| *l > 0) {
+                    // The head promised more: the client must see a cut
+                    // response (hyper closes the connection), not a short one.
+                    this.log.error(&format!(
+                        "PHP's response ended {left} bytes short of its Content-Length"
+                    ));
+                    return std::task::Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "PHP's response was shorter than its Content-Length",
+                    ))));
+                }
                 std::task::Poll::Ready(None)
             }
         }
@@ -348,20 +380,6 @@ impl Drop for Frames {
                 });
             }
         }
-    }
-}
-
-fn futures_frames(
-    gathered: Vec<Bytes>,
-    body: tqserver_fastcgi::client::ResponseBody,
-    lease: Option<Lease>,
-    log: WorkerLog,
-) -> Frames {
-    Frames {
-        gathered: gathered.into_iter(),
-        body: Some(body),
-        lease,
-        log,
     }
 }
 

@@ -13,13 +13,17 @@
 //! Containment is checked by the kernel: `openat2(RESOLVE_BENEATH)` from
 //! the document root opens the file only if resolving it never leaves the
 //! root (one system call, where `realpath` makes one per path component).
-//! Absolute symlinks, which it refuses on principle, and kernels before
-//! 5.6 fall back to `realpath` and a prefix check.
+//! Absolute symlinks, which it refuses on principle, fall back to
+//! `realpath` and a prefix check, then the real path is opened beneath the
+//! root again. A static file is served from the descriptor that check
+//! opened, never reopened by name (a link swapped in between cannot lead
+//! elsewhere).
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -53,6 +57,29 @@ impl DocRoot {
     }
 }
 
+/// A static file, open: the descriptor the containment check returned.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// Its path under the root (for the Content-Type and logs).
+    pub path: PathBuf,
+    file: Arc<std::fs::File>,
+}
+
+impl PartialEq for Opened {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Opened {}
+
+impl Opened {
+    /// The open file.
+    pub fn into_file(self) -> std::io::Result<std::fs::File> {
+        Arc::try_unwrap(self.file).or_else(|shared| shared.try_clone())
+    }
+}
+
 /// What a request path resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -66,9 +93,10 @@ pub enum Target {
         path_info: String,
     },
     /// Serve this file as it is.
-    Static(PathBuf),
-    /// A directory asked for without its trailing slash: redirect.
-    AddSlash,
+    Static(Opened),
+    /// A directory asked for without its trailing slash: redirect to this
+    /// path below the root (normalised, percent-encoded, ending in `/`).
+    AddSlash(String),
     /// Nothing here.
     NotFound,
     /// The path resolves outside the document root (via a symlink).
@@ -119,14 +147,14 @@ pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {
         } else {
             String::new()
         };
-        return match contained_file(doc, rel) {
-            Some(Ok(f)) => Target::Script {
+        return match contained_file(doc, rel, Open::Check) {
+            Found::File(f, _) => Target::Script {
                 file: f,
                 name: String::from_utf8_lossy(&name).into_owned(),
                 path_info,
             },
-            Some(Err(())) => Target::Forbidden,
-            None => Target::NotFound,
+            Found::Outside => Target::Forbidden,
+            Found::Missing => Target::NotFound,
         };
     }
     let rel = join(&segs);
@@ -134,12 +162,23 @@ pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {
     let path = root.join(rel_path);
     if path.is_dir() {
         if !segs.is_empty() && !trailing_slash {
-            return Target::AddSlash;
+            let mut to = String::new();
+            for s in &segs {
+                to.push('/');
+                to.extend(percent_encoding::percent_encode(s, SEGMENT));
+            }
+            to.push('/');
+            return Target::AddSlash(to);
         }
         for index in ["index.php", "index.html"] {
             let candidate = rel_path.join(index);
-            match contained_file(doc, &candidate) {
-                Some(Ok(f)) if index == "index.php" => {
+            let open = if index == "index.php" {
+                Open::Check
+            } else {
+                Open::Read
+            };
+            match contained_file(doc, &candidate, open) {
+                Found::File(f, _) if index == "index.php" => {
                     let mut name = rel.clone();
                     if name.len() > 1 {
                         name.push(b'/');
@@ -151,9 +190,9 @@ pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {
                         path_info: String::new(),
                     };
                 }
-                Some(Ok(f)) => return Target::Static(f),
-                Some(Err(())) => return Target::Forbidden,
-                None => {}
+                Found::File(path, Some(file)) => return Target::Static(Opened { path, file }),
+                Found::File(_, None) | Found::Missing => {}
+                Found::Outside => return Target::Forbidden,
             }
         }
         return front(doc, front_controller);
@@ -165,19 +204,41 @@ pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {
     {
         return Target::NotFound;
     }
-    match contained_file(doc, rel_path) {
-        Some(Ok(f)) => Target::Static(f),
-        Some(Err(())) => Target::Forbidden,
-        None => front(doc, front_controller),
+    match contained_file(doc, rel_path, Open::Read) {
+        Found::File(path, Some(file)) => Target::Static(Opened { path, file }),
+        Found::File(_, None) | Found::Missing => front(doc, front_controller),
+        Found::Outside => Target::Forbidden,
     }
 }
+
+/// What a redirect path segment keeps as it is: RFC 3986 unreserved
+/// characters and a few sub-delimiters; everything else (`\`, `%`, `?`,
+/// `#`, controls, non-ASCII) is percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
 
 fn front(doc: &DocRoot, on: bool) -> Target {
     if !on {
         return Target::NotFound;
     }
-    match contained_file(doc, Path::new("index.php")) {
-        Some(Ok(file)) => Target::Script {
+    match contained_file(doc, Path::new("index.php"), Open::Check) {
+        Found::File(file, _) => Target::Script {
             file,
             name: "/index.php".into(),
             path_info: String::new(),
@@ -198,17 +259,40 @@ fn join(segs: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// `None` when `rel` (relative to the root) is not a regular file;
-/// `Some(Err)` when resolving it leaves the root; else its path.
-fn contained_file(doc: &DocRoot, rel: &Path) -> Option<Result<PathBuf, ()>> {
+/// Whether the file found is only checked (a script: PHP opens it) or
+/// opened for reading (a static file: served from this descriptor).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Check,
+    Read,
+}
+
+/// What [`contained_file`] found.
+enum Found {
+    /// No regular file there.
+    Missing,
+    /// Resolving the path leaves the root.
+    Outside,
+    /// A file inside: its path, and with [`Open::Read`] the file opened
+    /// beneath the root.
+    File(PathBuf, Option<Arc<std::fs::File>>),
+}
+
+/// Looks `rel` (relative to the root) up; see [`Found`].
+fn contained_file(doc: &DocRoot, rel: &Path, open: Open) -> Found {
+    inside(doc, rel, open).unwrap_or(Found::Missing)
+}
+
+fn inside(doc: &DocRoot, rel: &Path, open: Open) -> Option<Found> {
     if let Some(fd) = &doc.fd {
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        match nix::fcntl::openat2(fd, rel, how) {
+        match open_beneath(fd, rel, open) {
             Ok(f) => {
-                let meta = std::fs::File::from(f).metadata().ok()?;
-                return meta.is_file().then(|| Ok(doc.path.join(rel)));
+                let meta = f.metadata().ok()?;
+                if !meta.is_file() {
+                    return None;
+                }
+                let file = (open == Open::Read).then(|| Arc::new(f));
+                return Some(Found::File(doc.path.join(rel), file));
             }
             // Left the root, or an absolute symlink: decide by real path.
             Err(Errno::EXDEV) | Err(Errno::ENOSYS) | Err(Errno::EPERM) => {}
@@ -221,11 +305,35 @@ fn contained_file(doc: &DocRoot, rel: &Path) -> Option<Result<PathBuf, ()>> {
         return None;
     }
     let real = path.canonicalize().ok()?;
-    Some(if real.starts_with(&doc.path) {
-        Ok(real)
-    } else {
-        Err(())
-    })
+    let Ok(below) = real.strip_prefix(&doc.path) else {
+        return Some(Found::Outside);
+    };
+    if open == Open::Check {
+        return Some(Found::File(real, None));
+    }
+    // The real path has no symlink left: open it beneath the root, so a
+    // link planted since cannot lead outside.
+    let f = match &doc.fd {
+        Some(fd) => open_beneath(fd, below, open).ok()?,
+        None => std::fs::File::open(&real).ok()?,
+    };
+    f.metadata()
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .map(|_| Found::File(real.clone(), Some(Arc::new(f))))
+}
+
+/// `openat2(RESOLVE_BENEATH)`: for reading (never blocking on a FIFO), or
+/// `O_PATH` when the file is only checked.
+fn open_beneath(fd: &OwnedFd, rel: &Path, open: Open) -> Result<std::fs::File, Errno> {
+    let flags = match open {
+        Open::Check => OFlag::O_PATH | OFlag::O_CLOEXEC,
+        Open::Read => OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+    };
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    nix::fcntl::openat2(fd, rel, how).map(std::fs::File::from)
 }
 
 #[cfg(test)]
@@ -284,12 +392,15 @@ mod tests {
         assert!(script("/index.php", "")(&r("/no/such/page")));
         assert_eq!(r("/missing.php"), Target::NotFound);
         assert_eq!(resolve(&doc, "/no/such/page", false), Target::NotFound);
-        assert_eq!(r("/style.css"), Target::Static(root.join("style.css")));
-        assert_eq!(r("/sub"), Target::AddSlash);
-        assert_eq!(
-            r("/sub/deeper/"),
-            Target::Static(root.join("sub/deeper/index.html"))
-        );
+        let stat = |t: Target| match t {
+            Target::Static(o) => o.path,
+            other => panic!("not static: {other:?}"),
+        };
+        assert_eq!(stat(r("/style.css")), root.join("style.css"));
+        assert_eq!(r("/sub"), Target::AddSlash("/sub/".into()));
+        assert_eq!(r("//x/..%2fsub"), Target::AddSlash("/sub/".into()));
+        assert_eq!(r("/sub/deeper/.."), Target::AddSlash("/sub/".into()));
+        assert_eq!(stat(r("/sub/deeper/")), root.join("sub/deeper/index.html"));
     }
 
     #[test]
@@ -322,5 +433,27 @@ mod tests {
         assert_eq!(r("/.git/config"), Target::NotFound);
         // PHP source in another case is not served as a static file.
         assert_eq!(r("/SHOUT.PHP"), Target::NotFound);
+    }
+
+    #[test]
+    fn a_static_file_is_served_from_the_descriptor_that_was_checked() {
+        use std::io::Read;
+        let d = tree();
+        let root = d.path().canonicalize().unwrap();
+        let doc = DocRoot::open(&root);
+        let Target::Static(opened) = resolve(&doc, "/style.css", false) else {
+            panic!("style.css is static");
+        };
+        // The name now leads outside the root; what was opened is served.
+        std::fs::remove_file(root.join("style.css")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("style.css")).unwrap();
+        let mut text = String::new();
+        opened
+            .into_file()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "x");
+        assert_eq!(resolve(&doc, "/style.css", false), Target::Forbidden);
     }
 }

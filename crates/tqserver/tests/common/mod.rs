@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod raw;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -115,20 +116,26 @@ impl Tq {
 
     /// Like `start`, with extra environment variables.
     pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::launch(dir, args, env, None, None)
+        Self::launch(dir, args, env, None, None, None)
+    }
+
+    /// Like `start_env`, under the file-creation mask `umask` (octal,
+    /// set by `sh` before it execs tqserver, so the pid is tqserver's).
+    pub fn start_umask(dir: &Path, args: &[&str], env: &[(&str, &str)], umask: &str) -> Self {
+        Self::launch(dir, args, env, None, None, Some(umask))
     }
 
     /// Starts tqserver listening where server.yaml says (`port`, which the
     /// test wrote there): no `--port` / `--host` override, so a reload can
     /// move it.
     pub fn start_file_port(dir: &Path, port: u16, args: &[&str]) -> Self {
-        Self::launch(dir, args, &[], Some(port), None)
+        Self::launch(dir, args, &[], Some(port), None, None)
     }
 
     /// Starts tqserver with both its port and its admin listener as
     /// server.yaml says (the test wrote them there): no overrides at all.
     pub fn start_from_files(dir: &Path, port: u16, admin_port: u16, args: &[&str]) -> Self {
-        Self::launch(dir, args, &[], Some(port), Some(admin_port))
+        Self::launch(dir, args, &[], Some(port), Some(admin_port), None)
     }
 
     fn launch(
@@ -137,6 +144,7 @@ impl Tq {
         env: &[(&str, &str)],
         file_port: Option<u16>,
         file_admin: Option<u16>,
+        umask: Option<&str>,
     ) -> Self {
         let port = file_port.unwrap_or_else(free_port);
         let admin_port = file_admin.unwrap_or_else(free_port);
@@ -145,7 +153,17 @@ impl Tq {
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join(format!("tqserver-test-{port}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tqserver"))
+        let mut cmd = match umask {
+            None => Command::new(env!("CARGO_BIN_EXE_tqserver")),
+            Some(m) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("umask {m} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_tqserver"));
+                c
+            }
+        };
+        let child = cmd
             .args(
                 file_port
                     .is_none()

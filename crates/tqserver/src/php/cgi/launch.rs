@@ -105,8 +105,15 @@ impl Launcher {
             ("WORKER_TYPE".to_string(), "php".to_string()),
             ("WORKER_MODE".to_string(), mode.as_str().to_string()),
         ];
+        let mut env = env;
         let place = match &worker.php.pool.listen {
-            Listen::TcpFromRange(ip) => Place::Tcp(*ip, ports),
+            Listen::TcpFromRange(ip) => {
+                // The config allows loopback only; php-cgi itself also
+                // refuses any other client address (its own
+                // listen.allowed_clients).
+                env.push(("FCGI_WEB_SERVER_ADDRS".to_string(), ip.to_string()));
+                Place::Tcp(*ip, ports)
+            }
             // The config refuses fixed addresses for the cgi backend.
             _ => Place::RuntimeDir(runtime_dir.to_path_buf()),
         };
@@ -171,6 +178,10 @@ impl Launcher {
                 let _ = std::fs::remove_file(&path);
                 let l = std::os::unix::net::UnixListener::bind(&path)
                     .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+                // Only TQServer's user may connect (php-cgi runs any file
+                // it is sent), whatever the umask.
+                crate::runtime::restrict_socket(&path)
+                    .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
                 (l.into(), Address::Unix(path.clone()), None, Some(path))
             }
             Place::Tcp(ip, ports) => {
