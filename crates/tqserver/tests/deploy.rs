@@ -140,6 +140,36 @@ fn probes_scrape_and_drain_timing_agree_with_the_configuration() {
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["readinessProbe"]["httpGet"]["port"], "admin");
+    // The admin listener is off loopback: its token comes from a Secret,
+    // and only the probes' paths work without it.
+    assert!(
+        !server["admin"]["listen"]
+            .as_str()
+            .unwrap()
+            .starts_with("127."),
+        "the pod's admin listener is reached on the pod IP"
+    );
+    assert!(
+        server["admin"]["token"].is_null(),
+        "no token in a ConfigMap"
+    );
+    let token_env = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "TQSERVER_ADMIN_TOKEN")
+        .expect("TQSERVER_ADMIN_TOKEN in the pod's environment");
+    assert_eq!(
+        token_env["valueFrom"]["secretKeyRef"]["name"], "tqserver-admin",
+        "{token_env:?}"
+    );
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let path = c[probe]["httpGet"]["path"].as_str().unwrap();
+        assert!(
+            path == "/healthz" || path == "/readyz",
+            "{probe} {path} would need the token"
+        );
+    }
     let a = &pod["metadata"]["annotations"];
     assert_eq!(a["prometheus.io/port"], admin_port.to_string().as_str());
     assert_eq!(a["prometheus.io/path"], "/metrics");

@@ -189,8 +189,10 @@ pub async fn serve(
 /// The request head for an instance: the client's end-to-end headers
 /// ([`passed_on`]), `Host` (from the URI for HTTP/2 and HTTP/1.0 clients
 /// without one), `X-Forwarded-For` / `-Proto` / `-Host`, and the framing
-/// of the body as TQServer sends it.
-fn head(parts: &http::request::Parts, conn: &ConnInfo, framing: Option<Framing>) -> Bytes {
+/// of the body as TQServer sends it. Public for the fuzz target
+/// `native_head`: whatever the client sent, this is one well-formed head
+/// with exactly the framing given.
+pub fn head(parts: &http::request::Parts, conn: &ConnInfo, framing: Option<Framing>) -> Bytes {
     let h = &parts.headers;
     let named = connection_named(h);
     let trusted = conn.client.via_trusted;

@@ -96,18 +96,16 @@ pub async fn serve(
     let has_body = declared.is_some_and(|n| n > 0)
         || (declared.is_none()
             && (parts.headers.contains_key(header::TRANSFER_ENCODING) || !body.is_end_stream()));
-    // Held until PHP has the body: its bytes count against
-    // server.max_buffered_bytes until then.
-    let mut _held = None;
-    let body = if !has_body {
-        RequestBody::empty()
+    // `_held` keeps a buffered body's bytes counted against
+    // server.max_buffered_bytes until PHP has answered.
+    let (body, _held) = if !has_body {
+        (RequestBody::empty(), None)
     } else if declared.is_some() && !worker.php.request_buffering {
         // php.request_buffering: false — streamed as it arrives; a slow
         // client holds a PHP process meanwhile.
-        RequestBody::from_stream(
-            LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout)
-                .counting(parts.extensions.get()),
-        )
+        let streamed = LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout)
+            .counting(parts.extensions.get());
+        (RequestBody::from_stream(streamed), None)
     } else {
         // Received whole before a process is taken (nginx's
         // fastcgi_request_buffering on): a slow upload holds a connection,
@@ -116,11 +114,11 @@ pub async fn serve(
         match body::buffer(body, &limits, parts.extensions.get()).await {
             Ok(whole) => {
                 params.set("CONTENT_LENGTH", whole.len.to_string());
-                _held = Some(whole.held);
-                match whole.body {
+                let body = match whole.body {
                     Buffered::Memory(b) => RequestBody::from(b),
                     Buffered::File(f) => RequestBody::from_reader(f),
-                }
+                };
+                (body, Some(whole.held))
             }
             Err(e) => return body::error_page(&e),
         }
