@@ -315,7 +315,7 @@ pub struct AccessLog {
 
 #[derive(Clone)]
 enum Sink {
-    Worker(WorkerLog),
+    WorkerConfig(WorkerLog),
     File(AccessFile),
 }
 
@@ -414,7 +414,7 @@ impl AccessLog {
     /// Lines into the worker's log (its `logging.log_file`, or the server
     /// log tagged with its name).
     pub fn to_worker(&mut self, log: WorkerLog, format: AccessFormat) {
-        self.sinks.push((Sink::Worker(log), format));
+        self.sinks.push((Sink::WorkerConfig(log), format));
     }
 
     /// Lines, alone, into a file.
@@ -426,7 +426,7 @@ impl AccessLog {
     pub fn write(&self, worker: &str, e: &Entry) {
         for (sink, format) in &self.sinks {
             match sink {
-                Sink::Worker(w) => w.info(&e.format(worker, format)),
+                Sink::WorkerConfig(w) => w.info(&e.format(worker, format)),
                 Sink::File(f) => f.append(|buf| e.write(worker, format, buf)),
             }
         }

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{self, StartError};
 use crate::config::{self, Mode};
+use crate::server::{self, StartError};
 
 /// Exit code for a command-line mistake (sysexits EX_USAGE).
 pub const EX_USAGE: u8 = 64;
@@ -137,7 +137,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(app::run(config)) {
+    match rt.block_on(server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(StartError::Config(e)) => {
             tracing::error!("{e}");

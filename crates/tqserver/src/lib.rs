@@ -6,16 +6,25 @@
 //!
 //! - [`cli`]: the command line (`main.rs` only calls it).
 //! - [`config`]: server.yaml and worker.yaml, read, resolved, checked.
-//! - [`app`]: start-up, the request handler, the listeners, shutdown.
-//! - [`reload`]: live configuration (watcher, SIGHUP, `tqserver reload`).
-//! - [`http`]: the hyper server, routing, timeouts, static files, error pages.
-//! - [`php`]: script resolution, CGI params, the php-fpm backend, proxying.
+//! - [`server`]: start-up order, serving, the shutdown's phases.
+//! - [`fronts`]: the public and admin listeners (rebound by reloads).
+//! - [`reload`]: live configuration (watcher, SIGHUP, `tqserver reload`):
+//!   the diff of a new configuration, and the worker factory.
+//! - [`app`]: the public front's handler: routing, what is recorded per
+//!   request, dev-mode live reload.
+//! - [`workers`]: a running worker of any kind — the only module that
+//!   knows the kinds.
+//! - [`http`]: the HTTP transport, generic over a handler: connections,
+//!   timeouts, limits, bodies, static files, error pages.
+//! - [`php`]: script resolution, CGI params, the php-fpm backend, the
+//!   php-cgi pool, proxying, the FastCGI listener.
 //! - [`native`]: native workers: build, instances, supervisor, HTTP proxy.
 //! - [`watch`]: the file watcher behind hot reload and live configuration.
 //! - [`process`]: child processes that cannot outlive TQServer (and the
 //!   watchdog).
 //! - [`privileges`]: `server.user` / `server.group` when started as root.
 //! - [`runtime`]: the private runtime directory (0700, files 0600).
+//! - [`supervise`]: what every supervised process shares: backoff, readiness.
 //! - [`systemd`]: `Type=notify` readiness (`READY=1`, `STOPPING=1`).
 //! - [`ports`], [`logging`]: the worker port range; server and worker logs.
 //! - [`metrics`], [`access`], [`admin`]: Prometheus metrics, access log
@@ -27,6 +36,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod fronts;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -37,5 +47,8 @@ pub mod privileges;
 pub mod process;
 pub mod reload;
 pub mod runtime;
+pub mod server;
+pub mod supervise;
 pub mod systemd;
 pub mod watch;
+pub mod workers;

@@ -14,8 +14,6 @@ use tracing::Level;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
-use crate::config::Worker;
-
 /// Bumped by [`reopen_all`]; every [`DailyFile`] reopens its path on its
 /// next write after a bump.
 static REOPEN: AtomicU64 = AtomicU64::new(0);
@@ -239,18 +237,17 @@ struct WorkerLogInner {
 }
 
 impl WorkerLog {
-    /// The log of `worker`: its `logging.log_file` if set, else the server log.
-    pub fn new(worker: &Worker) -> io::Result<Self> {
-        let file = worker
-            .logging
-            .log_file
-            .as_deref()
-            .map(|t| DailyFile::open(t, &worker.name).map(Mutex::new))
+    /// The log of worker `name`: `file` (its `logging.log_file`, with
+    /// `{date}` and `{name}`) if set, else the server log; lines below
+    /// `level` are not written.
+    pub fn new(name: &str, level: Level, file: Option<&str>) -> io::Result<Self> {
+        let file = file
+            .map(|t| DailyFile::open(t, name).map(Mutex::new))
             .transpose()?;
         Ok(Self {
             inner: Arc::new(WorkerLogInner {
-                name: worker.name.clone(),
-                level: worker.logging.level,
+                name: name.to_string(),
+                level,
                 file,
             }),
         })

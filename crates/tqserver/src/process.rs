@@ -201,25 +201,45 @@ fn set_parent_death_signal(cmd: &mut Command, signal: Signal) {
     }
 }
 
-/// Stops a child and its process group: `first` (SIGQUIT for php-fpm's
-/// graceful stop, SIGTERM for most programs), wait up to `grace`, then
-/// SIGKILL the whole group, and reap.
-pub async fn stop(child: &mut Child, first: Signal, grace: Duration) {
+/// How a [`stop`] ended.
+#[derive(Debug)]
+pub struct Stopped {
+    /// The child's exit (`None`: it had been reaped already).
+    pub status: Option<std::io::Result<std::process::ExitStatus>>,
+    /// It did not exit within the grace period and was killed.
+    pub escalated: bool,
+}
+
+/// Stops a child and its process group: `first` to the child (SIGQUIT
+/// for php-fpm's graceful stop, SIGTERM for most programs), wait up to
+/// `grace`, then SIGKILL the whole group, and reap. The one way every
+/// supervised child is stopped.
+pub async fn stop(child: &mut Child, first: Signal, grace: Duration) -> Stopped {
     let Some(pid) = child.id() else {
-        return; // already reaped
+        return Stopped {
+            status: None,
+            escalated: false,
+        };
     };
     let group = Pid::from_raw(pid as i32);
     let _ = nix::sys::signal::kill(group, first);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        tracing::warn!(
-            pid,
-            "process did not stop within {grace:?}; killing its process group"
-        );
-    }
-    // Whatever is left of the group (the process, or children it left
-    // behind) goes now.
+    let (status, escalated) = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(s) => (s, false),
+        Err(_) => {
+            tracing::warn!(
+                pid,
+                "process did not stop within {grace:?} of {first}; killing its process group"
+            );
+            let _ = killpg(group, Signal::SIGKILL);
+            (child.wait().await, true)
+        }
+    };
+    // Whatever is left of the group (children it left behind) goes now.
     let _ = killpg(group, Signal::SIGKILL);
-    let _ = child.wait().await;
+    Stopped {
+        status: Some(status),
+        escalated,
+    }
 }
 
 /// A child's exit in words for a log line ("exit status: 3",

@@ -100,7 +100,7 @@ fn cargo_temp_target(name: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A worker folder changed (or appeared, or went away).
-    Worker(Change),
+    WorkerConfig(Change),
     /// server.yaml changed (written, replaced, or its Kubernetes ConfigMap
     /// symlinks swapped).
     ServerConfig,
@@ -207,7 +207,7 @@ pub fn start(
                         let Some((_, paths, config)) = pending.remove(&key) else { continue };
                         let ev = match key {
                             None => Event::ServerConfig,
-                            Some(worker) => Event::Worker(Change { worker, paths, config }),
+                            Some(worker) => Event::WorkerConfig(Change { worker, paths, config }),
                         };
                         if tx.send(ev).is_err() {
                             return;
@@ -302,7 +302,7 @@ mod tests {
 
     fn worker(e: Event) -> Change {
         match e {
-            Event::Worker(c) => c,
+            Event::WorkerConfig(c) => c,
             Event::ServerConfig => panic!("expected a worker change, got server.yaml"),
         }
     }

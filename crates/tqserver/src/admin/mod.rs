@@ -30,29 +30,37 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::app::Route;
-use crate::http::Body;
+use crate::http::{Body, ConnInfo};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::workers::{StatusPageError, Worker};
 
 /// One enabled worker as the admin pages see it.
 #[derive(Clone)]
 pub struct Entry {
-    /// Worker name.
+    /// The worker's name.
     pub name: String,
     /// URL prefix.
     pub route: String,
     /// `php`, `rust`, `go`, `command`.
     pub kind: &'static str,
-    /// Where its requests go.
-    pub target: Route,
+    /// The worker.
+    pub worker: Worker,
     /// Its request metrics.
     pub metrics: Arc<RouteMetrics>,
+}
+
+/// A reload asked for on `POST /reload`: whoever applies configurations
+/// subscribes to these ([`Admin::accept_reloads`]) and answers each with
+/// the report, or why nothing was applied.
+#[derive(Debug)]
+pub struct ReloadRequest(tokio::sync::oneshot::Sender<Result<String, String>>);
+
+impl ReloadRequest {
+    /// Answers the request.
+    pub fn answer(self, outcome: Result<String, String>) {
+        let _ = self.0.send(outcome);
+    }
 }
 
 /// What the admin pages read.
@@ -62,7 +70,7 @@ pub struct Admin {
     /// Every enabled worker, in route order (replaced by a reload).
     workers: arc_swap::ArcSwap<Vec<Entry>>,
     /// Where `POST /reload` asks for a reload.
-    reload: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::reload::Trigger>>,
+    reload: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ReloadRequest>>,
     /// Set when a stop signal arrived: `/readyz` answers 503 from then on,
     /// so load balancers stop sending before the listener closes.
     pub draining: AtomicBool,
@@ -144,17 +152,18 @@ impl Admin {
     }
 
     /// Lets `POST /reload` ask `to` for reloads.
-    pub fn accept_reloads(&self, to: tokio::sync::mpsc::UnboundedSender<crate::reload::Trigger>) {
+    pub fn accept_reloads(&self, to: tokio::sync::mpsc::UnboundedSender<ReloadRequest>) {
         let _ = self.reload.set(to);
     }
 
-    /// The Prometheus exposition, after sampling every PHP pool.
+    /// The Prometheus exposition, after reading every worker's pool.
     pub async fn scrape(&self, openmetrics: bool) -> String {
         let _one = self.scrape.lock().await;
         let mut samples = Vec::new();
         for w in self.workers().iter() {
-            if let Route::Php(p) = &w.target {
-                samples.push(crate::metrics::pools::sample(&p.upstream.get()).await);
+            let s = w.worker.status().await;
+            if s.is_php() {
+                samples.push(s);
             }
         }
         self.metrics.pools.set(samples);
@@ -178,30 +187,7 @@ impl Admin {
     pub fn readiness(&self) -> Vec<(String, Result<(), String>)> {
         self.workers()
             .iter()
-            .map(|w| {
-                let r = match &w.target {
-                    Route::Php(p) => {
-                        if p.upstream.get().is_ready() {
-                            Ok(())
-                        } else {
-                            Err("PHP is not answering yet".to_string())
-                        }
-                    }
-                    Route::Native(s) => {
-                        let now = s.serving();
-                        if now.has_ready() {
-                            Ok(())
-                        } else if let Some(p) = &now.problem {
-                            Err(p.title.clone())
-                        } else if now.building {
-                            Err("building".to_string())
-                        } else {
-                            Err("no instance is ready".to_string())
-                        }
-                    }
-                };
-                (w.name.clone(), r)
-            })
+            .map(|w| (w.name.clone(), w.worker.readiness()))
             .collect()
     }
 
@@ -261,7 +247,7 @@ impl Admin {
             return text(StatusCode::SERVICE_UNAVAILABLE, "Not running yet.\n");
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if to.send(crate::reload::Trigger::Asked(tx)).is_err() {
+        if to.send(ReloadRequest(tx)).is_err() {
             return text(StatusCode::SERVICE_UNAVAILABLE, "Stopping.\n");
         }
         match rx.await {
@@ -321,21 +307,19 @@ impl Admin {
                 ),
             );
         };
-        let Route::Php(p) = &w.target else {
-            return text(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "{name} is a {} worker; php-fpm's status page is for PHP workers. Its instances are on the dashboard and in /metrics.\n",
-                    w.kind
-                ),
-            );
-        };
-        match p.upstream.get().status(query).await {
+        match w.worker.status_page(query).await {
             Ok((ct, body)) => {
                 let mut r = Response::new(full(body));
                 set_type(&mut r, &ct);
                 r
             }
+            Err(StatusPageError::NotPhp) => text(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "{name} is a {} worker; php-fpm's status page is for PHP workers. Its instances are on the dashboard and in /metrics.\n",
+                    w.kind
+                ),
+            ),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{why}\n")),
         }
     }
@@ -439,40 +423,36 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
     respond(status, "text/plain; charset=utf-8", body.to_string())
 }
 
-/// Serves `listener` until `stop`; open connections then get a second
-/// to finish (these are short requests).
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationToken) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(10))
-        .max_buf_size(16 << 10);
-    builder.http2().max_header_list_size(16 << 10);
-    let builder = Arc::new(builder);
-    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-    let grace = std::time::Duration::from_secs(1);
-    crate::http::accept_until(listener, &stop, grace, "admin", move |stream, _| {
-        let admin = admin.clone();
-        let builder = builder.clone();
-        async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let admin = admin.clone();
-                async move {
-                    let head = req.method() == Method::HEAD;
-                    let mut r = admin.handle(req, loopback).await;
-                    if head {
-                        *r.body_mut() = crate::http::empty();
-                    }
-                    Ok::<_, Infallible>(r)
-                }
-            });
-            Some(
-                builder
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .into_owned(),
-            )
-        }
+/// The admin listener's connection settings: short requests from
+/// operators and probes.
+fn settings() -> Arc<crate::http::Settings> {
+    static S: std::sync::OnceLock<Arc<crate::http::Settings>> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(crate::http::Settings {
+            read_timeout: std::time::Duration::from_secs(10),
+            write_timeout: std::time::Duration::from_secs(30),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_header_bytes: 16 << 10,
+            trusted_proxies: crate::http::forwarded::Trusted::default(),
+            proxy_protocol: false,
+        })
     })
-    .await;
+    .clone()
+}
+
+impl crate::http::Handler for Admin {
+    type Body = Body;
+
+    fn settings(&self) -> Arc<crate::http::Settings> {
+        settings()
+    }
+
+    async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        let head = req.method() == Method::HEAD;
+        let mut r = self.handle(req, conn.local.ip().is_loopback()).await;
+        if head {
+            *r.body_mut() = crate::http::empty();
+        }
+        r
+    }
 }

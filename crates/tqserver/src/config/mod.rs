@@ -20,8 +20,8 @@ use std::time::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use server::{DEFAULT_ADMIN_LISTEN, Observability, ServerSettings, Supervision, admin_listen};
 pub use worker::{
-    AccessTarget, Backend, FastcgiListener, Listen, Manager, NativeKind, NativeWorker, PhpWorker,
-    Pool, Worker, WorkerLogging,
+    AccessTarget, FastcgiListener, Listen, Manager, NativeConfig, NativeKind, PhpBackend,
+    PhpConfig, PoolConfig, WorkerConfig, WorkerLogging,
 };
 
 /// dev or prod.
@@ -80,7 +80,7 @@ pub struct Config {
     /// `admin.listen` and `metrics.*`.
     pub observability: Observability,
     /// Every worker found, enabled or not, in route order.
-    pub workers: Vec<Worker>,
+    pub workers: Vec<WorkerConfig>,
     /// Things worth telling the operator that are not errors.
     pub notices: Vec<String>,
     /// Command-line settings that win over the files, on every reload too.
@@ -115,7 +115,7 @@ impl Config {
     }
 
     /// The workers that run in this mode.
-    pub fn enabled_workers(&self) -> impl Iterator<Item = &Worker> {
+    pub fn enabled_workers(&self) -> impl Iterator<Item = &WorkerConfig> {
         self.workers.iter().filter(|w| w.enabled)
     }
 }
@@ -293,8 +293,8 @@ impl fmt::Display for Config {
                     NativeKind::Go => "go build, proxied over HTTP",
                     NativeKind::Command => "proxied over HTTP",
                 },
-                (None, Backend::Fpm) => "php-fpm",
-                (None, Backend::Cgi) => "php-cgi, TQServer's process manager",
+                (None, PhpBackend::Fpm) => "php-fpm",
+                (None, PhpBackend::Cgi) => "php-cgi, TQServer's process manager",
             };
             writeln!(
                 f,

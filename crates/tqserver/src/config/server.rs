@@ -176,6 +176,20 @@ pub struct ServerSettings {
     pub max_buffered_bytes: u64,
 }
 
+impl ServerSettings {
+    /// What the HTTP transport serves new connections with.
+    pub fn http(&self) -> crate::http::Settings {
+        crate::http::Settings {
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+            idle_timeout: self.idle_timeout,
+            max_header_bytes: self.max_header_bytes,
+            trusted_proxies: self.trusted_proxies.clone(),
+            proxy_protocol: self.proxy_protocol,
+        }
+    }
+}
+
 /// The unprivileged account to run as, resolved when the configuration is
 /// read (an unknown name is a configuration error).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -184,14 +184,14 @@ impl Manager {
 
 /// Which program runs a PHP worker's scripts (`php.backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum PhpBackend {
     /// php-fpm, configured and supervised by TQServer.
     Fpm,
     /// php-cgi processes managed by TQServer itself.
     Cgi,
 }
 
-impl Backend {
+impl PhpBackend {
     /// The `php.backend` value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -237,7 +237,7 @@ pub enum Listen {
 
 /// A php-fpm pool, numbers resolved and checked against each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pool {
+pub struct PoolConfig {
     /// `pm`.
     pub manager: Manager,
     /// `pm.max_children` (`max_workers`).
@@ -262,7 +262,7 @@ pub struct Pool {
     pub queue_timeout: Duration,
 }
 
-impl Pool {
+impl PoolConfig {
     /// The manager and its numbers in words, as `check` prints them and
     /// PHP sees them in `WORKER_POOL`.
     pub fn describe(&self) -> String {
@@ -282,9 +282,9 @@ impl Pool {
 
 /// A PHP worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PhpWorker {
+pub struct PhpConfig {
     /// `php.backend`.
-    pub backend: Backend,
+    pub backend: PhpBackend,
     /// `php.binary`: the php-fpm or php-cgi to run (else found on PATH).
     pub binary: Option<PathBuf>,
     /// `php.config_file`: a php.ini passed with `-c`.
@@ -292,7 +292,7 @@ pub struct PhpWorker {
     /// `php.settings`, in file order, as `php_admin_value[...]`.
     pub settings: Vec<(String, String)>,
     /// The pool.
-    pub pool: Pool,
+    pub pool: PoolConfig,
     /// Absolute document root.
     pub document_root: PathBuf,
     /// Route requests for missing paths to `index.php` (front controller).
@@ -356,7 +356,7 @@ impl NativeKind {
 /// A native worker: an HTTP server TQServer builds, runs on ports from the
 /// range and proxies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NativeWorker {
+pub struct NativeConfig {
     /// `type`.
     pub kind: NativeKind,
     /// The worker folder (absolute): where builds and instances run.
@@ -387,7 +387,7 @@ pub struct NativeWorker {
 
 /// One worker from `workers/{name}/config/worker.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Worker {
+pub struct WorkerConfig {
     /// The folder name.
     pub name: String,
     /// Its worker.yaml, as found.
@@ -397,17 +397,27 @@ pub struct Worker {
     /// Runs in this mode.
     pub enabled: bool,
     /// The PHP settings.
-    pub php: PhpWorker,
+    pub php: PhpConfig,
     /// Logging.
     pub logging: WorkerLogging,
     /// The FastCGI listener, when `fastcgi.listen` is set.
     pub fastcgi: Option<FastcgiListener>,
     /// For `type: rust | go | command`: how it is built and run. `None`
     /// for PHP workers (whose settings are in `php`).
-    pub native: Option<NativeWorker>,
+    pub native: Option<NativeConfig>,
 }
 
-impl Worker {
+impl WorkerConfig {
+    /// Opens its log ([`crate::logging::WorkerLog`]): `logging.log_file`,
+    /// else the server log, at `logging.level`.
+    pub fn open_log(&self) -> std::io::Result<crate::logging::WorkerLog> {
+        crate::logging::WorkerLog::new(
+            &self.name,
+            self.logging.level,
+            self.logging.log_file.as_deref(),
+        )
+    }
+
     /// `php`, `rust`, `go` or `command`.
     pub fn type_name(&self) -> &'static str {
         self.native.as_ref().map_or("php", |n| n.kind.as_str())
@@ -427,7 +437,7 @@ impl WorkerFile {
         file: &Path,
         text: &str,
         mode: Mode,
-    ) -> Result<Worker, Vec<ConfigError>> {
+    ) -> Result<WorkerConfig, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let err = |key: &str, msg: String| ConfigError::new(file, key_line(text, key), key, msg);
         // The folder name becomes php-fpm's pool section, log and socket
@@ -519,11 +529,11 @@ impl WorkerFile {
         }
         let php = self.php.unwrap_or_default();
         let backend = match php.backend.as_deref() {
-            None | Some("fpm") => Backend::Fpm,
-            Some("cgi") => Backend::Cgi,
+            None | Some("fpm") => PhpBackend::Fpm,
+            Some("cgi") => PhpBackend::Cgi,
             Some(b) => {
                 errors.push(err("php.backend", unknown_choice("backend", b, &BACKENDS)));
-                Backend::Fpm
+                PhpBackend::Fpm
             }
         };
         let mut settings = Vec::new();
@@ -559,13 +569,13 @@ impl WorkerFile {
         }
         let slowlog_timeout = php.pool.as_ref().and_then(|p| p.slowlog_timeout.clone());
         let pool = resolve_pool(php.pool.unwrap_or_default(), &err, &mut errors);
-        if backend == Backend::Cgi && matches!(pool.listen, Listen::Unix(_) | Listen::Tcp(_)) {
+        if backend == PhpBackend::Cgi && matches!(pool.listen, Listen::Unix(_) | Listen::Tcp(_)) {
             errors.push(err(
                 "php.pool.listen_address",
                 "the cgi backend gives each php-cgi process its own address: leave listen_address out (Unix sockets in the runtime directory) or give an IP (ports from the range)".into(),
             ));
         }
-        if let (Backend::Cgi, Listen::TcpFromRange(ip)) = (backend, &pool.listen) {
+        if let (PhpBackend::Cgi, Listen::TcpFromRange(ip)) = (backend, &pool.listen) {
             if !ip.is_loopback() {
                 // php-cgi runs any PHP file it is sent: it must accept
                 // TQServer only, never the network.
@@ -674,14 +684,14 @@ impl WorkerFile {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(Worker {
+        Ok(WorkerConfig {
             name: name.to_string(),
             file: file.to_path_buf(),
             route,
             enabled,
             fastcgi,
             native,
-            php: PhpWorker {
+            php: PhpConfig {
                 backend,
                 binary: php.binary.map(relative_to_worker),
                 config_file,
@@ -722,7 +732,7 @@ fn resolve_native(
     n: NativeSections<'_>,
     err: &dyn Fn(&str, String) -> ConfigError,
     errors: &mut Vec<ConfigError>,
-) -> Option<NativeWorker> {
+) -> Option<NativeConfig> {
     let Some(kind) = n.kind else {
         for (key, present) in [
             ("command", n.command.is_some()),
@@ -835,7 +845,7 @@ fn resolve_native(
     if health_failures == 0 {
         errors.push(err("health.failures", "must be at least 1".into()));
     }
-    Some(NativeWorker {
+    Some(NativeConfig {
         kind,
         dir: std::path::absolute(n.dir).unwrap_or_else(|_| n.dir.to_path_buf()),
         build,
@@ -1023,7 +1033,7 @@ fn resolve_pool(
     p: PoolSection,
     err: &dyn Fn(&str, String) -> ConfigError,
     errors: &mut Vec<ConfigError>,
-) -> Pool {
+) -> PoolConfig {
     let manager = match p.manager.as_deref() {
         None => DEFAULT_MANAGER,
         Some("static") => Manager::Static,
@@ -1137,7 +1147,7 @@ fn resolve_pool(
         }
     };
     let max_queue = p.max_queue.unwrap_or(DEFAULT_MAX_QUEUE);
-    Pool {
+    PoolConfig {
         max_queue,
         queue_timeout,
         manager,

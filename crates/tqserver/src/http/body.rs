@@ -165,6 +165,17 @@ pub async fn buffer(
 /// After an early 413, at most this much of the body is read and dropped.
 const DISCARD_AT_MOST: u64 = 16 << 20;
 
+/// A `Content-Length` value: decimal digits only (RFC 9110 §8.6: `1*DIGIT`;
+/// no sign, no spaces inside, no hex), at most 19 of them. Every length
+/// TQServer reads from a peer (PHP, a worker) goes through this.
+pub fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
 /// The request's `Content-Length`, if it has a valid one.
 pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers

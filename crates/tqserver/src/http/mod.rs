@@ -1,15 +1,22 @@
-//! The HTTP front server: hyper (HTTP/1.1 with keep-alive, and HTTP/2 with
-//! prior knowledge), timeouts and limits from the configuration, the
-//! PROXY protocol from trusted balancers, graceful shutdown.
+//! The HTTP transport, generic over what answers: hyper (HTTP/1.1 with
+//! keep-alive, and HTTP/2 with prior knowledge) over any accepted
+//! connection, timeouts and limits ([`Settings`]), the PROXY protocol from
+//! trusted balancers, graceful shutdown. It knows no worker and no
+//! application: the public front and the admin listener each implement
+//! [`Handler`] (pingora's `ServeHttp` / `HttpServer` split).
+//!
+//! # Layout
+//! - `mod.rs`: [`Handler`], [`serve`], [`ConnInfo`], the accept loop.
+//! - [`io`]: connection timeouts, the PROXY-header rewind.
+//! - [`body`]: request body limits, stalls, whole-body buffering.
+//! - [`forwarded`], [`proxy_protocol`]: who the client is.
+//! - [`static_files`], [`pages`]: files and TQServer's own answers.
 
 pub mod body;
 pub mod forwarded;
 pub mod io;
-pub mod livereload;
-pub mod observe;
 pub mod pages;
 pub mod proxy_protocol;
-pub mod router;
 pub mod static_files;
 
 use std::convert::Infallible;
@@ -27,9 +34,44 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
-use crate::config::ServerSettings;
 use io::{InFlight, TimeoutIo};
+
+/// The connection settings a listener serves with (the configuration in
+/// force when a connection is accepted; a reload changes them for new
+/// connections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Time to send the request head (and the first request), and the
+    /// longest pause inside a request body.
+    pub read_timeout: Duration,
+    /// The longest a response write may stall.
+    pub write_timeout: Duration,
+    /// A connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// The request head at most (431 past it).
+    pub max_header_bytes: usize,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: forwarded::Trusted,
+    /// Connections from trusted proxies begin with a PROXY header.
+    pub proxy_protocol: bool,
+}
+
+/// What answers a listener's requests.
+pub trait Handler: Send + Sync + 'static {
+    /// The response body.
+    type Body: http_body::Body<Data = Bytes, Error = std::io::Error> + Send + 'static;
+
+    /// The settings for a connection accepted now.
+    fn settings(&self) -> Arc<Settings>;
+
+    /// Answers one request (the transport has checked what HTTP itself
+    /// requires of it).
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> impl std::future::Future<Output = http::Response<Self::Body>> + Send;
+}
 
 /// The two ends of the HTTP connection a request came on, and who the
 /// client is ([`forwarded::client`]: the peer, or what a trusted proxy
@@ -114,31 +156,22 @@ pub fn empty() -> Body {
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its request counted as in flight (for the
-    /// idle timeout) until the body is done or dropped, and counts its
-    /// bytes for the request's metrics and access line.
-    struct Tracked {
+    /// idle timeout) until the body is done or dropped.
+    struct Tracked<B> {
         #[pin]
-        inner: Body,
+        inner: B,
         _guard: io::InFlightGuard,
-        meter: Option<observe::Meter>,
     }
 }
 
-impl http_body::Body for Tracked {
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for Tracked<B> {
     type Data = Bytes;
-    type Error = std::io::Error;
+    type Error = B::Error;
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let (Some(m), std::task::Poll::Ready(Some(Ok(f)))) = (this.meter.as_mut(), &polled) {
-            if let Some(d) = f.data_ref() {
-                m.sent(d.len());
-            }
-        }
-        polled
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
@@ -148,16 +181,24 @@ impl http_body::Body for Tracked {
     }
 }
 
+/// Either the handler's body or one of the transport's own pages (400).
+type Either<B> = http_body_util::Either<B, Body>;
+
 /// Accepts connections until `stop` is cancelled, then lets open
 /// connections finish their requests for up to `grace`.
 /// Timeouts and limits are those of the configuration in force when a
 /// connection is accepted (a reload changes them for new connections).
-pub async fn serve(listener: TcpListener, app: Arc<App>, stop: CancellationToken, grace: Duration) {
-    accept_until(listener, &stop, grace, "HTTP", move |stream, peer| {
-        let app = app.clone();
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    stop: CancellationToken,
+    grace: Duration,
+    what: &'static str,
+) {
+    accept_until(listener, &stop, grace, what, move |stream, peer| {
+        let handler = handler.clone();
         async move {
-            let table = app.table();
-            let settings: &ServerSettings = &table.server;
+            let settings = handler.settings();
             let _ = stream.set_nodelay(true);
             let local = stream.local_addr().unwrap_or(peer);
             let trusted_peer = settings.trusted_proxies.contains(peer.ip());
@@ -174,7 +215,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, stop: CancellationToken
                 (io::Rewind::new(Bytes::new(), stream), peer)
             };
             let conn_info = ConnInfo::new(peer, local);
-            Some(front_connection(stream, conn_info, settings, app.clone()))
+            Some(connection(stream, conn_info, &settings, handler))
         }
     })
     .await;
@@ -221,16 +262,16 @@ async fn read_proxy_header(
     Ok((io::Rewind::new(buf.freeze(), stream), client))
 }
 
-/// Serves one accepted connection with `app`.
-fn front_connection(
+/// Serves one accepted connection with `handler`.
+fn connection<H: Handler>(
     stream: io::Rewind<tokio::net::TcpStream>,
     conn_info: ConnInfo,
-    settings: &ServerSettings,
-    app: Arc<App>,
+    settings: &Settings,
+    handler: Arc<H>,
 ) -> impl hyper_util::server::graceful::GracefulConnection<
     Error = Box<dyn std::error::Error + Send + Sync>,
 > + Send
-+ use<> {
++ use<H> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Header bytes in all: nginx's large_client_header_buffers (4 × 8k).
     let max_head = settings.max_header_bytes.max(MIN_HEAD_BUFFER);
@@ -257,7 +298,7 @@ fn front_connection(
     let trusted = settings.trusted_proxies.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let guard = inflight.enter();
-        let app = app.clone();
+        let handler = handler.clone();
         let conn = conn_info.for_request(&trusted, req.headers());
         async move {
             if let Some(why) = malformed(&req) {
@@ -267,16 +308,14 @@ fn front_connection(
                     http::HeaderValue::from_static("close"),
                 );
                 return Ok::<_, Infallible>(r.map(|inner| Tracked {
-                    inner,
+                    inner: Either::<H::Body>::Right(inner),
                     _guard: guard,
-                    meter: None,
                 }));
             }
-            let (resp, meter) = app.handle(req, conn).await;
+            let resp = handler.call(req, conn).await;
             Ok::<_, Infallible>(resp.map(|inner| Tracked {
-                inner,
+                inner: Either::Left(inner),
                 _guard: guard,
-                meter,
             }))
         }
     });

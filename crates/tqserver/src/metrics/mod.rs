@@ -52,7 +52,7 @@ struct WorkerInfo {
 }
 
 impl WorkerInfo {
-    fn of(w: &crate::config::Worker) -> Self {
+    fn of(w: &crate::config::WorkerConfig) -> Self {
         Self {
             worker: w.name.clone(),
             route: w.route.clone(),
@@ -287,7 +287,7 @@ impl Metrics {
     }
 
     /// The handles one route records into.
-    pub fn route(&self, worker: &crate::config::Worker) -> Arc<RouteMetrics> {
+    pub fn route(&self, worker: &crate::config::WorkerConfig) -> Arc<RouteMetrics> {
         let label = WorkerLabel {
             worker: worker.name.clone(),
         };
@@ -324,13 +324,13 @@ impl Metrics {
     /// A worker's `tqserver_worker_info` series goes (removed by a reload,
     /// or replaced by one with another route or type). Its counters stay:
     /// Prometheus counters never go back.
-    pub fn forget(&self, worker: &crate::config::Worker) {
+    pub fn forget(&self, worker: &crate::config::WorkerConfig) {
         self.info.remove(&WorkerInfo::of(worker));
     }
 
     /// `tqserver_worker_info` of `worker` as it runs now (its route and
     /// type).
-    pub fn worker_info(&self, worker: &crate::config::Worker) {
+    pub fn worker_info(&self, worker: &crate::config::WorkerConfig) {
         self.info.get_or_create(&WorkerInfo::of(worker)).set(1);
     }
 

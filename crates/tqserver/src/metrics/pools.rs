@@ -1,9 +1,9 @@
-//! PHP pool metrics, sampled at scrape time from each pool's own account:
-//! php-fpm's status page (`?json`) plus the process events its log
-//! reports, or the state of TQServer's php-cgi pool.
+//! PHP pool metrics, from each pool's own account taken at scrape time
+//! ([`PoolStatus`], which the workers layer builds once per look and the
+//! dashboard reads too): php-fpm's status page plus the process events
+//! its log reports, or the state of TQServer's php-cgi pool.
 
 use std::sync::Mutex;
-use std::sync::atomic::Ordering::Relaxed;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -11,19 +11,19 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::php::upstream::Upstream;
-
-/// One pool at one moment.
+/// A worker's processes at one moment, whatever runs them: built once by
+/// the workers layer, read by `/metrics`, the dashboard and readiness.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PoolSample {
+pub struct PoolStatus {
     /// Worker name.
     pub worker: String,
-    /// `fpm` or `cgi`.
+    /// `fpm`, `cgi` (PHP pools, in the `tqserver_php_*` metrics) or
+    /// `http` (native worker instances).
     pub backend: &'static str,
     /// The pool answered (php-fpm's status page was readable).
     pub up: bool,
-    /// Processes waiting for a request.
-    pub idle: u64,
+    /// Processes waiting for a request (`None`: the kind does not say).
+    pub idle: Option<u64>,
     /// Processes running a request.
     pub active: u64,
     /// Processes in total.
@@ -48,120 +48,41 @@ pub struct PoolSample {
     pub timed_out: u64,
     /// Processes that died unexpectedly.
     pub crashed: u64,
+    /// Every process, for the dashboard.
+    pub processes: Vec<ProcessStatus>,
 }
 
-/// php-fpm's `?json` status fields this module reads.
-#[derive(serde::Deserialize)]
-struct FpmJson {
-    #[serde(rename = "accepted conn")]
-    accepted: u64,
-    #[serde(rename = "listen queue")]
-    listen_queue: u64,
-    #[serde(rename = "max listen queue")]
-    max_listen_queue: u64,
-    #[serde(rename = "max active processes")]
-    max_active: u64,
-    #[serde(rename = "max children reached")]
-    max_children_reached: u64,
-    #[serde(rename = "slow requests")]
-    slow_requests: u64,
-    #[serde(default)]
-    processes: Vec<FpmProcess>,
-}
-
-#[derive(serde::Deserialize)]
-struct FpmProcess {
-    state: String,
-}
-
-/// Idle, active and total processes from php-fpm's per-process list
-/// (`?json&full`). php-fpm's own `active processes` counter drifts upward
-/// when its clients keep FastCGI connections open, as TQServer's pooled
-/// client does (it counted 60 active of 2 processes in a test); the
-/// per-process states do not. A process `Reading headers` is waiting on a
-/// kept-alive connection of TQServer's for the next request: idle, from
-/// TQServer's side.
-pub fn fpm_process_counts<'a>(states: impl Iterator<Item = &'a str>) -> (u64, u64, u64) {
-    let (mut idle, mut total) = (0, 0);
-    for s in states {
-        total += 1;
-        if s == "Idle" || s == "Reading headers" {
-            idle += 1;
-        }
+impl PoolStatus {
+    /// A PHP pool (what the `tqserver_php_*` families describe).
+    pub fn is_php(&self) -> bool {
+        matches!(self.backend, "fpm" | "cgi")
     }
-    (idle, total - idle, total)
 }
 
-/// Samples one pool. php-fpm's status request goes through the pool
-/// itself, so it counts as one accepted request there (as with any
-/// php-fpm exporter) and waits behind a full pool.
-pub async fn sample(up: &Upstream) -> PoolSample {
-    let worker = up.worker().name.clone();
-    match up {
-        Upstream::Cgi(c) => {
-            let s = c.pool.snapshot();
-            PoolSample {
-                worker,
-                backend: "cgi",
-                up: s.failed.is_none(),
-                idle: s.idle as u64,
-                active: s.active as u64,
-                total: s.total as u64,
-                max_active: s.max_active as u64,
-                listen_queue: s.listen_queue as u64,
-                max_listen_queue: s.max_listen_queue as u64,
-                accepted: s.accepted,
-                max_children_reached: s.max_children_reached,
-                slow_requests: s.slow_requests,
-                spawned: s.spawned,
-                recycled: s.recycled,
-                timed_out: s.timed_out,
-                crashed: s.crashed,
-            }
-        }
-        Upstream::Fpm(b) => {
-            let e = &b.events;
-            let mut s = PoolSample {
-                worker,
-                backend: "fpm",
-                spawned: e.spawned.load(Relaxed),
-                recycled: e.recycled.load(Relaxed),
-                timed_out: e.timed_out.load(Relaxed),
-                crashed: e.crashed.load(Relaxed),
-                ..PoolSample::default()
-            };
-            match b.full_status_json().await.and_then(|body| {
-                serde_json::from_slice::<FpmJson>(&body).map_err(|e| e.to_string())
-            }) {
-                Ok(j) => {
-                    s.up = true;
-                    (s.idle, s.active, s.total) =
-                        fpm_process_counts(j.processes.iter().map(|p| p.state.as_str()));
-                    s.max_active = j.max_active;
-                    s.listen_queue = j.listen_queue;
-                    s.max_listen_queue = j.max_listen_queue;
-                    s.accepted = j.accepted;
-                    s.max_children_reached = j.max_children_reached;
-                    s.slow_requests = j.slow_requests;
-                }
-                Err(why) => {
-                    tracing::debug!(worker = %s.worker, "php-fpm status for metrics: {why}")
-                }
-            }
-            s
-        }
-    }
+/// One process of a pool.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessStatus {
+    /// How the dashboard names it (`pid 12`, `pid 12 · port 9001`).
+    pub label: String,
+    /// Its state in its backend's words (`Idle`, `Running`, `Ready`…).
+    pub state: String,
+    /// Requests it has served.
+    pub requests: u64,
+    /// Requests in progress now, when the backend says.
+    pub active: Option<u64>,
+    /// Seconds since it started.
+    pub uptime_seconds: u64,
 }
 
 /// Encodes the samples taken for the current scrape.
 #[derive(Debug, Default)]
 pub struct PoolsCollector {
-    samples: Mutex<Vec<PoolSample>>,
+    samples: Mutex<Vec<PoolStatus>>,
 }
 
 impl PoolsCollector {
     /// Puts the samples of this scrape in place.
-    pub fn set(&self, samples: Vec<PoolSample>) {
+    pub fn set(&self, samples: Vec<PoolStatus>) {
         *self.samples.lock().unwrap_or_else(|e| e.into_inner()) = samples;
     }
 }
@@ -179,7 +100,7 @@ struct StateLabels {
     state: &'static str,
 }
 
-type Field = fn(&PoolSample) -> u64;
+type Field = fn(&PoolStatus) -> u64;
 
 const GAUGES: &[(&str, &str, Field)] = &[
     (
@@ -244,15 +165,18 @@ const COUNTERS: &[(&str, &str, Field)] = &[
 
 impl Collector for PoolsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let samples = self
+        let samples: Vec<PoolStatus> = self
             .samples
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .iter()
+            .filter(|s| s.is_php())
+            .cloned()
+            .collect();
         if samples.is_empty() {
             return Ok(());
         }
-        let labels = |s: &PoolSample| PoolLabels {
+        let labels = |s: &PoolStatus| PoolLabels {
             worker: s.worker.clone(),
             backend: s.backend,
         };
@@ -264,7 +188,7 @@ impl Collector for PoolsCollector {
                 MetricType::Gauge,
             )?;
             for s in &samples {
-                for (state, v) in [("idle", s.idle), ("active", s.active)] {
+                for (state, v) in [("idle", s.idle.unwrap_or(0)), ("active", s.active)] {
                     let l = StateLabels {
                         worker: s.worker.clone(),
                         backend: s.backend,

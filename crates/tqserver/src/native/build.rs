@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
-use crate::config::{Mode, NativeKind, NativeWorker, Worker};
+use crate::config::{Mode, NativeConfig, NativeKind, WorkerConfig};
 use crate::logging::WorkerLog;
 
 /// Compiler output kept for the build-error page, at most (the end is kept:
@@ -48,8 +48,8 @@ impl BuildFailure {
 
 /// Builds `worker` and places its executable (rust, go) in `out_dir`.
 pub async fn build(
-    worker: &Worker,
-    native: &NativeWorker,
+    worker: &WorkerConfig,
+    native: &NativeConfig,
     mode: Mode,
     out_dir: &Path,
     log: &WorkerLog,

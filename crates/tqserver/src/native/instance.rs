@@ -36,6 +36,16 @@ pub enum State {
 }
 
 impl State {
+    /// Its name, for the dashboard.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "Starting",
+            Self::Ready => "Ready",
+            Self::Draining => "Draining",
+            Self::Stopped => "Stopped",
+        }
+    }
+
     fn from_u8(v: u8) -> Self {
         match v {
             0 => Self::Starting,
@@ -67,8 +77,10 @@ pub struct Instance {
     health_failures: AtomicU32,
     stop_tx: Mutex<Option<oneshot::Sender<Duration>>>,
     gone: CancellationToken,
+    /// Woken when the last request of a draining instance leaves.
+    drained: tokio::sync::Notify,
     /// Kept-alive connections to it, idle.
-    pub idle: super::conn::IdlePool,
+    pub idle: Arc<super::pool::IdlePool>,
 }
 
 /// What every instance of one worker shares.
@@ -140,6 +152,7 @@ impl Spawner {
             health_failures: AtomicU32::new(0),
             stop_tx: Mutex::new(Some(stop_tx)),
             gone: CancellationToken::new(),
+            drained: tokio::sync::Notify::new(),
             idle: Default::default(),
         });
         let me = inst.clone();
@@ -148,8 +161,10 @@ impl Spawner {
                 s = child.wait() => s,
                 grace = stop_rx => {
                     let grace = grace.unwrap_or(Duration::ZERO);
-                    process::stop(&mut child, Signal::SIGTERM, grace).await;
-                    child.wait().await
+                    match process::stop(&mut child, Signal::SIGTERM, grace).await.status {
+                        Some(s) => s,
+                        None => child.wait().await,
+                    }
                 }
             };
             // Children it left in its group go with it.
@@ -212,7 +227,9 @@ impl Instance {
     pub fn leave(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_done_ms.store(ms, Ordering::Relaxed);
-        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        if self.outstanding.fetch_sub(1, Ordering::SeqCst) == 1 && self.state() == State::Draining {
+            self.drained.notify_waiters();
+        }
     }
 
     /// How long it has had no request in flight (zero while it has some).
@@ -239,10 +256,21 @@ impl Instance {
             Ordering::SeqCst,
             Ordering::SeqCst,
         );
-        let deadline = Instant::now() + grace;
-        while self.outstanding() > 0 && Instant::now() < deadline && !self.gone.is_cancelled() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Woken by the last request's leave (or the exit); the check comes
+        // after registering, so a leave in between is not missed.
+        let finished = async {
+            loop {
+                let notified = self.drained.notified();
+                if self.outstanding() == 0 {
+                    return;
+                }
+                tokio::select! {
+                    () = notified => {}
+                    () = self.gone.cancelled() => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(grace, finished).await;
         self.stop(grace).await;
     }
 

@@ -7,14 +7,20 @@
 //! - [`supervisor`]: the task that owns a worker's instances: first start,
 //!   crash restarts with backoff, liveness, recycling, hot reload.
 //! - [`proxy`]: one HTTP request to the least busy ready instance.
-//! - [`conn`]: kept-alive HTTP/1.1 connections to an instance, driven in
-//!   the request's own task.
+//! - [`h1`]: the HTTP/1.1 codec (request head out, response head and
+//!   chunks in), apart from any I/O.
+//! - [`conn`]: one kept-alive connection to an instance, driven in the
+//!   request's own task; [`pool`]: its idle connections; [`body`]: a
+//!   response body read off the connection as the client takes it.
 //!
 //! States and transitions: LIFECYCLE.md next to this file.
 
+pub mod body;
 pub mod build;
 pub mod conn;
+pub mod h1;
 pub mod instance;
+pub mod pool;
 pub mod proxy;
 pub mod supervisor;
 
@@ -23,7 +29,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Mode, Worker};
+use crate::config::{Mode, WorkerConfig};
 use instance::{Instance, State};
 
 /// Why a worker cannot serve its newest code, shown on the dev-mode page.
@@ -54,13 +60,18 @@ pub struct Serving {
     pub request_timeout: Duration,
     /// `scaling.max_requests` of the configuration in force.
     pub max_requests: u64,
+    /// Bumped whenever pages this worker served should reload in a
+    /// browser (a new version swapped in, a build failed, the worker gave
+    /// up): what the dev-mode live reload subscribes to.
+    pub page_version: u64,
 }
 
-/// A native worker as the router sees it.
-pub struct Service {
+/// A running native worker: what routes, readiness and reloads use. Its
+/// supervisor owns every decision; this only reads what it publishes.
+pub struct NativeWorker {
     /// Its configuration at start (name and route never change; the rest
     /// may, with its worker.yaml: see [`Serving`]).
-    pub worker: Arc<Worker>,
+    pub worker: Arc<WorkerConfig>,
     /// dev or prod.
     pub mode: Mode,
     serving: watch::Sender<Arc<Serving>>,
@@ -105,10 +116,23 @@ impl Serving {
     }
 }
 
-impl Service {
+impl NativeWorker {
     /// What requests see now.
     pub fn serving(&self) -> Arc<Serving> {
         self.serving.borrow().clone()
+    }
+
+    /// Every change of what requests see, from now on.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Serving>> {
+        self.serving.subscribe()
+    }
+
+    /// Waits until an instance is ready (true) or the worker gave up, at
+    /// most `timeout` (false).
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut rx = self.subscribe();
+        crate::supervise::ready::wait_for(&mut rx, timeout, |s| s.has_ready() || s.stopped).await;
+        self.serving().has_ready()
     }
 
     /// The least busy ready instance; waits (up to
@@ -159,6 +183,48 @@ impl Service {
         }
     }
 
+    /// Its instances for the dashboard (the `http` backend: native
+    /// workers are not in the PHP pool metrics).
+    pub fn pool_status(&self) -> crate::metrics::pools::PoolStatus {
+        use crate::metrics::pools::{PoolStatus, ProcessStatus};
+        let now = self.serving();
+        let processes: Vec<ProcessStatus> = now
+            .instances
+            .iter()
+            .map(|i| ProcessStatus {
+                label: format!("pid {} · port {}", i.pid, i.port),
+                state: i.state().as_str().to_string(),
+                requests: i.served(),
+                active: Some(i.outstanding() as u64),
+                uptime_seconds: i.started.elapsed().as_secs(),
+            })
+            .collect();
+        PoolStatus {
+            worker: self.worker.name.clone(),
+            backend: "http",
+            up: now.has_ready(),
+            idle: None,
+            active: processes.iter().filter_map(|p| p.active).sum(),
+            total: processes.len() as u64,
+            processes,
+            ..PoolStatus::default()
+        }
+    }
+
+    /// Why it cannot serve now, if it cannot.
+    pub fn readiness(&self) -> Result<(), String> {
+        let now = self.serving();
+        if now.has_ready() {
+            Ok(())
+        } else if let Some(p) = &now.problem {
+            Err(p.title.clone())
+        } else if now.building {
+            Err("building".to_string())
+        } else {
+            Err("no instance is ready".to_string())
+        }
+    }
+
     /// Asks the supervisor to rebuild and swap (files changed).
     pub fn reload(&self, why: String) {
         let _ = self.events.send(supervisor::Event::Reload(why));
@@ -167,7 +233,7 @@ impl Service {
     /// Hands the supervisor a new configuration of this worker (its
     /// worker.yaml changed): the next version is built and started with
     /// it, then swapped in as for a code change.
-    pub fn reconfigure(&self, worker: Worker) {
+    pub fn reconfigure(&self, worker: WorkerConfig) {
         let _ = self
             .events
             .send(supervisor::Event::Reconfigure(Box::new(worker)));

@@ -22,22 +22,17 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::conn::{self, Conn, Framing, Outgoing, SendError, Streaming};
-use super::{NoInstance, Service};
+use super::body::{self as rbody, Streaming};
+use super::conn::{Conn, Outgoing, SendError};
+use super::h1::{self, Framing, not_forwarded};
+use super::{NativeWorker, NoInstance};
 use crate::config::Mode;
+use crate::http::body::Limits;
 use crate::http::body::{self, LimitedBody};
 use crate::http::{Body, ConnInfo, pages};
-use crate::php::proxy::Limits;
 
 /// Tries for one request when the instance cannot have seen it.
 const MAX_RETRIES: u32 = 3;
-
-/// Headers never forwarded to or from an instance: the hop-by-hop ones,
-/// and proxy credentials (TQServer is the proxy they would be meant for).
-pub(super) fn not_forwarded(name: &HeaderName) -> bool {
-    crate::http::hop_by_hop(name)
-        || matches!(name.as_str(), "proxy-authenticate" | "proxy-authorization")
-}
 
 /// Header names the `Connection` header lists (hop-by-hop too).
 fn connection_named(h: &HeaderMap) -> Vec<String> {
@@ -68,7 +63,7 @@ fn passed_on(name: &HeaderName, named: &[String], trusted: bool) -> bool {
 
 /// Serves `req` with one of `svc`'s instances.
 pub async fn serve(
-    svc: &Service,
+    svc: &NativeWorker,
     req: Request<Incoming>,
     conn: ConnInfo,
     limits: Limits,
@@ -149,9 +144,10 @@ pub async fn serve(
             },
         };
         match tokio::time::timeout(timeout, c.send(&mut out)).await {
-            Ok(Ok((status, headers, reading))) => {
-                let body = Streaming::new(c, reading, lease, timeout);
-                let mut r = conn::response(status, headers, body);
+            Ok(Ok(head)) => {
+                let home = inst.idle.clone();
+                let body = Streaming::new(c, &head, Some(home), Some(lease), timeout);
+                let mut r = rbody::response(head, body);
                 r.extensions_mut().insert(ServedBy::Port(inst.port));
                 return r;
             }
@@ -217,10 +213,10 @@ pub fn head(parts: &http::request::Parts, conn: &ConnInfo, framing: Option<Frami
     }
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let kept = h.iter().filter(|(k, _)| passed_on(k, &named, trusted));
-    conn::request_head(&parts.method, target, kept, &extra, framing)
+    h1::request_head(&parts.method, target, kept, &extra, framing)
 }
 
-fn bad_gateway(svc: &Service, kind: UpstreamError) -> Response<Body> {
+fn bad_gateway(svc: &NativeWorker, kind: UpstreamError) -> Response<Body> {
     let mut r = pages::error(
         StatusCode::BAD_GATEWAY,
         &format!("The worker {} failed to answer.", svc.worker.name),
@@ -230,7 +226,7 @@ fn bad_gateway(svc: &Service, kind: UpstreamError) -> Response<Body> {
 }
 
 /// The 503 (or dev-mode problem page) when no instance can take a request.
-fn unavailable(svc: &Service, e: NoInstance) -> Response<Body> {
+fn unavailable(svc: &NativeWorker, e: NoInstance) -> Response<Body> {
     let name = &svc.worker.name;
     let mut r = match e {
         NoInstance::NotReady { building: true } => pages::error(

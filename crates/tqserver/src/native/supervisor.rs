@@ -1,8 +1,8 @@
 //! The task that owns one native worker's instances (an actor: every
 //! decision is made here, one event at a time; requests only read the
-//! published [`Serving`]). See LIFECYCLE.md.
+//! published [`Serving`]). Its state is three small enums ([`Deploy`],
+//! [`Restart`], [`Scale`]) next to the instances; see LIFECYCLE.md.
 
-use crate::metrics::NativeMetrics;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,17 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::build::{self, Artifact};
 use super::instance::{Instance, Spawner, State};
-use super::{Problem, Service, Serving};
-use crate::config::{Mode, NativeWorker, Supervision, Worker};
-use crate::http::livereload::LiveReload;
+use super::{NativeWorker, Problem, Serving};
+use crate::config::{Mode, NativeConfig, Supervision, WorkerConfig};
 use crate::logging::WorkerLog;
+use crate::metrics::NativeMetrics;
 use crate::ports::Ports;
-
-/// Longest restart delay (the first is `workers.restart_delay_ms`).
-const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
-/// An instance that ran this long before it exited was not crash-looping:
-/// its exit starts a new count.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
+use crate::supervise::{Backoff, Policy, Scope};
 
 /// Scale up when every ready instance has at least this many requests in
 /// flight (and fewer than `scaling.max_workers` run).
@@ -43,7 +38,7 @@ pub(crate) enum Event {
     /// Files changed: rebuild and swap.
     Reload(String),
     /// The worker.yaml changed: rebuild and swap with this configuration.
-    Reconfigure(Box<Worker>),
+    Reconfigure(Box<WorkerConfig>),
     /// An instance reached `max_requests`.
     Recycle(u64),
     /// An instance exited.
@@ -71,10 +66,11 @@ pub(crate) enum Event {
     },
 }
 
-/// Everything the supervisor's helper tasks need.
-struct Ctx {
-    worker: Arc<Worker>,
-    native: NativeWorker,
+/// What building and starting instances of one configuration needs: the
+/// supervisor's helper tasks share it (a new worker.yaml makes a new one).
+struct Setup {
+    worker: Arc<WorkerConfig>,
+    native: NativeConfig,
     mode: Mode,
     sup: Supervision,
     ports: Arc<Ports>,
@@ -86,19 +82,17 @@ struct Ctx {
     all: Arc<Mutex<HashMap<u64, Arc<Instance>>>>,
 }
 
-/// Starts a native worker's supervisor; the [`Service`] is what routes use.
-#[allow(clippy::too_many_arguments)]
+/// Starts a native worker's supervisor in `scope` (its task is one of the
+/// scope's; it stops on `stop`); the [`NativeWorker`] is what routes use.
 pub fn start(
-    worker: Arc<Worker>,
-    mode: Mode,
-    sup: Supervision,
-    ports: Arc<Ports>,
-    runtime_dir: &std::path::Path,
+    worker: Arc<WorkerConfig>,
+    scope: &Scope,
     log: WorkerLog,
-    live: Option<Arc<LiveReload>>,
     stop: CancellationToken,
     metrics: NativeMetrics,
-) -> (Arc<Service>, tokio::task::JoinHandle<()>) {
+) -> Arc<NativeWorker> {
+    let (mode, sup, ports) = (scope.mode, scope.sup.clone(), scope.ports.clone());
+    let runtime_dir = &scope.runtime_dir;
     let native = worker.native.clone().expect("a native worker");
     let (tx, rx) = mpsc::unbounded_channel();
     let (serving, _) = watch::channel(Arc::new(Serving {
@@ -108,15 +102,16 @@ pub fn start(
         building: true,
         request_timeout: native.request_timeout,
         max_requests: native.max_requests,
+        page_version: 0,
     }));
-    let svc = Arc::new(Service {
+    let svc = Arc::new(NativeWorker {
         worker: worker.clone(),
         mode,
         serving,
         events: tx.clone(),
         wait_ready: sup.health_check_wait,
     });
-    let ctx = Arc::new(Ctx::new(
+    let setup = Arc::new(Setup::new(
         worker,
         mode,
         sup,
@@ -126,11 +121,11 @@ pub fn start(
         tx,
         Default::default(),
     ));
-    let task = tokio::spawn(run(ctx, svc.clone(), rx, live, stop, metrics));
-    (svc, task)
+    scope.spawn(run(setup, svc.clone(), rx, stop, metrics));
+    svc
 }
 
-impl Ctx {
+impl Setup {
     /// Instances alive in any state.
     fn alive(&self) -> usize {
         self.all.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -138,7 +133,7 @@ impl Ctx {
 
     #[allow(clippy::too_many_arguments)]
     fn new(
-        worker: Arc<Worker>,
+        worker: Arc<WorkerConfig>,
         mode: Mode,
         sup: Supervision,
         ports: Arc<Ports>,
@@ -176,7 +171,7 @@ impl Ctx {
     }
 
     /// The same worker with a new configuration.
-    fn with_worker(&self, worker: Worker) -> Self {
+    fn with_worker(&self, worker: WorkerConfig) -> Self {
         let mut new = Self::new(
             Arc::new(worker),
             self.mode,
@@ -195,78 +190,106 @@ impl Ctx {
     }
 }
 
+/// Building a new version: at most one at a time; a change meanwhile
+/// queues one more.
+enum Deploy {
+    /// Nothing being built.
+    Idle,
+    /// A build and start under way since `since`; `next` is why another
+    /// follows it.
+    Building {
+        since: std::time::Instant,
+        next: Option<String>,
+    },
+}
+
+/// Keeping `min_workers` instances: a start scheduled, under way, or
+/// given up on after `workers.max_restarts` failures in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    /// Nothing to do.
+    Idle,
+    /// Start one at this time (the backoff's delay).
+    At(Instant),
+    /// A start is under way.
+    Starting,
+    /// Too many failures in a row: stopped until the files change.
+    GaveUp,
+}
+
+/// Adding an instance for load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scale {
+    Steady,
+    Adding,
+}
+
 /// The supervisor's own state.
-struct Sup {
-    ctx: Arc<Ctx>,
-    svc: Arc<Service>,
-    live: Option<Arc<LiveReload>>,
+struct Supervisor {
+    setup: Arc<Setup>,
+    worker: Arc<NativeWorker>,
     current: Vec<Arc<Instance>>,
     artifact: Option<(u64, Artifact)>,
     problem: Option<Arc<Problem>>,
-    gave_up: bool,
-    deploying: bool,
-    pending: Option<String>,
-    crashes: u32,
-    restart_at: Option<Instant>,
-    restarting: bool,
+    deploy: Deploy,
+    restart: Restart,
+    /// Failures in a row ([`Policy::NATIVE`]).
+    backoff: Backoff,
     replacing: HashSet<u64>,
-    scaling_up: bool,
+    scale: Scale,
     next_version: u64,
+    page_version: u64,
     tasks: JoinSet<()>,
     metrics: NativeMetrics,
-    /// When the deploy under way began (for the reload duration).
-    deploy_started: Option<std::time::Instant>,
 }
 
 async fn run(
-    ctx: Arc<Ctx>,
-    svc: Arc<Service>,
+    setup: Arc<Setup>,
+    worker: Arc<NativeWorker>,
     mut rx: mpsc::UnboundedReceiver<Event>,
-    live: Option<Arc<LiveReload>>,
     stop: CancellationToken,
     metrics: NativeMetrics,
 ) {
-    let mut s = Sup {
+    let mut s = Supervisor {
+        backoff: Backoff::new(setup.sup.restart_delay, Policy::NATIVE),
         metrics,
-        deploy_started: None,
-        ctx: ctx.clone(),
-        svc,
-        live,
+        setup: setup.clone(),
+        worker,
         current: Vec::new(),
         artifact: None,
         problem: None,
-        gave_up: false,
-        deploying: false,
-        pending: None,
-        crashes: 0,
-        restart_at: None,
-        restarting: false,
+        deploy: Deploy::Idle,
+        restart: Restart::Idle,
         replacing: HashSet::new(),
-        scaling_up: false,
+        scale: Scale::Steady,
         next_version: 1,
+        page_version: 0,
         tasks: JoinSet::new(),
     };
     s.deploy("start".into());
-    let mut health = tokio::time::interval(ctx.native.health_interval);
+    let mut health = tokio::time::interval(setup.native.health_interval);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     health.tick().await;
     let mut scale = tokio::time::interval(SCALE_EVERY);
     scale.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut health_every = ctx.native.health_interval;
+    let mut health_every = setup.native.health_interval;
     loop {
-        if s.ctx.native.health_interval != health_every {
+        if s.setup.native.health_interval != health_every {
             // A new worker.yaml with another interval.
-            health_every = s.ctx.native.health_interval;
+            health_every = s.setup.native.health_interval;
             health = tokio::time::interval(health_every);
             health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             health.tick().await;
         }
-        let elastic = s.ctx.native.max_instances > s.ctx.native.min_instances;
-        let restart_at = s.restart_at.filter(|_| !s.restarting);
+        let elastic = s.setup.native.max_instances > s.setup.native.min_instances;
+        let restart_at = match s.restart {
+            Restart::At(t) => Some(t),
+            _ => None,
+        };
         tokio::select! {
             () = stop.cancelled() => break,
             Some(ev) = rx.recv() => s.on_event(ev),
-            () = sleep_until(restart_at), if restart_at.is_some() => s.restart(),
+            () = sleep_until(restart_at), if restart_at.is_some() => s.start_missing(),
             _ = health.tick() => s.check_health(),
             _ = scale.tick(), if elastic => s.scale(),
             Some(_) = s.tasks.join_next(), if !s.tasks.is_empty() => {}
@@ -275,20 +298,20 @@ async fn run(
     // Stop: no new starts; every instance gets SIGTERM and the grace.
     s.tasks.abort_all();
     while s.tasks.join_next().await.is_some() {}
-    let all: Vec<Arc<Instance>> = ctx
+    let all: Vec<Arc<Instance>> = setup
         .all
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .values()
         .cloned()
         .collect();
-    let grace = ctx.sup.shutdown_grace;
+    let grace = setup.sup.shutdown_grace;
     let mut stops = JoinSet::new();
     for i in all {
         stops.spawn(async move { i.stop(grace).await });
     }
     while stops.join_next().await.is_some() {}
-    let _ = std::fs::remove_dir_all(&ctx.versions_dir);
+    let _ = std::fs::remove_dir_all(&setup.versions_dir);
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -298,22 +321,28 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-impl Sup {
+impl Supervisor {
     fn log(&self) -> &WorkerLog {
-        &self.ctx.spawner.log
+        &self.setup.spawner.log
+    }
+
+    fn building(&self) -> bool {
+        matches!(self.deploy, Deploy::Building { .. })
     }
 
     fn publish(&self) {
+        let building = self.building();
         let serving = Serving {
             instances: self.current.clone(),
             problem: self.problem.clone(),
             stopped: self.current.is_empty()
-                && (self.gave_up || (self.artifact.is_none() && !self.deploying)),
-            building: self.deploying,
-            request_timeout: self.ctx.native.request_timeout,
-            max_requests: self.ctx.native.max_requests,
+                && (self.restart == Restart::GaveUp || (self.artifact.is_none() && !building)),
+            building,
+            request_timeout: self.setup.native.request_timeout,
+            max_requests: self.setup.native.max_requests,
+            page_version: self.page_version,
         };
-        self.svc.serving.send_replace(Arc::new(serving));
+        self.worker.serving.send_replace(Arc::new(serving));
         let m = &self.metrics;
         m.ready.set(
             self.current
@@ -321,35 +350,34 @@ impl Sup {
                 .filter(|i| i.state() == State::Ready)
                 .count() as i64,
         );
-        m.instances.set(self.ctx.alive() as i64);
+        m.instances.set(self.setup.alive() as i64);
     }
 
-    fn announce(&self) {
-        if let Some(l) = &self.live {
-            l.notify(&self.ctx.worker.route);
+    /// Pages this worker served should reload (a new version, a failed
+    /// build, the worker gave up): published for whoever subscribes.
+    fn announce(&mut self) {
+        self.page_version += 1;
+        self.publish();
+    }
+
+    /// Another build after the one under way, or now.
+    fn queue_deploy(&mut self, why: String) {
+        match &mut self.deploy {
+            Deploy::Building { next, .. } => *next = Some(why),
+            Deploy::Idle => self.deploy(why),
         }
     }
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Reload(why) => {
-                if self.deploying {
-                    self.pending = Some(why);
-                } else {
-                    self.deploy(why);
-                }
-            }
+            Event::Reload(why) => self.queue_deploy(why),
             Event::Reconfigure(worker) => {
                 self.log().info(&format!(
                     "{} changed: building and starting with the new settings",
                     worker.file.display()
                 ));
-                self.ctx = Arc::new(self.ctx.with_worker(*worker));
-                if self.deploying {
-                    self.pending = Some("worker.yaml changed".into());
-                } else {
-                    self.deploy("worker.yaml changed".into());
-                }
+                self.setup = Arc::new(self.setup.with_worker(*worker));
+                self.queue_deploy("worker.yaml changed".into());
             }
             Event::Deployed { version, result } => self.deployed(version, result),
             Event::Exited { id, status } => self.exited(id, &status),
@@ -381,19 +409,21 @@ impl Sup {
     /// One more instance when every ready one is busy; one fewer when one
     /// above the minimum has been idle for `scaling.idle_timeout`.
     fn scale(&mut self) {
-        let n = &self.ctx.native;
+        let n = &self.setup.native;
         let ready: Vec<&Arc<Instance>> = self
             .current
             .iter()
             .filter(|i| i.state() == State::Ready)
             .collect();
-        if !self.scaling_up
-            && !self.deploying
+        if self.scale == Scale::Steady
+            && !self.building()
             && !ready.is_empty()
             && (self.current.len() as u32) < n.max_instances
             && ready.iter().all(|i| i.outstanding() >= SCALE_UP_AT)
         {
-            self.scaling_up = self.start_one(Event::ScaledUp);
+            if self.start_one(Event::ScaledUp) {
+                self.scale = Scale::Adding;
+            }
             return;
         }
         if (self.current.len() as u32) > n.min_instances {
@@ -416,7 +446,7 @@ impl Sup {
     }
 
     fn scaled_up(&mut self, r: Result<Arc<Instance>, String>) {
-        self.scaling_up = false;
+        self.scale = Scale::Steady;
         match r {
             Ok(inst) if self.is_current(&inst) => {
                 self.current.push(inst);
@@ -434,26 +464,31 @@ impl Sup {
     /// Builds the current files and starts `min_workers` instances of them;
     /// [`Event::Deployed`] brings the result.
     fn deploy(&mut self, why: String) {
-        self.deploying = true;
-        self.deploy_started = Some(std::time::Instant::now());
+        self.deploy = Deploy::Building {
+            since: std::time::Instant::now(),
+            next: None,
+        };
         let version = self.next_version;
         self.next_version += 1;
-        let ctx = self.ctx.clone();
+        let setup = self.setup.clone();
         self.log()
             .info(&format!("building version {version} ({why})"));
         self.publish();
         self.tasks.spawn(async move {
-            let result = build_and_start(&ctx, version).await;
-            let _ = ctx.events.send(Event::Deployed { version, result });
+            let result = build_and_start(&setup, version).await;
+            let _ = setup.events.send(Event::Deployed { version, result });
         });
     }
 
     fn deployed(&mut self, version: u64, result: Result<(Artifact, Vec<Arc<Instance>>), Problem>) {
-        self.deploying = false;
+        let (since, next) = match std::mem::replace(&mut self.deploy, Deploy::Idle) {
+            Deploy::Building { since, next } => (Some(since), next),
+            Deploy::Idle => (None, None),
+        };
         match result {
             Ok((artifact, instances)) => {
                 self.metrics.builds.observe(artifact.took);
-                if let Some(t) = self.deploy_started.take() {
+                if let Some(t) = since {
                     self.metrics.reload_seconds.set(t.elapsed().as_secs_f64());
                 }
                 let ports: Vec<String> = instances.iter().map(|i| i.port.to_string()).collect();
@@ -468,9 +503,10 @@ impl Sup {
                 );
                 let old_version = self.artifact.replace((version, artifact)).map(|a| a.0);
                 self.problem = None;
-                self.gave_up = false;
-                self.crashes = 0;
-                self.restart_at = None;
+                self.backoff.succeeded();
+                if self.restart != Restart::Starting {
+                    self.restart = Restart::Idle;
+                }
                 self.publish();
                 self.drain(old, old_version);
                 self.want_more();
@@ -494,13 +530,12 @@ impl Sup {
                 self.problem = Some(Arc::new(problem));
                 if first_start_failed {
                     // Nothing serves: retry with backoff, as after a crash.
-                    self.failed_start(why);
+                    self.failed_start(why, None);
                 }
-                self.publish();
                 self.announce();
             }
         }
-        if let Some(why) = self.pending.take() {
+        if let Some(why) = next {
             self.deploy(why);
         }
     }
@@ -511,16 +546,16 @@ impl Sup {
         if old.is_empty() && version.is_none() {
             return;
         }
-        let grace = self.ctx.sup.shutdown_grace;
-        let dir = version.map(|v| self.ctx.versions_dir.join(format!("v{v}")));
-        let (ctx, instances) = (self.ctx.clone(), self.metrics.instances.clone());
+        let grace = self.setup.sup.shutdown_grace;
+        let dir = version.map(|v| self.setup.versions_dir.join(format!("v{v}")));
+        let (setup, instances) = (self.setup.clone(), self.metrics.instances.clone());
         self.tasks.spawn(async move {
             let mut set = JoinSet::new();
             for i in old {
                 set.spawn(async move { i.drain(grace).await });
             }
             while set.join_next().await.is_some() {}
-            instances.set(ctx.alive() as i64);
+            instances.set(setup.alive() as i64);
             if let Some(d) = dir {
                 let _ = std::fs::remove_dir_all(d);
             }
@@ -532,49 +567,45 @@ impl Sup {
             return; // drained, replaced, or never swapped in
         };
         let inst = self.current.remove(pos);
-        if inst.started.elapsed() >= STABLE_AFTER {
-            self.crashes = 0;
-        }
         self.log().error(&format!(
             "instance pid {} on port {} exited ({status})",
             inst.pid, inst.port
         ));
-        self.failed_start(format!("it exited ({status})"));
+        // One that ran long enough starts a new count (the policy says).
+        self.failed_start(
+            format!("it exited ({status})"),
+            Some(inst.started.elapsed()),
+        );
         self.publish();
     }
 
-    /// Counts a failure in a row; schedules a restart with backoff, or
-    /// gives up after `workers.max_restarts`.
-    fn failed_start(&mut self, why: String) {
-        self.crashes += 1;
-        let max = self.ctx.sup.max_restarts;
-        if self.crashes > max {
+    /// Counts a failure in a row (of something that ran `ran`, if it
+    /// ran); schedules a restart after the backoff's delay, or gives up
+    /// after `workers.max_restarts`.
+    fn failed_start(&mut self, why: String, ran: Option<Duration>) {
+        let delay = self.backoff.failed(ran);
+        let (failures, max) = (self.backoff.failures(), self.setup.sup.max_restarts);
+        if failures > max {
             let title = format!(
-                "{} stopped: it failed {} times in a row (workers.max_restarts: {max}); last: {why}. It starts again when its files change.",
-                self.ctx.worker.name, self.crashes
+                "{} stopped: it failed {failures} times in a row (workers.max_restarts: {max}); last: {why}. It starts again when its files change.",
+                self.setup.worker.name
             );
             self.log().error(&title);
             self.problem = Some(Arc::new(Problem {
                 title,
-                detail: self.ctx.spawner.tail(),
+                detail: self.setup.spawner.tail(),
                 build: false,
             }));
-            self.gave_up = true;
-            self.restart_at = None;
+            self.restart = Restart::GaveUp;
             self.announce();
             return;
         }
-        let delay = self
-            .ctx
-            .sup
-            .restart_delay
-            .saturating_mul(1 << (self.crashes - 1).min(16))
-            .min(MAX_RESTART_DELAY);
         self.log().info(&format!(
-            "restarting in {delay:?} (failure {} of {max} allowed)",
-            self.crashes
+            "restarting in {delay:?} (failure {failures} of {max} allowed)"
         ));
-        self.restart_at = Some(Instant::now() + delay);
+        if self.restart != Restart::Starting {
+            self.restart = Restart::At(Instant::now() + delay);
+        }
     }
 
     /// Whether `inst` runs the build new instances start from.
@@ -592,29 +623,32 @@ impl Sup {
         let Some((version, artifact)) = self.artifact.clone() else {
             return false;
         };
-        let ctx = self.ctx.clone();
+        let setup = self.setup.clone();
         self.tasks.spawn(async move {
-            let r = start_instance(&ctx, &artifact.argv, version).await;
-            let _ = ctx.events.send(done(r));
+            let r = start_instance(&setup, &artifact.argv, version).await;
+            let _ = setup.events.send(done(r));
         });
         true
     }
 
-    /// Starts one instance in place of a missing one.
-    fn restart(&mut self) {
-        self.restart_at = None;
+    /// Starts one instance in place of a missing one (the scheduled time
+    /// came).
+    fn start_missing(&mut self) {
+        self.restart = Restart::Idle;
         if self.start_one(Event::Restarted) {
-            self.restarting = true;
-        } else if !self.deploying {
+            self.restart = Restart::Starting;
+        } else if !self.building() {
             // Nothing built yet: the first start failed; build again.
             self.deploy("restart after a failed start".into());
         }
     }
 
     fn restarted(&mut self, r: Result<Arc<Instance>, String>) {
-        self.restarting = false;
+        if self.restart == Restart::Starting {
+            self.restart = Restart::Idle;
+        }
         match r {
-            Ok(inst) if self.is_current(&inst) && !self.gave_up => {
+            Ok(inst) if self.is_current(&inst) && self.restart != Restart::GaveUp => {
                 self.metrics.restarts.inc();
                 self.log().info(&format!(
                     "instance pid {} on port {} is ready again",
@@ -627,7 +661,7 @@ impl Sup {
             Ok(stale) => self.drain(vec![stale], None),
             Err(why) => {
                 self.log().error(&format!("restart failed: {why}"));
-                self.failed_start(why);
+                self.failed_start(why, None);
                 self.publish();
             }
         }
@@ -635,12 +669,10 @@ impl Sup {
 
     /// Schedules a start when fewer than `min_workers` instances run.
     fn want_more(&mut self) {
-        if (self.current.len() as u32) < self.ctx.native.min_instances
-            && !self.gave_up
-            && self.restart_at.is_none()
-            && !self.restarting
+        if (self.current.len() as u32) < self.setup.native.min_instances
+            && self.restart == Restart::Idle
         {
-            self.restart_at = Some(Instant::now());
+            self.restart = Restart::At(Instant::now());
         }
     }
 
@@ -663,7 +695,7 @@ impl Sup {
                         self.publish();
                         self.drain(vec![out], None);
                     }
-                    None if (self.current.len() as u32) < self.ctx.native.min_instances => {
+                    None if (self.current.len() as u32) < self.setup.native.min_instances => {
                         self.current.push(inst);
                         self.publish();
                     }
@@ -679,16 +711,20 @@ impl Sup {
 
     /// One liveness round over the ready instances.
     fn check_health(&mut self) {
-        let path = self.ctx.native.health_path.clone();
-        let limit = self.ctx.native.health_failures;
-        let timeout = self.ctx.native.health_interval.min(Duration::from_secs(5));
+        let path = self.setup.native.health_path.clone();
+        let limit = self.setup.native.health_failures;
+        let timeout = self
+            .setup
+            .native
+            .health_interval
+            .min(Duration::from_secs(5));
         for inst in self.current.iter().filter(|i| i.state() == State::Ready) {
             if self.replacing.contains(&inst.id) {
                 continue;
             }
             let inst = inst.clone();
             let path = path.clone();
-            let events = self.ctx.events.clone();
+            let events = self.setup.events.clone();
             let failed = self.metrics.health_failures.clone();
             self.tasks.spawn(async move {
                 if let Err((failures, why)) = inst.check(&path, timeout).await {
@@ -708,7 +744,7 @@ impl Sup {
 
 /// Builds `version` and starts `min_workers` instances of it, all ready.
 async fn build_and_start(
-    ctx: &Arc<Ctx>,
+    ctx: &Arc<Setup>,
     version: u64,
 ) -> Result<(Artifact, Vec<Arc<Instance>>), Problem> {
     let dir = ctx.versions_dir.join(format!("v{version}"));
@@ -751,7 +787,7 @@ async fn build_and_start(
 /// Starts one instance on a port from the range and waits for its health
 /// check; an instance that does not get ready is stopped.
 async fn start_instance(
-    ctx: &Arc<Ctx>,
+    ctx: &Arc<Setup>,
     argv: &[String],
     version: u64,
 ) -> Result<Arc<Instance>, String> {

@@ -1,8 +1,8 @@
 //! PHP workers: script resolution, HTTP → CGI params, the php-fpm backend
 //! and the request path between them.
 
-pub mod backend;
 pub mod cgi;
+mod error;
 pub mod fpm;
 pub mod listener;
 pub mod params;
@@ -10,6 +10,11 @@ pub mod proxy;
 pub mod response;
 pub mod script;
 pub mod upstream;
+pub mod worker;
+
+pub use worker::PhpWorker;
+
+pub use error::LifecycleError;
 
 use std::path::{Path, PathBuf};
 

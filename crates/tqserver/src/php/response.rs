@@ -38,15 +38,7 @@ pub enum BadHead {
     Length(String),
 }
 
-/// A `Content-Length` value: decimal digits only (RFC 9110 §8.6: `1*DIGIT`;
-/// no sign, no spaces inside, no hex), at most 19 of them.
-pub fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
+use crate::http::body::parse_length;
 
 /// Every `Content-Length` line (and comma-separated list) must name the
 /// same number.

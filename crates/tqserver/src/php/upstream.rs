@@ -11,7 +11,8 @@ use tqserver_fastcgi::{Client, ClientError};
 use super::cgi::{self, AcquireError, Lease, RequestInfo};
 use super::fpm;
 use super::script::DocRoot;
-use crate::config::Worker;
+use crate::config::WorkerConfig;
+use crate::metrics::pools::PoolStatus;
 
 /// A connection lost this soon after the request was sent means a process
 /// that was already dying (see `with_lease`).
@@ -23,7 +24,7 @@ const LOST_AT_ONCE: std::time::Duration = std::time::Duration::from_millis(250);
 #[derive(Clone)]
 pub enum Upstream {
     /// php-fpm, supervised.
-    Fpm(Arc<fpm::Backend>),
+    Fpm(Arc<fpm::FpmMaster>),
     /// TQServer's php-cgi process manager.
     Cgi(Arc<CgiUpstream>),
 }
@@ -64,7 +65,7 @@ impl SharedUpstream {
 pub struct CgiUpstream {
     /// The worker as of this pool's settings (a reconfigured pool gets a
     /// new `CgiUpstream` around the same pool).
-    pub worker: Arc<Worker>,
+    pub worker: Arc<WorkerConfig>,
     /// The pool.
     pub pool: cgi::Pool,
     /// The document root, held open for script resolution.
@@ -109,7 +110,7 @@ impl SendError {
 
 impl Upstream {
     /// The worker.
-    pub fn worker(&self) -> &Arc<Worker> {
+    pub fn worker(&self) -> &Arc<WorkerConfig> {
         match self {
             Self::Fpm(b) => &b.worker,
             Self::Cgi(c) => &c.worker,
@@ -143,6 +144,14 @@ impl Upstream {
                 let body = c.pool.snapshot().render(q);
                 Ok((q.content_type().to_string(), body.into()))
             }
+        }
+    }
+
+    /// The pool's status for metrics and the dashboard.
+    pub async fn pool_status(&self) -> PoolStatus {
+        match self {
+            Self::Fpm(b) => b.pool_status().await,
+            Self::Cgi(c) => c.pool.snapshot().pool_status(),
         }
     }
 

@@ -17,7 +17,8 @@ use nix::sys::signal::Signal;
 use tokio::process::Command;
 use tqserver_fastcgi::Address;
 
-use crate::config::{Listen, Mode, Worker};
+use crate::config::{Listen, Mode, WorkerConfig};
+use crate::php::LifecycleError;
 use crate::ports::Ports;
 use crate::process;
 
@@ -52,7 +53,7 @@ pub struct Started {
 
 /// Finds php-cgi: `php.binary`, else `php-cgi`, then `php-cgiX.Y` (newest
 /// first) on PATH and in /usr/bin and /usr/local/bin.
-pub fn find_binary(worker: &Worker) -> Result<PathBuf, String> {
+pub fn find_binary(worker: &WorkerConfig) -> Result<PathBuf, String> {
     super::super::find_program(
         worker.php.binary.as_deref(),
         "php-cgi",
@@ -66,14 +67,17 @@ impl Launcher {
     /// `generation` tells apart the socket files of a pool that replaces
     /// another (a worker.yaml edit) while the old one drains.
     pub async fn new(
-        worker: &Worker,
+        worker: &WorkerConfig,
         mode: Mode,
         runtime_dir: &Path,
         ports: Arc<Ports>,
         generation: u32,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LifecycleError> {
         let name = &worker.name;
-        let binary = find_binary(worker).map_err(|e| format!("worker {name}: {e}"))?;
+        let binary = find_binary(worker).map_err(|why| LifecycleError::NotFound {
+            worker: name.clone(),
+            why,
+        })?;
         let mut args: Vec<OsString> = Vec::new();
         if let Some(ini) = &worker.php.config_file {
             args.push("-c".into());
@@ -134,7 +138,7 @@ impl Launcher {
 
     /// `php-cgi -v` with the worker's arguments: the binary runs and is the
     /// CGI/FastCGI build (not the CLI or php-fpm).
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), LifecycleError> {
         let out = Command::new(&self.binary)
             .args(&self.args)
             .arg("-v")
@@ -143,24 +147,24 @@ impl Launcher {
             .stdin(Stdio::null())
             .output()
             .await
-            .map_err(|e| {
-                format!(
-                    "worker {}: cannot run {}: {e}",
-                    self.worker_name,
-                    self.binary.display()
-                )
+            .map_err(|source| LifecycleError::Run {
+                worker: self.worker_name.clone(),
+                program: self.binary.clone(),
+                source,
             })?;
         let text = String::from_utf8_lossy(&out.stdout);
         if out.status.success() && text.contains("(cgi-fcgi)") {
             return Ok(());
         }
-        Err(format!(
-            "worker {}: {} is not php-cgi (php.backend: cgi needs the CGI/FastCGI build of PHP; `-v` said: {}{})",
-            self.worker_name,
-            self.binary.display(),
-            text.lines().next().unwrap_or("").trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(LifecycleError::NotCgi {
+            worker: self.worker_name.clone(),
+            binary: self.binary.clone(),
+            said: format!(
+                "{}{}",
+                text.lines().next().unwrap_or("").trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
     }
 
     /// The php-cgi program.

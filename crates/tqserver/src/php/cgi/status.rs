@@ -71,6 +71,42 @@ pub struct ProcessInfo {
     pub rss_bytes: Option<u64>,
 }
 
+impl Snapshot {
+    /// The pool's status for metrics and the dashboard.
+    pub fn pool_status(&self) -> crate::metrics::pools::PoolStatus {
+        use crate::metrics::pools::{PoolStatus, ProcessStatus};
+        PoolStatus {
+            worker: self.pool.clone(),
+            backend: "cgi",
+            up: self.failed.is_none(),
+            idle: Some(self.idle as u64),
+            active: self.active as u64,
+            total: self.total as u64,
+            max_active: self.max_active as u64,
+            listen_queue: self.listen_queue as u64,
+            max_listen_queue: self.max_listen_queue as u64,
+            accepted: self.accepted,
+            max_children_reached: self.max_children_reached,
+            slow_requests: self.slow_requests,
+            spawned: self.spawned,
+            recycled: self.recycled,
+            timed_out: self.timed_out,
+            crashed: self.crashed,
+            processes: self
+                .processes
+                .iter()
+                .map(|p| ProcessStatus {
+                    label: format!("pid {}", p.pid),
+                    state: p.state.to_string(),
+                    requests: p.requests,
+                    active: None,
+                    uptime_seconds: p.start_time.elapsed().map_or(0, |d| d.as_secs()),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Resident set size of `pid` from `/proc/{pid}/statm`.
 pub(super) fn rss_bytes(pid: u32) -> Option<u64> {
     if pid == 0 {

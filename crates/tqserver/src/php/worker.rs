@@ -1,44 +1,27 @@
-//! A PHP worker's backend as its route holds it: started (php-fpm or the
-//! php-cgi pool), and changed when its worker.yaml changes — in place
-//! when it can be (php-cgi pool resized, php-fpm reloaded with SIGUSR2),
-//! else a new backend starts next to the old one, takes the route once it
-//! answers, and the old one finishes the requests it has and stops
-//! (php-fpm: SIGQUIT, its graceful stop; php-cgi: the pool drains).
-//! Nothing is dropped, and nothing is left running.
+//! A running PHP worker: its backend (php-fpm or the php-cgi pool) and
+//! its log. A worker.yaml change is applied in place when it can be
+//! (php-cgi pool resized, php-fpm reloaded with SIGUSR2), else a new
+//! backend starts next to the old one, takes the route once it answers,
+//! and the old one finishes the requests it has and stops (php-fpm:
+//! SIGQUIT, its graceful stop; php-cgi: the pool drains). Nothing is
+//! dropped, and nothing is left running.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::LifecycleError;
 use super::cgi::{self, Launcher};
-use super::fpm::{Backend as Fpm, Prepared};
+use super::fpm::{FpmMaster, Prepared};
 use super::script::DocRoot;
 use super::upstream::{CgiUpstream, SharedUpstream, Upstream};
-use crate::config::{Backend, Listen, Mode, Supervision, Worker};
+use crate::config::{Listen, PhpBackend, WorkerConfig};
 use crate::logging::WorkerLog;
-use crate::ports::Ports;
+use crate::supervise::Scope;
 
-/// What starting a PHP backend needs, shared by every PHP route.
-pub struct Starter {
-    /// dev or prod.
-    pub mode: Mode,
-    /// TQServer's private runtime directory.
-    pub runtime_dir: PathBuf,
-    /// The worker port range.
-    pub ports: Arc<Ports>,
-    /// Process supervision settings.
-    pub sup: Supervision,
-    /// Cancelled at shutdown; each backend stops on a child of it.
-    pub stop: CancellationToken,
-    /// Every backend's supervising task, for the shutdown to wait on.
-    pub tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-/// A PHP route: its backend (replaceable) and log.
-pub struct PhpRoute {
+/// A running PHP worker: its backend (replaceable) and log.
+pub struct PhpWorker {
     /// The backend requests go to now.
     pub upstream: Arc<SharedUpstream>,
     /// The worker's log.
@@ -48,68 +31,72 @@ pub struct PhpRoute {
     reloading: tokio::sync::Mutex<()>,
 }
 
-impl Starter {
-    /// Starts `w`'s backend; `generation` keeps its files apart from a
-    /// backend it replaces.
-    async fn start(
-        &self,
-        w: Arc<Worker>,
-        log: &WorkerLog,
-        generation: u32,
-    ) -> Result<(Upstream, CancellationToken), String> {
-        let stop = self.stop.child_token();
-        let (up, task) = match w.php.backend {
-            Backend::Fpm => {
-                let prepared = Prepared::new(
-                    w.clone(),
-                    self.mode,
-                    &self.runtime_dir,
-                    &self.ports,
-                    &self.sup,
-                    generation,
-                )
-                .await?;
-                tracing::info!(worker = %w.name, route = %w.route, "starting php-fpm ({})", prepared.address());
-                let (backend, task) =
-                    Fpm::start(prepared, self.sup.clone(), log.clone(), stop.clone());
-                (Upstream::Fpm(backend), task)
-            }
-            Backend::Cgi => {
-                let launcher = Launcher::new(
-                    &w,
-                    self.mode,
-                    &self.runtime_dir,
-                    self.ports.clone(),
-                    generation,
-                )
-                .await?;
-                tracing::info!(worker = %w.name, route = %w.route, "starting php-cgi pool ({}, {})", launcher.binary().display(), w.php.pool.describe());
-                let (pool, task) = cgi::Pool::start(
-                    w.clone(),
-                    launcher,
-                    self.sup.clone(),
-                    log.clone(),
-                    stop.clone(),
-                );
-                let up = CgiUpstream {
-                    worker: w.clone(),
-                    pool,
-                    doc_root: DocRoot::open(&w.php.document_root),
-                };
-                (Upstream::Cgi(Arc::new(up)), task)
-            }
-        };
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(task);
-        Ok((up, stop))
-    }
+/// Starts `w`'s backend in `scope`; `generation` keeps its files apart
+/// from a backend it replaces.
+async fn start_backend(
+    scope: &Scope,
+    w: Arc<WorkerConfig>,
+    log: &WorkerLog,
+    generation: u32,
+) -> Result<(Upstream, CancellationToken), LifecycleError> {
+    let stop = scope.stop.child_token();
+    let (up, task) = match w.php.backend {
+        PhpBackend::Fpm => {
+            let prepared = Prepared::new(
+                w.clone(),
+                scope.mode,
+                &scope.runtime_dir,
+                &scope.ports,
+                &scope.sup,
+                generation,
+            )
+            .await?;
+            tracing::info!(worker = %w.name, route = %w.route, "starting php-fpm ({})", prepared.address());
+            let (master, task) =
+                FpmMaster::start(prepared, scope.sup.clone(), log.clone(), stop.clone());
+            (Upstream::Fpm(master), task)
+        }
+        PhpBackend::Cgi => {
+            let launcher = Launcher::new(
+                &w,
+                scope.mode,
+                &scope.runtime_dir,
+                scope.ports.clone(),
+                generation,
+            )
+            .await?;
+            tracing::info!(worker = %w.name, route = %w.route, "starting php-cgi pool ({}, {})", launcher.binary().display(), w.php.pool.describe());
+            let (pool, task) = cgi::Pool::start(
+                w.clone(),
+                launcher,
+                scope.sup.clone(),
+                log.clone(),
+                stop.clone(),
+            );
+            let up = CgiUpstream {
+                worker: w.clone(),
+                pool,
+                doc_root: DocRoot::open(&w.php.document_root),
+            };
+            (Upstream::Cgi(Arc::new(up)), task)
+        }
+    };
+    // The shutdown's workers phase waits for the supervising task.
+    scope.spawn(async move {
+        let _ = task.await;
+    });
+    Ok((up, stop))
+}
 
-    /// Starts the backend of a route.
-    pub async fn route(&self, w: Arc<Worker>, log: WorkerLog) -> Result<PhpRoute, String> {
-        let (up, stop) = self.start(w, &log, 0).await?;
-        Ok(PhpRoute {
+impl PhpWorker {
+    /// Starts `w`'s backend in `scope`.
+    pub async fn start(
+        scope: &Scope,
+        w: Arc<WorkerConfig>,
+        log: WorkerLog,
+    ) -> Result<Self, LifecycleError> {
+        let (up, stop) = start_backend(scope, w, &log, 0).await?;
+        Ok(Self {
             upstream: SharedUpstream::new(up),
             log,
             stop: Mutex::new(stop),
@@ -118,13 +105,6 @@ impl Starter {
         })
     }
 
-    /// Takes the tasks to wait on at shutdown.
-    pub fn take_tasks(&self) -> Vec<JoinHandle<()>> {
-        std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-impl PhpRoute {
     /// Applies `new` (same worker, same backend kind), the least
     /// disruptive way that applies all of it:
     /// - php-cgi: in place ([`cgi::Pool::reconfigure`]); when PHP's own
@@ -135,12 +115,14 @@ impl PhpRoute {
     ///   takes the route once it answers, and the old one drains and stops.
     ///
     /// On failure the running backend stays as it was.
-    pub async fn reload(&self, starter: &Starter, new: Worker) -> Result<(), String> {
+    pub async fn reload(&self, scope: &Scope, new: WorkerConfig) -> Result<(), LifecycleError> {
         let _one_at_a_time = self.reloading.lock().await;
         let old = self.upstream.get();
         let old_worker = old.worker().clone();
         if old_worker.php.backend != new.php.backend {
-            return Err("php.backend changes need a new pool".into());
+            return Err(LifecycleError::NeedsRestart(
+                "php.backend changes need a new pool".into(),
+            ));
         }
         let new = Arc::new(new);
         let p = (&old_worker.php, &new.php);
@@ -158,9 +140,9 @@ impl PhpRoute {
                     Some(
                         Launcher::new(
                             &new,
-                            starter.mode,
-                            &starter.runtime_dir,
-                            starter.ports.clone(),
+                            scope.mode,
+                            &scope.runtime_dir,
+                            scope.ports.clone(),
                             generation,
                         )
                         .await?,
@@ -180,7 +162,7 @@ impl PhpRoute {
                 }
             }
             Upstream::Fpm(b) if same_place && same_program => {
-                match Prepared::again(new.clone(), starter.mode, &b.files, &starter.sup).await? {
+                match Prepared::again(new.clone(), scope.mode, &b.files, &scope.sup).await? {
                     Some(prepared) => {
                         let fresh = b.reload(prepared, &self.log).await?;
                         drop(self.upstream.replace(Upstream::Fpm(fresh)));
@@ -196,7 +178,7 @@ impl PhpRoute {
                 }
             }
             _ => {
-                self.beside(starter, new.clone()).await?;
+                self.beside(scope, new.clone()).await?;
                 "new pool; the previous one finishes its requests and stops"
             }
         };
@@ -211,24 +193,21 @@ impl PhpRoute {
 
     /// Starts a second backend for `new`, swaps it in once it answers,
     /// then lets the old one drain and stop.
-    async fn beside(&self, starter: &Starter, new: Arc<Worker>) -> Result<(), String> {
+    async fn beside(&self, scope: &Scope, new: Arc<WorkerConfig>) -> Result<(), LifecycleError> {
         if matches!(new.php.pool.listen, Listen::Unix(_) | Listen::Tcp(_))
-            && new.php.backend == Backend::Fpm
+            && new.php.backend == PhpBackend::Fpm
         {
             // The new php-fpm could not bind while the old one holds it.
-            return Err(format!(
+            return Err(LifecycleError::NeedsRestart(format!(
                 "php.pool.listen_address is a fixed address ({:?}) and this change needs a second php-fpm: restart tqserver to apply it",
                 new.php.pool.listen
-            ));
+            )));
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let (up, stop) = starter.start(new, &self.log, generation).await?;
-        if !up.wait_ready(starter.sup.health_check_wait).await {
+        let (up, stop) = start_backend(scope, new, &self.log, generation).await?;
+        if !up.wait_ready(scope.sup.health_check_wait).await {
             stop.cancel();
-            return Err(format!(
-                "the new pool did not become ready within {:?}",
-                starter.sup.health_check_wait
-            ));
+            return Err(LifecycleError::NotReady(scope.sup.health_check_wait));
         }
         drop(self.upstream.replace(up));
         let old = std::mem::replace(

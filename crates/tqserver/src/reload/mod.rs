@@ -15,8 +15,8 @@
 //!   starts beside the old one, takes the route once ready, and the old
 //!   one drains;
 //! - anything else: applied in place — a native worker is rebuilt and
-//!   swapped ([`crate::native::Service::reconfigure`]), a PHP pool is
-//!   resized or reloaded ([`crate::php::backend::PhpRoute::reload`]);
+//!   swapped ([`crate::native::NativeWorker::reconfigure`]), a PHP pool is
+//!   resized or reloaded (in place: [`crate::workers::Worker::reconfigure`]);
 //!   a new `path` moves the route.
 //!
 //! Server settings: timeouts, body limit, access log and metrics path
@@ -26,22 +26,26 @@
 //! format, supervision, port range, watcher settings, FastCGI listeners)
 //! is named in the report as needing a restart.
 
+//!
+//! # Layout
+//! - `mod.rs`: the [`Reloader`]: triggers, the new configuration compared
+//!   with the one in force, what changes how.
+//! - `factory.rs`: starting a worker with its log, metrics, access log
+//!   and FastCGI listener ([`Factory`], [`Running`]).
+
+mod factory;
+
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 
-use crate::access::{AccessFile, AccessLog};
-use crate::admin::{self, Admin};
-use crate::app::{App, Fronts, Route, Routed, Table};
-use crate::config::{AccessTarget, Config, Worker};
-use crate::http::livereload::LiveReload;
-use crate::http::observe::Observed;
-use crate::logging::WorkerLog;
-use crate::metrics::Metrics;
-use crate::native;
-use crate::php::backend::Starter;
+pub use factory::{Factory, Running};
+
+use crate::admin::{Admin, ReloadRequest};
+use crate::app::App;
+use crate::config::{Config, WorkerConfig};
+use crate::fronts::Fronts;
+use crate::workers;
 
 /// Why a reload runs.
 #[derive(Debug)]
@@ -53,291 +57,9 @@ pub enum Trigger {
     ServerFile,
     /// SIGHUP.
     Hangup,
-    /// `tqserver reload`: the report, or why nothing was applied.
-    Asked(oneshot::Sender<Result<String, String>>),
-}
-
-/// What starting a worker needs, at start-up and on reloads.
-pub struct Launch {
-    /// Starts PHP backends; holds every supervising task.
-    pub starter: Arc<Starter>,
-    /// Every metric.
-    pub metrics: Arc<Metrics>,
-    /// Dev-mode browser reload.
-    pub live: Option<Arc<LiveReload>>,
-    /// `server.access_log`, open, with its target and format.
-    global_access: std::sync::Mutex<Option<GlobalAccess>>,
-    /// Cancelled at shutdown (after the public listener): every FastCGI
-    /// listener stops on a child of it.
-    fastcgi_stop: CancellationToken,
-    /// The FastCGI listeners' tasks, for the shutdown to wait on.
-    fastcgi_tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-#[derive(Clone)]
-struct GlobalAccess {
-    target: String,
-    file: AccessFile,
-    format: crate::access::AccessFormat,
-}
-
-/// A running worker.
-pub struct Running {
-    /// Its configuration in force.
-    pub worker: Arc<Worker>,
-    /// Where its requests go.
-    pub target: Route,
-    /// Its metrics and access log.
-    pub observed: Arc<Observed>,
-    /// A native worker's stop (PHP backends keep their own).
-    native_stop: Option<CancellationToken>,
-    /// Its FastCGI listener's stop (`fastcgi.listen`).
-    fastcgi: Option<CancellationToken>,
-}
-
-impl Running {
-    /// Drains and stops it (requests in progress finish), and closes its
-    /// FastCGI listener.
-    pub fn stop(&self) {
-        if let Some(f) = &self.fastcgi {
-            f.cancel();
-        }
-        match &self.target {
-            Route::Php(p) => p.stop(),
-            Route::Native(_) => {
-                if let Some(s) = &self.native_stop {
-                    s.cancel();
-                }
-            }
-        }
-    }
-
-    /// Waits until it can serve: PHP answers its ping; a native worker has
-    /// a ready instance (builds can take minutes), or gave up.
-    pub async fn wait_ready(&self, php_wait: Duration) -> bool {
-        match &self.target {
-            Route::Php(p) => p.upstream.get().wait_ready(php_wait).await,
-            Route::Native(s) => {
-                let until = tokio::time::Instant::now() + NATIVE_READY_WAIT;
-                loop {
-                    let now = s.serving();
-                    if now.has_ready() {
-                        return true;
-                    }
-                    if now.stopped || tokio::time::Instant::now() >= until {
-                        return false;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn entry(&self) -> admin::Entry {
-        admin::Entry {
-            name: self.worker.name.clone(),
-            route: self.worker.route.clone(),
-            kind: self.worker.type_name(),
-            target: self.target.clone(),
-            metrics: self.observed.metrics.clone(),
-        }
-    }
-}
-
-/// The longest a replacement native worker may take to build and start
-/// before the reload gives up on it (the old one keeps serving).
-const NATIVE_READY_WAIT: Duration = Duration::from_secs(600);
-
-impl Launch {
-    /// Opens `server.access_log` of `config`.
-    pub fn new(
-        config: &Config,
-        starter: Arc<Starter>,
-        metrics: Arc<Metrics>,
-        live: Option<Arc<LiveReload>>,
-    ) -> Result<Self, String> {
-        let launch = Self {
-            starter,
-            metrics,
-            live,
-            global_access: std::sync::Mutex::new(None),
-            fastcgi_stop: CancellationToken::new(),
-            fastcgi_tasks: Default::default(),
-        };
-        launch.set_global_access(config)?;
-        Ok(launch)
-    }
-
-    /// (Re)opens `server.access_log` when it changed.
-    fn set_global_access(&self, config: &Config) -> Result<(), String> {
-        let s = &config.server;
-        let mut g = self.global_access.lock().unwrap_or_else(|e| e.into_inner());
-        let now = g.as_ref().map(|g| (&g.target, &g.format));
-        if now == s.access_log.as_ref().map(|t| (t, &s.access_format)) {
-            return Ok(());
-        }
-        *g = match &s.access_log {
-            None => None,
-            Some(t) => Some(GlobalAccess {
-                file: match g.as_ref().filter(|g| &g.target == t) {
-                    Some(g) => g.file.clone(),
-                    None => AccessFile::open(t, "access")
-                        .map_err(|e| format!("cannot open server.access_log {t}: {e}"))?,
-                },
-                target: t.clone(),
-                format: s.access_format.clone(),
-            }),
-        };
-        Ok(())
-    }
-
-    /// Requests no worker serves go to the server-wide access log only.
-    fn unrouted_access(&self) -> AccessLog {
-        let mut a = AccessLog::default();
-        if let Some(g) = self.global() {
-            a.to_file(g.file, g.format);
-        }
-        a
-    }
-
-    fn global(&self) -> Option<GlobalAccess> {
-        self.global_access
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// A worker's metrics and access log.
-    fn observed(&self, w: &Worker, log: &WorkerLog) -> Result<Arc<Observed>, String> {
-        let mut access = AccessLog::default();
-        match &w.logging.access_log {
-            AccessTarget::Off => {}
-            AccessTarget::WorkerLog => {
-                access.to_worker(log.clone(), w.logging.access_format.clone())
-            }
-            AccessTarget::File(t) => access.to_file(
-                AccessFile::open(t, &w.name).map_err(|e| {
-                    format!("worker {}: cannot open logging.access_log {t}: {e}", w.name)
-                })?,
-                w.logging.access_format.clone(),
-            ),
-        }
-        if let Some(g) = self.global() {
-            access.to_file(g.file, g.format);
-        }
-        Ok(Arc::new(Observed {
-            metrics: self.metrics.route(w),
-            access,
-        }))
-    }
-
-    /// Starts `w` (not yet routed).
-    pub async fn start(&self, w: Arc<Worker>) -> Result<Running, String> {
-        let log = WorkerLog::new(&w)
-            .map_err(|e| format!("worker {}: cannot open logging.log_file: {e}", w.name))?;
-        let observed = self.observed(&w, &log)?;
-        let st = &self.starter;
-        if w.native.is_some() {
-            tracing::info!(worker = %w.name, route = %w.route, "starting {} worker", w.type_name());
-            let stop = st.stop.child_token();
-            let (svc, task) = native::supervisor::start(
-                w.clone(),
-                st.mode,
-                st.sup.clone(),
-                st.ports.clone(),
-                &st.runtime_dir,
-                log,
-                self.live.clone(),
-                stop.clone(),
-                self.metrics.native(&w.name),
-            );
-            st.tasks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(task);
-            return Ok(Running {
-                worker: w,
-                target: Route::Native(svc),
-                observed,
-                native_stop: Some(stop),
-                fastcgi: None,
-            });
-        }
-        let r = st.route(w.clone(), log).await?;
-        Ok(Running {
-            worker: w,
-            target: Route::Php(Arc::new(r)),
-            observed,
-            native_stop: None,
-            fastcgi: None,
-        })
-    }
-
-    /// Serves `bound` (the worker's `fastcgi.listen`) with `r`'s PHP
-    /// backend until `r` stops or TQServer does.
-    pub fn serve_fastcgi(&self, r: &mut Running, bound: crate::php::listener::Bound) {
-        let Route::Php(php) = &r.target else {
-            return;
-        };
-        if let Ok(a) = bound.local_addr() {
-            tracing::info!(worker = %r.worker.name, "FastCGI listener on {a}");
-        }
-        let stop = self.fastcgi_stop.child_token();
-        let task = tokio::spawn(bound.serve(
-            php.upstream.clone(),
-            php.log.clone(),
-            stop.clone(),
-            self.starter.sup.shutdown_grace,
-        ));
-        self.fastcgi_tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(task);
-        if let Some(old) = r.fastcgi.replace(stop) {
-            old.cancel();
-        }
-    }
-
-    /// Closes every FastCGI listener (open connections finish their
-    /// requests) and waits for them.
-    pub async fn stop_fastcgi(&self) {
-        self.fastcgi_stop.cancel();
-        let tasks =
-            std::mem::take(&mut *self.fastcgi_tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in tasks {
-            let _ = t.await;
-        }
-    }
-
-    /// The routing table over `running` with `config`'s server settings.
-    pub fn table(&self, config: &Config, running: &[Running]) -> Table {
-        let routes = running
-            .iter()
-            .map(|r| {
-                let routed = Routed {
-                    target: r.target.clone(),
-                    observed: r.observed.clone(),
-                };
-                (r.worker.route.clone(), routed)
-            })
-            .collect();
-        let s = &config.server;
-        Table {
-            router: crate::http::router::Router::new(routes),
-            server: s.clone(),
-            public_metrics: config.observability.public_metrics.clone(),
-            record: config.observability.admin.is_some()
-                || config.observability.public_metrics.is_some(),
-            unrouted_access: self.unrouted_access(),
-        }
-    }
-
-    /// The admin pages' view of `running`.
-    pub fn entries(running: &[Running]) -> Vec<admin::Entry> {
-        let mut e: Vec<_> = running.iter().map(Running::entry).collect();
-        e.sort_by(|a, b| a.route.cmp(&b.route));
-        e
-    }
+    /// `tqserver reload` (`POST /reload`): the report, or why nothing was
+    /// applied.
+    Asked(ReloadRequest),
 }
 
 /// Owns what runs and applies configuration changes to it, one at a time.
@@ -347,7 +69,7 @@ pub struct Reloader {
     /// Every enabled worker, running.
     pub running: Vec<Running>,
     /// How workers start.
-    pub launch: Arc<Launch>,
+    pub factory: Arc<Factory>,
     /// The request handler whose table is swapped.
     pub app: Arc<App>,
     /// The admin pages' worker list.
@@ -368,10 +90,10 @@ impl Reloader {
                 Trigger::Hangup => {
                     self.reload_logged("SIGHUP").await;
                 }
-                Trigger::Asked(answer) => {
+                Trigger::Asked(ask) => {
                     let r = self.reload().await;
                     log_outcome("tqserver reload", &r);
-                    let _ = answer.send(r);
+                    ask.answer(r);
                 }
             }
         }
@@ -386,17 +108,17 @@ impl Reloader {
     /// going away) reloads everything; code goes to the worker (native:
     /// rebuild and swap; PHP: the browser reloads, PHP reads the new file).
     async fn files_changed(&mut self, c: crate::watch::Change) {
-        let running = self.running.iter().find(|r| r.worker.name == c.worker);
+        let running = self.running.iter().find(|r| r.config.name == c.worker);
         match running {
-            Some(r) if !c.config => match &r.target {
-                Route::Native(svc) => svc.reload(format!("changed: {}", c.describe())),
-                Route::Php(_) => {
-                    tracing::info!(worker = %r.worker.name, "changed: {}", c.describe());
-                    if let Some(l) = &self.launch.live {
-                        l.notify(&r.worker.route);
+            Some(r) if !c.config => {
+                if !r.worker.files_changed(format!("changed: {}", c.describe())) {
+                    // PHP reads its new files itself: only browsers reload.
+                    tracing::info!(worker = %r.config.name, "changed: {}", c.describe());
+                    if let Some(l) = &self.factory.live {
+                        l.notify(&r.config.route);
                     }
                 }
-            },
+            }
             // Files in a folder that is not a running worker: nothing runs
             // them yet.
             None if !c.config => {}
@@ -417,7 +139,7 @@ impl Reloader {
             "RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading the configuration"
         ));
         let r = self.reload_inner().await;
-        self.launch.metrics.config_reloaded(r.is_ok());
+        self.factory.metrics.config_reloaded(r.is_ok());
         crate::systemd::notify(&format!(
             "READY=1\nSTATUS={}",
             match &r {
@@ -449,9 +171,9 @@ impl Reloader {
     }
 
     fn notify_all(&self) {
-        if let Some(l) = &self.launch.live {
+        if let Some(l) = &self.factory.live {
             for r in &self.running {
-                l.notify(&r.worker.route);
+                l.notify(&r.config.route);
             }
         }
     }
@@ -533,24 +255,23 @@ impl Reloader {
         if o.server.access_log != n.server.access_log
             || o.server.access_format != n.server.access_format
         {
-            match self.launch.set_global_access(n) {
+            match self.factory.set_global_access(n) {
                 Ok(()) => done.push("server.access_log applied".into()),
                 Err(e) => done.push(format!("{e}; server.access_log stays as it was")),
             }
         }
 
         // Workers.
-        let sup = self.launch.starter.sup.clone();
         let mut old: Vec<Running> = std::mem::take(&mut self.running);
         let mut next: Vec<Running> = Vec::new();
         let mut retire: Vec<Running> = Vec::new();
         for w in n.enabled_workers() {
             let prev = old
                 .iter()
-                .position(|r| r.worker.name == w.name)
+                .position(|r| r.config.name == w.name)
                 .map(|i| old.remove(i));
             let Some(mut r) = prev else {
-                match self.start(w, &sup).await {
+                match self.start(w).await {
                     Ok(r) => {
                         done.push(format!("worker {} started at {}", w.name, w.route));
                         next.push(r);
@@ -559,22 +280,19 @@ impl Reloader {
                 }
                 continue;
             };
-            if *r.worker == *w {
+            if *r.config == *w {
                 next.push(r);
                 continue;
             }
-            let replace = r.worker.type_name() != w.type_name()
-                || (w.native.is_none() && r.worker.php.backend != w.php.backend)
-                || r.worker.logging.log_file != w.logging.log_file;
-            if replace {
-                if r.worker.fastcgi.is_some() {
-                    done.push(format!("worker {}: this change needs a new worker, and its FastCGI listener ({}) serves the running one; restart tqserver to apply it", w.name, r.worker.fastcgi.as_ref().map_or(String::new(), |f| f.listen.to_string())));
+            if workers::needs_replacing(&r.config, w) {
+                if r.config.fastcgi.is_some() {
+                    done.push(format!("worker {}: this change needs a new worker, and its FastCGI listener ({}) serves the running one; restart tqserver to apply it", w.name, r.config.fastcgi.as_ref().map_or(String::new(), |f| f.listen.to_string())));
                     next.push(r);
                     continue;
                 }
-                match self.start(w, &sup).await {
+                match self.start(w).await {
                     Ok(fresh) => {
-                        done.push(format!("worker {} replaced ({} → {}); the previous one finishes its requests and stops", w.name, describe(&r.worker), describe(w)));
+                        done.push(format!("worker {} replaced ({} → {}); the previous one finishes its requests and stops", w.name, describe(&r.config), describe(w)));
                         retire.push(r);
                         next.push(fresh);
                     }
@@ -585,42 +303,38 @@ impl Reloader {
                 }
                 continue;
             }
-            let moved = r.worker.route != w.route;
-            let applied = match &r.target {
-                Route::Native(svc) => {
-                    svc.reconfigure(w.clone());
-                    Ok(())
-                }
-                Route::Php(p) => p.reload(&self.launch.starter, w.clone()).await,
-            };
-            match applied {
-                Ok(()) => {
-                    self.launch.metrics.forget(&r.worker);
+            let moved = r.config.route != w.route;
+            match r.worker.reconfigure(&self.factory.scope, w).await {
+                Ok(how) => {
+                    self.factory.metrics.forget(&r.config);
                     if let Some(line) = self.fastcgi_changed(&mut r, w).await {
                         done.push(line);
                     }
-                    if r.worker.logging != w.logging {
-                        let log = match &r.target {
-                            Route::Php(p) => Some(p.log.clone()),
-                            Route::Native(_) => WorkerLog::new(w).ok(),
+                    if r.config.logging != w.logging {
+                        // The same log file (another one needs a new
+                        // worker): its access log and level may differ.
+                        let log = if r.worker.is_php() {
+                            Some(r.worker.log().clone())
+                        } else {
+                            w.open_log().ok()
                         };
-                        if let Some(obs) = log.and_then(|l| self.launch.observed(w, &l).ok()) {
+                        if let Some(obs) = log.and_then(|l| self.factory.observed(w, &l).ok()) {
                             r.observed = obs;
                         }
                     }
-                    let what = match &r.target {
-                        Route::Native(_) => "rebuilding with the new settings",
-                        Route::Php(_) => "applied",
-                    };
+                    let what = how.as_str();
                     done.push(if moved {
                         format!(
                             "worker {} moved from {} to {} ({what})",
-                            w.name, r.worker.route, w.route
+                            w.name, r.config.route, w.route
                         )
                     } else {
-                        format!("worker {}: {} {what}", w.name, r.worker.file.display())
+                        format!("worker {}: {} {what}", w.name, r.config.file.display())
                     });
-                    r.worker = Arc::new(w.clone());
+                    r.config = Arc::new(w.clone());
+                    if moved {
+                        self.factory.watch_pages(&mut r);
+                    }
                 }
                 Err(e) => done.push(format!(
                     "worker {}: {e}; still running its previous configuration",
@@ -632,11 +346,11 @@ impl Reloader {
         for r in old {
             done.push(format!(
                 "worker {} removed from {}; it finishes its requests and stops",
-                r.worker.name, r.worker.route
+                r.config.name, r.config.route
             ));
             retire.push(r);
         }
-        next.sort_by(|a, b| a.worker.route.cmp(&b.worker.route));
+        next.sort_by(|a, b| a.config.route.cmp(&b.config.route));
         let mut config = new;
         // What needs a restart stays as it runs, so the next reload still
         // says so.
@@ -650,18 +364,18 @@ impl Reloader {
         config.watch_config = o.watch_config;
         config.debounce = o.debounce;
         config.live_reload = o.live_reload;
-        self.app.swap(self.launch.table(&config, &next));
-        self.admin.set_workers(Launch::entries(&next));
+        self.app.swap(self.factory.table(&config, &next));
+        self.admin.set_workers(Factory::entries(&next));
         self.admin
             .set_token(config.observability.admin_token.clone());
         // Unrouted first, then stopped: requests in progress finish.
         for r in &retire {
             r.stop();
-            self.launch.metrics.forget(&r.worker);
+            self.factory.metrics.forget(&r.config);
         }
         // Info series of workers whose route or type changed in place.
         for r in &next {
-            self.launch.metrics.worker_info(&r.worker);
+            self.factory.metrics.worker_info(&r.config);
         }
         self.running = next;
         self.config = config;
@@ -680,23 +394,27 @@ impl Reloader {
     /// Starts `w` (its FastCGI listener bound first, as at start-up) and
     /// waits until it can serve; a worker that does not become ready is
     /// stopped again.
-    async fn start(&self, w: &Worker, sup: &crate::config::Supervision) -> Result<Running, String> {
+    async fn start(&self, w: &WorkerConfig) -> Result<Running, String> {
         let bound = match &w.fastcgi {
-            Some(l) => Some(crate::php::listener::Bound::bind(l).await.map_err(|e| {
-                format!(
-                    "cannot listen for FastCGI on {} (fastcgi.listen): {e}",
-                    l.listen
-                )
-            })?),
+            Some(l) => Some(
+                crate::workers::FastcgiListener::bind(l)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "cannot listen for FastCGI on {} (fastcgi.listen): {e}",
+                            l.listen
+                        )
+                    })?,
+            ),
             None => None,
         };
-        let mut r = self.launch.start(Arc::new(w.clone())).await?;
-        if !r.wait_ready(sup.health_check_wait).await {
+        let mut r = self.factory.start(Arc::new(w.clone())).await?;
+        if !r.worker.wait_ready(self.factory.ready_wait()).await {
             r.stop();
             return Err("it did not become ready".to_string());
         }
         if let Some(b) = bound {
-            self.launch.serve_fastcgi(&mut r, b);
+            self.factory.serve_fastcgi(&mut r, b);
         }
         Ok(r)
     }
@@ -705,25 +423,23 @@ impl Reloader {
     /// bound before the old listener closes (its connections finish); a
     /// listener removed closes. The same address with other settings
     /// cannot be bound twice: that needs a restart.
-    async fn fastcgi_changed(&self, r: &mut Running, w: &Worker) -> Option<String> {
-        let (old, new) = (&r.worker.fastcgi, &w.fastcgi);
+    async fn fastcgi_changed(&self, r: &mut Running, w: &WorkerConfig) -> Option<String> {
+        let (old, new) = (&r.config.fastcgi, &w.fastcgi);
         if old == new {
             return None;
         }
         match (old, new) {
             (Some(_), None) => {
-                if let Some(s) = r.fastcgi.take() {
-                    s.cancel();
-                }
+                r.close_fastcgi();
                 Some(format!("worker {}: FastCGI listener closed", w.name))
             }
             (Some(o), Some(n)) if o.listen == n.listen => Some(format!(
                 "worker {}: fastcgi settings on the same address ({}) changed: restart tqserver to apply them",
                 w.name, n.listen
             )),
-            (_, Some(n)) => match crate::php::listener::Bound::bind(n).await {
+            (_, Some(n)) => match crate::workers::FastcgiListener::bind(n).await {
                 Ok(b) => {
-                    self.launch.serve_fastcgi(r, b);
+                    self.factory.serve_fastcgi(r, b);
                     Some(format!(
                         "worker {}: FastCGI listener now on {}",
                         w.name, n.listen
@@ -739,7 +455,7 @@ impl Reloader {
     }
 }
 
-fn describe(w: &Worker) -> String {
+fn describe(w: &WorkerConfig) -> String {
     match &w.native {
         Some(n) => n.kind.as_str().to_string(),
         None => format!("php, {}", w.php.backend.as_str()),
@@ -766,6 +482,19 @@ pub async fn on_sighup(to: mpsc::UnboundedSender<Trigger>) {
     }
 }
 
+/// Forwards `tqserver reload`'s requests (from the admin listener) as
+/// reload triggers.
+pub async fn from_admin(
+    mut asks: mpsc::UnboundedReceiver<ReloadRequest>,
+    to: mpsc::UnboundedSender<Trigger>,
+) {
+    while let Some(a) = asks.recv().await {
+        if to.send(Trigger::Asked(a)).is_err() {
+            return;
+        }
+    }
+}
+
 /// Forwards the watcher's events as reload triggers.
 pub async fn from_watcher(
     mut events: mpsc::UnboundedReceiver<crate::watch::Event>,
@@ -773,7 +502,7 @@ pub async fn from_watcher(
 ) {
     while let Some(e) = events.recv().await {
         let t = match e {
-            crate::watch::Event::Worker(c) => Trigger::Files(c),
+            crate::watch::Event::WorkerConfig(c) => Trigger::Files(c),
             crate::watch::Event::ServerConfig => Trigger::ServerFile,
         };
         if to.send(t).is_err() {

@@ -11,9 +11,9 @@ use std::time::{Instant, SystemTime};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 
-use super::Body;
-use super::ConnInfo;
 use crate::access::{AccessLog, Entry, ServedBy};
+use crate::http::Body;
+use crate::http::ConnInfo;
 use crate::metrics::{RouteMetrics, UpstreamError};
 
 /// `X-Request-Id`.
@@ -99,7 +99,7 @@ pub fn begin(
     let id = request_id(req.headers_mut());
     if !http_body::Body::is_end_stream(req.body()) {
         req.extensions_mut()
-            .insert(super::body::BytesIn(route.metrics.bytes_in.clone()));
+            .insert(crate::http::body::BytesIn(route.metrics.bytes_in.clone()));
     }
     let entry = (!route.access.is_off()).then(|| Box::new(entry(req, conn, &id)));
     Pending {
@@ -127,7 +127,7 @@ fn entry(req: &Request<hyper::body::Incoming>, conn: &ConnInfo, id: &HeaderValue
         version: req.version(),
         status: 0,
         bytes: 0,
-        content_length: super::body::declared_length(h),
+        content_length: crate::http::body::declared_length(h),
         referer: h.get(http::header::REFERER).cloned(),
         user_agent: h.get(http::header::USER_AGENT).cloned(),
         request_id: id.clone(),
@@ -205,6 +205,48 @@ impl Drop for Meter {
             e.duration = took;
             self.route.access.write(&self.route.metrics.worker, &e);
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its bytes into its request's [`Meter`]
+    /// (if it has one), which records the request when the body is done
+    /// or dropped.
+    pub struct Metered {
+        #[pin]
+        inner: Body,
+        meter: Option<Meter>,
+    }
+}
+
+impl Metered {
+    /// `inner`, recorded by `meter`.
+    pub fn new(inner: Body, meter: Option<Meter>) -> Self {
+        Self { inner, meter }
+    }
+}
+
+impl http_body::Body for Metered {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let (Some(m), std::task::Poll::Ready(Some(Ok(f)))) = (this.meter.as_mut(), &polled) {
+            if let Some(d) = f.data_ref() {
+                m.sent(d.len());
+            }
+        }
+        polled
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

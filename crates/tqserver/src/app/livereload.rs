@@ -17,7 +17,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Body, pages};
+use crate::http::{Body, pages};
 
 /// Paths TQServer answers itself in dev mode.
 pub const PREFIX: &str = "/__tqserver/";
