@@ -109,7 +109,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             Ok(r) => running.push(r),
             Err(e) => {
                 scope.shut_down().await;
-                return Err(StartError::Config(e));
+                return Err(StartError::Config(e.to_string()));
             }
         }
     }

@@ -35,7 +35,7 @@ fn the_original_blog_worker_yaml_loads() {
     );
     let (status, out, err) = run_cli(p.path(), &["check"]);
     assert!(status.success(), "{out}{err}");
-    assert!(out.contains("127.0.0.1:<port from 9000-9999>"), "{out}");
+    assert!(out.contains("listen 127.0.0.1:<port from "), "{out}");
 }
 
 fn check_fails(p: &Project) -> String {
@@ -165,6 +165,10 @@ fn a_missing_php_fpm_stops_start_up_with_a_clear_message() {
             &common::free_port().to_string(),
             "--host",
             "127.0.0.1",
+            // Not the default 127.0.0.1:8081, which another test or a
+            // running TQServer may hold.
+            "--admin-listen",
+            "",
         ],
     );
     assert_eq!(status.code(), Some(78), "{err}");

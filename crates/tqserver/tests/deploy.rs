@@ -228,8 +228,8 @@ fn image_project(server: &str, worker: Option<&str>) -> tempfile::TempDir {
         std::fs::copy(e.path(), blog.join("public").join(e.file_name())).unwrap();
     }
     std::fs::copy(
-        repo().join("crates/tqserver/tests/php/sleep.php"),
-        blog.join("public/sleep.php"),
+        repo().join("crates/tqserver/tests/php/busy.php"),
+        blog.join("public/busy.php"),
     )
     .unwrap();
     let w = match worker {
@@ -286,24 +286,21 @@ async fn the_kubernetes_configuration_serves_and_drains() {
     assert_eq!(r.status(), 200);
     // Kubernetes' SIGTERM during a request: readiness fails at once, the
     // request finishes, the process exits 0.
+    let tag = common::busy_tag("k8s-drain");
     let slow = {
-        let url = tq.url("/blog/sleep.php?ms=1500");
+        let url = tq.url(&format!("/blog/busy.php?ms=4000&tag={tag}"));
         tokio::spawn(async move { common::client().get(url).send().await.unwrap().status() })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::busy_pid(&tag).await;
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(tq.pid() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
-    let until = Instant::now() + Duration::from_secs(2);
-    loop {
-        let r = c.get(format!("{}/readyz", tq.admin)).send().await;
-        if r.is_ok_and(|r| r.status() == 503) {
-            break;
-        }
-        assert!(Instant::now() < until, "/readyz did not turn 503");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // While the request still runs (4 s of work), /readyz says 503.
+    common::wait_log(&tq, "stopping: ", 10).await;
+    let r = c.get(format!("{}/readyz", tq.admin)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(!slow.is_finished(), "the request was to be still running");
     assert_eq!(slow.await.unwrap(), 200);
     let s = tq.wait_exit(20).expect("exits");
     assert!(s.success(), "{s}");

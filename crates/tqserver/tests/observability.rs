@@ -55,8 +55,23 @@ impl Scrape {
         Self(all)
     }
 
+    /// The series `key`; a series that is missing is a failure (a gauge
+    /// read as 0 because it is not there proves nothing).
     fn get(&self, key: &str) -> f64 {
-        *self.0.get(key).unwrap_or(&0.0)
+        match self.0.get(key) {
+            Some(v) => *v,
+            None => panic!("no series {key} in the scrape; it has: {:?}", {
+                let mut k: Vec<&String> = self.0.keys().collect();
+                k.sort();
+                k
+            }),
+        }
+    }
+
+    /// A counter before anything was counted: absent means 0 (counters
+    /// of a label set appear with their first event).
+    fn before(&self, key: &str) -> f64 {
+        self.0.get(key).copied().unwrap_or(0.0)
     }
 }
 
@@ -97,7 +112,7 @@ async fn metrics_move_by_exactly_the_requests_made() {
     let r = c.get(tq.url("/nowhere")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let after = Scrape::take(&tq).await;
-    let delta = |k: &str| after.get(k) - before.get(k);
+    let delta = |k: &str| after.get(k) - before.before(k);
 
     assert_eq!(
         delta("tqserver_http_requests_total{method=GET,status=2xx,worker=fpm}"),
@@ -483,12 +498,13 @@ async fn health_readiness_and_draining() {
     let r = c.get(format!("{}/readyz", tq.admin)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["ready"], true);
+    let tag = common::busy_tag("obs-drain");
     let slow = tokio::spawn({
         let c = c.clone();
-        let url = tq.url("/fpm/sleep.php?ms=2000");
+        let url = tq.url(&format!("/fpm/busy.php?ms=2000&tag={tag}"));
         async move { c.get(url).send().await.unwrap().status() }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    common::busy_pid(&tag).await;
     kill(Pid::from_raw(tq.pid() as i32), Signal::SIGTERM).unwrap();
     wait_log(&tq, "stopping: finishing requests", 5).await;
     let r = c.get(format!("{}/readyz", tq.admin)).send().await.unwrap();

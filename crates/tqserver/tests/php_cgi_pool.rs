@@ -57,23 +57,10 @@ async fn get(c: &reqwest::Client, url: &str) -> (StatusCode, String) {
     (s, r.text().await.unwrap())
 }
 
-/// The pid a process wrote for `tag` (busy.php).
-async fn busy_pid(tag: &str) -> u32 {
-    let f = std::env::temp_dir().join(format!("tq-busy-{tag}"));
-    for _ in 0..500 {
-        if let Ok(s) = std::fs::read_to_string(&f) {
-            if let Ok(p) = s.trim().parse() {
-                let _ = std::fs::remove_file(&f);
-                return p;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("busy.php never wrote {}", f.display());
-}
+use common::busy_pid;
 
 fn tag(name: &str) -> String {
-    format!("{name}-{}", std::process::id())
+    common::busy_tag(name)
 }
 
 fn kill9(pid: u32) {
@@ -347,7 +334,17 @@ async fn a_full_queue_and_a_queue_timeout_answer_503_with_retry_after() {
             (r.status(), r.headers().contains_key("retry-after"))
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The pool's own account: one request waits in its queue.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = common::admin_text(&tq, "/status/app?json").await;
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        if v["listen queue"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "nothing queued: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The queue holds one: the next is refused at once.
     let r = c.get(tq.url("/app/pid.php")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);

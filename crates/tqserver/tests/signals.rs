@@ -50,19 +50,20 @@ async fn sigquit_finishes_requests_in_progress_then_exits_0() {
     p.php_worker("fpm", "/fpm", "");
     let mut tq = Tq::start(p.path(), &[]);
     let c = client();
-    let url = tq.url("/fpm/sleep.php?ms=1500");
+    let tag = common::busy_tag("sigquit");
+    let url = tq.url(&format!("/fpm/busy.php?ms=1500&tag={tag}"));
     let slow = tokio::spawn(async move {
         let r = c.get(url).send().await.unwrap();
         (r.status(), r.text().await.unwrap())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    common::busy_pid(&tag).await;
     let fpm = common::children_named(&tq, "php-fpm");
     assert_eq!(fpm.len(), 1, "php-fpm's master runs");
     kill(Pid::from_raw(tq.pid() as i32), Signal::SIGQUIT).unwrap();
     wait_log(&tq, "stopping: finishing requests in progress", 5).await;
     let (status, body) = slow.await.unwrap();
     assert_eq!(status, 200);
-    assert_eq!(body, "slept");
+    assert_eq!(body, "done");
     let exit = tq.wait_exit(20).expect("tqserver exits");
     assert!(exit.success(), "{exit:?}\n{}", tq.log_text());
     // php-fpm was stopped and reaped before tqserver exited.

@@ -198,14 +198,15 @@ impl PhpFpm {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
-        let mut child = cmd.spawn().expect("start php-fpm");
-        let address: Address = listen.parse().unwrap();
-        wait_ready(&address, &mut child, Some(&log)).await;
-        Self {
+        let child = cmd.spawn().expect("start php-fpm");
+        // Owned (and so stopped on drop) before anything can panic.
+        let mut fpm = Self {
             child,
-            address,
+            address: listen.parse().unwrap(),
             dir,
-        }
+        };
+        wait_ready(&fpm.address, &mut fpm.child, Some(&log)).await;
+        fpm
     }
 
     pub fn log(&self) -> String {
@@ -236,7 +237,7 @@ impl PhpCgi {
         } else {
             format!("127.0.0.1:{}", free_port())
         };
-        let mut child = Command::new(php_cgi_binary())
+        let child = Command::new(php_cgi_binary())
             .arg("-b")
             .arg(&bind)
             .env("PHP_FCGI_CHILDREN", children.to_string())
@@ -247,17 +248,18 @@ impl PhpCgi {
             .process_group(0)
             .spawn()
             .expect("start php-cgi");
-        let address: Address = if unix {
-            format!("unix:{bind}").parse().unwrap()
-        } else {
-            bind.parse().unwrap()
-        };
-        wait_ready(&address, &mut child, None).await;
-        Self {
+        // Owned (and so stopped on drop) before anything can panic.
+        let mut cgi = Self {
             child,
-            address,
+            address: if unix {
+                format!("unix:{bind}").parse().unwrap()
+            } else {
+                bind.parse().unwrap()
+            },
             dir,
-        }
+        };
+        wait_ready(&cgi.address, &mut cgi.child, None).await;
+        cgi
     }
 }
 

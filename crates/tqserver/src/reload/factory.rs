@@ -19,7 +19,7 @@ use crate::config::{AccessTarget, Config, WorkerConfig};
 use crate::logging::WorkerLog;
 use crate::metrics::Metrics;
 use crate::supervise::Scope;
-use crate::workers::Worker;
+use crate::workers::{StartError, Worker};
 
 /// A running worker, as the reloader keeps it.
 pub struct Running {
@@ -151,7 +151,7 @@ impl Factory {
     }
 
     /// A worker's metrics and access log.
-    pub fn observed(&self, w: &WorkerConfig, log: &WorkerLog) -> Result<Arc<Observed>, String> {
+    pub fn observed(&self, w: &WorkerConfig, log: &WorkerLog) -> Result<Arc<Observed>, StartError> {
         let mut access = AccessLog::default();
         match &w.logging.access_log {
             AccessTarget::Off => {}
@@ -159,8 +159,10 @@ impl Factory {
                 access.to_worker(log.clone(), w.logging.access_format.clone())
             }
             AccessTarget::File(t) => access.to_file(
-                AccessFile::open(t, &w.name).map_err(|e| {
-                    format!("worker {}: cannot open logging.access_log {t}: {e}", w.name)
+                AccessFile::open(t, &w.name).map_err(|source| StartError::AccessLog {
+                    worker: w.name.clone(),
+                    path: t.clone(),
+                    source,
                 })?,
                 w.logging.access_format.clone(),
             ),
@@ -175,15 +177,14 @@ impl Factory {
     }
 
     /// Starts `w` (not yet routed).
-    pub async fn start(&self, w: Arc<WorkerConfig>) -> Result<Running, String> {
-        let log = w
-            .open_log()
-            .map_err(|e| format!("worker {}: cannot open logging.log_file: {e}", w.name))?;
+    pub async fn start(&self, w: Arc<WorkerConfig>) -> Result<Running, StartError> {
+        let log = w.open_log().map_err(|source| StartError::Log {
+            worker: w.name.clone(),
+            source,
+        })?;
         let observed = self.observed(&w, &log)?;
         let native_metrics = self.metrics.native(&w.name);
-        let worker = Worker::start(&self.scope, w.clone(), log, native_metrics)
-            .await
-            .map_err(|e| e.to_string())?;
+        let worker = Worker::start(&self.scope, w.clone(), log, native_metrics).await?;
         let mut r = Running {
             config: w,
             worker,

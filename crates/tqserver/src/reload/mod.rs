@@ -394,24 +394,21 @@ impl Reloader {
     /// Starts `w` (its FastCGI listener bound first, as at start-up) and
     /// waits until it can serve; a worker that does not become ready is
     /// stopped again.
-    async fn start(&self, w: &WorkerConfig) -> Result<Running, String> {
-        let bound = match &w.fastcgi {
-            Some(l) => Some(
-                crate::workers::FastcgiListener::bind(l)
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "cannot listen for FastCGI on {} (fastcgi.listen): {e}",
-                            l.listen
-                        )
-                    })?,
-            ),
-            None => None,
-        };
+    async fn start(&self, w: &WorkerConfig) -> Result<Running, workers::StartError> {
+        let bound =
+            match &w.fastcgi {
+                Some(l) => Some(crate::workers::FastcgiListener::bind(l).await.map_err(
+                    |source| workers::StartError::FastcgiListener {
+                        address: l.listen.to_string(),
+                        source,
+                    },
+                )?),
+                None => None,
+            };
         let mut r = self.factory.start(Arc::new(w.clone())).await?;
         if !r.worker.wait_ready(self.factory.ready_wait()).await {
             r.stop();
-            return Err("it did not become ready".to_string());
+            return Err(workers::StartError::NotReady);
         }
         if let Some(b) = bound {
             self.factory.serve_fastcgi(&mut r, b);

@@ -45,9 +45,38 @@ enum Kind {
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// Its log file (`logging.log_file`) could not be opened.
+    #[error("worker {worker}: cannot open logging.log_file: {source}")]
+    Log {
+        /// The worker.
+        worker: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its access log (`logging.access_log`) could not be opened.
+    #[error("worker {worker}: cannot open logging.access_log {path}: {source}")]
+    AccessLog {
+        /// The worker.
+        worker: String,
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its FastCGI listener could not be bound.
+    #[error("cannot listen for FastCGI on {address} (fastcgi.listen): {source}")]
+    FastcgiListener {
+        /// `fastcgi.listen`.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Its PHP backend could not start.
     #[error(transparent)]
     Php(#[from] LifecycleError),
+    /// It started but did not become ready; it was stopped again.
+    #[error("it did not become ready")]
+    NotReady,
 }
 
 /// How an in-place change was applied.

@@ -45,13 +45,24 @@ pub struct Project {
 
 impl Project {
     /// `server_extra` is appended to the `server:` section; `workers_extra`
-    /// to the `workers:` section.
+    /// to the `workers:` section. Unless `workers_extra` sets one, the
+    /// workers get a port range of their own (not the default 9000-9999,
+    /// which tests running at the same time would share).
     pub fn new(server_extra: &str, workers_extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config")).unwrap();
         std::fs::create_dir_all(dir.path().join("workers")).unwrap();
+        let range = if workers_extra.contains("port_range_start") {
+            String::new()
+        } else {
+            let base = free_port();
+            format!(
+                "  port_range_start: {base}\n  port_range_end: {}\n",
+                base + 40
+            )
+        };
         let yaml = format!(
-            "server:\n  host: 127.0.0.1\n  port: 8080\n{server_extra}\nworkers:\n  directory: workers\n  shutdown_grace_period_ms: 3000\n  restart_delay_ms: 100\n{workers_extra}\n"
+            "server:\n  host: 127.0.0.1\n  port: 8080\n{server_extra}\nworkers:\n  directory: workers\n  shutdown_grace_period_ms: 3000\n  restart_delay_ms: 100\n{range}{workers_extra}\n"
         );
         std::fs::write(dir.path().join("config/server.yaml"), yaml).unwrap();
         Self { dir }
@@ -132,6 +143,11 @@ impl Tq {
         Self::launch(dir, args, &[], Some(port), None, None)
     }
 
+    /// Like `start_file_port`, with extra environment variables.
+    pub fn start_file_port_env(dir: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch(dir, args, env, Some(port), None, None)
+    }
+
     /// Starts tqserver with both its port and its admin listener as
     /// server.yaml says (the test wrote them there): no overrides at all.
     pub fn start_from_files(dir: &Path, port: u16, admin_port: u16, args: &[&str]) -> Self {
@@ -163,6 +179,20 @@ impl Tq {
                 c
             }
         };
+        // A temporary folder of its own (the runtime directory, php's
+        // sessions and uploads), unless the test gives one: stale runtime
+        // directories are looked for in $TMPDIR.
+        if !env.iter().any(|(k, _)| *k == "TMPDIR") {
+            // Like /tmp: anyone may create there (a tqserver that drops
+            // root to server.user makes its runtime directory in it).
+            use std::os::unix::fs::PermissionsExt as _;
+            let tmp = log_dir.path().join("tmp");
+            std::fs::create_dir_all(&tmp).unwrap();
+            std::fs::set_permissions(log_dir.path(), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+            cmd.env("TMPDIR", tmp);
+        }
         let child = cmd
             .args(
                 file_port
@@ -370,6 +400,42 @@ pub async fn wait_log(tq: &Tq, needle: &str, secs: u64) {
             "the log never said {needle:?}:\n{}",
             tq.log_text()
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A busy.php tag unique to this test process.
+pub fn busy_tag(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+/// Waits until busy.php run with `tag` has started (it writes its pid
+/// before it works): the request is in PHP's hands. Returns that pid.
+pub async fn busy_pid(tag: &str) -> u32 {
+    let f = std::env::temp_dir().join(format!("tq-busy-{tag}"));
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&f) {
+            if let Ok(p) = s.trim().parse() {
+                let _ = std::fs::remove_file(&f);
+                return p;
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "busy.php never wrote {}",
+            f.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (at most `secs`) until nothing accepts connections on
+/// 127.0.0.1:`port`.
+pub async fn wait_refused(port: u16, secs: u64, what: &str) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        assert!(Instant::now() < until, "{what}: port {port} still accepts");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tqserver_fastcgi::{Client, ClientConfig};
 
-use super::table::{Control, Proc, State, Table};
+use super::state::{Control, PoolState, Proc, State};
 use super::{FAILED_RETRY, Inner, SPARE_GRACE, TICK};
 use crate::config::{Manager, PoolConfig};
 
@@ -29,7 +29,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
 
 impl Inner {
     /// How many processes the manager wants started now.
-    pub(super) fn wanted(&self, t: &Table) -> usize {
+    pub(super) fn wanted(&self, t: &PoolState) -> usize {
         if t.failed.is_some() || t.stopping {
             return 0;
         }
@@ -64,7 +64,7 @@ impl Inner {
 
     /// Starts as many processes as `count` says, counted and entered in the
     /// table under one lock, spawned outside it.
-    pub(super) fn spawn(self: &Arc<Self>, count: impl FnOnce(&Table) -> usize) {
+    pub(super) fn spawn(self: &Arc<Self>, count: impl FnOnce(&PoolState) -> usize) {
         let reserved: Vec<_> = {
             let mut t = self.lock();
             let n = count(&t);
@@ -76,7 +76,7 @@ impl Inner {
     }
 
     /// A `Starting` entry for a process about to be spawned.
-    pub(super) fn reserve(t: &mut Table) -> (u64, mpsc::UnboundedReceiver<Control>) {
+    pub(super) fn reserve(t: &mut PoolState) -> (u64, mpsc::UnboundedReceiver<Control>) {
         let (control, rx) = mpsc::unbounded_channel();
         let generation = t.cfg.generation;
         let id = t.next_id;

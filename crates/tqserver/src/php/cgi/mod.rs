@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - `mod.rs`: the pool's API and the [`Lease`] a request holds.
-//! - `table.rs`: the one table of processes behind one lock, and every
+//! - `state.rs`: the one table of processes behind one lock, and every
 //!   transition of a process's state (the accounting).
 //! - `manager.rs`: the managers' policy (how many processes, when), the
 //!   tick, the stop.
@@ -17,8 +17,8 @@
 mod launch;
 mod manager;
 mod process;
+mod state;
 pub mod status;
-mod table;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Deref, DerefMut};
@@ -38,7 +38,7 @@ pub use status::{ProcessInfo, Snapshot};
 use crate::config::{Manager, Supervision, WorkerConfig};
 use crate::logging::WorkerLog;
 use crate::supervise::{Backoff, Policy};
-use table::{Counters, Current, Settings, State, Table};
+use state::{Counters, Current, PoolState, Settings, State};
 
 /// Processes that die before their first answer, in a row, before the pool
 /// is marked failed (php-fpm's `emergency_restart_threshold` idea).
@@ -100,7 +100,7 @@ pub enum Readiness {
 struct Inner {
     log: WorkerLog,
     supervision: Supervision,
-    table: Mutex<Table>,
+    table: Mutex<PoolState>,
     started: SystemTime,
     /// Signalled whenever a process leaves the table.
     exited: Notify,
@@ -219,7 +219,7 @@ impl Pool {
         let inner = Arc::new(Inner {
             log,
             supervision,
-            table: Mutex::new(Table {
+            table: Mutex::new(PoolState {
                 procs: BTreeMap::new(),
                 idle: Vec::new(),
                 waiters: VecDeque::new(),
@@ -419,19 +419,19 @@ impl Inner {
 
 /// The locked table (see [`Inner::lock`]).
 struct Locked<'a> {
-    table: MutexGuard<'a, Table>,
+    table: MutexGuard<'a, PoolState>,
     readiness: &'a watch::Sender<Readiness>,
 }
 
 impl Deref for Locked<'_> {
-    type Target = Table;
-    fn deref(&self) -> &Table {
+    type Target = PoolState;
+    fn deref(&self) -> &PoolState {
         &self.table
     }
 }
 
 impl DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut Table {
+    fn deref_mut(&mut self) -> &mut PoolState {
         &mut self.table
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tqserver_fastcgi::Client;
 
 use super::launch::{self, Launcher};
-use super::table::Control;
+use super::state::Control;
 use super::{Inner, RETIRE_GRACE};
 use crate::logging::forward_lines;
 use crate::process::describe_exit;

@@ -110,7 +110,7 @@ pub(super) struct Counters {
     pub(super) crashed: u64,
 }
 
-pub(super) struct Table {
+pub(super) struct PoolState {
     pub(super) procs: BTreeMap<u64, Proc>,
     /// Idle processes, most recently used last (LIFO: a warm process is
     /// reused, the others age out for the dynamic and ondemand managers).
@@ -133,7 +133,7 @@ pub(super) struct Table {
     pub(super) cfg: Arc<Settings>,
 }
 
-impl Table {
+impl PoolState {
     pub(super) fn count(&self, s: State) -> usize {
         self.procs.values().filter(|p| p.state == s).count()
     }
@@ -145,7 +145,7 @@ impl Table {
     }
 }
 
-impl Table {
+impl PoolState {
     /// Whether the pool takes requests, from the table alone.
     pub(super) fn readiness(&self) -> Readiness {
         if self.failed.is_some() {
@@ -165,7 +165,7 @@ impl Table {
 
 impl Inner {
     /// Marks `id` busy and makes its lease.
-    pub(super) fn lend(self: &Arc<Self>, t: &mut Table, id: u64) -> Lease {
+    pub(super) fn lend(self: &Arc<Self>, t: &mut PoolState, id: u64) -> Lease {
         let p = t.procs.get_mut(&id).expect("idle ids are in the table");
         p.state = State::Busy;
         let lease = Lease {
@@ -282,7 +282,7 @@ impl Inner {
 
     /// Counts a process that died before answering; too many in a row
     /// fail the pool.
-    pub(super) fn start_failed(&self, t: &mut Table, why: &str) {
+    pub(super) fn start_failed(&self, t: &mut PoolState, why: &str) {
         t.start_failures += 1;
         self.back_off(t);
         if t.failed.is_some() {
@@ -304,7 +304,7 @@ impl Inner {
     }
 
     /// One more failure in a row: no spawn before the backoff's delay.
-    pub(super) fn back_off(&self, t: &mut Table) {
+    pub(super) fn back_off(&self, t: &mut PoolState) {
         let delay = t.backoff.failed(None);
         t.spawn_after = Some(Instant::now() + delay);
     }
@@ -380,7 +380,7 @@ impl Inner {
 
     /// Idle process `id` stops (its settings were replaced, or there are
     /// too many).
-    pub(super) fn retire_idle(&self, t: &mut Table, id: u64) {
+    pub(super) fn retire_idle(&self, t: &mut PoolState, id: u64) {
         t.idle.retain(|&i| i != id);
         if let Some(p) = t.procs.get_mut(&id) {
             p.state = State::Retiring;
@@ -390,7 +390,7 @@ impl Inner {
 
     /// After `max_children` was lowered: idle processes above it stop,
     /// those idle longest first (busy ones stop after their request).
-    pub(super) fn shrink(&self, t: &mut Table) {
+    pub(super) fn shrink(&self, t: &mut PoolState) {
         let max = t.cfg.pool().max_children as usize;
         while t.live() > max && !t.idle.is_empty() {
             let id = t.idle[0];
