@@ -73,6 +73,8 @@ pub struct Entry {
     pub uri: http::Uri,
     /// HTTP version.
     pub version: http::Version,
+    /// Over HTTPS (TLS here, or a trusted proxy's `X-Forwarded-Proto`).
+    pub https: bool,
     /// Status sent.
     pub status: u16,
     /// Response body bytes sent.
@@ -157,6 +159,7 @@ struct JsonLine<'a> {
     remote_addr: IpAddr,
     method: &'a str,
     uri: std::borrow::Cow<'a, str>,
+    scheme: &'static str,
     protocol: &'static str,
     status: u16,
     bytes: u64,
@@ -169,6 +172,11 @@ struct JsonLine<'a> {
 }
 
 impl Entry {
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+
     /// The line, without its newline (tests, and the worker-log sink).
     pub fn format(&self, worker: &str, f: &AccessFormat) -> String {
         let mut out = Vec::with_capacity(256);
@@ -211,6 +219,7 @@ impl Entry {
             }
             None => out.push(b'-'),
         }
+        let _ = write!(out, " scheme={}", self.scheme());
     }
 
     fn json(&self, worker: &str, out: &mut Vec<u8>) {
@@ -221,6 +230,7 @@ impl Entry {
             remote_addr: self.peer,
             method: self.method.as_str(),
             uri: target.into(),
+            scheme: self.scheme(),
             protocol: version(self.version),
             status: self.status,
             bytes: self.bytes,
@@ -291,6 +301,8 @@ impl Entry {
                 'Q' => write!(out, "{}", if query.is_empty() { "" } else { "?" }),
                 'r' => write!(out, "{}", self.uri.path()),
                 'R' => write!(out, "{}", self.peer),
+                // Not php-fpm's: the scheme (nginx's $scheme).
+                'S' => write!(out, "{}", self.scheme()),
                 's' => write!(out, "{}", self.status),
                 't' | 'T' => match arg.as_deref() {
                     Some(fmt) => write!(out, "{}", clf_time(self.time, fmt)),
@@ -444,6 +456,7 @@ mod tests {
             method: http::Method::GET,
             uri: "/blog/x.php?a=1".parse().unwrap(),
             version: http::Version::HTTP_11,
+            https: false,
             status: 200,
             bytes: 12,
             content_length: None,
@@ -461,7 +474,7 @@ mod tests {
         let c = e.format("blog", &AccessFormat::Combined);
         assert!(c.starts_with("127.0.0.1 - - ["), "{c}");
         assert!(
-            c.ends_with("] \"GET /blog/x.php?a=1 HTTP/1.1\" 200 12 \"-\" \"curl/8 \\\"q\\\"\" rid=abc rt=0.003 upstream=pid:42"),
+            c.ends_with("] \"GET /blog/x.php?a=1 HTTP/1.1\" 200 12 \"-\" \"curl/8 \\\"q\\\"\" rid=abc rt=0.003 upstream=pid:42 scheme=http"),
             "{c}"
         );
         let j: serde_json::Value =

@@ -88,7 +88,11 @@ pub fn main() -> ExitCode {
     if let Some(Command::Reload) = cli.command {
         return reload(&cli.config, mode, cli.admin_listen.as_deref());
     }
-    let mut config = match config::load(&cli.config, mode) {
+    let loaded = config::load(&cli.config, mode).and_then(|c| {
+        crate::certs::check(&c)?;
+        Ok(c)
+    });
+    let mut config = match loaded {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");

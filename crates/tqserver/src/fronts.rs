@@ -1,5 +1,5 @@
-//! The listeners TQServer serves HTTP on: the public one (the app) and the
-//! admin listener. A reload can bind a new address; the old listener then
+//! The listeners TQServer serves HTTP on: the public ones (the app, plain
+//! and TLS) and the admin listener. A reload can bind a new address; the old listener then
 //! stops accepting and finishes its open connections. Every accept loop,
 //! current or retired, is one task of its listener's [`TaskTracker`], so
 //! the shutdown waits for exactly those.
@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::Admin;
 use crate::app::App;
+use crate::http::tls::Config as TlsConfig;
 
 /// One listener's place: the accept loop running now (its stop), and
 /// every accept loop it ever ran, retired ones still finishing.
@@ -49,9 +50,10 @@ impl Slot {
     }
 }
 
-/// The public and admin listeners.
+/// The public (plain and TLS) and admin listeners.
 pub struct Fronts {
     public: Slot,
+    secure: Slot,
     admin: Slot,
     grace: Duration,
 }
@@ -65,6 +67,7 @@ impl Fronts {
     pub fn new(grace: Duration) -> Arc<Self> {
         Arc::new(Self {
             public: Slot::new(),
+            secure: Slot::new(),
             admin: Slot::new(),
             grace,
         })
@@ -77,8 +80,43 @@ impl Fronts {
         let (s, grace) = (stop.clone(), self.grace);
         self.public
             .tasks
-            .spawn(crate::http::serve(listener, app, s, grace, "HTTP"));
+            .spawn(crate::http::serve(listener, app, None, s, grace, "HTTP"));
         self.public.replace(Some(stop));
+    }
+
+    /// Serves `app` over TLS on `listener`, with the certificates and
+    /// versions `tls` holds for each new handshake.
+    pub fn start_secure(&self, listener: TcpListener, app: Arc<App>, tls: TlsConfig) {
+        let stop = CancellationToken::new();
+        let (s, grace) = (stop.clone(), self.grace);
+        self.secure.tasks.spawn(crate::http::serve(
+            listener,
+            app,
+            Some(tls),
+            s,
+            grace,
+            "HTTPS",
+        ));
+        self.secure.replace(Some(stop));
+    }
+
+    /// Binds `addr` for HTTPS (or, with `None`, stops serving HTTPS); the
+    /// old listener stops accepting and finishes its connections.
+    pub async fn rebind_secure(
+        &self,
+        addr: Option<&str>,
+        app: Arc<App>,
+        tls: TlsConfig,
+    ) -> std::io::Result<()> {
+        match addr {
+            Some(a) => {
+                let l = TcpListener::bind(a).await?;
+                tracing::info!("TQServer listening on https://{a}");
+                self.start_secure(l, app, tls);
+            }
+            None => self.secure.replace(None),
+        }
+        Ok(())
     }
 
     /// Serves `admin` on `listener`.
@@ -91,9 +129,14 @@ impl Fronts {
         );
         let stop = CancellationToken::new();
         let s = stop.clone();
-        self.admin
-            .tasks
-            .spawn(crate::http::serve(listener, admin, s, ADMIN_GRACE, "admin"));
+        self.admin.tasks.spawn(crate::http::serve(
+            listener,
+            admin,
+            None,
+            s,
+            ADMIN_GRACE,
+            "admin",
+        ));
         self.admin.replace(Some(stop));
     }
 
@@ -126,7 +169,7 @@ impl Fronts {
     /// listener and waits for its connections (and those of listeners a
     /// reload replaced).
     pub async fn close_public(&self) {
-        self.public.close().await;
+        tokio::join!(self.public.close(), self.secure.close());
     }
 
     /// The last phase: closes the admin listener (`/readyz` answers until

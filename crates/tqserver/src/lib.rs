@@ -19,6 +19,7 @@
 //! - [`php`]: script resolution, CGI params, the php-fpm backend, the
 //!   php-cgi pool, proxying, the FastCGI listener.
 //! - [`native`]: native workers: build, instances, supervisor, HTTP proxy.
+//! - [`certs`]: HTTPS certificates: files (watched), a local CA, ACME.
 //! - [`watch`]: the file watcher behind hot reload and live configuration.
 //! - [`process`]: child processes that cannot outlive TQServer (and the
 //!   watchdog).
@@ -34,6 +35,7 @@
 pub mod access;
 pub mod admin;
 pub mod app;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod fronts;

@@ -73,6 +73,24 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         })?),
         None => None,
     };
+    // HTTPS: the port is bound and the certificate files read while still
+    // root (a key readable by root only works, as with nginx).
+    let metrics = Arc::new(Metrics::new());
+    let secure = match &s.tls {
+        Some(tls) => {
+            let tls_addr = format!("{}:{}", s.host, tls.port);
+            let l = TcpListener::bind(&tls_addr).await.map_err(|e| {
+                StartError::Config(format!(
+                    "cannot listen on {tls_addr} (server.host / server.tls.port in {}): {e}; is another server using the port?",
+                    config.file.display()
+                ))
+            })?;
+            let certs =
+                crate::certs::Certs::new(tls, metrics.tls.clone()).map_err(StartError::Config)?;
+            Some((l, tls_addr, certs))
+        }
+        None => None,
+    };
     // Log files are opened while still root (a root-owned log folder
     // works, as with nginx); then every port is bound and root is no
     // longer needed.
@@ -84,7 +102,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // Private runtime directory: random name, mode 0700, removed on exit.
     let runtime_dir =
         crate::runtime::RuntimeDir::create().context("cannot create the runtime directory")?;
-    let metrics = Arc::new(Metrics::new());
+    // What TQServer issues itself (local CA, ACME) is written as the user
+    // it runs as, so that renewals can write it too.
+    if let (Some((_, _, certs)), Some(tls)) = (&secure, &config.server.tls) {
+        certs.start(tls).map_err(StartError::Config)?;
+    }
+    let certs = secure.as_ref().map(|(_, _, c)| c.clone());
     let sup = config.supervision.clone();
     let live =
         (config.mode == Mode::Dev && config.watch && config.live_reload).then(LiveReload::new);
@@ -125,10 +148,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     let admin = Admin::new(metrics.clone(), Factory::entries(&running));
     admin.set_token(config.observability.admin_token.clone());
+    if let Some(c) = &certs {
+        admin.set_certs(c.clone());
+    }
     let app = Arc::new(App::new(
         factory.table(&config, &running),
         live.clone(),
         admin.clone(),
+        certs.clone(),
     ));
     let fronts = Fronts::new(sup.shutdown_grace);
     tracing::info!(
@@ -136,6 +163,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config.mode.as_str()
     );
     fronts.start_public(listener, app.clone());
+    if let Some((l, tls_addr, c)) = secure {
+        tracing::info!("TQServer listening on https://{tls_addr}");
+        fronts.start_secure(l, app.clone(), c.tls_config());
+    }
     if let Some(l) = admin_listener {
         fronts.start_admin(l, admin.clone());
     }
@@ -179,6 +210,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             app: app.clone(),
             admin: admin.clone(),
             fronts: fronts.clone(),
+            certs: certs.clone(),
         }
         .run(triggers_rx),
     );
@@ -220,6 +252,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // grace period, then killed, every task ended), then the admin
     // listener, so /readyz answers to the end.
     fronts.close_public().await;
+    if let Some(c) = &certs {
+        c.stop();
+    }
     factory.close_fastcgi().await;
     scope.shut_down().await;
     fronts.close_admin().await;

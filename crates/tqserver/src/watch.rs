@@ -249,6 +249,64 @@ fn add_tree(w: &mut notify::RecommendedWatcher, dir: &Path, code: bool) {
     }
 }
 
+/// Watches the folders of `files` (certificate and key files) and reports
+/// once they have been quiet for `debounce` after a change to one of
+/// them: written, replaced, or swapped in by a symlink change (certbot's
+/// `live/` links, a Kubernetes Secret's `..data`). Stops when the
+/// receiver is dropped.
+pub fn files(files: &[PathBuf], debounce: Duration) -> notify::Result<mpsc::UnboundedReceiver<()>> {
+    let mut names: HashMap<PathBuf, Vec<std::ffi::OsString>> = HashMap::new();
+    for f in files {
+        let f = std::path::absolute(f)?;
+        let dir = f.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = f.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        names.entry(dir).or_default().push(name);
+    }
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<notify::Event>();
+    let mut watcher = notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
+        if let Ok(ev) = r {
+            let _ = raw_tx.send(ev);
+        }
+    })?;
+    for dir in names.keys() {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        let mut due: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                ev = raw_rx.recv() => {
+                    let Some(ev) = ev else { return };
+                    if matches!(ev.kind, EventKind::Access(_)) {
+                        continue;
+                    }
+                    let ours = ev.paths.iter().any(|p| {
+                        let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
+                            return false;
+                        };
+                        names.get(dir).is_some_and(|n| {
+                            n.iter().any(|x| x == name) || name.to_string_lossy().starts_with("..")
+                        })
+                    });
+                    if ours {
+                        due = Some(Instant::now() + debounce);
+                    }
+                }
+                () = sleep_until(due), if due.is_some() => {
+                    due = None;
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Ok(rx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,8 @@
 //! listener's page while clients keep two PHP workers (php-fpm and
 //! php-cgi) busy; the test waits until the charts have drawn data points
 //! (read through the page's `window.tqDashboard` hook and the canvases'
-//! `data-points`), checks the worker table, and saves a screenshot under
+//! `data-points`), checks the worker table and the HTTPS certificates
+//! panel, and saves a screenshot under
 //! `target/tmp/dashboard.png`.
 
 mod common;
@@ -16,7 +17,14 @@ use common::{Project, Tq, client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_draws_live_charts_from_traffic() {
-    let p = Project::new("", "");
+    // HTTPS from the local CA: the certificates panel lists it.
+    let p = Project::new(
+        &format!(
+            "  tls:\n    port: {}\n    internal: true\n",
+            common::free_port()
+        ),
+        "",
+    );
     p.php_worker("fpm", "/fpm", "");
     p.php_worker("cgi", "/cgi", "  backend: cgi");
     let tq = Tq::start(p.path(), &[]);
@@ -103,6 +111,18 @@ async fn dashboard_draws_live_charts_from_traffic() {
     )
     .await;
     assert!(legend.contains("fpm") && legend.contains("cgi"), "{legend}");
+    let certs = eval(
+        &mut ws,
+        &mut id,
+        "document.getElementById('tls').hidden ? 'hidden' : document.getElementById('tls').textContent",
+    )
+    .await;
+    assert!(
+        certs.contains("localhost, 127.0.0.1, ::1")
+            && certs.contains("internal")
+            && certs.contains("Local CA"),
+        "{certs}"
+    );
 
     let shot = call(
         &mut ws,

@@ -16,8 +16,8 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // What every worker kind shares: supervision, metrics; privileges.
     &["supervise", "metrics", "privileges"],
-    // The kinds of worker; neither knows the other.
-    &["php", "native"],
+    // The kinds of worker, neither knowing the other; certificates.
+    &["php", "native", "certs"],
     // The one owner of "a running worker".
     &["workers"],
     &["admin"],

@@ -28,6 +28,7 @@ pub async fn stats(admin: &Admin) -> Value {
             "cpu_seconds": usage.cpu_seconds,
         },
         "workers": workers,
+        "tls": admin.certs().map(|c| c.status()),
     })
 }
 

@@ -78,6 +78,8 @@ pub struct Admin {
     scrape: tokio::sync::Mutex<()>,
     /// `admin.token`, replaced by a reload.
     token: arc_swap::ArcSwapOption<String>,
+    /// HTTPS certificates, when `server.tls` is set.
+    certs: std::sync::OnceLock<Arc<crate::certs::Certs>>,
 }
 
 impl Admin {
@@ -90,7 +92,18 @@ impl Admin {
             draining: AtomicBool::new(false),
             scrape: tokio::sync::Mutex::new(()),
             token: arc_swap::ArcSwapOption::empty(),
+            certs: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Shows `certs` on the dashboard and in /metrics.
+    pub fn set_certs(&self, certs: Arc<crate::certs::Certs>) {
+        let _ = self.certs.set(certs);
+    }
+
+    /// The HTTPS certificates, when there are.
+    pub fn certs(&self) -> Option<&crate::certs::Certs> {
+        self.certs.get().map(|c| c.as_ref())
     }
 
     /// Sets (or clears) the bearer token requests must carry.
@@ -167,6 +180,9 @@ impl Admin {
             }
         }
         self.metrics.pools.set(samples);
+        if let Some(c) = self.certs() {
+            self.metrics.tls.certs.set(c.samples());
+        }
         self.metrics.encode(openmetrics)
     }
 

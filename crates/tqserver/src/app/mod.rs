@@ -10,7 +10,9 @@
 //! - `router.rs`: longest-prefix routing on segment boundaries.
 //! - `observe.rs`: what is recorded about each request.
 //! - `livereload.rs`: dev-mode browser reload.
+//! - `https.rs`: ACME http-01 answers, the redirect to https, HSTS.
 
+pub mod https;
 pub mod livereload;
 pub mod observe;
 pub mod router;
@@ -71,11 +73,18 @@ pub struct App {
     /// Request bodies being buffered, all routes together
     /// (`server.max_buffered_bytes`); kept across reloads.
     buffered: Arc<Budget>,
+    /// HTTPS certificates (http-01 answers), when `server.tls` is set.
+    certs: Option<Arc<crate::certs::Certs>>,
 }
 
 impl App {
     /// The handler over `table`.
-    pub fn new(table: Table, live: Option<Arc<LiveReload>>, admin: Arc<Admin>) -> Self {
+    pub fn new(
+        table: Table,
+        live: Option<Arc<LiveReload>>,
+        admin: Arc<Admin>,
+        certs: Option<Arc<crate::certs::Certs>>,
+    ) -> Self {
         let buffered = Budget::new(table.server.max_buffered_bytes);
         Self {
             table: ArcSwap::from_pointee(table),
@@ -83,6 +92,7 @@ impl App {
             admin,
             problem: ArcSwapOption::empty(),
             buffered,
+            certs,
         }
     }
 
@@ -105,8 +115,30 @@ impl App {
     }
 
     /// Answers one request.
-    async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Response<Metered> {
+    async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Metered> {
         let table = self.table();
+        let tls = table.server.tls.as_ref();
+        if table.record {
+            self.admin
+                .metrics
+                .tls
+                .request(conn.client.https, req.version());
+        }
+        let mut resp = match https::before(tls, self.certs.as_deref(), &req, &conn) {
+            Some(r) => r.map(|b| Metered::new(b, None)),
+            None => self.route(&table, req, conn).await,
+        };
+        https::hsts(&mut resp, tls, &conn);
+        resp
+    }
+
+    /// The answer of the worker `req` is routed to (or TQServer's own).
+    async fn route(
+        &self,
+        table: &Table,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Response<Metered> {
         let plain = |r: Response<Body>| r.map(|b| Metered::new(b, None));
         if let Some(live) = &self.live {
             if let Some(r) = live.handle(req.method(), req.uri().path(), req.uri().query()) {
@@ -175,5 +207,14 @@ impl crate::http::Handler for App {
 
     async fn call(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Metered> {
         self.handle(req, conn).await
+    }
+
+    fn handshake(&self, outcome: crate::http::tls::Outcome) {
+        use crate::http::tls::Outcome;
+        self.admin.metrics.tls.handshake(match outcome {
+            Outcome::Http(_) => Some(true),
+            Outcome::Failed => Some(false),
+            Outcome::Challenge => None,
+        });
     }
 }

@@ -125,6 +125,7 @@ fn entry(req: &Request<hyper::body::Incoming>, conn: &ConnInfo, id: &HeaderValue
         method: req.method().clone(),
         uri: req.uri().clone(),
         version: req.version(),
+        https: conn.client.https,
         status: 0,
         bytes: 0,
         content_length: crate::http::body::declared_length(h),

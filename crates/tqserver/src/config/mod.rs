@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use server::{DEFAULT_ADMIN_LISTEN, Observability, ServerSettings, Supervision, admin_listen};
+pub use server::{
+    AcmeChallenge, AcmeSettings, CertificateFiles, DEFAULT_ADMIN_LISTEN, Observability,
+    ServerSettings, Supervision, TlsSettings, TlsVersion, admin_listen,
+};
 pub use worker::{
     AccessTarget, FastcgiListener, Listen, Manager, NativeConfig, NativeKind, PhpBackend,
     PhpConfig, PoolConfig, WorkerConfig, WorkerLogging,
@@ -99,6 +102,16 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// An error about `key` of server.yaml, at the line where it is
+    /// written (for checks made outside this module: certificate files).
+    pub fn server_error(&self, key: &str, line: Option<usize>, message: String) -> ConfigError {
+        let line = line.or_else(|| {
+            let text = std::fs::read_to_string(&self.file).unwrap_or_default();
+            yaml::key_line(&text, key)
+        });
+        ConfigError::new(&self.file, line, key, message)
+    }
+
     /// Applies command-line overrides (and keeps them for reloads).
     pub fn with_overrides(mut self, o: Overrides) -> Self {
         if let Some(p) = o.port {
@@ -240,6 +253,48 @@ impl fmt::Display for Config {
             self.mode.as_str()
         )?;
         writeln!(f, "listen   http://{}:{}", s.host, s.port)?;
+        if let Some(t) = &s.tls {
+            let mut how: Vec<String> = t
+                .certificates
+                .iter()
+                .map(|c| c.cert.display().to_string())
+                .collect();
+            if let Some(names) = &t.internal {
+                let mut all = vec!["localhost".to_string()];
+                all.extend(names.iter().cloned());
+                how.push(format!(
+                    "internal CA for {} ({})",
+                    all.join(", "),
+                    t.storage.display()
+                ));
+            }
+            if let Some(a) = &t.acme {
+                how.push(format!(
+                    "ACME for {} from {} ({})",
+                    a.domains.join(", "),
+                    a.directory,
+                    t.storage.display()
+                ));
+            }
+            writeln!(
+                f,
+                "https    https://{}:{} (TLS {}+; {}){}{}",
+                s.host,
+                t.port,
+                match t.min_version {
+                    TlsVersion::V12 => "1.2",
+                    TlsVersion::V13 => "1.3",
+                },
+                how.join("; "),
+                if t.redirect_http {
+                    "; plain HTTP redirects"
+                } else {
+                    ""
+                },
+                t.hsts_max_age
+                    .map_or(String::new(), |a| format!("; HSTS max-age={a}"))
+            )?;
+        }
         writeln!(
             f,
             "timeouts read {:?}, write {:?}, idle {:?}; max body {} bytes",

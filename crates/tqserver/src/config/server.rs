@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{EnabledValue, SizeValue};
+use super::values::{DurationValue, EnabledValue, SizeValue};
 use super::yaml::key_line;
 use super::{ConfigError, Mode};
 
@@ -99,6 +99,57 @@ struct ServerSection {
     max_header_bytes: Option<SizeValue>,
     body_buffer_size: Option<SizeValue>,
     max_buffered_bytes: Option<SizeValue>,
+    tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TlsSection {
+    port: Option<u16>,
+    certificates: Option<Vec<CertificateSection>>,
+    redirect_http: Option<bool>,
+    hsts: Option<HstsValue>,
+    min_version: Option<String>,
+    internal: Option<InternalValue>,
+    storage: Option<String>,
+    acme: Option<AcmeSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateSection {
+    cert: String,
+    key: String,
+    #[serde(default)]
+    names: Vec<String>,
+}
+
+/// `internal: true`, or the names (besides localhost) to cover.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum InternalValue {
+    Flag(bool),
+    Names(Vec<String>),
+}
+
+/// `hsts: true` (a year), `false`, or a number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum HstsValue {
+    Flag(bool),
+    Seconds(u64),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AcmeSection {
+    email: Option<String>,
+    domains: Option<Vec<String>>,
+    directory: Option<String>,
+    directory_ca: Option<String>,
+    challenge: Option<String>,
+    renew_before: Option<DurationValue>,
+    check_interval: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +179,96 @@ struct FileWatcherSection {
 struct MetricsSection {
     enabled: Option<bool>,
     path: Option<String>,
+}
+
+/// Default `server.tls.hsts` when `true`: a year (what Caddy and most
+/// guides send).
+pub const DEFAULT_HSTS_MAX_AGE: u64 = 31_536_000;
+/// Default `server.tls.storage`: certificates, keys and ACME accounts,
+/// relative to the working directory.
+pub const DEFAULT_TLS_STORAGE: &str = "tls";
+/// Let's Encrypt's production directory, the default `acme.directory`.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`acme.directory: staging`).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+/// Default `acme.check_interval`: how often certificates are looked at
+/// for renewal.
+pub const DEFAULT_ACME_CHECK: Duration = Duration::from_secs(12 * 3600);
+
+/// The lowest TLS version accepted (`server.tls.min_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3 (the default).
+    V12,
+    /// TLS 1.3 only.
+    V13,
+}
+
+/// How ACME validates that TQServer answers for a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// On the TLS port, ALPN `acme-tls/1` (RFC 8737): nothing on port 80
+    /// needed.
+    TlsAlpn01,
+    /// On the plain port, `/.well-known/acme-challenge/{token}`.
+    Http01,
+}
+
+/// A certificate and its key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// Names it must cover (`tqserver check` says when it does not).
+    pub names: Vec<String>,
+    /// Where the entry is written in server.yaml (for errors).
+    pub line: Option<usize>,
+}
+
+/// Resolved `server.tls.acme`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// `email`: the account's contact (optional for Let's Encrypt).
+    pub email: Option<String>,
+    /// `domains`: the names the certificate covers.
+    pub domains: Vec<String>,
+    /// `directory`: the ACME server (Let's Encrypt production by default;
+    /// `staging`, or any directory URL).
+    pub directory: String,
+    /// `directory_ca`: a PEM root to trust for the directory's own TLS
+    /// (a test CA such as Pebble's); else the system's roots.
+    pub directory_ca: Option<PathBuf>,
+    /// `challenge`: tls-alpn-01 (default) or http-01.
+    pub challenge: AcmeChallenge,
+    /// `renew_before`: renew when this much of the certificate's life is
+    /// left; default a third of it.
+    pub renew_before: Option<Duration>,
+    /// `check_interval`: how often renewal is considered.
+    pub check_interval: Duration,
+}
+
+/// Resolved `server.tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The HTTPS port (on `server.host`).
+    pub port: u16,
+    /// Certificate files, chosen by SNI; the first is the default.
+    pub certificates: Vec<CertificateFiles>,
+    /// The plain port answers 308 to https (but for ACME http-01).
+    pub redirect_http: bool,
+    /// `Strict-Transport-Security: max-age=…` on HTTPS answers.
+    pub hsts_max_age: Option<u64>,
+    /// The lowest TLS version.
+    pub min_version: TlsVersion,
+    /// `internal`: a local CA makes a certificate for localhost,
+    /// 127.0.0.1, ::1 and these names (`None`: off).
+    pub internal: Option<Vec<String>>,
+    /// Where ACME accounts, certificates and the local CA live (0700).
+    pub storage: PathBuf,
+    /// Automatic certificates.
+    pub acme: Option<AcmeSettings>,
 }
 
 /// Resolved HTTP server settings.
@@ -174,6 +315,8 @@ pub struct ServerSettings {
     pub body_buffer_size: u64,
     /// `server.max_buffered_bytes`: every body being buffered, together.
     pub max_buffered_bytes: u64,
+    /// `server.tls`: HTTPS, when set.
+    pub tls: Option<TlsSettings>,
 }
 
 impl ServerSettings {
@@ -417,6 +560,7 @@ impl ServerFile {
                 .map_err(|(key, m)| errors.push(err(key, m)))
                 .ok(),
         };
+        let tls = s.tls.and_then(|t| resolve_tls(t, text, &err, &mut errors));
         let host = s.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
         if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
             errors.push(err(
@@ -443,6 +587,7 @@ impl ServerFile {
                 max_header_bytes: max_header_bytes as usize,
                 body_buffer_size,
                 max_buffered_bytes,
+                tls,
             },
             supervision: Supervision {
                 port_range,
@@ -472,6 +617,156 @@ impl ServerFile {
             Err(errors)
         }
     }
+}
+
+/// `server.tls`, checked for syntax (the files themselves are checked by
+/// the `tls` module: they must exist, parse, match their keys, cover
+/// their names and not be expired).
+fn resolve_tls(
+    t: TlsSection,
+    text: &str,
+    err: &impl Fn(&str, String) -> ConfigError,
+    errors: &mut Vec<ConfigError>,
+) -> Option<TlsSettings> {
+    let Some(port) = t.port else {
+        errors.push(err(
+            "server.tls.port",
+            "missing: the HTTPS port (443, or 8443 without root)".into(),
+        ));
+        return None;
+    };
+    let list_line = key_line(text, "server.tls.certificates");
+    let certificates: Vec<CertificateFiles> = t
+        .certificates
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            // The line that names this entry's certificate file.
+            let line = list_line.map(|from| {
+                text.lines()
+                    .enumerate()
+                    .skip(from)
+                    .find(|(_, l)| l.contains(c.cert.as_str()))
+                    .map_or(from, |(i, _)| i + 1)
+            });
+            CertificateFiles {
+                cert: PathBuf::from(c.cert),
+                key: PathBuf::from(c.key),
+                names: c.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+                line,
+            }
+        })
+        .collect();
+    let internal = match t.internal {
+        None | Some(InternalValue::Flag(false)) => None,
+        Some(InternalValue::Flag(true)) => Some(Vec::new()),
+        Some(InternalValue::Names(n)) => Some(n),
+    };
+    let min_version = match t.min_version.as_deref() {
+        None | Some("1.2") => TlsVersion::V12,
+        Some("1.3") => TlsVersion::V13,
+        Some(v) => {
+            errors.push(err(
+                "server.tls.min_version",
+                format!("{v:?} is not a TLS version TQServer offers; use \"1.2\" or \"1.3\" (1.0 and 1.1 are refused on principle)"),
+            ));
+            TlsVersion::V12
+        }
+    };
+    let hsts_max_age = match t.hsts {
+        None | Some(HstsValue::Flag(false)) | Some(HstsValue::Seconds(0)) => None,
+        Some(HstsValue::Flag(true)) => Some(DEFAULT_HSTS_MAX_AGE),
+        Some(HstsValue::Seconds(n)) => Some(n),
+    };
+    let acme = t.acme.and_then(|a| {
+        let domains = a.domains.unwrap_or_default();
+        if domains.is_empty() {
+            errors.push(err(
+                "server.tls.acme.domains",
+                "missing: the names the certificate is for (domains: [example.com])".into(),
+            ));
+            return None;
+        }
+        for d in &domains {
+            let ok = !d.is_empty()
+                && d.len() <= 253
+                && d.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !ok || d.starts_with('-') {
+                errors.push(err(
+                    "server.tls.acme.domains",
+                    format!("{d:?} is not a DNS name ACME can issue for (wildcards need DNS-01, which TQServer does not do)"),
+                ));
+            }
+        }
+        let directory = match a.directory.as_deref() {
+            None | Some("production") => LETS_ENCRYPT.to_string(),
+            Some("staging") => LETS_ENCRYPT_STAGING.to_string(),
+            Some(u) if u.starts_with("https://") => u.to_string(),
+            Some(u) => {
+                errors.push(err(
+                    "server.tls.acme.directory",
+                    format!("{u:?} is not an ACME directory: use production, staging or an https:// URL"),
+                ));
+                LETS_ENCRYPT.to_string()
+            }
+        };
+        let challenge = match a.challenge.as_deref() {
+            None | Some("tls-alpn-01") => AcmeChallenge::TlsAlpn01,
+            Some("http-01") => AcmeChallenge::Http01,
+            Some(c) => {
+                errors.push(err(
+                    "server.tls.acme.challenge",
+                    format!("{c:?} is not a challenge TQServer answers; use tls-alpn-01 or http-01"),
+                ));
+                AcmeChallenge::TlsAlpn01
+            }
+        };
+        let mut dur = |key: &str, v: Option<DurationValue>| {
+            v.map(|v| v.get()).transpose().unwrap_or_else(|m| {
+                errors.push(err(key, m));
+                None
+            })
+        };
+        let renew_before = dur("server.tls.acme.renew_before", a.renew_before);
+        let check_interval = dur("server.tls.acme.check_interval", a.check_interval)
+            .unwrap_or(DEFAULT_ACME_CHECK)
+            .max(Duration::from_secs(1));
+        Some(AcmeSettings {
+            email: a.email.filter(|e| !e.is_empty()),
+            domains,
+            directory,
+            directory_ca: a.directory_ca.map(PathBuf::from),
+            challenge,
+            renew_before,
+            check_interval,
+        })
+    });
+    if internal.is_some() && acme.is_some() {
+        errors.push(err(
+            "server.tls.internal",
+            "internal and acme both issue the certificate; keep one (internal for development, acme for a public name)".into(),
+        ));
+    }
+    if certificates.is_empty() && internal.is_none() && acme.is_none() {
+        errors.push(err(
+            "server.tls",
+            "no certificate: list server.tls.certificates, or set server.tls.acme (automatic) or server.tls.internal: true (a local CA, for development)".into(),
+        ));
+    }
+    Some(TlsSettings {
+        port,
+        certificates,
+        redirect_http: t.redirect_http.unwrap_or(false),
+        hsts_max_age,
+        min_version,
+        internal,
+        storage: PathBuf::from(t.storage.unwrap_or_else(|| DEFAULT_TLS_STORAGE.to_string())),
+        acme,
+    })
 }
 
 /// An `admin.listen` value (or `--admin-listen`): an address with a port,

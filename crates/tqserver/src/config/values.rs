@@ -31,16 +31,17 @@ pub(crate) fn parse_duration(t: &str) -> Result<Duration, String> {
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| {
-        format!("{t:?} is not a duration; write 30, \"30s\", \"500ms\", \"2m\" or \"1h\"")
+        format!("{t:?} is not a duration; write 30, \"30s\", \"500ms\", \"2m\", \"1h\" or \"30d\"")
     })?;
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86400.0,
         other => {
             return Err(format!(
-                "unknown duration unit {other:?} in {t:?}; use ms, s, m or h"
+                "unknown duration unit {other:?} in {t:?}; use ms, s, m, h or d"
             ));
         }
     };

@@ -8,6 +8,7 @@
 //! # Layout
 //! - `mod.rs`: [`Handler`], [`serve`], [`ConnInfo`], the accept loop.
 //! - [`io`]: connection timeouts, the PROXY-header rewind.
+//! - [`tls`]: the TLS handshake and the rustls configuration.
 //! - [`body`]: request body limits, stalls, whole-body buffering.
 //! - [`forwarded`], [`proxy_protocol`]: who the client is.
 //! - [`static_files`], [`pages`]: files and TQServer's own answers.
@@ -18,6 +19,7 @@ pub mod io;
 pub mod pages;
 pub mod proxy_protocol;
 pub mod static_files;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -71,6 +73,11 @@ pub trait Handler: Send + Sync + 'static {
         req: Request<Incoming>,
         conn: ConnInfo,
     ) -> impl std::future::Future<Output = http::Response<Self::Body>> + Send;
+
+    /// A TLS handshake ended so (for metrics); nothing by default.
+    fn handshake(&self, outcome: tls::Outcome) {
+        let _ = outcome;
+    }
 }
 
 /// The two ends of the HTTP connection a request came on, and who the
@@ -85,6 +92,8 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// The client of this request.
     pub client: forwarded::Client,
+    /// What the TLS handshake settled (`None`: plain HTTP).
+    pub tls: Option<tls::TlsInfo>,
 }
 
 impl ConnInfo {
@@ -100,13 +109,24 @@ impl ConnInfo {
                 https: false,
                 via_trusted: false,
             },
+            tls: None,
         }
+    }
+
+    /// The same connection, over TLS.
+    pub fn with_tls(self, info: tls::TlsInfo) -> Self {
+        let mut c = Self {
+            tls: Some(info),
+            ..self
+        };
+        c.client.https = true;
+        c
     }
 
     /// The connection as seen by one request: its client resolved with
     /// `trusted` from its forwarding headers.
     pub fn for_request(self, trusted: &forwarded::Trusted, headers: &http::HeaderMap) -> Self {
-        let client = forwarded::client(trusted, self.peer, false, headers);
+        let client = forwarded::client(trusted, self.peer, self.tls.is_some(), headers);
         Self { client, ..self }
     }
 
@@ -185,18 +205,22 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for Tracked<B> {
 type Either<B> = http_body_util::Either<B, Body>;
 
 /// Accepts connections until `stop` is cancelled, then lets open
-/// connections finish their requests for up to `grace`.
+/// connections finish their requests for up to `grace`. With `tls`, each
+/// connection begins with a TLS handshake (after the PROXY header, if
+/// any), which must end within the read timeout.
 /// Timeouts and limits are those of the configuration in force when a
 /// connection is accepted (a reload changes them for new connections).
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
+    tls: Option<tls::Config>,
     stop: CancellationToken,
     grace: Duration,
     what: &'static str,
 ) {
     accept_until(listener, &stop, grace, what, move |stream, peer| {
         let handler = handler.clone();
+        let tls = tls.clone();
         async move {
             let settings = handler.settings();
             let _ = stream.set_nodelay(true);
@@ -215,7 +239,28 @@ pub async fn serve<H: Handler>(
                 (io::Rewind::new(Bytes::new(), stream), peer)
             };
             let conn_info = ConnInfo::new(peer, local);
-            Some(connection(stream, conn_info, &settings, handler))
+            let Some(tls) = tls else {
+                let stream = tls::Stream::Plain(stream);
+                return Some(connection(stream, conn_info, &settings, handler, None));
+            };
+            match tls::accept(&tls, stream, settings.read_timeout).await {
+                Ok(Some((stream, info))) => {
+                    handler.handshake(tls::Outcome::Http(info));
+                    let alpn = Some(info.alpn);
+                    let conn_info = conn_info.with_tls(info);
+                    let stream = tls::Stream::Tls(Box::new(stream));
+                    Some(connection(stream, conn_info, &settings, handler, alpn))
+                }
+                Ok(None) => {
+                    handler.handshake(tls::Outcome::Challenge);
+                    None
+                }
+                Err(e) => {
+                    handler.handshake(tls::Outcome::Failed);
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    None
+                }
+            }
         }
     })
     .await;
@@ -262,17 +307,28 @@ async fn read_proxy_header(
     Ok((io::Rewind::new(buf.freeze(), stream), client))
 }
 
-/// Serves one accepted connection with `handler`.
-fn connection<H: Handler>(
-    stream: io::Rewind<tokio::net::TcpStream>,
+/// Serves one accepted connection with `handler`: HTTP/1.1 or HTTP/2 as
+/// ALPN chose, else as the client's first bytes say.
+fn connection<H, S>(
+    stream: S,
     conn_info: ConnInfo,
     settings: &Settings,
     handler: Arc<H>,
+    alpn: Option<tls::Alpn>,
 ) -> impl hyper_util::server::graceful::GracefulConnection<
     Error = Box<dyn std::error::Error + Send + Sync>,
 > + Send
-+ use<H> {
++ use<H, S>
+where
+    H: Handler,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = match alpn {
+        Some(tls::Alpn::H2) => builder.http2_only(),
+        Some(tls::Alpn::Http11) => builder.http1_only(),
+        None => builder,
+    };
     // Header bytes in all: nginx's large_client_header_buffers (4 × 8k).
     let max_head = settings.max_header_bytes.max(MIN_HEAD_BUFFER);
     builder

@@ -8,10 +8,12 @@
 //! - [`pools`]: PHP pool gauges and counters, from php-fpm's status page or
 //!   TQServer's own php-cgi pool.
 //! - [`process`]: the `process_*` metrics of tqserver itself, from /proc.
+//! - [`tls`]: certificates, handshakes, ACME attempts, request protocols.
 
 pub mod latency;
 pub mod pools;
 pub mod process;
+pub mod tls;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -113,6 +115,8 @@ pub struct Metrics {
     config_ok: Gauge,
     /// PHP pools, filled just before each scrape.
     pub pools: Arc<pools::PoolsCollector>,
+    /// HTTPS: certificates, handshakes, ACME, request protocols.
+    pub tls: tls::TlsMetrics,
 }
 
 /// `result` of a configuration reload.
@@ -254,6 +258,7 @@ impl Metrics {
         );
         let pools = Arc::new(pools::PoolsCollector::default());
         registry.register_collector(Box::new(pools.clone()));
+        let tls = tls::TlsMetrics::register(&mut registry);
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         registry.register(
             "tqserver_build",
@@ -274,6 +279,7 @@ impl Metrics {
             config_reloads,
             config_ok,
             pools,
+            tls,
         }
     }
 

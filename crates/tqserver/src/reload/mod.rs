@@ -76,6 +76,8 @@ pub struct Reloader {
     pub admin: Arc<Admin>,
     /// The public and admin listeners.
     pub fronts: Arc<Fronts>,
+    /// HTTPS certificates (`server.tls` at the start).
+    pub certs: Option<Arc<crate::certs::Certs>>,
 }
 
 impl Reloader {
@@ -151,7 +153,11 @@ impl Reloader {
     }
 
     async fn reload_inner(&mut self) -> Result<String, String> {
-        let new = match crate::config::load(&self.config.file, self.config.mode) {
+        let loaded = crate::config::load(&self.config.file, self.config.mode).and_then(|c| {
+            crate::certs::check(&c)?;
+            Ok(c)
+        });
+        let new = match loaded {
             Ok(c) => c.with_overrides(self.config.overrides.clone()),
             Err(errors) => {
                 let why = format!(
@@ -220,6 +226,21 @@ impl Reloader {
                     observability.admin = o.observability.admin;
                 }
             }
+        }
+        match (&self.certs, &o.server.tls, &n.server.tls) {
+            (Some(c), Some(ot), Some(nt)) => {
+                if ot.port != nt.port || oa != na {
+                    restart.push("server.tls.port (HTTPS keeps listening where it started)");
+                }
+                match c.reload(nt) {
+                    Ok(lines) => done.extend(lines),
+                    Err(e) => done.push(format!(
+                        "server.tls: {e}; HTTPS keeps its previous certificates"
+                    )),
+                }
+            }
+            (None, None, None) => {}
+            _ => restart.push("server.tls (turning HTTPS on or off)"),
         }
         if o.server.log_file != n.server.log_file || o.server.log_format != n.server.log_format {
             restart.push("server.log_file / server.log_format");

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod pebble;
 pub mod raw;
+pub mod tls;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -67,7 +67,8 @@ class Handler(BaseHTTPRequestHandler):
             f"py pid={os.getpid()} name={os.environ.get('WORKER_NAME')} "
             f"route={os.environ.get('WORKER_ROUTE')} path={self.path} "
             f"greeting={os.environ.get('GREETING')} "
-            f"xff={self.headers.get('X-Forwarded-For')}\n"
+            f"xff={self.headers.get('X-Forwarded-For')} "
+            f"xfp={self.headers.get('X-Forwarded-Proto')}\n"
         ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
