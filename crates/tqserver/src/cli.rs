@@ -131,10 +131,11 @@ pub fn main() -> ExitCode {
         eprintln!("tqserver: cannot open server.log_file: {e}");
         return ExitCode::from(EX_CONFIG);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.server.threads {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tqserver: cannot start the runtime: {e}");

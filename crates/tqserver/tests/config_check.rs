@@ -229,3 +229,41 @@ fn the_cgi_backend_and_fastcgi_listener_keys_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn the_thread_count_is_auto_or_a_number() {
+    let p = Project::new("  threads: 0\n", "");
+    let err = check_fails(&p);
+    assert!(
+        err.contains("config/server.yaml:4: server.threads: 0 is not a thread count"),
+        "{err}"
+    );
+    let p = Project::new("  threads: many\n", "");
+    assert!(check_fails(&p).contains("server.threads: \"many\" is not a thread count"));
+    let p = Project::new("  threads: 3\n", "");
+    let (status, out, err) = run_cli(p.path(), &["check"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("threads  3"), "{out}");
+    let p = Project::new("  threads: auto\n", "");
+    let (_, out, _) = run_cli(p.path(), &["check"]);
+    assert!(out.contains("threads  auto ("), "{out}");
+}
+
+#[test]
+fn the_thread_count_is_the_number_of_runtime_workers() {
+    let workers = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "tokio-rt-worker")
+            })
+            .count()
+    };
+    for n in [1, 3] {
+        let p = Project::new(&format!("  threads: {n}\n"), "");
+        let tq = common::Tq::start(p.path(), &[]);
+        assert_eq!(workers(tq.pid()), n, "threads: {n}");
+    }
+}

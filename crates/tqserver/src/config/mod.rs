@@ -300,6 +300,14 @@ impl fmt::Display for Config {
             "timeouts read {:?}, write {:?}, idle {:?}; max body {} bytes",
             s.read_timeout, s.write_timeout, s.idle_timeout, s.max_body_bytes
         )?;
+        match s.threads {
+            Some(n) => writeln!(f, "threads  {n}")?,
+            None => writeln!(
+                f,
+                "threads  auto ({})",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            )?,
+        }
         writeln!(
             f,
             "log      {} ({})",

@@ -99,7 +99,16 @@ struct ServerSection {
     max_header_bytes: Option<SizeValue>,
     body_buffer_size: Option<SizeValue>,
     max_buffered_bytes: Option<SizeValue>,
+    threads: Option<ThreadsValue>,
     tls: Option<TlsSection>,
+}
+
+/// `threads: auto` or a number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum ThreadsValue {
+    Count(u64),
+    Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -317,6 +326,9 @@ pub struct ServerSettings {
     pub max_buffered_bytes: u64,
     /// `server.tls`: HTTPS, when set.
     pub tls: Option<TlsSettings>,
+    /// `server.threads`: the threads serving connections (`None`: one
+    /// per CPU, as nginx's `worker_processes auto`).
+    pub threads: Option<usize>,
 }
 
 impl ServerSettings {
@@ -560,6 +572,22 @@ impl ServerFile {
                 .map_err(|(key, m)| errors.push(err(key, m)))
                 .ok(),
         };
+        let threads = match s.threads {
+            None => None,
+            Some(ThreadsValue::Text(t)) if t == "auto" => None,
+            Some(ThreadsValue::Count(n)) if (1..=1024).contains(&n) => Some(n as usize),
+            Some(v) => {
+                let shown = match v {
+                    ThreadsValue::Count(n) => n.to_string(),
+                    ThreadsValue::Text(t) => format!("{t:?}"),
+                };
+                errors.push(err(
+                    "server.threads",
+                    format!("{shown} is not a thread count; use auto (one per CPU) or 1 to 1024"),
+                ));
+                None
+            }
+        };
         let tls = s.tls.and_then(|t| resolve_tls(t, text, &err, &mut errors));
         let host = s.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
         if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
@@ -588,6 +616,7 @@ impl ServerFile {
                 body_buffer_size,
                 max_buffered_bytes,
                 tls,
+                threads,
             },
             supervision: Supervision {
                 port_range,

@@ -242,6 +242,9 @@ impl Reloader {
             (None, None, None) => {}
             _ => restart.push("server.tls (turning HTTPS on or off)"),
         }
+        if o.server.threads != n.server.threads {
+            restart.push("server.threads");
+        }
         if o.server.log_file != n.server.log_file || o.server.log_format != n.server.log_format {
             restart.push("server.log_file / server.log_format");
         }
