@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::pebble::Pebble;
-use common::tls::{curl, metric, served_serial};
+use common::tls::{curl, metric, self_signed, served_serial};
 use common::{Project, Tq, free_port};
 
 fn project(
@@ -250,9 +250,9 @@ fn failed_attempts_are_retried_while_the_old_certificate_serves() {
     let mut pebble = Pebble::start(port, tls_port, 30);
     let state = tempfile::tempdir().unwrap();
     let storage = state.path().join("tls");
-    // Renewal is due a tenth into the life (renew_before is longer than
-    // what is left by then: 3 s); attempts are retried after 1 s, 2 s,
-    // 4 s (check_interval 1s).
+    // Renewal is due a second into the certificate's 30 s life
+    // (renew_before 29s); attempts are retried after 1 s, 2 s, 4 s
+    // (check_interval 1s).
     let p = project(
         tls_port,
         &storage,
@@ -289,4 +289,100 @@ fn failed_attempts_are_retried_while_the_old_certificate_serves() {
         "{}",
         tq.log_text()
     );
+}
+
+/// Replica X answers the directory's checks for an order replica Y
+/// placed, from the storage they share (Pebble only knows X's ports: the
+/// order succeeds only if X answers), for both challenges; then X serves
+/// the certificate Y obtained, without ordering one itself.
+#[test]
+fn a_replica_answers_the_challenges_another_one_opened() {
+    for challenge in ["http-01", "tls-alpn-01"] {
+        let (x_port, x_tls) = (free_port(), free_port());
+        let pebble = Pebble::start(x_port, x_tls, 3600);
+        let state = tempfile::tempdir().unwrap();
+        let storage = state.path().join("tls");
+        let domain = format!("shared-{challenge}.acme.test");
+        // A certificate in the storage already, 19 days from renewal for
+        // X (a third of its 31 days left); Y renews with 30 days left:
+        // now.
+        let d = pebble.storage_dir(&storage).join(&domain);
+        std::fs::create_dir_all(&d).unwrap();
+        let seeded = self_signed(&d, "seed", &[&domain], -1, 30);
+        std::fs::rename(&seeded.cert, d.join("cert.pem")).unwrap();
+        std::fs::rename(&seeded.key, d.join("key.pem")).unwrap();
+        let x = project(
+            x_tls,
+            &storage,
+            &pebble,
+            &format!(
+                "      domains: [{domain}]\n      challenge: {challenge}\n      check_interval: 1s\n"
+            ),
+            "",
+        );
+        let tx = start(&x, x_port);
+        let before = served_serial(x_tls, &["-servername", &domain]);
+        let (y_port, y_tls) = (free_port(), free_port());
+        let y = project(
+            y_tls,
+            &storage,
+            &pebble,
+            &format!(
+                "      domains: [{domain}]\n      challenge: {challenge}\n      renew_before: 30d\n"
+            ),
+            "",
+        );
+        let ty = start(&y, y_port);
+        wait_log(&ty, &format!("ACME: certificate for {domain} obtained"), 30);
+        assert_eq!(pebble.orders(), 1, "{challenge}");
+        assert!(
+            !tx.log_text().contains("ACME: renewing"),
+            "{}",
+            tx.log_text()
+        );
+        if challenge == "tls-alpn-01" {
+            let m = metrics(&tx);
+            assert!(
+                metric(
+                    &m,
+                    "tqserver_tls_handshakes_total{result=\"acme_challenge\"}"
+                ) >= 1.0
+            );
+            let m = metrics(&ty);
+            assert_eq!(
+                metric(
+                    &m,
+                    "tqserver_tls_handshakes_total{result=\"acme_challenge\"}"
+                ),
+                0.0
+            );
+        }
+        // X takes Y's certificate from the storage at its next look.
+        let until = Instant::now() + Duration::from_secs(10);
+        while served_serial(x_tls, &["-servername", &domain]) == before {
+            assert!(
+                Instant::now() < until,
+                "X kept the old certificate:\n{}",
+                tx.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(get_verified(&domain, x_tls, &pebble.root()), "200");
+        // The shared answers are gone.
+        let open: Vec<_> = walk(&pebble.storage_dir(&storage).join("challenges"));
+        assert!(open.is_empty(), "{open:?}");
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }

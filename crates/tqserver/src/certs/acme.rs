@@ -48,30 +48,67 @@ const RETRY: Policy = Policy {
     reset: crate::supervise::backoff::Reset::OnSuccess,
 };
 
-/// http-01 answers being served: token → key authorization.
+/// http-01 answers being served: token → key authorization, in memory
+/// for the challenges this server opened, and in the shared storage for
+/// those another replica opened (the directory's check may reach any
+/// replica behind the load balancer).
 #[derive(Debug, Default)]
-pub struct Tokens(Mutex<HashMap<String, String>>);
+pub struct Tokens {
+    open: Mutex<HashMap<String, String>>,
+    /// `{acme dir}/challenges/http-01`, once ACME runs.
+    shared: Mutex<Option<PathBuf>>,
+}
 
 impl Tokens {
-    /// The key authorization for `token`, while its challenge is open.
+    /// The key authorization for `token`, while its challenge is open
+    /// here or at a replica sharing the storage.
     pub fn get(&self, token: &str) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(token)
-            .cloned()
+        if let Some(a) = lock(&self.open).get(token) {
+            return Some(a.clone());
+        }
+        // RFC 8555 §8.3: a token is base64url; anything else is no
+        // token (and never a path).
+        let plain = !token.is_empty()
+            && token.len() <= 256
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let dir = lock(&self.shared).clone()?;
+        if !plain {
+            return None;
+        }
+        let answer = std::fs::read_to_string(dir.join(token)).ok()?;
+        Some(answer.trim().to_string())
     }
 
     fn set(&self, token: &str, answer: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(token.to_string(), answer.to_string());
+        lock(&self.open).insert(token.to_string(), answer.to_string());
+        if let Some(dir) = lock(&self.shared).clone() {
+            if let Err(e) = storage::write_private(&dir.join(token), answer.as_bytes()) {
+                tracing::warn!(
+                    "ACME: cannot share the http-01 answer in {}: {e}",
+                    dir.display()
+                );
+            }
+        }
     }
 
     fn clear(&self) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let tokens: Vec<String> = lock(&self.open).drain().map(|(t, _)| t).collect();
+        if let Some(dir) = lock(&self.shared).clone() {
+            for t in tokens {
+                let _ = std::fs::remove_file(dir.join(t));
+            }
+        }
     }
+
+    fn share_in(&self, dir: PathBuf) {
+        *lock(&self.shared) = Some(dir);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One attempt, for the dashboard and the log.
@@ -130,6 +167,8 @@ impl Acme {
         let dir = storage
             .join("acme")
             .join(directory_folder(&settings.directory));
+        tokens.share_in(dir.join("challenges").join("http-01"));
+        store.share_challenges_in(dir.join("challenges").join("tls-alpn-01"));
         {
             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
             s.directory = settings.directory.clone();
@@ -322,15 +361,28 @@ impl Acme {
     /// When `cert` is due for renewal, and when the directory asks to be
     /// asked again (ARI's Retry-After).
     async fn renew_at(&self, cert: &Loaded) -> (SystemTime, Option<Duration>) {
-        if let Some(before) = self.settings.renew_before {
-            // Never sooner than a tenth into the life: a renew_before
-            // longer than the directory's certificates must not renew in
-            // a loop.
-            let earliest = cert.not_before + cert.lifetime() / 10;
-            let at = cert.not_after.checked_sub(before).unwrap_or(earliest);
-            return (at.max(earliest), None);
-        }
         let third = cert.not_after - cert.lifetime() / 3;
+        match self.settings.renew_before {
+            // Longer than the directory's certificates live: it would
+            // renew in a loop.
+            Some(before) if before >= cert.lifetime() => {
+                tracing::warn!(
+                    "ACME: acme.renew_before ({before:?}) is not shorter than the certificates {} issues ({:?}); renewing with a third of the life left instead",
+                    self.settings.directory,
+                    cert.lifetime()
+                );
+                return (third, None);
+            }
+            Some(before) => {
+                return (
+                    cert.not_after
+                        .checked_sub(before)
+                        .unwrap_or(cert.not_before),
+                    None,
+                );
+            }
+            None => {}
+        }
         if *self.ari.lock().unwrap_or_else(|e| e.into_inner()) == Some(false) {
             return (third, None);
         }
@@ -348,6 +400,12 @@ impl Acme {
     /// (`Ok(None)`: it does not do ARI).
     async fn ari(&self, cert: &Loaded) -> Result<Option<(SystemTime, Duration)>, String> {
         let id = CertificateIdentifier::try_from(cert.leaf())?;
+        // An account is registered only by an order (under the lock): a
+        // look at the window needs one that exists.
+        let known = self.account.lock().await.is_some() || self.dir.join("account.json").exists();
+        if !known {
+            return Ok(None);
+        }
         let account = self.account().await?;
         match account.renewal_info(&id).await {
             Ok((info, poll)) => {
@@ -499,8 +557,8 @@ impl Acme {
             let key_auth = ch.key_authorization();
             match kind {
                 ChallengeType::TlsAlpn01 => {
-                    let cert = challenge_certificate(&domain, key_auth.digest().as_ref())?;
-                    self.store.set_challenge(&domain, cert);
+                    let (cert, pem) = challenge_certificate(&domain, key_auth.digest().as_ref())?;
+                    self.store.set_challenge(&domain, cert, &pem);
                 }
                 _ => self.tokens.set(&ch.token, key_auth.as_str()),
             }
@@ -573,26 +631,18 @@ async fn why_invalid(order: &mut instant_acme::Order) -> String {
 /// The self-signed certificate that answers tls-alpn-01 for `domain`: the
 /// name and the critical acmeIdentifier extension holding the SHA-256 of
 /// the key authorization (RFC 8737 §3).
+/// Also as PEM (certificate, then key), for replicas.
 fn challenge_certificate(
     domain: &str,
     digest: &[u8],
-) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+) -> Result<(Arc<rustls::sign::CertifiedKey>, String), String> {
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
     let mut params =
         rcgen::CertificateParams::new(vec![domain.to_string()]).map_err(|e| e.to_string())?;
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-    let der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    // Not `CertifiedKey::from_der`: its key check parses the certificate
-    // with webpki, which refuses the critical acmeIdentifier extension.
-    let signer = rustls::crypto::ring::default_provider()
-        .key_provider
-        .load_private_key(der)
-        .map_err(|e| e.to_string())?;
-    Ok(Arc::new(rustls::sign::CertifiedKey::new(
-        vec![cert.der().clone()],
-        signer,
-    )))
+    let pem = format!("{}{}", cert.pem(), key.serialize_pem());
+    Ok((super::resolver::challenge_key(pem.as_bytes())?, pem))
 }
 
 /// A folder name for a directory URL: its host, port and path.
@@ -642,7 +692,8 @@ mod tests {
 
     #[test]
     fn challenge_certificates_carry_the_acme_identifier() {
-        let ck = challenge_certificate("example.test", &[7u8; 32]).unwrap();
+        let (ck, pem) = challenge_certificate("example.test", &[7u8; 32]).unwrap();
+        assert!(pem.contains("BEGIN CERTIFICATE") && pem.contains("PRIVATE KEY"));
         let (_, cert) = x509_parser::parse_x509_certificate(ck.cert[0].as_ref()).unwrap();
         // id-pe-acmeIdentifier, 1.3.6.1.5.5.7.1.31 (RFC 8737 §6.1).
         let ext = cert

@@ -159,7 +159,8 @@ struct Issuing {
     internal: Option<Vec<String>>,
     acme: Option<crate::config::AcmeSettings>,
     storage: PathBuf,
-    files: Vec<PathBuf>,
+    /// What the file watcher checks the files against.
+    certificates: Vec<crate::config::CertificateFiles>,
 }
 
 /// The certificates of the HTTPS listener, and the tasks that keep them
@@ -229,11 +230,7 @@ impl Certs {
             internal: tls.internal.clone(),
             acme: tls.acme.clone(),
             storage: tls.storage.clone(),
-            files: tls
-                .certificates
-                .iter()
-                .flat_map(|c| [c.cert.clone(), c.key.clone()])
-                .collect(),
+            certificates: tls.certificates.clone(),
         };
         let mut issuing = self.issuing.lock().unwrap_or_else(|e| e.into_inner());
         if issuing.as_ref().is_some_and(|(i, _)| *i == wanted) {
@@ -290,8 +287,13 @@ impl Certs {
         if !managed && tls.acme.is_none() {
             self.store.set_managed(None);
         }
-        if !wanted.files.is_empty() {
-            match crate::watch::files(&wanted.files, FILES_DEBOUNCE) {
+        let files: Vec<PathBuf> = tls
+            .certificates
+            .iter()
+            .flat_map(|c| [c.cert.clone(), c.key.clone()])
+            .collect();
+        if !files.is_empty() {
+            match crate::watch::files(&files, FILES_DEBOUNCE) {
                 Ok(rx) => {
                     tokio::spawn(watch_files(self.clone(), tls.clone(), rx, stop.clone()));
                 }

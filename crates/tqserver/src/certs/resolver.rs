@@ -6,6 +6,7 @@
 //! new one, never a mix, and none fails while a set is replaced.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -13,6 +14,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::certificate::Loaded;
+use super::storage;
 use crate::http::tls::ACME_TLS_ALPN;
 
 /// The certificates handshakes are served from.
@@ -24,6 +26,9 @@ pub struct Store {
     managed: ArcSwap<Option<Arc<Loaded>>>,
     /// tls-alpn-01 challenge certificates, by domain.
     challenges: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// Where replicas sharing the storage put theirs
+    /// (`{acme dir}/challenges/tls-alpn-01/{domain}.pem`).
+    shared: Mutex<Option<PathBuf>>,
 }
 
 impl Store {
@@ -50,21 +55,59 @@ impl Store {
         v
     }
 
-    /// Answers tls-alpn-01 for `domain` with `cert` until
-    /// [`Store::clear_challenge`].
-    pub fn set_challenge(&self, domain: &str, cert: Arc<CertifiedKey>) {
-        self.challenges
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(domain.to_ascii_lowercase(), cert);
+    /// Looks for replicas' tls-alpn-01 answers in `dir`.
+    pub fn share_challenges_in(&self, dir: PathBuf) {
+        *lock(&self.shared) = Some(dir);
+    }
+
+    /// Answers tls-alpn-01 for `domain` with `cert` (`pem`: the same, for
+    /// replicas) until [`Store::clear_challenge`].
+    pub fn set_challenge(&self, domain: &str, cert: Arc<CertifiedKey>, pem: &str) {
+        let domain = domain.to_ascii_lowercase();
+        if let Some(f) = self.shared_file(&domain) {
+            if let Err(e) = storage::write_private(&f, pem.as_bytes()) {
+                tracing::warn!(
+                    "ACME: cannot share the tls-alpn-01 answer in {}: {e}",
+                    f.display()
+                );
+            }
+        }
+        lock(&self.challenges).insert(domain, cert);
     }
 
     /// Stops answering tls-alpn-01 for `domain`.
     pub fn clear_challenge(&self, domain: &str) {
-        self.challenges
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&domain.to_ascii_lowercase());
+        let domain = domain.to_ascii_lowercase();
+        if lock(&self.challenges).remove(&domain).is_some() {
+            if let Some(f) = self.shared_file(&domain) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+
+    /// The shared answer's file for `domain` (a DNS name: never a path).
+    fn shared_file(&self, domain: &str) -> Option<PathBuf> {
+        let dir = lock(&self.shared).clone()?;
+        let plain = !domain.is_empty()
+            && domain.len() <= 253
+            && !domain.starts_with('.')
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && !domain.contains("..");
+        plain.then(|| dir.join(format!("{domain}.pem")))
+    }
+
+    /// The tls-alpn-01 certificate for `domain`: this server's, or one a
+    /// replica opened.
+    fn challenge(&self, domain: &str) -> Option<Arc<CertifiedKey>> {
+        if let Some(c) = lock(&self.challenges).get(domain) {
+            return Some(c.clone());
+        }
+        // Rare (only ACME servers offer acme-tls/1), small, and the
+        // handshake cannot wait for async I/O here.
+        let pem = std::fs::read(self.shared_file(domain)?).ok()?;
+        challenge_key(&pem).ok()
     }
 
     /// The certificate for a client that asked for `sni` (`None`: it sent
@@ -87,20 +130,34 @@ impl Store {
 
 impl ResolvesServerCert for Store {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let acme = hello
-            .alpn()
-            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        // An ACME server offers acme-tls/1 and nothing else (RFC 8737 §3).
+        let acme = hello.alpn().is_some_and(|mut protocols| {
+            protocols.next() == Some(ACME_TLS_ALPN) && protocols.next().is_none()
+        });
         if acme {
             // RFC 8737 §3: only the challenge certificate, for the name
             // being validated; no challenge, no handshake.
             let name = hello.server_name()?.to_ascii_lowercase();
-            return self
-                .challenges
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&name)
-                .cloned();
+            return self.challenge(&name);
         }
         self.choose(hello.server_name())
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A tls-alpn-01 certificate and key from PEM. Not through
+/// `CertifiedKey::from_der`: its key check parses the certificate with
+/// webpki, which refuses the critical acmeIdentifier extension.
+pub fn challenge_key(pem: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let cert = rustls_pki_types::CertificateDer::from_pem_slice(pem).map_err(|e| e.to_string())?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(pem).map_err(|e| e.to_string())?;
+    let signer = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(vec![cert], signer)))
 }
