@@ -621,3 +621,61 @@ fn a_stop_lets_an_http2_request_over_tls_finish() {
     let r = curl(&["-k", &format!("https://127.0.0.1:{tls_port}/")]);
     assert!(!r.ok);
 }
+
+/// What `openssl s_client -ign_eof` says when it sends `input` after the
+/// handshake and then reads until the server closes.
+fn s_client_sending(port: u16, alpn: &str, input: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-alpn", alpn, "-ign_eof", "-quiet"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl s_client");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let until = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("the server never closed the connection");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_connection_the_server_gives_up_on_ends_with_close_notify() {
+    let tls_port = free_port();
+    let certs = tempfile::tempdir().unwrap();
+    let c = self_signed(certs.path(), "c", &["localhost"], -1, 30);
+    let p = Project::new(
+        &format!(
+            "  tls:\n    port: {tls_port}\n    certificates:\n      - {{ cert: {}, key: {} }}\n",
+            c.cert.display(),
+            c.key.display()
+        ),
+        "",
+    );
+    let tq = Tq::start(p.path(), &[]);
+    wait_https(&tq);
+    // No HTTP/2 preface: hyper gives the connection up. Without a
+    // close_notify, OpenSSL 3 reports the close as a truncation.
+    for (alpn, input) in [
+        ("h2", &b"not a preface\n"[..]),
+        ("http/1.1", &b"GARBAGE\r\n\r\n"[..]),
+    ] {
+        let said = s_client_sending(tls_port, alpn, input);
+        assert!(
+            !said.contains("unexpected eof"),
+            "{alpn}: closed without close_notify:\n{said}"
+        );
+    }
+}

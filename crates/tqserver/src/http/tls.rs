@@ -132,11 +132,29 @@ where
 
 /// A connection's byte stream: plain, or TLS over it (one type, so that
 /// both are served by the same hyper connection type).
-pub enum Stream<S> {
+///
+/// A TLS stream sends its close_notify when it is dropped, if nothing
+/// sent one yet: hyper drops a connection it gave up on (a bad HTTP/2
+/// preface, a protocol error) without shutting it down, and a client
+/// then sees a truncation ("unexpected eof") instead of a close.
+pub enum Stream<S: AsyncRead + AsyncWrite + Unpin> {
     /// No TLS.
     Plain(S),
     /// After a handshake.
     Tls(Box<tokio_rustls::server::TlsStream<S>>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Drop for Stream<S> {
+    fn drop(&mut self) {
+        let Self::Tls(s) = self else { return };
+        // Idempotent: rustls sends no second alert after one was sent
+        // (by a shutdown, or a fatal alert).
+        s.get_mut().1.send_close_notify();
+        // One attempt, never a wait: the alert goes out when the socket
+        // takes it now (it nearly always does), else is lost with it.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = std::pin::Pin::new(s.as_mut()).poll_flush(&mut cx);
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
