@@ -137,6 +137,33 @@ fn alpn_sni_versions_and_what_applications_see() {
     assert_eq!(s_client(tls_port, &[]).protocol, "TLSv1.3");
     let v12 = s_client(tls_port, &["-tls1_2"]);
     assert!(v12.ok && v12.protocol == "TLSv1.2", "{}", v12.all);
+    // The server's cipher order, not the client's: a client preferring
+    // ChaCha20 gets AES-GCM, which comes first on the server's list.
+    let hs = s_client(
+        tls_port,
+        &[
+            "-ciphersuites",
+            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256",
+        ],
+    );
+    assert!(
+        hs.all.contains("Cipher is TLS_AES_128_GCM_SHA256"),
+        "{}",
+        hs.all
+    );
+    let hs = s_client(
+        tls_port,
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
+        ],
+    );
+    assert!(
+        hs.all.contains("Cipher is ECDHE-ECDSA-AES128-GCM-SHA256"),
+        "{}",
+        hs.all
+    );
     for old in ["-tls1_1", "-tls1"] {
         let hs = s_client(tls_port, &[old, "-cipher", "DEFAULT@SECLEVEL=0"]);
         assert!(!hs.ok, "{old} was accepted:\n{}", hs.all);
