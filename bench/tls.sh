@@ -20,6 +20,7 @@ threads=2
 conns=32
 
 source bench/lib.sh
+trap 'echo "bench/tls.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
 need_packages php-fpm:php-fpm nginx:nginx wrk:wrk h2load:nghttp2-client openssl:openssl
 
 cargo build --release --locked -p tqserver >&2
@@ -38,15 +39,21 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
 
 start_anchor_fpm
 
-# TQServer: the PHP worker on php-fpm (the same pool) and the index worker
-# (a release build, as in bench/native.sh), prod mode, no access log.
-mkdir -p "$work/tq/config" "$work/tq/workers/blog/config" "$work/tq/workers/index/config"
-cat > "$work/tq/config/server.yaml" <<EOF
+# TQServer twice: at its default thread count (one runtime thread per core)
+# and with `server.threads: 1`. Each has the PHP worker on php-fpm (the same
+# pool) and the index worker (a release build, as in bench/native.sh), prod
+# mode, no access log.
+# tq_project DIR HTTP_PORT TLS_PORT RANGE THREADS_LINE: writes and starts one.
+tq_project() {
+    local dir=$1 http=$2 tls=$3 range=$4 threads_line=$5
+    mkdir -p "$dir/config" "$dir/workers/blog/config" "$dir/workers/index/config"
+    cat > "$dir/config/server.yaml" <<EOF
 server:
   host: 127.0.0.1
-  port: $tq_port
+  port: $http
+  $threads_line
   tls:
-    port: $tq_tls
+    port: $tls
     min_version: "1.3"
     certificates:
       - { cert: $work/cert.pem, key: $work/key.pem }
@@ -55,7 +62,7 @@ workers:
   port_range_start: $range
   port_range_end: $(( range + 50 ))
 EOF
-cat > "$work/tq/workers/blog/config/worker.yaml" <<EOF
+    cat > "$dir/workers/blog/config/worker.yaml" <<EOF
 path: /blog
 type: php
 document_root: $docroot
@@ -64,31 +71,50 @@ php:
     manager: static
     max_workers: 2
 EOF
-cp -r "$root_dir/workers/index/src" "$root_dir/workers/index/Cargo.lock" "$work/tq/workers/index/"
-sed "s|path = \"../../crates/tqserver-worker\"|path = \"$root_dir/crates/tqserver-worker\"|" \
-    "$root_dir/workers/index/Cargo.toml" > "$work/tq/workers/index/Cargo.toml"
+    cp -r "$root_dir/workers/index/src" "$root_dir/workers/index/Cargo.lock" "$dir/workers/index/"
+    sed "s|path = \"../../crates/tqserver-worker\"|path = \"$root_dir/crates/tqserver-worker\"|" \
+        "$root_dir/workers/index/Cargo.toml" > "$dir/workers/index/Cargo.toml"
+    ln -s "$root_dir/target/bench-index-prod" "$dir/workers/index/target"
+    printf 'path: /\ntype: rust\n' > "$dir/workers/index/config/worker.yaml"
+    (cd "$dir" && exec "$root_dir/target/release/tqserver" --mode prod --admin-listen "127.0.0.1:$(free_port)" > "$dir.log" 2>&1) &
+    pids+=($!)
+}
+# tq_wait URL LOG: until the index worker answers.
+tq_wait() {
+    echo "bench/tls.sh: waiting for the release build of workers/index ($1)" >&2
+    for _ in $(seq 1 3000); do
+        if curl -kfs "$1" 2>/dev/null | grep -q Hello; then return 0; fi
+        sleep 0.2
+    done
+    echo "bench/tls.sh: $1 does not answer" >&2
+    cat "$2" >&2
+    exit 1
+}
 mkdir -p "$root_dir/target/bench-index-prod"
-ln -s "$root_dir/target/bench-index-prod" "$work/tq/workers/index/target"
-printf 'path: /\ntype: rust\n' > "$work/tq/workers/index/config/worker.yaml"
-(cd "$work/tq" && exec "$root_dir/target/release/tqserver" --mode prod --admin-listen "127.0.0.1:$(free_port)" > "$work/tq.log" 2>&1) &
-pids+=($!)
+tq1_port=$(free_port)
+tq1_tls=$(free_port)
+tq_project "$work/tq" "$tq_port" "$tq_tls" "$range" ""
 tq_native="https://127.0.0.1:$tq_tls/bench"
-echo "bench/tls.sh: waiting for the release build of workers/index" >&2
-for _ in $(seq 1 3000); do
-    if curl -kfs "$tq_native" 2>/dev/null | grep -q Hello; then break; fi
-    sleep 0.2
-done
-curl -kfs "$tq_native" | grep -q Hello || { echo "bench/tls.sh: $tq_native does not answer" >&2; cat "$work/tq.log" >&2; exit 1; }
+tq_wait "$tq_native" "$work/tq.log"
+# The second one starts once the first has built the worker (one build).
+tq_project "$work/tq1" "$tq1_port" "$tq1_tls" $(( range + 60 )) "threads: 1"
+tq1_native="https://127.0.0.1:$tq1_tls/bench"
+tq_wait "$tq1_native" "$work/tq1.log"
 worker_port=$(grep -o 'serves on port(s) [0-9]*' "$work/tq.log" | tail -1 | awk '{print $4}')
 
 # nginx 1.22 (Debian 12): `listen … ssl http2`; TLS 1.3 only; its
-# defaults otherwise (session tickets on, no shared session cache).
+# defaults otherwise (session tickets on, no shared session cache), but
+# keepalive_requests: at its default of 1000 nginx sends GOAWAY after 1000
+# requests on an HTTP/2 connection, and h2load does not reconnect (its
+# clients would sit idle for the rest of the run). TQServer has no such
+# limit.
 tls_lines="ssl_certificate $work/cert.pem;
         ssl_certificate_key $work/key.pem;
         ssl_protocols TLSv1.3;"
 start_nginx "$(cat <<EOF
     include /etc/nginx/mime.types;
     keepalive_timeout 65;
+    keepalive_requests 1000000;
     server {
         listen 127.0.0.1:$nginx_php ssl http2;
         $tls_lines
@@ -126,14 +152,18 @@ nginx_php_url="https://127.0.0.1:$nginx_php/hello.php"
 tq_php_url="https://127.0.0.1:$tq_tls/blog/hello.php"
 nginx_native_url="https://127.0.0.1:$nginx_native/bench"
 tq_native_url="$tq_native"
-for u in "$nginx_php_url" "$tq_php_url"; do
+tq1_php_url="https://127.0.0.1:$tq1_tls/blog/hello.php"
+tq1_native_url="$tq1_native"
+for u in "$nginx_php_url" "$tq_php_url" "$tq1_php_url"; do
     for _ in $(seq 1 100); do curl -kfs "$u" | grep -q Hello && break; sleep 0.1; done
     curl -kfs "$u" | grep -q Hello || { echo "bench/tls.sh: $u does not answer Hello" >&2; exit 1; }
 done
 for _ in $(seq 1 100); do curl -kfs "$nginx_native_url" >/dev/null && break; sleep 0.1; done
-# Both negotiate TLS 1.3 with h2 offered.
-for p in "$nginx_php" "$tq_tls"; do
-    echo | openssl s_client -connect "127.0.0.1:$p" -alpn h2,http/1.1 2>/dev/null | grep -E "^New,|ALPN protocol" >&2
+# All negotiate TLS 1.3 with h2 offered (shown, not checked: s_client's
+# exit status depends on who closes first).
+for p in "$nginx_php" "$tq_tls" "$tq1_tls"; do
+    { openssl s_client -connect "127.0.0.1:$p" -alpn h2,http/1.1 </dev/null 2>/dev/null || true; } |
+        grep -aE "^New,|ALPN protocol" >&2 || true
 done
 
 # wrk_run DURATION URL [wrk args…]: "requests/s p99-ms"
@@ -169,6 +199,8 @@ wrk_run 2 "$nginx_php_url" >/dev/null
 wrk_run 2 "$tq_php_url" >/dev/null
 wrk_run 2 "$nginx_native_url" >/dev/null
 wrk_run 2 "$tq_native_url" >/dev/null
+wrk_run 2 "$tq1_php_url" >/dev/null
+wrk_run 2 "$tq1_native_url" >/dev/null
 
 results="$work/results"
 : > "$results"
@@ -176,12 +208,16 @@ for r in $(seq 1 "$rounds"); do
     echo "round $r/$rounds" >&2
     echo "php-h1 nginx $(wrk_run "$duration" "$nginx_php_url")" >> "$results"
     echo "php-h1 tqserver $(wrk_run "$duration" "$tq_php_url")" >> "$results"
+    echo "php-h1 tqserver-1 $(wrk_run "$duration" "$tq1_php_url")" >> "$results"
     echo "php-h2 nginx $(h2_run "$duration" "$nginx_php_url")" >> "$results"
     echo "php-h2 tqserver $(h2_run "$duration" "$tq_php_url")" >> "$results"
+    echo "php-h2 tqserver-1 $(h2_run "$duration" "$tq1_php_url")" >> "$results"
     echo "newconn nginx $(wrk_run "$duration" "$nginx_native_url" -H 'Connection: close')" >> "$results"
     echo "newconn tqserver $(wrk_run "$duration" "$tq_native_url" -H 'Connection: close')" >> "$results"
+    echo "newconn tqserver-1 $(wrk_run "$duration" "$tq1_native_url" -H 'Connection: close')" >> "$results"
     echo "native nginx $(wrk_run "$duration" "$nginx_native_url")" >> "$results"
     echo "native tqserver $(wrk_run "$duration" "$tq_native_url")" >> "$results"
+    echo "native tqserver-1 $(wrk_run "$duration" "$tq1_native_url")" >> "$results"
 done
 cat "$results" >&2
 
@@ -206,30 +242,37 @@ names = {
 }
 lines = []
 for test in ["php-h1", "php-h2", "newconn", "native"]:
-    n, t = med[(test, "nginx")], med[(test, "tqserver")]
+    n, t, o = med[(test, "nginx")], med[(test, "tqserver")], med[(test, "tqserver-1")]
     lines.append(
-        f"| {names[test]} | {n[0]:.0f} | {t[0]:.0f} | **{t[0] / n[0]:.2f}×** | {n[1]:.2f} ms | {t[1]:.2f} ms | ±{spread((test, 'nginx')) / 2:.0f}% / ±{spread((test, 'tqserver')) / 2:.0f}% |"
+        f"| {names[test]} | {n[0]:.0f} | {t[0]:.0f} | **{t[0] / n[0]:.2f}×** | {o[0]:.0f} | **{o[0] / n[0]:.2f}×** "
+        f"| {n[1]:.2f} / {t[1]:.2f} / {o[1]:.2f} ms "
+        f"| ±{spread((test, 'nginx')) / 2:.0f}% / ±{spread((test, 'tqserver')) / 2:.0f}% / ±{spread((test, 'tqserver-1')) / 2:.0f}% |"
     )
-ratios = "; ".join(
-    f"{test} " + ", ".join(f"{t / n:.2f}" for (n, _), (t, _) in zip(rows[(test, 'nginx')], rows[(test, 'tqserver')]))
-    for test in ["php-h1", "php-h2", "newconn", "native"]
-)
+def per_round(test, who):
+    return ", ".join(f"{t / n:.2f}" for (n, _), (t, _) in zip(rows[(test, 'nginx')], rows[(test, who)]))
+ratios = "; ".join(f"{test} {per_round(test, 'tqserver')} (threads 1: {per_round(test, 'tqserver-1')})"
+                   for test in ["php-h1", "php-h2", "newconn", "native"])
 table = "\n".join(lines)
 section = f"""<!-- tls:begin (written by bench/tls.sh; edit the script, not this section) -->
 ## HTTPS: tqserver against nginx, same certificate
 
 Measured {datetime.date.today().isoformat()} on {machine()} with `bench/tls.sh`:
-{rounds} rounds of {duration} s alternating between the two, medians shown.
-Both serve the same ECDSA P-256 certificate, TLS 1.3 only, HTTP/2 by
-ALPN (nginx 1.22 `listen … ssl http2`, its default session tickets;
+{rounds} rounds of {duration} s alternating between the three, medians shown.
+All serve the same ECDSA P-256 certificate, TLS 1.3 only, HTTP/2 by
+ALPN (nginx 1.22 `listen … ssl http2`, its default session tickets,
+`keepalive_requests 1000000` so that h2load's connections are not closed
+after 1000 requests;
 TQServer `server.tls` with `min_version: "1.3"`). PHP is a php-fpm pool of
 2 static children for each; the native rows use the release build of
 workers/index, which nginx reaches with `proxy_pass` (keepalive 32).
 wrk runs `-t{threads} -c{conns}`; h2load `-t{threads} -c{conns} -m1`, its p99
 from its per-request log. Clients, servers and PHP share the 2 cores.
+"tqserver" runs at its default thread count (one per core, here 2);
+"threads 1" is a second TQServer with `server.threads: 1`, measured in the
+same rounds.
 
-| test | nginx req/s | tqserver req/s | ratio | nginx p99 | tqserver p99 | round spread (nginx / tqserver) |
-|---|---:|---:|---:|---:|---:|---:|
+| test | nginx req/s | tqserver req/s | ratio | threads 1 req/s | ratio | p99 nginx / tqserver / threads 1 | round spread (nginx / tqserver / threads 1) |
+|---|---:|---:|---:|---:|---:|---:|---:|
 {table}
 
 Ratio in each round: {ratios}.
