@@ -35,11 +35,11 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# measure DURATION URL: "requests/s p99-ms" from wrk --latency (uses
+# measure DURATION URL [wrk args…]: "requests/s p99-ms" from wrk --latency (uses
 # $threads and $conns); non-2xx answers or socket errors are reported.
 measure() {
     local out rps p99 errs
-    out=$(wrk -t"$threads" -c"$conns" -d"$1" --latency "$2")
+    out=$(wrk -t"$threads" -c"$conns" -d"$1" --latency "${@:3}" "$2")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; print v}' <<<"$out")
     errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")

@@ -166,19 +166,6 @@ for p in "$nginx_php" "$tq_tls" "$tq1_tls"; do
         grep -aE "^New,|ALPN protocol" >&2 || true
 done
 
-# wrk_run DURATION URL [wrk args…]: "requests/s p99-ms"
-wrk_run() {
-    local d=$1 url=$2
-    shift 2
-    local out rps p99 errs
-    out=$(wrk -t"$threads" -c"$conns" -d"${d}s" --latency "$@" "$url")
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; print v}' <<<"$out")
-    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")
-    [[ -z "$errs" ]] || echo "bench/tls.sh: $url: $errs" >&2
-    echo "$rps $p99"
-}
-
 # h2_run DURATION URL: "requests/s p99-ms" from h2load's per-request log.
 h2_run() {
     local log="$work/h2load.log" out rps
@@ -195,29 +182,29 @@ PY
 }
 
 # Warm-up.
-wrk_run 2 "$nginx_php_url" >/dev/null
-wrk_run 2 "$tq_php_url" >/dev/null
-wrk_run 2 "$nginx_native_url" >/dev/null
-wrk_run 2 "$tq_native_url" >/dev/null
-wrk_run 2 "$tq1_php_url" >/dev/null
-wrk_run 2 "$tq1_native_url" >/dev/null
+measure 2s "$nginx_php_url" >/dev/null
+measure 2s "$tq_php_url" >/dev/null
+measure 2s "$nginx_native_url" >/dev/null
+measure 2s "$tq_native_url" >/dev/null
+measure 2s "$tq1_php_url" >/dev/null
+measure 2s "$tq1_native_url" >/dev/null
 
 results="$work/results"
 : > "$results"
 for r in $(seq 1 "$rounds"); do
     echo "round $r/$rounds" >&2
-    echo "php-h1 nginx $(wrk_run "$duration" "$nginx_php_url")" >> "$results"
-    echo "php-h1 tqserver $(wrk_run "$duration" "$tq_php_url")" >> "$results"
-    echo "php-h1 tqserver-1 $(wrk_run "$duration" "$tq1_php_url")" >> "$results"
+    echo "php-h1 nginx $(measure "${duration}s" "$nginx_php_url")" >> "$results"
+    echo "php-h1 tqserver $(measure "${duration}s" "$tq_php_url")" >> "$results"
+    echo "php-h1 tqserver-1 $(measure "${duration}s" "$tq1_php_url")" >> "$results"
     echo "php-h2 nginx $(h2_run "$duration" "$nginx_php_url")" >> "$results"
     echo "php-h2 tqserver $(h2_run "$duration" "$tq_php_url")" >> "$results"
     echo "php-h2 tqserver-1 $(h2_run "$duration" "$tq1_php_url")" >> "$results"
-    echo "newconn nginx $(wrk_run "$duration" "$nginx_native_url" -H 'Connection: close')" >> "$results"
-    echo "newconn tqserver $(wrk_run "$duration" "$tq_native_url" -H 'Connection: close')" >> "$results"
-    echo "newconn tqserver-1 $(wrk_run "$duration" "$tq1_native_url" -H 'Connection: close')" >> "$results"
-    echo "native nginx $(wrk_run "$duration" "$nginx_native_url")" >> "$results"
-    echo "native tqserver $(wrk_run "$duration" "$tq_native_url")" >> "$results"
-    echo "native tqserver-1 $(wrk_run "$duration" "$tq1_native_url")" >> "$results"
+    echo "newconn nginx $(measure "${duration}s" "$nginx_native_url" -H 'Connection: close')" >> "$results"
+    echo "newconn tqserver $(measure "${duration}s" "$tq_native_url" -H 'Connection: close')" >> "$results"
+    echo "newconn tqserver-1 $(measure "${duration}s" "$tq1_native_url" -H 'Connection: close')" >> "$results"
+    echo "native nginx $(measure "${duration}s" "$nginx_native_url")" >> "$results"
+    echo "native tqserver $(measure "${duration}s" "$tq_native_url")" >> "$results"
+    echo "native tqserver-1 $(measure "${duration}s" "$tq1_native_url")" >> "$results"
 done
 cat "$results" >&2
 

@@ -39,6 +39,18 @@ fn wait_https(tq: &Tq) {
     }
 }
 
+/// A project with an HTTPS port serving the one certificate `c`.
+fn tls_project(tls_port: u16, c: &common::tls::CertFiles) -> Project {
+    Project::new(
+        &format!(
+            "  tls:\n    port: {tls_port}\n    certificates:\n      - {{ cert: {}, key: {} }}\n",
+            c.cert.display(),
+            c.key.display()
+        ),
+        "",
+    )
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -362,14 +374,7 @@ fn certificates_replaced_under_load_fail_no_request() {
     let tls_port = free_port();
     let certs = tempfile::tempdir().unwrap();
     let live = self_signed(certs.path(), "live", &["one.test", "localhost"], -1, 30);
-    let p = Project::new(
-        &format!(
-            "  tls:\n    port: {tls_port}\n    certificates:\n      - {{ cert: {}, key: {} }}\n",
-            live.cert.display(),
-            live.key.display()
-        ),
-        "",
-    );
+    let p = tls_project(tls_port, &live);
     p.php_worker("php", "/", "");
     let tq = Tq::start(p.path(), &[]);
     wait_https(&tq);
@@ -475,14 +480,7 @@ fn a_bad_replacement_keeps_the_old_certificate() {
     let certs = tempfile::tempdir().unwrap();
     let live = self_signed(certs.path(), "live", &["localhost"], -1, 30);
     let other = self_signed(certs.path(), "other", &["localhost"], -1, 30);
-    let p = Project::new(
-        &format!(
-            "  tls:\n    port: {tls_port}\n    certificates:\n      - {{ cert: {}, key: {} }}\n",
-            live.cert.display(),
-            live.key.display()
-        ),
-        "",
-    );
+    let p = tls_project(tls_port, &live);
     p.php_worker("php", "/", "");
     let tq = Tq::start(p.path(), &[]);
     wait_https(&tq);
@@ -603,14 +601,7 @@ fn a_stop_lets_an_http2_request_over_tls_finish() {
     let tls_port = free_port();
     let certs = tempfile::tempdir().unwrap();
     let c = self_signed(certs.path(), "c", &["localhost"], -1, 30);
-    let p = Project::new(
-        &format!(
-            "  tls:\n    port: {tls_port}\n    certificates:\n      - {{ cert: {}, key: {} }}\n",
-            c.cert.display(),
-            c.key.display()
-        ),
-        "",
-    );
+    let p = tls_project(tls_port, &c);
     p.php_worker("php", "/", "");
     let mut tq = Tq::start(p.path(), &[]);
     wait_https(&tq);
@@ -683,14 +674,7 @@ fn a_connection_the_server_gives_up_on_ends_with_close_notify() {
     let tls_port = free_port();
     let certs = tempfile::tempdir().unwrap();
     let c = self_signed(certs.path(), "c", &["localhost"], -1, 30);
-    let p = Project::new(
-        &format!(
-            "  tls:\n    port: {tls_port}\n    certificates:\n      - {{ cert: {}, key: {} }}\n",
-            c.cert.display(),
-            c.key.display()
-        ),
-        "",
-    );
+    let p = tls_project(tls_port, &c);
     let tq = Tq::start(p.path(), &[]);
     wait_https(&tq);
     // No HTTP/2 preface: hyper gives the connection up. Without a
