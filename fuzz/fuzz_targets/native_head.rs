@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use tqserver::http::ConnInfo;
 use tqserver::http::forwarded::Trusted;
-use tqserver::native::conn::Framing;
+use tqserver::native::h1::Framing;
 use tqserver::native::proxy::head;
 
 fuzz_target!(|data: &[u8]| {
