@@ -1,19 +1,21 @@
 //! URL path → script / static file / PATH_INFO resolution on arbitrary
-//! paths, over a small real tree (with a symlink out of it): never a
-//! panic, nothing outside the root, no script that does not end in
-//! `.php`, and no redirect that a browser would take off-site.
+//! paths, over a small real tree (with a symlink out of it), under each
+//! `symlinks` policy (the first byte picks it): never a panic, no name
+//! outside the root, no script that does not end in `.php`, and no
+//! redirect that a browser would take off-site.
 #![no_main]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use tqserver::config::Symlinks;
 use tqserver::php::script::{DocRoot, Target, resolve};
 
 struct Tree {
     _dir: tempfile::TempDir,
     root: PathBuf,
-    doc: DocRoot,
+    docs: [DocRoot; 4],
 }
 
 fn tree() -> &'static Tree {
@@ -31,8 +33,9 @@ fn tree() -> &'static Tree {
         std::os::unix::fs::symlink(dir.path().join("outside.php"), root.join("out.php")).unwrap();
         std::os::unix::fs::symlink("../..", root.join("sub/up")).unwrap();
         let root = root.canonicalize().unwrap();
-        let doc = DocRoot::open(&root);
-        Tree { _dir: dir, root, doc }
+        let docs = [Symlinks::Owner, Symlinks::Inside, Symlinks::Any, Symlinks::None]
+            .map(|s| DocRoot::open(&root, s));
+        Tree { _dir: dir, root, docs }
     })
 }
 
@@ -44,7 +47,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let t = tree();
-    match resolve(&t.doc, raw, flags & 1 == 1) {
+    let doc = &t.docs[usize::from(flags >> 1) % 4];
+    match resolve(doc, raw, flags & 1 == 1) {
         Target::Script { file, name, path_info } => {
             assert!(file.starts_with(&t.root), "{file:?} outside the root for {raw:?}");
             assert!(name.starts_with('/') && name.ends_with(".php"), "{name:?}");

@@ -119,6 +119,17 @@ pub fn main() -> ExitCode {
     }
     config = config.with_overrides(overrides);
     if let Some(Command::Check) = cli.command {
+        for w in config
+            .workers
+            .iter()
+            .filter(|w| w.enabled && w.native.is_none())
+        {
+            if let Some(n) =
+                crate::php::script::survey_note(&w.name, &w.php.document_root, w.php.symlinks)
+            {
+                config.notices.push(n);
+            }
+        }
         // A closed pipe (`tqserver check | head`) is not an error.
         let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{config}\n"));
         return ExitCode::SUCCESS;

@@ -24,7 +24,7 @@ pub use server::{
 };
 pub use worker::{
     AccessTarget, FastcgiListener, Listen, Manager, NativeConfig, NativeKind, PhpBackend,
-    PhpConfig, PoolConfig, WorkerConfig, WorkerLogging,
+    PhpConfig, PoolConfig, Symlinks, WorkerConfig, WorkerLogging,
 };
 
 /// dev or prod.
@@ -407,7 +407,12 @@ impl fmt::Display for Config {
                 "    max_requests {}, request_timeout {:?}, listen {listen}",
                 p.max_requests, p.request_timeout
             )?;
-            writeln!(f, "    document_root {}", w.php.document_root.display())?;
+            writeln!(
+                f,
+                "    document_root {} (symlinks: {})",
+                w.php.document_root.display(),
+                w.php.symlinks.as_str()
+            )?;
             if let Some(l) = &w.fastcgi {
                 writeln!(f, "    fastcgi listener {}", l.listen)?;
             }

@@ -60,6 +60,7 @@ pub(crate) struct WorkerFile {
     enabled: Option<EnabledValue>,
     php: Option<PhpSection>,
     document_root: Option<String>,
+    symlinks: Option<String>,
     logging: Option<LoggingSection>,
     fastcgi: Option<FastcgiSection>,
     command: Option<CommandSection>,
@@ -201,6 +202,42 @@ impl PhpBackend {
     }
 }
 
+/// Which symbolic links under a document root are followed
+/// (`symlinks`), for scripts and static files alike; nginx's
+/// `disable_symlinks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Symlinks {
+    /// A link is followed when it and what it leads to have the same
+    /// owner, wherever that is (`owner`, the default; nginx's
+    /// `disable_symlinks if_not_owner`): Debian's packages link into
+    /// /usr/share as root, a link someone planted to another user's file
+    /// is refused.
+    #[default]
+    Owner,
+    /// Followed only while the result stays inside the document root
+    /// (`inside`).
+    Inside,
+    /// Always followed (`any`; nginx's `disable_symlinks off`).
+    Any,
+    /// Never followed (`none`; nginx's `disable_symlinks on`).
+    None,
+}
+
+impl Symlinks {
+    /// The `symlinks` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Inside => "inside",
+            Self::Any => "any",
+            Self::None => "none",
+        }
+    }
+}
+
+/// The `symlinks` values.
+const SYMLINKS: [&str; 4] = ["owner", "inside", "any", "none"];
+
 /// TQServer's own FastCGI listener for a PHP worker (`fastcgi.*`), so a
 /// web server can use TQServer in place of php-fpm.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,6 +332,8 @@ pub struct PhpConfig {
     pub pool: PoolConfig,
     /// Absolute document root.
     pub document_root: PathBuf,
+    /// `symlinks`: which links under the root are followed.
+    pub symlinks: Symlinks,
     /// Route requests for missing paths to `index.php` (front controller).
     pub front_controller: bool,
     /// `php.request_buffering` (default true): receive a request body
@@ -515,6 +554,7 @@ impl WorkerFile {
                 ("php", self.php.is_some()),
                 ("fastcgi", self.fastcgi.is_some()),
                 ("document_root", self.document_root.is_some()),
+                ("symlinks", self.symlinks.is_some()),
             ] {
                 if present {
                     errors.push(err(
@@ -534,6 +574,16 @@ impl WorkerFile {
             Some(b) => {
                 errors.push(err("php.backend", unknown_choice("backend", b, &BACKENDS)));
                 PhpBackend::Fpm
+            }
+        };
+        let symlinks = match self.symlinks.as_deref() {
+            None | Some("owner") => Symlinks::Owner,
+            Some("inside") => Symlinks::Inside,
+            Some("any") => Symlinks::Any,
+            Some("none") => Symlinks::None,
+            Some(v) => {
+                errors.push(err("symlinks", unknown_choice("symlinks", v, &SYMLINKS)));
+                Symlinks::Owner
             }
         };
         let mut settings = Vec::new();
@@ -698,6 +748,7 @@ impl WorkerFile {
                 settings,
                 pool,
                 document_root,
+                symlinks,
                 front_controller: php.front_controller.unwrap_or(true),
                 request_buffering: php.request_buffering.unwrap_or(true),
             },

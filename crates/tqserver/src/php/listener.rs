@@ -359,7 +359,7 @@ mod tests {
         let root = dir.path().canonicalize().unwrap();
         std::fs::write(root.join("index.php"), "<?php").unwrap();
         std::fs::write(root.join("notes.txt"), "x").unwrap();
-        let doc = DocRoot::open(&root);
+        let doc = DocRoot::open(&root, crate::config::Symlinks::Inside);
         let php = vec![".php".to_string()];
         let r = root.display();
         let ok = |file: &str, info: &str| {

@@ -6,18 +6,20 @@
 //! (`.env`, `.git`) are not found, except `.well-known`; the first segment
 //! ending in `.php` (ASCII, case-sensitive) is the script and the rest is
 //! PATH_INFO, so `/uploads/a.jpg/x.php` names `a.jpg/x.php`, never
-//! `a.jpg`; the script must be a regular file inside the root after
-//! symlinks are resolved; a missing `.php` is 404; any other missing path
-//! goes to `index.php` when the front controller is on.
+//! `a.jpg`; the script must be a regular file, reached through links the
+//! worker's `symlinks` policy follows; a missing `.php` is 404; any other
+//! missing path goes to `index.php` when the front controller is on.
 //!
-//! Containment is checked by the kernel: `openat2(RESOLVE_BENEATH)` from
-//! the document root opens the file only if resolving it never leaves the
-//! root (one system call, where `realpath` makes one per path component).
-//! Absolute symlinks, which it refuses on principle, fall back to
-//! `realpath` and a prefix check, then the real path is opened beneath the
-//! root again. A static file is served from the descriptor that check
-//! opened, never reopened by name (a link swapped in between cannot lead
-//! elsewhere).
+//! The policies (see [`Symlinks`]): `owner` opens a path with no link in
+//! one `openat2(RESOLVE_NO_SYMLINKS)`, and walks one with a link a
+//! component at a time, comparing each link's owner with its target's.
+//! `inside` leaves containment to the kernel: `openat2(RESOLVE_BENEATH)`
+//! opens the file only if resolving it never leaves the root; absolute
+//! symlinks, which it refuses on principle, fall back to `realpath` and a
+//! prefix check, then the real path is opened beneath the root again.
+//! `any` and `none` are one `openat2` each. A static file is served from
+//! the descriptor the check opened, never reopened by name (a link swapped
+//! in between cannot lead elsewhere).
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
@@ -28,17 +30,21 @@ use std::sync::Arc;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 
+use crate::config::Symlinks;
+
 /// A canonical document root, held open for `openat2`.
 #[derive(Debug)]
 pub struct DocRoot {
     path: PathBuf,
     fd: Option<OwnedFd>,
+    symlinks: Symlinks,
 }
 
 impl DocRoot {
-    /// Opens `path` (canonical) as a root; without a descriptor (it could
-    /// not be opened) resolution uses `realpath` only.
-    pub fn open(path: &Path) -> Self {
+    /// Opens `path` (canonical) as a root whose links are followed as
+    /// `symlinks` says; without a descriptor (it could not be opened)
+    /// resolution uses `realpath` and the `inside` rule only.
+    pub fn open(path: &Path, symlinks: Symlinks) -> Self {
         let fd = nix::fcntl::open(
             path,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -48,6 +54,7 @@ impl DocRoot {
         Self {
             path: path.to_path_buf(),
             fd,
+            symlinks,
         }
     }
 
@@ -153,7 +160,7 @@ pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {
                 name: String::from_utf8_lossy(&name).into_owned(),
                 path_info,
             },
-            Found::Outside => Target::Forbidden,
+            Found::Outside(..) => Target::Forbidden,
             Found::Missing => Target::NotFound,
         };
     }
@@ -192,7 +199,7 @@ pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {
                 }
                 Found::File(path, Some(file)) => return Target::Static(Opened { path, file }),
                 Found::File(_, None) | Found::Missing => {}
-                Found::Outside => return Target::Forbidden,
+                Found::Outside(..) => return Target::Forbidden,
             }
         }
         return front(doc, front_controller);
@@ -207,8 +214,105 @@ pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {
     match contained_file(doc, rel_path, Open::Read) {
         Found::File(path, Some(file)) => Target::Static(Opened { path, file }),
         Found::File(_, None) | Found::Missing => front(doc, front_controller),
-        Found::Outside => Target::Forbidden,
+        Found::Outside(..) => Target::Forbidden,
     }
+}
+
+/// The symbolic links under a document root that lead outside it, as
+/// `tqserver check` reports them.
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// Links that lead outside: path under the root, and where it leads.
+    pub outside: Vec<(PathBuf, PathBuf)>,
+    /// Those of them whose owner differs from their target's (refused by
+    /// `symlinks: owner`).
+    pub other_owner: Vec<(PathBuf, PathBuf)>,
+    /// The walk stopped at [`SURVEY_LIMIT`] entries.
+    pub truncated: bool,
+}
+
+/// Entries [`survey`] looks at, at most (a WordPress tree has ~3,000).
+pub const SURVEY_LIMIT: usize = 100_000;
+
+/// Walks `root` (not through linked folders) for links whose real path
+/// is outside it; broken links are left out.
+pub fn survey(root: &Path) -> Survey {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Survey::default();
+    let mut seen = 0usize;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            seen += 1;
+            if seen > SURVEY_LIMIT {
+                out.truncated = true;
+                return out;
+            }
+            let path = e.path();
+            let Ok(own) = path.symlink_metadata() else {
+                continue;
+            };
+            if own.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !own.is_symlink() {
+                continue;
+            }
+            let (Ok(real), Ok(target)) = (path.canonicalize(), path.metadata()) else {
+                continue;
+            };
+            if real.starts_with(root) {
+                continue;
+            }
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            if own.uid() != target.uid() {
+                out.other_owner.push((rel.clone(), real.clone()));
+            }
+            out.outside.push((rel, real));
+        }
+    }
+    out.outside.sort();
+    out.other_owner.sort();
+    out
+}
+
+/// What `tqserver check` says of a PHP worker's document root under its
+/// `symlinks` policy, if it has links leading outside.
+pub fn survey_note(worker: &str, root: &Path, symlinks: Symlinks) -> Option<String> {
+    let s = survey(root);
+    let (rel, real) = s.outside.first()?;
+    let n = s.outside.len();
+    let more = if s.truncated {
+        format!(" (the first {SURVEY_LIMIT} entries looked at)")
+    } else {
+        String::new()
+    };
+    let example = format!("{} → {}", rel.display(), real.display());
+    let verdict = match symlinks {
+        Symlinks::Owner if s.other_owner.is_empty() => {
+            "served (symlinks: owner; each has its target's owner)".to_string()
+        }
+        Symlinks::Owner => {
+            let (r, t) = &s.other_owner[0];
+            format!(
+                "served except {} whose owner is not its target's (symlinks: owner refuses them, e.g. {} → {})",
+                s.other_owner.len(),
+                r.display(),
+                t.display()
+            )
+        }
+        Symlinks::Inside => "refused (symlinks: inside); `symlinks: owner` serves those whose owner is their target's".into(),
+        Symlinks::Any => "served (symlinks: any)".into(),
+        Symlinks::None => "refused (symlinks: none)".into(),
+    };
+    Some(format!(
+        "worker {worker}: {n} symbolic link(s) under document_root {} lead outside it{more}, e.g. {example}: {verdict}",
+        root.display()
+    ))
 }
 
 /// What a redirect path segment keeps as it is: RFC 3986 unreserved
@@ -271,16 +375,115 @@ enum Open {
 enum Found {
     /// No regular file there.
     Missing,
-    /// Resolving the path leaves the root.
-    Outside,
+    /// Refused by the symlink policy: the path that is a link, and where
+    /// it leads.
+    Outside(PathBuf, PathBuf),
     /// A file inside: its path, and with [`Open::Read`] the file opened
     /// beneath the root.
     File(PathBuf, Option<Arc<std::fs::File>>),
 }
 
-/// Looks `rel` (relative to the root) up; see [`Found`].
+/// Looks `rel` (relative to the root) up under the root's symlink
+/// policy; see [`Found`]. A refusal is logged with the link and its target.
 fn contained_file(doc: &DocRoot, rel: &Path, open: Open) -> Found {
-    inside(doc, rel, open).unwrap_or(Found::Missing)
+    let found = match (doc.symlinks, &doc.fd) {
+        (Symlinks::Inside, _) | (_, None) => inside(doc, rel, open),
+        // A path without links (nearly all) is one openat2; the walk
+        // only for one with a link on it.
+        (Symlinks::Owner, Some(fd)) => {
+            match open_how(fd, rel, open, ResolveFlag::RESOLVE_NO_SYMLINKS) {
+                Err(Errno::ELOOP) => by_owner(doc, fd, rel, open),
+                r => opened(doc, rel, open, r),
+            }
+        }
+        (Symlinks::Any, Some(fd)) => opened(
+            doc,
+            rel,
+            open,
+            open_how(fd, rel, open, ResolveFlag::empty()),
+        ),
+        (Symlinks::None, Some(fd)) => {
+            match open_how(fd, rel, open, ResolveFlag::RESOLVE_NO_SYMLINKS) {
+                Err(Errno::ELOOP) => first_link(doc, rel),
+                r => opened(doc, rel, open, r),
+            }
+        }
+    }
+    .unwrap_or(Found::Missing);
+    if let Found::Outside(link, target) = &found {
+        tracing::warn!(
+            link = %link.display(),
+            target = %target.display(),
+            "refused: a symbolic link under the document_root (symlinks: {})",
+            doc.symlinks.as_str()
+        );
+    }
+    found
+}
+
+/// A file opened at `rel`: a regular file, or nothing.
+fn opened(doc: &DocRoot, rel: &Path, open: Open, r: Result<std::fs::File, Errno>) -> Option<Found> {
+    let f = r.ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let file = (open == Open::Read).then(|| Arc::new(f));
+    Some(Found::File(doc.path.join(rel), file))
+}
+
+/// `symlinks: owner` (nginx's `disable_symlinks if_not_owner`): walks
+/// `rel` one component at a time from the root; a component that is a
+/// link must have the owner of what it leads to. Each step opens the
+/// component (following it) and compares that descriptor's owner with
+/// the name's own (not followed), as nginx does.
+fn by_owner(doc: &DocRoot, root: &OwnedFd, rel: &Path, open: Open) -> Option<Found> {
+    use nix::fcntl::AtFlags;
+    let names: Vec<&OsStr> = rel
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut at: Option<OwnedFd> = None;
+    for (i, name) in names.iter().enumerate() {
+        let dir = at.as_ref().unwrap_or(root);
+        let flags = if i + 1 == names.len() {
+            flags(open)
+        } else {
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC
+        };
+        let fd = nix::fcntl::openat(dir, *name, flags, nix::sys::stat::Mode::empty()).ok()?;
+        let object = nix::sys::stat::fstat(&fd).ok()?;
+        let own = nix::sys::stat::fstatat(dir, *name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+        let kind = nix::sys::stat::SFlag::from_bits_truncate(own.st_mode);
+        let is_link = kind & nix::sys::stat::SFlag::S_IFMT == nix::sys::stat::SFlag::S_IFLNK;
+        if is_link && own.st_uid != object.st_uid {
+            let target = nix::fcntl::readlinkat(dir, *name).unwrap_or_default();
+            let link: PathBuf = names[..=i].iter().collect();
+            return Some(Found::Outside(doc.path.join(link), PathBuf::from(target)));
+        }
+        at = Some(fd);
+    }
+    let f = std::fs::File::from(at?);
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let file = (open == Open::Read).then(|| Arc::new(f));
+    Some(Found::File(doc.path.join(rel), file))
+}
+
+/// `symlinks: none`: the first component of `rel` that is a link.
+fn first_link(doc: &DocRoot, rel: &Path) -> Option<Found> {
+    let mut path = doc.path.clone();
+    for c in rel.components() {
+        path.push(c);
+        if path.symlink_metadata().ok()?.is_symlink() {
+            let target = std::fs::read_link(&path).unwrap_or_default();
+            return Some(Found::Outside(path, target));
+        }
+    }
+    None
 }
 
 fn inside(doc: &DocRoot, rel: &Path, open: Open) -> Option<Found> {
@@ -306,7 +509,7 @@ fn inside(doc: &DocRoot, rel: &Path, open: Open) -> Option<Found> {
     }
     let real = path.canonicalize().ok()?;
     let Ok(below) = real.strip_prefix(&doc.path) else {
-        return Some(Found::Outside);
+        return Some(Found::Outside(path, real));
     };
     if open == Open::Check {
         return Some(Found::File(real, None));
@@ -323,16 +526,31 @@ fn inside(doc: &DocRoot, rel: &Path, open: Open) -> Option<Found> {
         .map(|_| Found::File(real.clone(), Some(Arc::new(f))))
 }
 
-/// `openat2(RESOLVE_BENEATH)`: for reading (never blocking on a FIFO), or
-/// `O_PATH` when the file is only checked.
-fn open_beneath(fd: &OwnedFd, rel: &Path, open: Open) -> Result<std::fs::File, Errno> {
-    let flags = match open {
+/// How a file is opened: for reading (never blocking on a FIFO), or
+/// `O_PATH` when it is only checked.
+fn flags(open: Open) -> OFlag {
+    match open {
         Open::Check => OFlag::O_PATH | OFlag::O_CLOEXEC,
         Open::Read => OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
-    };
+    }
+}
+
+/// `openat2(RESOLVE_BENEATH)`.
+fn open_beneath(fd: &OwnedFd, rel: &Path, open: Open) -> Result<std::fs::File, Errno> {
+    open_how(fd, rel, open, ResolveFlag::RESOLVE_BENEATH)
+}
+
+/// `openat2` of `rel` from the root with `resolve` (never through
+/// /proc's magic links).
+fn open_how(
+    fd: &OwnedFd,
+    rel: &Path,
+    open: Open,
+    resolve: ResolveFlag,
+) -> Result<std::fs::File, Errno> {
     let how = OpenHow::new()
-        .flags(flags)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        .flags(flags(open))
+        .resolve(resolve | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     nix::fcntl::openat2(fd, rel, how).map(std::fs::File::from)
 }
 
@@ -380,7 +598,7 @@ mod tests {
     fn scripts_path_info_and_front_controller() {
         let d = tree();
         let root = d.path().canonicalize().unwrap();
-        let doc = DocRoot::open(&root);
+        let doc = DocRoot::open(&root, crate::config::Symlinks::Inside);
         let r = |p: &str| resolve(&doc, p, true);
         assert!(script("/hello.php", "")(&r("/hello.php")));
         assert!(script("/hello.php", "/a/b")(&r("/hello.php/a/b")));
@@ -407,7 +625,7 @@ mod tests {
     fn what_must_never_happen() {
         let d = tree();
         let root = d.path().canonicalize().unwrap();
-        let doc = DocRoot::open(&root);
+        let doc = DocRoot::open(&root, crate::config::Symlinks::Inside);
         let r = |p: &str| resolve(&doc, p, true);
         // a.jpg is never executed as PHP.
         assert_eq!(r("/uploads/a.jpg/x.php"), Target::NotFound);
@@ -435,12 +653,101 @@ mod tests {
         assert_eq!(r("/SHOUT.PHP"), Target::NotFound);
     }
 
+    /// A Debian-like layout: `root/js` and `root/app.php` link (as root)
+    /// to files outside; `root/planted.css` and `root/planted.php` are
+    /// links owned by another user to root's files, one outside, one
+    /// inside (`root/secret.php`); `root/inside.css` is root's link to a
+    /// file inside.
+    fn linked_tree() -> (tempfile::TempDir, PathBuf) {
+        use std::os::unix::fs::symlink;
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root (it gives a link another owner)"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let top = d.path().canonicalize().unwrap();
+        let share = top.join("share");
+        std::fs::create_dir_all(share.join("javascript")).unwrap();
+        std::fs::write(share.join("javascript/jquery.js"), "jq").unwrap();
+        std::fs::write(share.join("app.php"), "<?php").unwrap();
+        std::fs::write(share.join("private.css"), "secret").unwrap();
+        let root = top.join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("secret.php"), "<?php").unwrap();
+        std::fs::write(root.join("real.css"), "real").unwrap();
+        symlink(share.join("javascript"), root.join("js")).unwrap();
+        symlink(share.join("app.php"), root.join("app.php")).unwrap();
+        symlink("real.css", root.join("inside.css")).unwrap();
+        symlink(share.join("private.css"), root.join("planted.css")).unwrap();
+        symlink("secret.php", root.join("planted.php")).unwrap();
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        for planted in ["planted.css", "planted.php"] {
+            nix::unistd::fchownat(
+                nix::fcntl::AT_FDCWD,
+                &root.join(planted),
+                Some(nobody),
+                None,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+        }
+        (d, root)
+    }
+
+    #[test]
+    fn each_symlink_policy_follows_what_it_says() {
+        let (_d, root) = linked_tree();
+        let static_text = |t: Target| match t {
+            Target::Static(o) => {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut o.into_file().unwrap(), &mut s).unwrap();
+                s
+            }
+            other => panic!("not static: {other:?}"),
+        };
+        let is_script = |t: &Target| matches!(t, Target::Script { .. });
+        // owner (the default): the packages' links are served, under
+        // their own names; the planted ones are refused, inside or not.
+        let doc = DocRoot::open(&root, Symlinks::Owner);
+        let r = |p: &str| resolve(&doc, p, false);
+        assert_eq!(static_text(r("/js/jquery.js")), "jq");
+        assert_eq!(static_text(r("/inside.css")), "real");
+        match r("/app.php") {
+            Target::Script { file, .. } => assert_eq!(file, root.join("app.php")),
+            other => panic!("app.php: {other:?}"),
+        }
+        assert_eq!(r("/planted.css"), Target::Forbidden);
+        assert_eq!(r("/planted.php"), Target::Forbidden);
+        assert_eq!(r("/js/missing.js"), Target::NotFound);
+        // inside: only what stays inside the root.
+        let doc = DocRoot::open(&root, Symlinks::Inside);
+        let r = |p: &str| resolve(&doc, p, false);
+        assert_eq!(r("/js/jquery.js"), Target::Forbidden);
+        assert_eq!(r("/app.php"), Target::Forbidden);
+        assert_eq!(static_text(r("/inside.css")), "real");
+        assert!(is_script(&r("/planted.php")));
+        // any: everything.
+        let doc = DocRoot::open(&root, Symlinks::Any);
+        let r = |p: &str| resolve(&doc, p, false);
+        assert_eq!(static_text(r("/js/jquery.js")), "jq");
+        assert_eq!(static_text(r("/planted.css")), "secret");
+        assert!(is_script(&r("/app.php")));
+        // none: no link at all.
+        let doc = DocRoot::open(&root, Symlinks::None);
+        let r = |p: &str| resolve(&doc, p, false);
+        assert_eq!(r("/js/jquery.js"), Target::Forbidden);
+        assert_eq!(r("/inside.css"), Target::Forbidden);
+        assert_eq!(r("/app.php"), Target::Forbidden);
+        assert_eq!(static_text(r("/real.css")), "real");
+        assert!(is_script(&r("/secret.php")));
+    }
+
     #[test]
     fn a_static_file_is_served_from_the_descriptor_that_was_checked() {
         use std::io::Read;
         let d = tree();
         let root = d.path().canonicalize().unwrap();
-        let doc = DocRoot::open(&root);
+        let doc = DocRoot::open(&root, crate::config::Symlinks::Inside);
         let Target::Static(opened) = resolve(&doc, "/style.css", false) else {
             panic!("style.css is static");
         };

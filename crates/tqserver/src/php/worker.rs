@@ -76,7 +76,7 @@ async fn start_backend(
             let up = CgiUpstream {
                 worker: w.clone(),
                 pool,
-                doc_root: DocRoot::open(&w.php.document_root),
+                doc_root: DocRoot::open(&w.php.document_root, w.php.symlinks),
             };
             (Upstream::Cgi(Arc::new(up)), task)
         }
@@ -153,7 +153,7 @@ impl PhpWorker {
                 drop(self.upstream.replace(Upstream::Cgi(Arc::new(CgiUpstream {
                     worker: new.clone(),
                     pool: c.pool.clone(),
-                    doc_root: DocRoot::open(&new.php.document_root),
+                    doc_root: DocRoot::open(&new.php.document_root, new.php.symlinks),
                 }))));
                 if rolled {
                     "in place; processes replaced as they finish their requests"

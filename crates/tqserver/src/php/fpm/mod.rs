@@ -132,7 +132,10 @@ impl FpmMaster {
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let master = Arc::new(Self {
-            doc_root: super::script::DocRoot::open(&prepared.worker.php.document_root),
+            doc_root: super::script::DocRoot::open(
+                &prepared.worker.php.document_root,
+                prepared.worker.php.symlinks,
+            ),
             worker: prepared.worker.clone(),
             client: client(&prepared, &log),
             state: Arc::new(watch::Sender::new(MasterState::Starting)),
@@ -157,7 +160,7 @@ impl FpmMaster {
     /// worker (document root, front controller) is the new one's.
     pub fn with_worker(&self, worker: Arc<WorkerConfig>) -> Arc<Self> {
         Arc::new(Self {
-            doc_root: super::script::DocRoot::open(&worker.php.document_root),
+            doc_root: super::script::DocRoot::open(&worker.php.document_root, worker.php.symlinks),
             worker,
             client: self.client.clone(),
             state: self.state.clone(),
@@ -181,7 +184,10 @@ impl FpmMaster {
         log: &WorkerLog,
     ) -> Result<Arc<Self>, LifecycleError> {
         let master = Arc::new(Self {
-            doc_root: super::script::DocRoot::open(&prepared.worker.php.document_root),
+            doc_root: super::script::DocRoot::open(
+                &prepared.worker.php.document_root,
+                prepared.worker.php.symlinks,
+            ),
             worker: prepared.worker.clone(),
             client: client(&prepared, log),
             state: self.state.clone(),
