@@ -70,6 +70,7 @@ pub struct Opened {
     /// Its path under the root (for the Content-Type and logs).
     pub path: PathBuf,
     file: Arc<std::fs::File>,
+    meta: std::fs::Metadata,
 }
 
 impl PartialEq for Opened {
@@ -81,9 +82,10 @@ impl PartialEq for Opened {
 impl Eq for Opened {}
 
 impl Opened {
-    /// The open file.
-    pub fn into_file(self) -> std::io::Result<std::fs::File> {
-        Arc::try_unwrap(self.file).or_else(|shared| shared.try_clone())
+    /// The open file, and its metadata as the check read it.
+    pub fn into_file(self) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+        let file = Arc::try_unwrap(self.file).or_else(|shared| shared.try_clone())?;
+        Ok((file, self.meta))
     }
 }
 
@@ -166,6 +168,20 @@ pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {
     }
     let rel = join(&segs);
     let rel_path = Path::new(OsStr::from_bytes(&rel[1..]));
+    // `.php` in another case (`x.PHP`) is never served as source.
+    let upper_php = segs
+        .last()
+        .is_some_and(|s| s.len() >= 4 && s[s.len() - 4..].eq_ignore_ascii_case(b".php"));
+    // A file first, the common case: one openat2 and its fstat.
+    if !segs.is_empty() && !upper_php {
+        match contained_file(doc, rel_path, Open::Read) {
+            Found::File(path, Some((file, meta))) => {
+                return Target::Static(Opened { path, file, meta });
+            }
+            Found::Outside(..) => return Target::Forbidden,
+            Found::File(_, None) | Found::Missing => {}
+        }
+    }
     let path = root.join(rel_path);
     if path.is_dir() {
         if !segs.is_empty() && !trailing_slash {
@@ -197,25 +213,19 @@ pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {
                         path_info: String::new(),
                     };
                 }
-                Found::File(path, Some(file)) => return Target::Static(Opened { path, file }),
+                Found::File(path, Some((file, meta))) => {
+                    return Target::Static(Opened { path, file, meta });
+                }
                 Found::File(_, None) | Found::Missing => {}
                 Found::Outside(..) => return Target::Forbidden,
             }
         }
         return front(doc, front_controller);
     }
-    // `.php` in another case (`x.PHP`) is never served as source.
-    if segs
-        .last()
-        .is_some_and(|s| s.len() >= 4 && s[s.len() - 4..].eq_ignore_ascii_case(b".php"))
-    {
+    if upper_php {
         return Target::NotFound;
     }
-    match contained_file(doc, rel_path, Open::Read) {
-        Found::File(path, Some(file)) => Target::Static(Opened { path, file }),
-        Found::File(_, None) | Found::Missing => front(doc, front_controller),
-        Found::Outside(..) => Target::Forbidden,
-    }
+    front(doc, front_controller)
 }
 
 /// The symbolic links under a document root that lead outside it, as
@@ -380,7 +390,7 @@ enum Found {
     Outside(PathBuf, PathBuf),
     /// A file inside: its path, and with [`Open::Read`] the file opened
     /// beneath the root.
-    File(PathBuf, Option<Arc<std::fs::File>>),
+    File(PathBuf, Option<(Arc<std::fs::File>, std::fs::Metadata)>),
 }
 
 /// Looks `rel` (relative to the root) up under the root's symlink
@@ -423,12 +433,18 @@ fn contained_file(doc: &DocRoot, rel: &Path, open: Open) -> Found {
 
 /// A file opened at `rel`: a regular file, or nothing.
 fn opened(doc: &DocRoot, rel: &Path, open: Open, r: Result<std::fs::File, Errno>) -> Option<Found> {
-    let f = r.ok()?;
-    if !f.metadata().ok()?.is_file() {
+    found(doc.path.join(rel), r.ok()?, open)
+}
+
+/// `f`, opened for `path`, if it is a regular file: kept open (with its
+/// metadata, so nothing stats it again) when it is to be read.
+fn found(path: PathBuf, f: std::fs::File, open: Open) -> Option<Found> {
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() {
         return None;
     }
-    let file = (open == Open::Read).then(|| Arc::new(f));
-    Some(Found::File(doc.path.join(rel), file))
+    let file = (open == Open::Read).then(|| (Arc::new(f), meta));
+    Some(Found::File(path, file))
 }
 
 /// `symlinks: owner` (nginx's `disable_symlinks if_not_owner`): walks
@@ -465,12 +481,7 @@ fn by_owner(doc: &DocRoot, root: &OwnedFd, rel: &Path, open: Open) -> Option<Fou
         }
         at = Some(fd);
     }
-    let f = std::fs::File::from(at?);
-    if !f.metadata().ok()?.is_file() {
-        return None;
-    }
-    let file = (open == Open::Read).then(|| Arc::new(f));
-    Some(Found::File(doc.path.join(rel), file))
+    found(doc.path.join(rel), std::fs::File::from(at?), open)
 }
 
 /// `symlinks: none`: the first component of `rel` that is a link.
@@ -489,14 +500,7 @@ fn first_link(doc: &DocRoot, rel: &Path) -> Option<Found> {
 fn inside(doc: &DocRoot, rel: &Path, open: Open) -> Option<Found> {
     if let Some(fd) = &doc.fd {
         match open_beneath(fd, rel, open) {
-            Ok(f) => {
-                let meta = f.metadata().ok()?;
-                if !meta.is_file() {
-                    return None;
-                }
-                let file = (open == Open::Read).then(|| Arc::new(f));
-                return Some(Found::File(doc.path.join(rel), file));
-            }
+            Ok(f) => return found(doc.path.join(rel), f, open),
             // Left the root, or an absolute symlink: decide by real path.
             Err(Errno::EXDEV) | Err(Errno::ENOSYS) | Err(Errno::EPERM) => {}
             Err(_) => return None,
@@ -520,10 +524,7 @@ fn inside(doc: &DocRoot, rel: &Path, open: Open) -> Option<Found> {
         Some(fd) => open_beneath(fd, below, open).ok()?,
         None => std::fs::File::open(&real).ok()?,
     };
-    f.metadata()
-        .ok()
-        .filter(std::fs::Metadata::is_file)
-        .map(|_| Found::File(real.clone(), Some(Arc::new(f))))
+    found(real, f, open)
 }
 
 /// How a file is opened: for reading (never blocking on a FIFO), or
@@ -700,7 +701,7 @@ mod tests {
         let static_text = |t: Target| match t {
             Target::Static(o) => {
                 let mut s = String::new();
-                std::io::Read::read_to_string(&mut o.into_file().unwrap(), &mut s).unwrap();
+                std::io::Read::read_to_string(&mut o.into_file().unwrap().0, &mut s).unwrap();
                 s
             }
             other => panic!("not static: {other:?}"),
@@ -758,6 +759,7 @@ mod tests {
         opened
             .into_file()
             .unwrap()
+            .0
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(text, "x");
