@@ -690,3 +690,119 @@ fn a_connection_the_server_gives_up_on_ends_with_close_notify() {
         );
     }
 }
+
+/// An HTTP/2 frame: type, flags, stream, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = u32::try_from(payload.len()).unwrap().to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+/// Sends `frames` after the client preface over TLS (`openssl s_client
+/// -alpn h2`, which writes what it is given and prints what it gets), and
+/// returns the server's frames as (type, payload) until it closes.
+fn h2_over_tls(port: u16, frames: Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    use std::io::{Read as _, Write as _};
+    let mut child = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-alpn", "h2", "-quiet", "-ign_eof"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        all.extend(h2_frame(4, 0, 0, &[]));
+        all.extend(frames);
+        // The server may close before it has read everything.
+        let _ = stdin.write_all(&all);
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let until = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("the server kept the connection open");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writer.join().unwrap();
+    let out = reader.join().unwrap();
+    let mut frames = Vec::new();
+    let mut i = 0;
+    while i + 9 <= out.len() {
+        let len =
+            usize::from(out[i]) << 16 | usize::from(out[i + 1]) << 8 | usize::from(out[i + 2]);
+        let end = (i + 9 + len).min(out.len());
+        frames.push((out[i + 3], out[i + 9..end].to_vec()));
+        i += 9 + len;
+    }
+    frames
+}
+
+/// The error code of the GOAWAY among `frames`.
+fn goaway_code(frames: &[(u8, Vec<u8>)]) -> Option<u32> {
+    frames
+        .iter()
+        .find(|(kind, p)| *kind == 7 && p.len() >= 8)
+        .map(|(_, p)| u32::from_be_bytes([p[4], p[5], p[6], p[7]]))
+}
+
+#[test]
+fn http2_over_tls_keeps_the_h2c_limits() {
+    const ENHANCE_YOUR_CALM: u32 = 0xb;
+    let tls_port = free_port();
+    let certs = tempfile::tempdir().unwrap();
+    let c = self_signed(certs.path(), "c", &["localhost"], -1, 30);
+    let p = tls_project(tls_port, &c);
+    p.php_worker("php", "/", "");
+    let tq = Tq::start(p.path(), &[]);
+    wait_https(&tq);
+    // GET / on HPACK's static table: :method GET, :scheme https, :path /,
+    // :authority localhost.
+    let mut get = vec![0x82, 0x87, 0x84, 0x41, 9];
+    get.extend(b"localhost");
+    // Rapid reset (CVE-2023-44487): 2,000 requests, each cancelled at once.
+    let mut frames = Vec::new();
+    for i in 0..2000u32 {
+        let stream = 2 * i + 1;
+        frames.extend(h2_frame(1, 0x5, stream, &get));
+        frames.extend(h2_frame(3, 0, stream, &8u32.to_be_bytes()));
+    }
+    let got = h2_over_tls(tls_port, frames);
+    assert_eq!(goaway_code(&got), Some(ENHANCE_YOUR_CALM), "{got:?}");
+    // CONTINUATION flood (CVE-2024-27316 and kin): a header block that
+    // never ends, 11 MB of it.
+    let mut block = Vec::new();
+    for i in 0..140 {
+        let name = format!("x-a{i:03}");
+        block.extend([0x00, name.len() as u8]);
+        block.extend(name.as_bytes());
+        block.push(100);
+        block.extend([b'v'; 100]);
+    }
+    let mut frames = h2_frame(1, 0x1, 1, &get);
+    for _ in 0..700 {
+        frames.extend(h2_frame(9, 0, 1, &block));
+    }
+    let got = h2_over_tls(tls_port, frames);
+    assert_eq!(goaway_code(&got), Some(ENHANCE_YOUR_CALM), "{got:?}");
+    // The port still serves.
+    let r = curl(&[
+        "-k",
+        "--http2",
+        "-w",
+        " %{http_version}",
+        &format!("https://127.0.0.1:{tls_port}/hello.php"),
+    ]);
+    assert!(r.ok && r.out.ends_with(" 2"), "{}", r.err);
+}
