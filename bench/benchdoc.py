@@ -39,3 +39,28 @@ def write_section(tag: str, section: str) -> None:
         text += ("" if text.endswith("\n\n") else "\n") + section
     DOC.write_text(text)
     print(section)
+
+
+def read_rounds(path: str) -> dict:
+    """`test who requests/s p99-ms` lines (one per round) → {(test, who):
+    [(requests/s, p99), …]} in round order."""
+    rows: dict = {}
+    for line in open(path):
+        test, who, rps, p99 = line.split()
+        rows.setdefault((test, who), []).append((float(rps), float(p99)))
+    return rows
+
+
+def medians(rows: dict) -> dict:
+    """{key: (median requests/s, median p99)} of read_rounds' rows."""
+    import statistics
+
+    return {k: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for k, v in rows.items()}
+
+
+def spread(values: list) -> float:
+    """Half the range of the rounds' requests/s, in % of their median."""
+    import statistics
+
+    v = [r for r, _ in values]
+    return (max(v) - min(v)) / statistics.median(v) * 100 / 2

@@ -88,25 +88,19 @@ done
 cat "$results" >&2
 
 python3 - "$results" "$rounds" "$duration" "$threads" "$conns" <<'PY'
-import datetime, statistics, sys
+import datetime, sys
 results, rounds, duration, threads, conns = sys.argv[1:]
-rows = {}
-for line in open(results):
-    test, who, rps, p99 = line.split()
-    rows.setdefault((test, who), []).append((float(rps), float(p99)))
-med = {k: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for k, v in rows.items()}
-def spread(k):
-    v = [r for r, _ in rows[k]]
-    return (max(v) - min(v)) / statistics.median(v) * 100
 sys.path.insert(0, "bench")
-from benchdoc import machine, write_section
+from benchdoc import machine, medians, read_rounds, spread, write_section
+rows = read_rounds(results)
+med = medians(rows)
 names = {"style.css": "4 KiB CSS file", "app.js": "1 MiB JS file"}
 lines = []
 for test in ["style.css", "app.js"]:
     n, t = med[(test, "nginx")], med[(test, "tqserver")]
     lines.append(
         f"| {names[test]} | {n[0]:.0f} | {t[0]:.0f} | **{t[0] / n[0]:.2f}×** | {n[1]:.2f} / {t[1]:.2f} ms "
-        f"| ±{spread((test, 'nginx')) / 2:.0f}% / ±{spread((test, 'tqserver')) / 2:.0f}% |"
+        f"| ±{spread(rows[(test, 'nginx')]):.0f}% / ±{spread(rows[(test, 'tqserver')]):.0f}% |"
     )
 ratios = "; ".join(
     f"{names[test]} " + ", ".join(f"{t / n:.2f}" for (n, _), (t, _) in zip(rows[(test, 'nginx')], rows[(test, 'tqserver')]))

@@ -209,18 +209,12 @@ done
 cat "$results" >&2
 
 python3 - "$results" "$rounds" "$duration" "$threads" "$conns" <<'PY'
-import datetime, statistics, sys
+import datetime, sys
 results, rounds, duration, threads, conns = sys.argv[1:]
-rows = {}
-for line in open(results):
-    test, who, rps, p99 = line.split()
-    rows.setdefault((test, who), []).append((float(rps), float(p99)))
-med = {k: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for k, v in rows.items()}
-def spread(k):
-    v = [r for r, _ in rows[k]]
-    return (max(v) - min(v)) / statistics.median(v) * 100
 sys.path.insert(0, "bench")
-from benchdoc import machine, write_section
+from benchdoc import machine, medians, read_rounds, spread, write_section
+rows = read_rounds(results)
+med = medians(rows)
 names = {
     "php-h1": "hello.php, HTTPS keep-alive (wrk, HTTP/1.1)",
     "php-h2": "hello.php, HTTP/2 (h2load, 32 connections × 1 stream)",
@@ -233,7 +227,7 @@ for test in ["php-h1", "php-h2", "newconn", "native"]:
     lines.append(
         f"| {names[test]} | {n[0]:.0f} | {t[0]:.0f} | **{t[0] / n[0]:.2f}×** | {o[0]:.0f} | **{o[0] / n[0]:.2f}×** "
         f"| {n[1]:.2f} / {t[1]:.2f} / {o[1]:.2f} ms "
-        f"| ±{spread((test, 'nginx')) / 2:.0f}% / ±{spread((test, 'tqserver')) / 2:.0f}% / ±{spread((test, 'tqserver-1')) / 2:.0f}% |"
+        f"| ±{spread(rows[(test, 'nginx')]):.0f}% / ±{spread(rows[(test, 'tqserver')]):.0f}% / ±{spread(rows[(test, 'tqserver-1')]):.0f}% |"
     )
 def per_round(test, who):
     return ", ".join(f"{t / n:.2f}" for (n, _), (t, _) in zip(rows[(test, 'nginx')], rows[(test, who)]))
