@@ -23,7 +23,7 @@ pub use server::{
     ServerSettings, Supervision, TlsSettings, TlsVersion, admin_listen,
 };
 pub use worker::{
-    AccessTarget, FastcgiListener, Listen, Manager, NativeConfig, NativeKind, PhpBackend,
+    AccessTarget, FastcgiListener, Listen, Manager, NativeConfig, NativeKind, PathRule, PhpBackend,
     PhpConfig, PoolConfig, Symlinks, WorkerConfig, WorkerLogging,
 };
 
@@ -413,6 +413,33 @@ impl fmt::Display for Config {
                 w.php.document_root.display(),
                 w.php.symlinks.as_str()
             )?;
+            for r in &w.php.rules {
+                let mut does = Vec::new();
+                if let Some(d) = r.deny {
+                    does.push(format!("deny {d}"));
+                }
+                if !r.php {
+                    does.push("no scripts".into());
+                }
+                if !r.headers.is_empty() {
+                    let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+                    does.push(format!("headers {}", names.join(", ")));
+                }
+                if let Some(c) = r.cache {
+                    does.push(format!("cache {c:?}"));
+                }
+                let ext = if r.ext.is_empty() {
+                    String::new()
+                } else {
+                    format!(" *.{}", r.ext.join("|"))
+                };
+                writeln!(
+                    f,
+                    "    rule {}{ext}: {}",
+                    r.path.as_deref().unwrap_or("/"),
+                    does.join("; ")
+                )?;
+            }
             if let Some(l) = &w.fastcgi {
                 writeln!(f, "    fastcgi listener {}", l.listen)?;
             }

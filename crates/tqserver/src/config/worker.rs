@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::values::{DurationValue, EnabledValue, ini_value};
-use super::yaml::{key_line, nearest};
+use super::yaml::{item_line, key_line, nearest};
 use super::{ConfigError, Mode};
 
 /// Default `php.pool.manager`, php-fpm's `pm` most people use.
@@ -61,12 +61,25 @@ pub(crate) struct WorkerFile {
     php: Option<PhpSection>,
     document_root: Option<String>,
     symlinks: Option<String>,
+    rules: Option<Vec<RuleSection>>,
     logging: Option<LoggingSection>,
     fastcgi: Option<FastcgiSection>,
     command: Option<CommandSection>,
     scaling: Option<ScalingSection>,
     env: Option<serde_yaml_ng::Mapping>,
     health: Option<HealthSection>,
+}
+
+/// One entry of `rules`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSection {
+    path: Option<String>,
+    ext: Option<Vec<String>>,
+    deny: Option<u16>,
+    php: Option<bool>,
+    headers: Option<serde_yaml_ng::Mapping>,
+    cache: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,6 +248,168 @@ impl Symlinks {
     }
 }
 
+/// One entry of a PHP worker's `rules`: what applies to the paths it
+/// matches (nginx's `location` blocks for `deny`, `add_header` and
+/// `expires`, and the "no PHP in uploads" one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRule {
+    /// `path`: a prefix of the (decoded, normalised) path under the
+    /// worker's route, on a segment boundary, without a trailing `/`
+    /// (`/` matches every path); `None`: any path.
+    pub path: Option<String>,
+    /// `ext`: extensions of the last segment, lower case, without the
+    /// dot; empty: any.
+    pub ext: Vec<String>,
+    /// `deny`: 403 or 404 for every request it matches.
+    pub deny: Option<u16>,
+    /// `php: false`: a script under `path` is not run (403).
+    pub php: bool,
+    /// `headers`: set on answers below 400 (replacing one of the same
+    /// name), as nginx's `add_header`.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `cache`: `Cache-Control: max-age` and `Expires` on answers below
+    /// 400, as nginx's `expires`.
+    pub cache: Option<Duration>,
+}
+
+impl PathRule {
+    /// Whether this rule applies to `path` (decoded, normalised, under
+    /// the route, starting with `/`).
+    pub fn matches(&self, path: &str) -> bool {
+        let under = match self.path.as_deref() {
+            None | Some("/") => true,
+            Some(p) => {
+                path == p || (path.starts_with(p) && path.as_bytes().get(p.len()) == Some(&b'/'))
+            }
+        };
+        under
+            && (self.ext.is_empty() || {
+                let last = path.rsplit('/').next().unwrap_or("");
+                last.rsplit_once('.')
+                    .is_some_and(|(_, e)| self.ext.iter().any(|x| x.eq_ignore_ascii_case(e)))
+            })
+    }
+}
+
+/// Checks `rules`; errors name the entry (`rules[1].deny`) and its line.
+fn resolve_rules(
+    sections: Vec<RuleSection>,
+    file: &Path,
+    text: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<PathRule> {
+    let mut rules = Vec::new();
+    for (i, r) in sections.into_iter().enumerate() {
+        let err = |key: &str, msg: String| {
+            let name = if key.is_empty() {
+                format!("rules[{i}]")
+            } else {
+                format!("rules[{i}].{key}")
+            };
+            let inner = (!key.is_empty()).then_some(key);
+            ConfigError::new(file, item_line(text, "rules", i, inner), &name, msg)
+        };
+        let before = errors.len();
+        let path = r.path.map(|p| {
+            let bad = !p.starts_with('/')
+                || p.contains('\0')
+                || p.contains('%')
+                || p.split('/').any(|s| s == "." || s == "..")
+                || p.contains("//");
+            if bad {
+                errors.push(err(
+                    "path",
+                    format!("{p:?}: a path under the worker's route, starting with / (decoded, without . or .. segments)"),
+                ));
+            }
+            let t = p.trim_end_matches('/');
+            if t.is_empty() { "/".to_string() } else { t.to_string() }
+        });
+        let ext: Vec<String> = r
+            .ext
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+            .collect();
+        if ext.iter().any(|e| e.is_empty() || e.contains('/')) {
+            errors.push(err("ext", "extensions are names like css or png".into()));
+        }
+        if path.is_none() && ext.is_empty() {
+            errors.push(err(
+                "",
+                "needs path or ext: the requests it applies to".into(),
+            ));
+        }
+        if let Some(d) = r.deny
+            && d != 403
+            && d != 404
+        {
+            errors.push(err("deny", format!("{d}: deny answers 403 or 404")));
+        }
+        let mut headers = Vec::new();
+        for (k, v) in r.headers.unwrap_or_default() {
+            let (Some(k), Some(v)) = (
+                k.as_str(),
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| ini_value(&v).ok()),
+            ) else {
+                errors.push(err("headers", "header names and values are strings".into()));
+                continue;
+            };
+            let name = match http::HeaderName::from_bytes(k.as_bytes()) {
+                Ok(n) => n,
+                Err(_) => {
+                    errors.push(err("headers", format!("{k:?} is not a header name")));
+                    continue;
+                }
+            };
+            if crate::http::hop_by_hop(&name)
+                || name == http::header::CONTENT_LENGTH
+                || name == http::header::TRANSFER_ENCODING
+            {
+                errors.push(err(
+                    "headers",
+                    format!("{k}: framing and hop-by-hop headers are TQServer's"),
+                ));
+                continue;
+            }
+            match http::HeaderValue::from_str(&v) {
+                Ok(value) => headers.push((name, value)),
+                Err(_) => errors.push(err("headers", format!("{k}: {v:?} is not a header value"))),
+            }
+        }
+        let cache = r.cache.and_then(|c| match c.get() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(err("cache", e));
+                None
+            }
+        });
+        let php = r.php.unwrap_or(true);
+        if r.deny.is_none()
+            && php
+            && headers.is_empty()
+            && cache.is_none()
+            && errors.len() == before
+        {
+            errors.push(err(
+                "",
+                "does nothing: give it deny, php: false, headers or cache".into(),
+            ));
+        }
+        rules.push(PathRule {
+            path,
+            ext,
+            deny: r.deny,
+            php,
+            headers,
+            cache,
+        });
+    }
+    rules
+}
+
 /// The `symlinks` values.
 const SYMLINKS: [&str; 4] = ["owner", "inside", "any", "none"];
 
@@ -334,6 +509,8 @@ pub struct PhpConfig {
     pub document_root: PathBuf,
     /// `symlinks`: which links under the root are followed.
     pub symlinks: Symlinks,
+    /// `rules`, in file order.
+    pub rules: Vec<PathRule>,
     /// Route requests for missing paths to `index.php` (front controller).
     pub front_controller: bool,
     /// `php.request_buffering` (default true): receive a request body
@@ -555,6 +732,7 @@ impl WorkerFile {
                 ("fastcgi", self.fastcgi.is_some()),
                 ("document_root", self.document_root.is_some()),
                 ("symlinks", self.symlinks.is_some()),
+                ("rules", self.rules.is_some()),
             ] {
                 if present {
                     errors.push(err(
@@ -586,6 +764,7 @@ impl WorkerFile {
                 Symlinks::Owner
             }
         };
+        let rules = resolve_rules(self.rules.unwrap_or_default(), file, text, &mut errors);
         let mut settings = Vec::new();
         for (k, v) in php.settings.unwrap_or_default() {
             let key = k
@@ -749,6 +928,7 @@ impl WorkerFile {
                 pool,
                 document_root,
                 symlinks,
+                rules,
                 front_controller: php.front_controller.unwrap_or(true),
                 request_buffering: php.request_buffering.unwrap_or(true),
             },

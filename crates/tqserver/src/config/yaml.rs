@@ -107,11 +107,67 @@ pub(crate) fn key_line(text: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// The line of entry `index` of the top-level list `list` (its `- `
+/// line), or with `inner` the line of that key inside the entry; `None`
+/// when not found.
+pub(crate) fn item_line(
+    text: &str,
+    list: &str,
+    index: usize,
+    inner: Option<&str>,
+) -> Option<usize> {
+    let start = key_line(text, list)?;
+    let mut item_indent = None;
+    let mut seen = 0usize;
+    let mut found: Option<usize> = None;
+    for (i, line) in text.lines().enumerate().skip(start) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if indent == 0 && !trimmed.starts_with('-') {
+            break; // the next top-level key
+        }
+        if trimmed.starts_with("- ") || trimmed == "-" {
+            let at = *item_indent.get_or_insert(indent);
+            if indent == at {
+                if found.is_some() {
+                    break; // the next entry
+                }
+                if seen == index {
+                    found = Some(i + 1);
+                }
+                seen += 1;
+            }
+        }
+        let Some(item) = found else { continue };
+        let Some(key) = inner else { return Some(item) };
+        let body = trimmed.trim_start_matches("- ").trim_start();
+        if body.starts_with(&format!("{key}:")) {
+            return Some(i + 1);
+        }
+    }
+    if inner.is_some() { found } else { None }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const DOC: &str = "# c\npath: /blog\nphp:\n  settings:\n    x: 1\n  pool:\n    # comment\n    min_workers: 2\n    max_workers: 3\nlogging:\n  min_workers: 9\n";
+
+    #[test]
+    fn item_lines_find_entries_and_their_keys() {
+        let doc = "path: /\nrules:\n  # c\n  - path: /a\n    deny: 404\n  - ext: [css]\n    cache: 1d\nphp:\n  x: 1\n";
+        assert_eq!(item_line(doc, "rules", 0, None), Some(4));
+        assert_eq!(item_line(doc, "rules", 0, Some("deny")), Some(5));
+        assert_eq!(item_line(doc, "rules", 1, None), Some(6));
+        assert_eq!(item_line(doc, "rules", 1, Some("cache")), Some(7));
+        // A key the entry lacks: the entry's line.
+        assert_eq!(item_line(doc, "rules", 1, Some("deny")), Some(6));
+        assert_eq!(item_line(doc, "rules", 2, None), None);
+    }
 
     #[test]
     fn key_lines_follow_nesting() {

@@ -16,6 +16,7 @@ use super::params::{self, ScriptInfo};
 use super::script::{self, Target};
 use super::upstream::{SendError, Upstream};
 use crate::access::ServedBy;
+use crate::config::PathRule;
 use crate::http::body::{self, BodyError, Buffered, LimitedBody};
 use crate::http::{Body, ConnInfo, pages, static_files};
 use crate::logging::WorkerLog;
@@ -23,7 +24,10 @@ use crate::metrics::UpstreamError;
 
 pub use crate::http::body::Limits;
 
-/// Serves `req` for the worker of `upstream`, mounted at `route`.
+/// Serves `req` for the worker of `upstream`, mounted at `route`, under
+/// the worker's `rules`: a `deny` answers before anything else, and the
+/// `headers` and `cache` of the rules matching the path go on answers
+/// below 400.
 pub async fn serve(
     upstream: &Upstream,
     log: &WorkerLog,
@@ -31,6 +35,60 @@ pub async fn serve(
     req: Request<Incoming>,
     conn: ConnInfo,
     limits: Limits,
+) -> Response<Body> {
+    let worker = upstream.worker();
+    let rules = &worker.php.rules;
+    if rules.is_empty() {
+        return serve_path(upstream, log, route, req, conn, limits, None).await;
+    }
+    let path = req.uri().path();
+    let rel = if route == "/" {
+        path
+    } else {
+        &path[route.len()..]
+    };
+    // A path resolve() refuses gets its 400 there.
+    let Some(norm) = script::normalize(rel) else {
+        return serve_path(upstream, log, route, req, conn, limits, None).await;
+    };
+    let matching: Vec<&PathRule> = rules.iter().filter(|r| r.matches(&norm)).collect();
+    if let Some(code) = matching.iter().find_map(|r| r.deny) {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN);
+        return pages::error(status, "This address is closed by the worker's rules.");
+    }
+    let mut resp = serve_path(upstream, log, route, req, conn, limits, Some(rules)).await;
+    if resp.status().as_u16() < 400 {
+        for r in &matching {
+            for (name, value) in &r.headers {
+                resp.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        if let Some(age) = matching.iter().rev().find_map(|r| r.cache) {
+            let h = resp.headers_mut();
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_str(&format!("max-age={}", age.as_secs())).expect("digits"),
+            );
+            let at = std::time::SystemTime::now() + age;
+            h.insert(
+                header::EXPIRES,
+                HeaderValue::from_str(&httpdate::fmt_http_date(at)).expect("an HTTP date"),
+            );
+        }
+    }
+    resp
+}
+
+/// [`serve`] past the rules' `deny`: `rules` (when the worker has any)
+/// refuse a script under a `php: false` path.
+async fn serve_path(
+    upstream: &Upstream,
+    log: &WorkerLog,
+    route: &str,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    limits: Limits,
+    rules: Option<&[PathRule]>,
 ) -> Response<Body> {
     let worker = upstream.worker();
     let path = req.uri().path();
@@ -56,6 +114,11 @@ pub async fn serve(
     }
     let target = script::resolve(upstream.doc_root(), rel, worker.php.front_controller);
     let (file, name, path_info) = match target {
+        Target::Script { name, .. }
+            if rules.is_some_and(|r| r.iter().any(|r| !r.php && r.matches(&name))) =>
+        {
+            return pages::error(StatusCode::FORBIDDEN, "Scripts do not run here.");
+        }
         Target::Script {
             file,
             name,

@@ -122,18 +122,10 @@ pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {
     if decoded.contains(&0) {
         return Target::BadRequest("NUL byte in the path");
     }
-    let mut segs: Vec<&[u8]> = Vec::new();
-    for seg in decoded.split(|&b| b == b'/') {
-        match seg {
-            b"" | b"." => {}
-            b".." => {
-                if segs.pop().is_none() {
-                    return Target::BadRequest("the path climbs above the document root");
-                }
-            }
-            s => segs.push(s),
-        }
-    }
+    let segs = match segments(&decoded) {
+        Ok(s) => s,
+        Err(why) => return Target::BadRequest(why),
+    };
     if segs
         .iter()
         .any(|s| s.starts_with(b".") && *s != b".well-known")
@@ -323,6 +315,35 @@ pub fn survey_note(worker: &str, root: &Path, symlinks: Symlinks) -> Option<Stri
         "worker {worker}: {n} symbolic link(s) under document_root {} lead outside it{more}, e.g. {example}: {verdict}",
         root.display()
     ))
+}
+
+/// The segments of a decoded path, `.` and `..` resolved.
+fn segments(decoded: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
+    let mut segs: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if segs.pop().is_none() {
+                    return Err("the path climbs above the document root");
+                }
+            }
+            s => segs.push(s),
+        }
+    }
+    Ok(segs)
+}
+
+/// `raw` (percent-encoded, below the route) decoded and normalised as
+/// [`resolve`] sees it (`/a/b`; `/` for the root), for `rules` to match;
+/// `None` for a path `resolve` refuses (a NUL, `..` above the root).
+pub fn normalize(raw: &str) -> Option<String> {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    if decoded.contains(&0) {
+        return None;
+    }
+    let segs = segments(&decoded).ok()?;
+    Some(String::from_utf8_lossy(&join(&segs)).into_owned())
 }
 
 /// What a redirect path segment keeps as it is: RFC 3986 unreserved

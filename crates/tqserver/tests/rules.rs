@@ -1,0 +1,140 @@
+//! A PHP worker's `rules` against real php-fpm: `php: false` keeps a
+//! script in an uploads folder from running (the file is still there to
+//! download as anything else is not), `deny` closes a folder on segment
+//! boundaries whatever the spelling of the path, `headers` and `cache` go
+//! on answers below 400 (static and PHP), and `tqserver check` names the
+//! entry and line of a bad rule.
+
+mod common;
+
+use common::tls::curl;
+use common::{Project, Tq, run_cli};
+
+/// Status, headers and body of a GET.
+fn get(tq: &Tq, path: &str) -> (String, String, String) {
+    let r = curl(&["-s", "-D", "-", "--path-as-is", &tq.url(path)]);
+    assert!(r.ok, "{path}: {}", r.err);
+    let (head, body) = r.out.split_once("\r\n\r\n").unwrap_or((&r.out, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+fn site(p: &Project) -> std::path::PathBuf {
+    let root = p.path().join("site");
+    std::fs::create_dir_all(root.join("uploads")).unwrap();
+    std::fs::create_dir_all(root.join("private")).unwrap();
+    std::fs::write(root.join("uploads/evil.php"), "<?php echo 'ran';").unwrap();
+    std::fs::write(root.join("uploads/photo.txt"), "a photo").unwrap();
+    std::fs::write(root.join("private/secret.txt"), "secret").unwrap();
+    std::fs::write(root.join("privateer.txt"), "public").unwrap();
+    std::fs::write(root.join("style.css"), "body{}").unwrap();
+    std::fs::write(root.join("page.php"), "<?php echo 'page';").unwrap();
+    root
+}
+
+#[test]
+fn rules_refuse_scripts_close_folders_and_add_headers() {
+    let p = Project::new("", "");
+    let root = site(&p);
+    p.worker(
+        "site",
+        &format!(
+            r#"path: /
+type: php
+document_root: {}
+php:
+  front_controller: false
+  pool:
+    manager: static
+    max_workers: 1
+rules:
+  - path: /uploads/
+    php: false
+  - path: /private
+    deny: 404
+  - ext: [css, JS]
+    cache: 30d
+  - path: /
+    headers:
+      X-Content-Type-Options: nosniff
+"#,
+            root.display()
+        ),
+    );
+    let (status, out, err) = run_cli(p.path(), &["check"]);
+    assert!(status.success(), "{out}{err}");
+    for line in [
+        "rule /uploads: no scripts",
+        "rule /private: deny 404",
+        "rule / *.css|js: cache 2592000s",
+        "rule /: headers x-content-type-options",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+    let tq = Tq::start(p.path(), &[]);
+
+    // php: false: not run, whatever the spelling.
+    for path in [
+        "/uploads/evil.php",
+        "/uploads/../uploads/evil.php",
+        "/%75ploads/evil.php",
+    ] {
+        let (status, _, body) = get(&tq, path);
+        assert_eq!(status, "403", "{path}: {body}");
+        assert!(!body.contains("ran"), "{path}: {body}");
+    }
+    let (status, _, body) = get(&tq, "/uploads/photo.txt");
+    assert_eq!((status.as_str(), body.as_str()), ("200", "a photo"));
+    // deny, on segment boundaries.
+    for path in [
+        "/private/secret.txt",
+        "/private",
+        "/private/",
+        "/%70rivate/secret.txt",
+        "/x/../private/secret.txt",
+    ] {
+        let (status, _, body) = get(&tq, path);
+        assert_eq!(status, "404", "{path}: {body}");
+        assert!(!body.contains("secret"), "{path}: {body}");
+    }
+    assert_eq!(get(&tq, "/privateer.txt").0, "200");
+    // cache on the extensions, headers everywhere below 400.
+    let (status, head, _) = get(&tq, "/style.css");
+    assert_eq!(status, "200");
+    assert!(head.contains("cache-control: max-age=2592000"), "{head}");
+    assert!(head.contains("\r\nexpires: "), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    let (status, head, body) = get(&tq, "/page.php");
+    assert_eq!((status.as_str(), body.as_str()), ("200", "page"));
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(!head.contains("cache-control: max-age"), "{head}");
+    // Not on a 404.
+    let (status, head, _) = get(&tq, "/missing.css");
+    assert_eq!(status, "404");
+    assert!(
+        !head.contains("nosniff") && !head.contains("max-age"),
+        "{head}"
+    );
+}
+
+#[test]
+fn a_bad_rule_names_its_entry_and_line() {
+    let p = Project::new("", "");
+    let root = site(&p);
+    p.worker(
+        "site",
+        &format!(
+            "path: /\ntype: php\ndocument_root: {}\nrules:\n  - path: /uploads\n    php: false\n  - path: /private\n    deny: 401\n  - headers:\n      X-A: b\n  - path: /x\n",
+            root.display()
+        ),
+    );
+    let (status, out, err) = run_cli(p.path(), &["check"]);
+    assert_eq!(status.code(), Some(78), "{out}{err}");
+    for line in [
+        "worker.yaml:8: rules[1].deny: 401: deny answers 403 or 404",
+        "worker.yaml:9: rules[2]: needs path or ext",
+        "worker.yaml:11: rules[3]: does nothing",
+    ] {
+        assert!(err.contains(line), "{line}\n{err}");
+    }
+}
