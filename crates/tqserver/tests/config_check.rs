@@ -109,7 +109,9 @@ fn keys_of_another_worker_type_and_duplicate_paths_are_clear_errors() {
     p.worker("native", "path: /api\ntype: perl\n");
     let err = check_fails(&p);
     assert!(
-        err.contains("worker.yaml:2: type: unknown type \"perl\"; one of: php, rust, go, command"),
+        err.contains(
+            "worker.yaml:2: type: unknown type \"perl\"; one of: php, static, rust, go, command"
+        ),
         "{err}"
     );
     p.worker(

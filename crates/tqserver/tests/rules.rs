@@ -138,3 +138,48 @@ fn a_bad_rule_names_its_entry_and_line() {
         assert!(err.contains(line), "{line}\n{err}");
     }
 }
+
+#[test]
+fn a_static_worker_serves_files_without_php() {
+    let p = Project::new("", "");
+    let root = site(&p);
+    std::fs::write(root.join("uploads/index.html"), "uploads index").unwrap();
+    p.worker(
+        "assets",
+        &format!(
+            "path: /assets\ntype: static\ndocument_root: {}\nrules:\n  - path: /private\n    deny: 404\n  - ext: [css]\n    cache: 1h\n",
+            root.display()
+        ),
+    );
+    let (status, out, err) = run_cli(p.path(), &["check"]);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("/assets") && out.contains("(static, files only, no PHP)"),
+        "{out}"
+    );
+    assert!(out.contains("assets: no processes (static files)"), "{out}");
+    let tq = Tq::start(p.path(), &[]);
+    let (status, head, body) = get(&tq, "/assets/style.css");
+    assert_eq!((status.as_str(), body.as_str()), ("200", "body{}"));
+    assert!(head.contains("cache-control: max-age=3600"), "{head}");
+    // No script runs and none is shown.
+    for path in ["/assets/page.php", "/assets/uploads/evil.php"] {
+        let (status, _, body) = get(&tq, path);
+        assert_eq!(status, "404", "{path}: {body}");
+        assert!(
+            !body.contains("<?php") && !body.contains("ran"),
+            "{path}: {body}"
+        );
+    }
+    let (status, head, _) = get(&tq, "/assets/uploads");
+    assert_eq!(status, "301");
+    assert!(head.contains("location: /assets/uploads/"), "{head}");
+    assert_eq!(get(&tq, "/assets/uploads/").2, "uploads index");
+    assert_eq!(get(&tq, "/assets/private/secret.txt").0, "404");
+    // And no PHP process was started for it.
+    let children = common::children_of(tq.pid());
+    assert!(
+        !children.iter().any(|(_, name)| name.contains("php")),
+        "{children:?}"
+    );
+}

@@ -356,6 +356,7 @@ impl fmt::Display for Config {
                     NativeKind::Go => "go build, proxied over HTTP",
                     NativeKind::Command => "proxied over HTTP",
                 },
+                (None, _) if w.static_site => "files only, no PHP",
                 (None, PhpBackend::Fpm) => "php-fpm",
                 (None, PhpBackend::Cgi) => "php-cgi, TQServer's process manager",
             };
@@ -390,6 +391,19 @@ impl fmt::Display for Config {
                 }
                 continue;
             }
+            if w.static_site {
+                writeln!(f, "  {}: no processes (static files)", w.name)?;
+                writeln!(
+                    f,
+                    "    document_root {} (symlinks: {})",
+                    w.php.document_root.display(),
+                    w.php.symlinks.as_str()
+                )?;
+                for r in &w.php.rules {
+                    writeln!(f, "    {}", r.describe())?;
+                }
+                continue;
+            }
             let p = &w.php.pool;
             let numbers = p.describe();
             let listen = match &p.listen {
@@ -414,31 +428,7 @@ impl fmt::Display for Config {
                 w.php.symlinks.as_str()
             )?;
             for r in &w.php.rules {
-                let mut does = Vec::new();
-                if let Some(d) = r.deny {
-                    does.push(format!("deny {d}"));
-                }
-                if !r.php {
-                    does.push("no scripts".into());
-                }
-                if !r.headers.is_empty() {
-                    let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
-                    does.push(format!("headers {}", names.join(", ")));
-                }
-                if let Some(c) = r.cache {
-                    does.push(format!("cache {c:?}"));
-                }
-                let ext = if r.ext.is_empty() {
-                    String::new()
-                } else {
-                    format!(" *.{}", r.ext.join("|"))
-                };
-                writeln!(
-                    f,
-                    "    rule {}{ext}: {}",
-                    r.path.as_deref().unwrap_or("/"),
-                    does.join("; ")
-                )?;
+                writeln!(f, "    {}", r.describe())?;
             }
             if let Some(l) = &w.fastcgi {
                 writeln!(f, "    fastcgi listener {}", l.listen)?;

@@ -273,6 +273,34 @@ pub struct PathRule {
 }
 
 impl PathRule {
+    /// `rule /uploads: no scripts`, as `tqserver check` lists it.
+    pub fn describe(&self) -> String {
+        let mut does = Vec::new();
+        if let Some(d) = self.deny {
+            does.push(format!("deny {d}"));
+        }
+        if !self.php {
+            does.push("no scripts".into());
+        }
+        if !self.headers.is_empty() {
+            let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+            does.push(format!("headers {}", names.join(", ")));
+        }
+        if let Some(c) = self.cache {
+            does.push(format!("cache {c:?}"));
+        }
+        let ext = if self.ext.is_empty() {
+            String::new()
+        } else {
+            format!(" *.{}", self.ext.join("|"))
+        };
+        format!(
+            "rule {}{ext}: {}",
+            self.path.as_deref().unwrap_or("/"),
+            does.join("; ")
+        )
+    }
+
     /// Whether this rule applies to `path` (decoded, normalised, under
     /// the route, starting with `/`).
     pub fn matches(&self, path: &str) -> bool {
@@ -621,6 +649,9 @@ pub struct WorkerConfig {
     /// For `type: rust | go | command`: how it is built and run. `None`
     /// for PHP workers (whose settings are in `php`).
     pub native: Option<NativeConfig>,
+    /// `type: static`: files from `document_root` (with its `symlinks`
+    /// and `rules`, kept in `php`), no PHP at all.
+    pub static_site: bool,
 }
 
 impl WorkerConfig {
@@ -634,13 +665,22 @@ impl WorkerConfig {
         )
     }
 
-    /// `php`, `rust`, `go` or `command`.
+    /// `php`, `static`, `rust`, `go` or `command`.
     pub fn type_name(&self) -> &'static str {
-        self.native.as_ref().map_or("php", |n| n.kind.as_str())
+        match &self.native {
+            Some(n) => n.kind.as_str(),
+            None if self.static_site => "static",
+            None => "php",
+        }
+    }
+
+    /// A PHP worker (not static, not native).
+    pub fn is_php(&self) -> bool {
+        self.native.is_none() && !self.static_site
     }
 }
 
-const TYPES: [&str; 4] = ["php", "rust", "go", "command"];
+const TYPES: [&str; 5] = ["php", "static", "rust", "go", "command"];
 const MANAGERS: [&str; 3] = ["static", "dynamic", "ondemand"];
 const BACKENDS: [&str; 2] = ["fpm", "cgi"];
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -695,14 +735,30 @@ impl WorkerFile {
                 false
             }
         };
+        let static_site = self.kind.as_deref() == Some("static");
+        if static_site {
+            for (key, present) in [
+                ("php", self.php.is_some()),
+                ("fastcgi", self.fastcgi.is_some()),
+            ] {
+                if present {
+                    errors.push(err(
+                        key,
+                        format!(
+                            "{key} is for type: php workers; this one is type: static (files only)"
+                        ),
+                    ));
+                }
+            }
+        }
         let native_kind = match self.kind.as_deref() {
-            Some("php") => None,
+            Some("php" | "static") => None,
             None => {
                 errors.push(ConfigError::new(
                     file,
                     None,
                     "type",
-                    "missing; one of: php, rust, go, command",
+                    "missing; one of: php, static, rust, go, command",
                 ));
                 None
             }
@@ -920,6 +976,7 @@ impl WorkerFile {
             enabled,
             fastcgi,
             native,
+            static_site,
             php: PhpConfig {
                 backend,
                 binary: php.binary.map(relative_to_worker),
@@ -1409,7 +1466,7 @@ mod tests {
         );
         assert_eq!(
             unknown_choice("type", "perl", &TYPES),
-            "unknown type \"perl\"; one of: php, rust, go, command"
+            "unknown type \"perl\"; one of: php, static, rust, go, command"
         );
         for bad in ["blog", "/a//b", "/a/../b", "/a?x", "/a b"] {
             assert!(check_route(bad).is_err(), "{bad}");

@@ -25,9 +25,7 @@ use crate::metrics::UpstreamError;
 pub use crate::http::body::Limits;
 
 /// Serves `req` for the worker of `upstream`, mounted at `route`, under
-/// the worker's `rules`: a `deny` answers before anything else, and the
-/// `headers` and `cache` of the rules matching the path go on answers
-/// below 400.
+/// the worker's `rules` (see [`with_rules`]).
 pub async fn serve(
     upstream: &Upstream,
     log: &WorkerLog,
@@ -41,40 +39,116 @@ pub async fn serve(
     if rules.is_empty() {
         return serve_path(upstream, log, route, req, conn, limits, None).await;
     }
-    let path = req.uri().path();
-    let rel = if route == "/" {
+    let matching = match matching_rules(rules, route, &req) {
+        Ok(m) => m,
+        Err(denied) => return *denied,
+    };
+    let resp = serve_path(upstream, log, route, req, conn, limits, Some(rules)).await;
+    decorate(resp, &matching)
+}
+
+/// Serves `req` from `doc` alone, for a `type: static` worker mounted at
+/// `route`: files, directory indexes (`index.html`), slash redirects;
+/// under `rules`. A `.php` file is not found: a static site runs no
+/// script and never shows one's source.
+pub async fn serve_files(
+    doc: &script::DocRoot,
+    rules: &[PathRule],
+    route: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let matching = match matching_rules(rules, route, &req) {
+        Ok(m) => m,
+        Err(denied) => return *denied,
+    };
+    let rel = below(route, req.uri().path());
+    let get_or_head = req.method() == Method::GET || req.method() == Method::HEAD;
+    if rel.is_empty() && get_or_head {
+        return add_slash(route, &req, "/");
+    }
+    let resp = match script::resolve(doc, rel, false) {
+        Target::Static(opened) => {
+            let path = opened.path.clone();
+            static_files::serve(opened.into_file(), &path, req.method(), req.headers()).await
+        }
+        Target::AddSlash(b) if get_or_head => add_slash(route, &req, &b),
+        Target::Script { .. } | Target::AddSlash(_) | Target::NotFound => {
+            pages::error(StatusCode::NOT_FOUND, "There is nothing at this address.")
+        }
+        Target::Forbidden => pages::error(
+            StatusCode::FORBIDDEN,
+            "This file is outside the document root.",
+        ),
+        Target::BadRequest(why) => pages::error(StatusCode::BAD_REQUEST, why),
+    };
+    decorate(resp, &matching)
+}
+
+/// The path below the route prefix.
+fn below<'a>(route: &str, path: &'a str) -> &'a str {
+    if route == "/" {
         path
     } else {
         &path[route.len()..]
-    };
-    // A path resolve() refuses gets its 400 there.
-    let Some(norm) = script::normalize(rel) else {
-        return serve_path(upstream, log, route, req, conn, limits, None).await;
+    }
+}
+
+/// A redirect to `below` (normalised, under the route) with the query.
+/// The target is built from the normalised path, never echoed from the
+/// request (`//evil.example/..` must not become `Location: //evil…`).
+fn add_slash(route: &str, req: &Request<Incoming>, below: &str) -> Response<Body> {
+    let prefix = if route == "/" { "" } else { route };
+    let mut to = format!("{prefix}{below}");
+    if let Some(q) = req.uri().query() {
+        to.push('?');
+        to.push_str(q);
+    }
+    pages::redirect(StatusCode::MOVED_PERMANENTLY, &to)
+}
+
+/// The rules matching `req`'s path (decoded and normalised as the
+/// document root sees it), or the answer of the first that denies it. A
+/// path the resolver refuses matches none (it gets its 400 there).
+fn matching_rules<'a>(
+    rules: &'a [PathRule],
+    route: &str,
+    req: &Request<Incoming>,
+) -> Result<Vec<&'a PathRule>, Box<Response<Body>>> {
+    let Some(norm) = script::normalize(below(route, req.uri().path())) else {
+        return Ok(Vec::new());
     };
     let matching: Vec<&PathRule> = rules.iter().filter(|r| r.matches(&norm)).collect();
     if let Some(code) = matching.iter().find_map(|r| r.deny) {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN);
-        return pages::error(status, "This address is closed by the worker's rules.");
+        return Err(Box::new(pages::error(
+            status,
+            "This address is closed by the worker's rules.",
+        )));
     }
-    let mut resp = serve_path(upstream, log, route, req, conn, limits, Some(rules)).await;
-    if resp.status().as_u16() < 400 {
-        for r in &matching {
-            for (name, value) in &r.headers {
-                resp.headers_mut().insert(name.clone(), value.clone());
-            }
+    Ok(matching)
+}
+
+/// The `headers` and `cache` of `matching` on an answer below 400.
+fn decorate(mut resp: Response<Body>, matching: &[&PathRule]) -> Response<Body> {
+    if resp.status().as_u16() >= 400 {
+        return resp;
+    }
+    for r in matching {
+        for (name, value) in &r.headers {
+            resp.headers_mut().insert(name.clone(), value.clone());
         }
-        if let Some(age) = matching.iter().rev().find_map(|r| r.cache) {
-            let h = resp.headers_mut();
-            h.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_str(&format!("max-age={}", age.as_secs())).expect("digits"),
-            );
-            let at = std::time::SystemTime::now() + age;
-            h.insert(
-                header::EXPIRES,
-                HeaderValue::from_str(&httpdate::fmt_http_date(at)).expect("an HTTP date"),
-            );
-        }
+    }
+    if let Some(age) = matching.iter().rev().find_map(|r| r.cache) {
+        let h = resp.headers_mut();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_str(&format!("max-age={}", age.as_secs())).expect("digits"),
+        );
+        let at = std::time::SystemTime::now() + age;
+        h.insert(
+            header::EXPIRES,
+            HeaderValue::from_str(&httpdate::fmt_http_date(at)).expect("an HTTP date"),
+        );
     }
     resp
 }
@@ -91,26 +165,10 @@ async fn serve_path(
     rules: Option<&[PathRule]>,
 ) -> Response<Body> {
     let worker = upstream.worker();
-    let path = req.uri().path();
-    let rel = if route == "/" {
-        path
-    } else {
-        &path[route.len()..]
-    };
+    let rel = below(route, req.uri().path());
     let get_or_head = req.method() == Method::GET || req.method() == Method::HEAD;
-    // The target is built from the normalised path, never echoed from the
-    // request (`//evil.example/..` must not become `Location: //evil…`).
-    let add_slash = |req: &Request<Incoming>, below: &str| {
-        let prefix = if route == "/" { "" } else { route };
-        let mut to = format!("{prefix}{below}");
-        if let Some(q) = req.uri().query() {
-            to.push('?');
-            to.push_str(q);
-        }
-        pages::redirect(StatusCode::MOVED_PERMANENTLY, &to)
-    };
     if rel.is_empty() && get_or_head {
-        return add_slash(&req, "/");
+        return add_slash(route, &req, "/");
     }
     let target = script::resolve(upstream.doc_root(), rel, worker.php.front_controller);
     let (file, name, path_info) = match target {
@@ -129,7 +187,7 @@ async fn serve_path(
             return static_files::serve(opened.into_file(), &path, req.method(), req.headers())
                 .await;
         }
-        Target::AddSlash(below) if get_or_head => return add_slash(&req, &below),
+        Target::AddSlash(b) if get_or_head => return add_slash(route, &req, &b),
         Target::AddSlash(_) | Target::NotFound => {
             return pages::error(StatusCode::NOT_FOUND, "There is nothing at this address.");
         }

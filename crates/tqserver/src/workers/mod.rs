@@ -1,5 +1,6 @@
 //! A running worker, whatever its kind: the one place that knows the
-//! kinds (PHP on php-fpm or TQServer's php-cgi pool, native). Routing,
+//! kinds (PHP on php-fpm or TQServer's php-cgi pool, static files,
+//! native). Routing,
 //! reloads, the admin listener and metrics ask a [`Worker`] through its
 //! methods and never reach into `php` or `native` themselves; a new kind
 //! is one module plus one arm of [`Kind`].
@@ -38,6 +39,9 @@ pub struct Worker {
 enum Kind {
     /// PHP, on php-fpm or TQServer's php-cgi pool.
     Php(Arc<PhpWorker>),
+    /// `type: static`: files only; its configuration and document root,
+    /// swapped whole by a reload.
+    Static(Arc<arc_swap::ArcSwap<StaticSite>>),
     /// A native worker (rust, go, command) and its supervisor's stop.
     Native(Arc<NativeWorker>, CancellationToken),
 }
@@ -148,6 +152,15 @@ impl Worker {
                 log,
             });
         }
+        if config.static_site {
+            tracing::info!(worker = %config.name, route = %config.route, "serving static files from {}", config.php.document_root.display());
+            return Ok(Self {
+                kind: Kind::Static(Arc::new(arc_swap::ArcSwap::from_pointee(StaticSite::new(
+                    config,
+                )))),
+                log,
+            });
+        }
         let php = PhpWorker::start(scope, config, log.clone()).await?;
         Ok(Self {
             kind: Kind::Php(Arc::new(php)),
@@ -178,6 +191,10 @@ impl Worker {
                 let upstream = p.upstream.get();
                 crate::php::proxy::serve(&upstream, &p.log, prefix, req, conn, limits).await
             }
+            Kind::Static(site) => {
+                let site = site.load_full();
+                crate::php::proxy::serve_files(&site.doc, &site.config.php.rules, prefix, req).await
+            }
             Kind::Native(n, _) => crate::native::proxy::serve(n, req, conn, limits).await,
         }
     }
@@ -187,6 +204,7 @@ impl Worker {
         match &self.kind {
             Kind::Php(p) if p.upstream.get().is_ready() => Ok(()),
             Kind::Php(_) => Err("PHP is not answering yet".to_string()),
+            Kind::Static(_) => Ok(()),
             Kind::Native(n, _) => n.readiness(),
         }
     }
@@ -196,6 +214,7 @@ impl Worker {
     pub async fn wait_ready(&self, php_wait: Duration) -> bool {
         match &self.kind {
             Kind::Php(p) => p.upstream.get().wait_ready(php_wait).await,
+            Kind::Static(_) => true,
             Kind::Native(n, _) => n.wait_ready(NATIVE_READY_WAIT).await,
         }
     }
@@ -207,7 +226,7 @@ impl Worker {
     pub async fn wait_started(&self, php_wait: Duration) -> bool {
         match &self.kind {
             Kind::Php(_) => self.wait_ready(php_wait).await,
-            Kind::Native(..) => true,
+            Kind::Static(_) | Kind::Native(..) => true,
         }
     }
 
@@ -215,6 +234,12 @@ impl Worker {
     pub async fn status(&self) -> PoolStatus {
         match &self.kind {
             Kind::Php(p) => p.upstream.get().pool_status().await,
+            Kind::Static(site) => PoolStatus {
+                worker: site.load().config.name.clone(),
+                backend: "static",
+                up: true,
+                ..PoolStatus::default()
+            },
             Kind::Native(n, _) => n.pool_status(),
         }
     }
@@ -229,7 +254,7 @@ impl Worker {
                 .status(query)
                 .await
                 .map_err(StatusPageError::Unavailable),
-            Kind::Native(..) => Err(StatusPageError::NotPhp),
+            Kind::Static(_) | Kind::Native(..) => Err(StatusPageError::NotPhp),
         }
     }
 
@@ -245,6 +270,10 @@ impl Worker {
                 p.reload(scope, new.clone()).await?;
                 Ok(Reconfigured::Applied)
             }
+            Kind::Static(site) => {
+                site.store(Arc::new(StaticSite::new(Arc::new(new.clone()))));
+                Ok(Reconfigured::Applied)
+            }
             Kind::Native(n, _) => {
                 n.reconfigure(new.clone());
                 Ok(Reconfigured::Rebuilding)
@@ -257,7 +286,7 @@ impl Worker {
     /// done.
     pub fn files_changed(&self, why: String) -> bool {
         match &self.kind {
-            Kind::Php(_) => false,
+            Kind::Php(_) | Kind::Static(_) => false,
             Kind::Native(n, _) => {
                 n.reload(why);
                 true
@@ -269,6 +298,7 @@ impl Worker {
     pub fn stop(&self) {
         match &self.kind {
             Kind::Php(p) => p.stop(),
+            Kind::Static(_) => {}
             Kind::Native(_, stop) => stop.cancel(),
         }
     }
@@ -283,7 +313,7 @@ impl Worker {
     ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         match &self.kind {
             Kind::Php(p) => Some(bound.serve(p.upstream.clone(), p.log.clone(), stop, grace)),
-            Kind::Native(..) => None,
+            Kind::Static(_) | Kind::Native(..) => None,
         }
     }
 
@@ -292,7 +322,7 @@ impl Worker {
     /// PHP workers have none (their file changes reach the watcher).
     pub fn page_versions(&self) -> Option<watch::Receiver<u64>> {
         match &self.kind {
-            Kind::Php(_) => None,
+            Kind::Php(_) | Kind::Static(_) => None,
             Kind::Native(n, _) => {
                 let mut serving = n.subscribe();
                 let (tx, rx) = watch::channel(serving.borrow().page_version);
@@ -308,5 +338,18 @@ impl Worker {
                 Some(rx)
             }
         }
+    }
+}
+
+/// A `type: static` worker: its configuration and its document root.
+pub struct StaticSite {
+    config: Arc<WorkerConfig>,
+    doc: crate::php::script::DocRoot,
+}
+
+impl StaticSite {
+    fn new(config: Arc<WorkerConfig>) -> Self {
+        let doc = crate::php::script::DocRoot::open(&config.php.document_root, config.php.symlinks);
+        Self { config, doc }
     }
 }
