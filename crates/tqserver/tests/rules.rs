@@ -183,3 +183,80 @@ fn a_static_worker_serves_files_without_php() {
         "{children:?}"
     );
 }
+
+#[test]
+fn an_alias_serves_a_prefix_from_another_folder() {
+    let p = Project::new("", "");
+    let root = site(&p);
+    std::fs::write(
+        root.join("index.php"),
+        "<?php echo 'front ', $_SERVER['REQUEST_URI'];",
+    )
+    .unwrap();
+    let content = p.path().join("content");
+    std::fs::create_dir_all(content.join("uploads")).unwrap();
+    std::fs::write(content.join("theme.css"), "h1{}").unwrap();
+    std::fs::write(content.join("uploads/evil.php"), "<?php echo 'ran';").unwrap();
+    std::fs::write(
+        content.join("plugin.php"),
+        "<?php echo $_SERVER['SCRIPT_NAME'], ' ', $_SERVER['SCRIPT_FILENAME'], ' ', $_SERVER['DOCUMENT_ROOT'];",
+    )
+    .unwrap();
+    p.worker(
+        "site",
+        &format!(
+            "path: /\ntype: php\ndocument_root: {}\nphp:\n  pool:\n    manager: static\n    max_workers: 1\nalias:\n  /wp-content: {}\nrules:\n  - path: /wp-content/uploads\n    php: false\n",
+            root.display(),
+            content.display()
+        ),
+    );
+    let tq = Tq::start(p.path(), &[]);
+    let content = content.canonicalize().unwrap();
+    for path in ["/wp-content/theme.css", "/%77p-content/theme.css"] {
+        let (status, _, body) = get(&tq, path);
+        assert_eq!((status.as_str(), body.as_str()), ("200", "h1{}"), "{path}");
+    }
+    let (status, _, body) = get(&tq, "/wp-content/plugin.php");
+    assert_eq!(status, "200", "{body}");
+    assert_eq!(
+        body,
+        format!(
+            "/wp-content/plugin.php {} {}",
+            content.join("plugin.php").display(),
+            content.display()
+        )
+    );
+    let (status, head, _) = get(&tq, "/wp-content");
+    assert_eq!(status, "301");
+    assert!(head.contains("location: /wp-content/"), "{head}");
+    // No front controller under an alias; the worker's own elsewhere.
+    assert_eq!(get(&tq, "/wp-content/missing").0, "404");
+    assert_eq!(get(&tq, "/missing").2, "front /missing");
+    // Rules see the whole path.
+    let (status, _, body) = get(&tq, "/wp-content/uploads/evil.php");
+    assert_eq!(status, "403", "{body}");
+    // Leaving the alias by .. lands in the document root.
+    assert_eq!(get(&tq, "/wp-content/../page.php").2, "page");
+}
+
+#[test]
+fn an_alias_to_a_missing_folder_is_a_config_error() {
+    let p = Project::new("", "");
+    let root = site(&p);
+    p.worker(
+        "site",
+        &format!(
+            "path: /\ntype: php\ndocument_root: {}\nalias:\n  /a: {}/nothing-here\n  /../b: /tmp\n",
+            root.display(),
+            p.path().display()
+        ),
+    );
+    let (status, out, err) = run_cli(p.path(), &["check"]);
+    assert_eq!(status.code(), Some(78), "{out}{err}");
+    assert!(
+        err.contains("worker.yaml:5: alias./a: ")
+            && err.contains("nothing-here is not a directory"),
+        "{err}"
+    );
+    assert!(err.contains("worker.yaml:6: alias./../b: "), "{err}");
+}

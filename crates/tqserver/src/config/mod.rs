@@ -402,6 +402,9 @@ impl fmt::Display for Config {
                 for r in &w.php.rules {
                     writeln!(f, "    {}", r.describe())?;
                 }
+                for (prefix, dir) in &w.php.aliases {
+                    writeln!(f, "    alias {prefix} -> {}", dir.display())?;
+                }
                 continue;
             }
             let p = &w.php.pool;
@@ -429,6 +432,9 @@ impl fmt::Display for Config {
             )?;
             for r in &w.php.rules {
                 writeln!(f, "    {}", r.describe())?;
+            }
+            for (prefix, dir) in &w.php.aliases {
+                writeln!(f, "    alias {prefix} -> {}", dir.display())?;
             }
             if let Some(l) = &w.fastcgi {
                 writeln!(f, "    fastcgi listener {}", l.listen)?;

@@ -62,6 +62,7 @@ pub(crate) struct WorkerFile {
     document_root: Option<String>,
     symlinks: Option<String>,
     rules: Option<Vec<RuleSection>>,
+    alias: Option<serde_yaml_ng::Mapping>,
     logging: Option<LoggingSection>,
     fastcgi: Option<FastcgiSection>,
     command: Option<CommandSection>,
@@ -539,6 +540,9 @@ pub struct PhpConfig {
     pub symlinks: Symlinks,
     /// `rules`, in file order.
     pub rules: Vec<PathRule>,
+    /// `alias`: URL prefixes under the route (normalised, no trailing
+    /// `/`) served from other folders (canonical), longest first.
+    pub aliases: Vec<(String, PathBuf)>,
     /// Route requests for missing paths to `index.php` (front controller).
     pub front_controller: bool,
     /// `php.request_buffering` (default true): receive a request body
@@ -789,6 +793,7 @@ impl WorkerFile {
                 ("document_root", self.document_root.is_some()),
                 ("symlinks", self.symlinks.is_some()),
                 ("rules", self.rules.is_some()),
+                ("alias", self.alias.is_some()),
             ] {
                 if present {
                     errors.push(err(
@@ -890,6 +895,45 @@ impl WorkerFile {
                 doc
             }
         };
+        let mut aliases = Vec::new();
+        for (k, v) in self.alias.unwrap_or_default() {
+            let (Some(prefix), Some(folder)) = (k.as_str(), v.as_str()) else {
+                errors.push(err("alias", "entries are a URL prefix and a folder: \"/wp-content\": /var/lib/wordpress/wp-content".into()));
+                continue;
+            };
+            let key = format!("alias.{prefix}");
+            let line = key_line(text, "alias").map(|from| {
+                text.lines()
+                    .enumerate()
+                    .skip(from)
+                    .find(|(_, l)| l.contains(prefix))
+                    .map_or(from, |(i, _)| i + 1)
+            });
+            let bad = !prefix.starts_with('/')
+                || prefix.trim_end_matches('/').is_empty()
+                || prefix.contains('%')
+                || prefix.contains("//")
+                || prefix.split('/').any(|s| s == "." || s == "..");
+            if bad {
+                errors.push(ConfigError::new(file, line, &key, format!("{prefix:?}: a path under the worker's route, starting with / (not / itself; decoded, without . or .. segments)")));
+                continue;
+            }
+            let dir_path = dir.join(folder);
+            match std::path::absolute(&dir_path).and_then(|d| d.canonicalize()) {
+                Ok(d) if d.is_dir() => aliases.push((prefix.trim_end_matches('/').to_string(), d)),
+                _ => {
+                    if enabled {
+                        errors.push(ConfigError::new(
+                            file,
+                            line,
+                            &key,
+                            format!("{} is not a directory", dir_path.display()),
+                        ));
+                    }
+                }
+            }
+        }
+        aliases.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         let relative_to_worker = |p: String| {
             let p = PathBuf::from(p);
             if p.is_absolute() || p.components().count() == 1 && !p.starts_with(".") {
@@ -986,6 +1030,7 @@ impl WorkerFile {
                 document_root,
                 symlinks,
                 rules,
+                aliases,
                 front_controller: php.front_controller.unwrap_or(true),
                 request_buffering: php.request_buffering.unwrap_or(true),
             },

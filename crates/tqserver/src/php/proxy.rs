@@ -53,11 +53,11 @@ pub async fn serve(
 /// script and never shows one's source.
 pub async fn serve_files(
     doc: &script::DocRoot,
-    rules: &[PathRule],
+    php: &crate::config::PhpConfig,
     route: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let matching = match matching_rules(rules, route, &req) {
+    let matching = match matching_rules(&php.rules, route, &req) {
         Ok(m) => m,
         Err(denied) => return *denied,
     };
@@ -66,12 +66,22 @@ pub async fn serve_files(
     if rel.is_empty() && get_or_head {
         return add_slash(route, &req, "/");
     }
-    let resp = match script::resolve(doc, rel, false) {
+    let alias_doc;
+    let (doc, rel, prefix) = match alias_for(&php.aliases, rel) {
+        None => (doc, std::borrow::Cow::Borrowed(rel), ""),
+        Some((p, _, None)) if get_or_head => return add_slash(route, &req, &format!("{p}/")),
+        Some((p, dir, rest)) => {
+            alias_doc = script::DocRoot::open(dir, php.symlinks);
+            let rest = rest.unwrap_or_else(|| "/".into());
+            (&alias_doc, std::borrow::Cow::Owned(rest), p)
+        }
+    };
+    let resp = match script::resolve(doc, &rel, false) {
         Target::Static(opened) => {
             let path = opened.path.clone();
             static_files::serve(opened.into_file(), &path, req.method(), req.headers()).await
         }
-        Target::AddSlash(b) if get_or_head => add_slash(route, &req, &b),
+        Target::AddSlash(b) if get_or_head => add_slash(route, &req, &format!("{prefix}{b}")),
         Target::Script { .. } | Target::AddSlash(_) | Target::NotFound => {
             pages::error(StatusCode::NOT_FOUND, "There is nothing at this address.")
         }
@@ -91,6 +101,36 @@ fn below<'a>(route: &str, path: &'a str) -> &'a str {
     } else {
         &path[route.len()..]
     }
+}
+
+/// The alias `rel` (under the route, percent-encoded) falls under: its
+/// prefix, its folder, and the rest of the path for [`script::resolve`]
+/// (`None`: `rel` is the prefix itself, without its slash).
+fn alias_for<'a>(
+    aliases: &'a [(String, std::path::PathBuf)],
+    rel: &str,
+) -> Option<(&'a str, &'a std::path::Path, Option<String>)> {
+    if aliases.is_empty() {
+        return None;
+    }
+    let norm = script::normalize(rel)?;
+    aliases.iter().find_map(|(p, dir)| {
+        let rest = if norm == *p {
+            rel.ends_with('/').then(|| "/".to_string())
+        } else {
+            // Decoded already: keep a '%' literal through resolve()'s
+            // decoding, and the trailing slash normalize() dropped.
+            let mut r = norm
+                .strip_prefix(p.as_str())
+                .filter(|r| r.starts_with('/'))?
+                .replace('%', "%25");
+            if rel.ends_with('/') {
+                r.push('/');
+            }
+            Some(r)
+        };
+        Some((p.as_str(), dir.as_path(), rest))
+    })
 }
 
 /// A redirect to `below` (normalised, under the route) with the query.
@@ -170,7 +210,38 @@ async fn serve_path(
     if rel.is_empty() && get_or_head {
         return add_slash(route, &req, "/");
     }
-    let target = script::resolve(upstream.doc_root(), rel, worker.php.front_controller);
+    // Under an alias: its folder is the document root (as nginx's
+    // `alias` sets $document_root), its prefix goes back on the script's
+    // name, and a missing path is not found (no front controller there).
+    let alias_doc;
+    let (doc, rel, prefix, front, document_root) = match alias_for(&worker.php.aliases, rel) {
+        None => (
+            upstream.doc_root(),
+            std::borrow::Cow::Borrowed(rel),
+            "",
+            worker.php.front_controller,
+            worker.php.document_root.as_path(),
+        ),
+        Some((p, _, None)) if get_or_head => return add_slash(route, &req, &format!("{p}/")),
+        Some((p, dir, rest)) => {
+            alias_doc = script::DocRoot::open(dir, worker.php.symlinks);
+            let rest = rest.unwrap_or_else(|| "/".into());
+            (&alias_doc, std::borrow::Cow::Owned(rest), p, false, dir)
+        }
+    };
+    let target = match script::resolve(doc, &rel, front) {
+        Target::Script {
+            file,
+            name,
+            path_info,
+        } if !prefix.is_empty() => Target::Script {
+            file,
+            name: format!("{prefix}{name}"),
+            path_info,
+        },
+        Target::AddSlash(b) if !prefix.is_empty() => Target::AddSlash(format!("{prefix}{b}")),
+        t => t,
+    };
     let (file, name, path_info) = match target {
         Target::Script { name, .. }
             if rules.is_some_and(|r| r.iter().any(|r| !r.php && r.matches(&name))) =>
@@ -208,7 +279,7 @@ async fn serve_path(
     let (parts, body) = req.into_parts();
     let info = ScriptInfo {
         route,
-        document_root: &worker.php.document_root,
+        document_root,
         file: &file,
         name: &name,
         path_info: &path_info,

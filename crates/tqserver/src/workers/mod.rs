@@ -193,7 +193,7 @@ impl Worker {
             }
             Kind::Static(site) => {
                 let site = site.load_full();
-                crate::php::proxy::serve_files(&site.doc, &site.config.php.rules, prefix, req).await
+                crate::php::proxy::serve_files(&site.doc, &site.config.php, prefix, req).await
             }
             Kind::Native(n, _) => crate::native::proxy::serve(n, req, conn, limits).await,
         }
