@@ -186,6 +186,12 @@ fn a_static_worker_serves_files_without_php() {
 
 #[test]
 fn an_alias_serves_a_prefix_from_another_folder() {
+    for backend in ["fpm", "cgi"] {
+        alias_on(backend);
+    }
+}
+
+fn alias_on(backend: &str) {
     let p = Project::new("", "");
     let root = site(&p);
     std::fs::write(
@@ -205,7 +211,7 @@ fn an_alias_serves_a_prefix_from_another_folder() {
     p.worker(
         "site",
         &format!(
-            "path: /\ntype: php\ndocument_root: {}\nphp:\n  pool:\n    manager: static\n    max_workers: 1\nalias:\n  /wp-content: {}\nrules:\n  - path: /wp-content/uploads\n    php: false\n",
+            "path: /\ntype: php\ndocument_root: {}\nphp:\n  backend: {backend}\n  pool:\n    manager: static\n    max_workers: 1\nalias:\n  /wp-content: {}\nrules:\n  - path: /wp-content/uploads\n    php: false\n",
             root.display(),
             content.display()
         ),
@@ -217,7 +223,7 @@ fn an_alias_serves_a_prefix_from_another_folder() {
         assert_eq!((status.as_str(), body.as_str()), ("200", "h1{}"), "{path}");
     }
     let (status, _, body) = get(&tq, "/wp-content/plugin.php");
-    assert_eq!(status, "200", "{body}");
+    assert_eq!(status, "200", "{backend}: {body}");
     assert_eq!(
         body,
         format!(
