@@ -702,7 +702,8 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 /// Sends `frames` after the client preface over TLS (`openssl s_client
 /// -alpn h2`, which writes what it is given and prints what it gets), and
-/// returns the server's frames as (type, payload) until it closes.
+/// returns the server's frames as (type, payload) once it has closed the
+/// connection; panics when it keeps it open for 20 s.
 fn h2_over_tls(port: u16, frames: Vec<u8>) -> Vec<(u8, Vec<u8>)> {
     use std::io::{Read as _, Write as _};
     let mut child = std::process::Command::new("openssl")
@@ -778,8 +779,13 @@ fn http2_over_tls_keeps_the_h2c_limits() {
         frames.extend(h2_frame(1, 0x5, stream, &get));
         frames.extend(h2_frame(3, 0, stream, &8u32.to_be_bytes()));
     }
+    // h2_over_tls returns only once the server has closed the connection
+    // (without the limit it would stay open, idle). Its GOAWAY may be
+    // lost to the reset of a close with unread input; when it arrives it
+    // says why.
     let got = h2_over_tls(tls_port, frames);
-    assert_eq!(goaway_code(&got), Some(ENHANCE_YOUR_CALM), "{got:?}");
+    let code = goaway_code(&got);
+    assert!(code.is_none() || code == Some(ENHANCE_YOUR_CALM), "{got:?}");
     // CONTINUATION flood (CVE-2024-27316 and kin): a header block that
     // never ends, 11 MB of it.
     let mut block = Vec::new();
@@ -794,8 +800,11 @@ fn http2_over_tls_keeps_the_h2c_limits() {
     for _ in 0..700 {
         frames.extend(h2_frame(9, 0, 1, &block));
     }
+    // Closed (without the limit the server would wait for the block's
+    // end until the read timeout, 30 s, past h2_over_tls's 20).
     let got = h2_over_tls(tls_port, frames);
-    assert_eq!(goaway_code(&got), Some(ENHANCE_YOUR_CALM), "{got:?}");
+    let code = goaway_code(&got);
+    assert!(code.is_none() || code == Some(ENHANCE_YOUR_CALM), "{got:?}");
     // The port still serves.
     let r = curl(&[
         "-k",
