@@ -243,6 +243,24 @@ pub fn load(file: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
 }
 
 /// `tqserver check`'s report: the routing table and the pools.
+/// A PHP or static worker's files in `tqserver check`: document root and
+/// symlink policy, rules, aliases.
+fn files(f: &mut fmt::Formatter<'_>, w: &WorkerConfig) -> fmt::Result {
+    writeln!(
+        f,
+        "    document_root {} (symlinks: {})",
+        w.php.document_root.display(),
+        w.php.symlinks.as_str()
+    )?;
+    for r in &w.php.rules {
+        writeln!(f, "    {}", r.describe())?;
+    }
+    for (prefix, dir) in &w.php.aliases {
+        writeln!(f, "    alias {prefix} -> {}", dir.display())?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.server;
@@ -393,18 +411,7 @@ impl fmt::Display for Config {
             }
             if w.static_site {
                 writeln!(f, "  {}: no processes (static files)", w.name)?;
-                writeln!(
-                    f,
-                    "    document_root {} (symlinks: {})",
-                    w.php.document_root.display(),
-                    w.php.symlinks.as_str()
-                )?;
-                for r in &w.php.rules {
-                    writeln!(f, "    {}", r.describe())?;
-                }
-                for (prefix, dir) in &w.php.aliases {
-                    writeln!(f, "    alias {prefix} -> {}", dir.display())?;
-                }
+                files(f, w)?;
                 continue;
             }
             let p = &w.php.pool;
@@ -424,18 +431,7 @@ impl fmt::Display for Config {
                 "    max_requests {}, request_timeout {:?}, listen {listen}",
                 p.max_requests, p.request_timeout
             )?;
-            writeln!(
-                f,
-                "    document_root {} (symlinks: {})",
-                w.php.document_root.display(),
-                w.php.symlinks.as_str()
-            )?;
-            for r in &w.php.rules {
-                writeln!(f, "    {}", r.describe())?;
-            }
-            for (prefix, dir) in &w.php.aliases {
-                writeln!(f, "    alias {prefix} -> {}", dir.display())?;
-            }
+            files(f, w)?;
             if let Some(l) = &w.fastcgi {
                 writeln!(f, "    fastcgi listener {}", l.listen)?;
             }
