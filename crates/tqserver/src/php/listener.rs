@@ -250,7 +250,7 @@ impl Handler for Front {
                 .unwrap_or_default()
                 .to_string();
             let exts = &self.conf.limit_extensions;
-            match check_script(upstream.doc_root(), &filename, exts) {
+            match check_script(&upstream.roots().main, &filename, exts) {
                 Ok(checked) => {
                     use std::os::unix::ffi::OsStrExt as _;
                     params.set(

@@ -25,7 +25,7 @@ use crate::metrics::UpstreamError;
 pub use crate::http::body::Limits;
 
 /// Serves `req` for the worker of `upstream`, mounted at `route`, under
-/// the worker's `rules` (see [`with_rules`]).
+/// the worker's `rules` and `alias`es (see [`place`]).
 pub async fn serve(
     upstream: &Upstream,
     log: &WorkerLog,
@@ -35,53 +35,41 @@ pub async fn serve(
     limits: Limits,
 ) -> Response<Body> {
     let worker = upstream.worker();
-    let rules = &worker.php.rules;
-    if rules.is_empty() {
-        return serve_path(upstream, log, route, req, conn, limits, None).await;
-    }
-    let matching = match matching_rules(rules, route, &req) {
-        Ok(m) => m,
-        Err(denied) => return *denied,
+    let place = match place(upstream.roots(), &worker.php.rules, route, &req) {
+        Ok(p) => p,
+        Err(answer) => return *answer,
     };
-    let resp = serve_path(upstream, log, route, req, conn, limits, Some(rules)).await;
-    decorate(resp, &matching)
+    let resp = serve_path(upstream, log, route, req, conn, limits, &place).await;
+    decorate(resp, &place.rules)
 }
 
-/// Serves `req` from `doc` alone, for a `type: static` worker mounted at
-/// `route`: files, directory indexes (`index.html`), slash redirects;
+/// Serves `req` from `roots` alone, for a `type: static` worker mounted
+/// at `route`: files, directory indexes (`index.html`), slash redirects;
 /// under `rules`. A `.php` file is not found: a static site runs no
 /// script and never shows one's source.
 pub async fn serve_files(
-    doc: &script::DocRoot,
-    php: &crate::config::PhpConfig,
+    roots: &script::Roots,
+    rules: &[PathRule],
     route: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let matching = match matching_rules(&php.rules, route, &req) {
-        Ok(m) => m,
-        Err(denied) => return *denied,
+    let place = match place(roots, rules, route, &req) {
+        Ok(p) => p,
+        Err(answer) => return *answer,
     };
-    let rel = below(route, req.uri().path());
     let get_or_head = req.method() == Method::GET || req.method() == Method::HEAD;
-    if rel.is_empty() && get_or_head {
-        return add_slash(route, &req, "/");
-    }
-    let alias_doc;
-    let (doc, rel, prefix) = match alias_for(&php.aliases, rel) {
-        None => (doc, std::borrow::Cow::Borrowed(rel), ""),
-        Some((p, _, None)) if get_or_head => return add_slash(route, &req, &format!("{p}/")),
-        Some((p, dir, rest)) => {
-            alias_doc = script::DocRoot::open(dir, php.symlinks);
-            let rest = rest.unwrap_or_else(|| "/".into());
-            (&alias_doc, std::borrow::Cow::Owned(rest), p)
-        }
-    };
-    let resp = match script::resolve(doc, &rel, false) {
+    let rel = place
+        .rel
+        .as_deref()
+        .unwrap_or_else(|| below(route, req.uri().path()));
+    let resp = match script::resolve(place.doc, rel, false) {
         Target::Static(opened) => {
             let path = opened.path.clone();
             static_files::serve(opened.into_file(), &path, req.method(), req.headers()).await
         }
-        Target::AddSlash(b) if get_or_head => add_slash(route, &req, &format!("{prefix}{b}")),
+        Target::AddSlash(b) if get_or_head => {
+            add_slash(route, &req, &format!("{}{b}", place.prefix))
+        }
         Target::Script { .. } | Target::AddSlash(_) | Target::NotFound => {
             pages::error(StatusCode::NOT_FOUND, "There is nothing at this address.")
         }
@@ -91,7 +79,7 @@ pub async fn serve_files(
         ),
         Target::BadRequest(why) => pages::error(StatusCode::BAD_REQUEST, why),
     };
-    decorate(resp, &matching)
+    decorate(resp, &place.rules)
 }
 
 /// The path below the route prefix.
@@ -103,34 +91,89 @@ fn below<'a>(route: &str, path: &'a str) -> &'a str {
     }
 }
 
-/// The alias `rel` (under the route, percent-encoded) falls under: its
-/// prefix, its folder, and the rest of the path for [`script::resolve`]
-/// (`None`: `rel` is the prefix itself, without its slash).
-fn alias_for<'a>(
-    aliases: &'a [(String, std::path::PathBuf)],
-    rel: &str,
-) -> Option<(&'a str, &'a std::path::Path, Option<String>)> {
-    if aliases.is_empty() {
-        return None;
+/// Where a request's path leads among a worker's roots, and the rules
+/// that apply to it.
+struct Place<'a> {
+    /// The root to resolve in: the document root, or an alias's folder.
+    doc: &'a script::DocRoot,
+    /// The path for [`script::resolve`] under an alias's folder; `None`:
+    /// the request's own path below the route.
+    rel: Option<String>,
+    /// The alias's prefix (to put back on names and redirects), or "".
+    prefix: &'a str,
+    /// The rules matching the path, in order.
+    rules: Vec<&'a PathRule>,
+}
+
+/// Finds `req`'s [`Place`], or the answer it gets first: the `deny` of a
+/// rule, or a slash redirect (the route, or an alias, asked for without
+/// its slash). Rules and aliases match the path decoded and normalised as
+/// the document root sees it, computed once, and only for a worker that
+/// has either; a path the resolver refuses matches none (it gets its 400
+/// there).
+fn place<'a>(
+    roots: &'a script::Roots,
+    rules: &'a [PathRule],
+    route: &str,
+    req: &Request<Incoming>,
+) -> Result<Place<'a>, Box<Response<Body>>> {
+    let rel = below(route, req.uri().path());
+    let get_or_head = req.method() == Method::GET || req.method() == Method::HEAD;
+    let norm = if rules.is_empty() && roots.aliases.is_empty() {
+        None
+    } else {
+        script::normalize(rel)
+    };
+    let matching: Vec<&PathRule> = match &norm {
+        Some(n) => rules.iter().filter(|r| r.matches(n)).collect(),
+        None => Vec::new(),
+    };
+    if let Some(code) = matching.iter().find_map(|r| r.deny) {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN);
+        return Err(Box::new(pages::error(
+            status,
+            "This address is closed by the worker's rules.",
+        )));
     }
-    let norm = script::normalize(rel)?;
-    aliases.iter().find_map(|(p, dir)| {
-        let rest = if norm == *p {
-            rel.ends_with('/').then(|| "/".to_string())
+    if rel.is_empty() && get_or_head {
+        return Err(Box::new(add_slash(route, req, "/")));
+    }
+    let mut place = Place {
+        doc: &roots.main,
+        rel: None,
+        prefix: "",
+        rules: matching,
+    };
+    let Some(norm) = norm else {
+        return Ok(place);
+    };
+    for (prefix, doc) in &roots.aliases {
+        let rest = if norm == *prefix {
+            if !rel.ends_with('/') && get_or_head {
+                return Err(Box::new(add_slash(route, req, &format!("{prefix}/"))));
+            }
+            "/".to_string()
         } else {
             // Decoded already: keep a '%' literal through resolve()'s
             // decoding, and the trailing slash normalize() dropped.
-            let mut r = norm
-                .strip_prefix(p.as_str())
-                .filter(|r| r.starts_with('/'))?
-                .replace('%', "%25");
+            let Some(r) = norm
+                .strip_prefix(prefix.as_str())
+                .filter(|r| r.starts_with('/'))
+            else {
+                continue;
+            };
+            let mut r = r.replace('%', "%25");
             if rel.ends_with('/') {
                 r.push('/');
             }
-            Some(r)
+            r
         };
-        Some((p.as_str(), dir.as_path(), rest))
-    })
+        place.doc = doc;
+        place.rel = Some(rest);
+        place.prefix = prefix;
+        break;
+    }
+    Ok(place)
 }
 
 /// A redirect to `below` (normalised, under the route) with the query.
@@ -144,28 +187,6 @@ fn add_slash(route: &str, req: &Request<Incoming>, below: &str) -> Response<Body
         to.push_str(q);
     }
     pages::redirect(StatusCode::MOVED_PERMANENTLY, &to)
-}
-
-/// The rules matching `req`'s path (decoded and normalised as the
-/// document root sees it), or the answer of the first that denies it. A
-/// path the resolver refuses matches none (it gets its 400 there).
-fn matching_rules<'a>(
-    rules: &'a [PathRule],
-    route: &str,
-    req: &Request<Incoming>,
-) -> Result<Vec<&'a PathRule>, Box<Response<Body>>> {
-    let Some(norm) = script::normalize(below(route, req.uri().path())) else {
-        return Ok(Vec::new());
-    };
-    let matching: Vec<&PathRule> = rules.iter().filter(|r| r.matches(&norm)).collect();
-    if let Some(code) = matching.iter().find_map(|r| r.deny) {
-        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN);
-        return Err(Box::new(pages::error(
-            status,
-            "This address is closed by the worker's rules.",
-        )));
-    }
-    Ok(matching)
 }
 
 /// The `headers` and `cache` of `matching` on an answer below 400.
@@ -193,8 +214,10 @@ fn decorate(mut resp: Response<Body>, matching: &[&PathRule]) -> Response<Body> 
     resp
 }
 
-/// [`serve`] past the rules' `deny`: `rules` (when the worker has any)
-/// refuse a script under a `php: false` path.
+/// [`serve`] at its [`Place`]: under an alias its folder is the document
+/// root (as nginx's `alias` sets $document_root), its prefix goes back on
+/// the script's name, and a missing path is not found (no front
+/// controller there); a script under a `php: false` rule is refused.
 async fn serve_path(
     upstream: &Upstream,
     log: &WorkerLog,
@@ -202,49 +225,32 @@ async fn serve_path(
     req: Request<Incoming>,
     conn: ConnInfo,
     limits: Limits,
-    rules: Option<&[PathRule]>,
+    place: &Place<'_>,
 ) -> Response<Body> {
     let worker = upstream.worker();
-    let rel = below(route, req.uri().path());
     let get_or_head = req.method() == Method::GET || req.method() == Method::HEAD;
-    if rel.is_empty() && get_or_head {
-        return add_slash(route, &req, "/");
-    }
-    // Under an alias: its folder is the document root (as nginx's
-    // `alias` sets $document_root), its prefix goes back on the script's
-    // name, and a missing path is not found (no front controller there).
-    let alias_doc;
-    let (doc, rel, prefix, front, document_root) = match alias_for(&worker.php.aliases, rel) {
-        None => (
-            upstream.doc_root(),
-            std::borrow::Cow::Borrowed(rel),
-            "",
-            worker.php.front_controller,
-            worker.php.document_root.as_path(),
-        ),
-        Some((p, _, None)) if get_or_head => return add_slash(route, &req, &format!("{p}/")),
-        Some((p, dir, rest)) => {
-            alias_doc = script::DocRoot::open(dir, worker.php.symlinks);
-            let rest = rest.unwrap_or_else(|| "/".into());
-            (&alias_doc, std::borrow::Cow::Owned(rest), p, false, dir)
-        }
-    };
-    let target = match script::resolve(doc, &rel, front) {
+    let aliased = !place.prefix.is_empty();
+    let front = worker.php.front_controller && !aliased;
+    let rel = place
+        .rel
+        .as_deref()
+        .unwrap_or_else(|| below(route, req.uri().path()));
+    let target = match script::resolve(place.doc, rel, front) {
         Target::Script {
             file,
             name,
             path_info,
-        } if !prefix.is_empty() => Target::Script {
+        } if aliased => Target::Script {
             file,
-            name: format!("{prefix}{name}"),
+            name: format!("{}{name}", place.prefix),
             path_info,
         },
-        Target::AddSlash(b) if !prefix.is_empty() => Target::AddSlash(format!("{prefix}{b}")),
+        Target::AddSlash(b) if aliased => Target::AddSlash(format!("{}{b}", place.prefix)),
         t => t,
     };
     let (file, name, path_info) = match target {
         Target::Script { name, .. }
-            if rules.is_some_and(|r| r.iter().any(|r| !r.php && r.matches(&name))) =>
+            if worker.php.rules.iter().any(|r| !r.php && r.matches(&name)) =>
         {
             return pages::error(StatusCode::FORBIDDEN, "Scripts do not run here.");
         }
@@ -279,7 +285,7 @@ async fn serve_path(
     let (parts, body) = req.into_parts();
     let info = ScriptInfo {
         route,
-        document_root,
+        document_root: place.doc.path(),
         file: &file,
         name: &name,
         path_info: &path_info,

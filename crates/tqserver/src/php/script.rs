@@ -64,6 +64,31 @@ impl DocRoot {
     }
 }
 
+/// A worker's document roots, opened once: its `document_root` and the
+/// folder of each `alias` (prefix, longest first), all under its
+/// `symlinks` policy.
+#[derive(Debug)]
+pub struct Roots {
+    /// `document_root`.
+    pub main: DocRoot,
+    /// `alias`: URL prefix under the route, and its folder.
+    pub aliases: Vec<(String, DocRoot)>,
+}
+
+impl Roots {
+    /// Opens the roots `php` names.
+    pub fn open(php: &crate::config::PhpConfig) -> Self {
+        Self {
+            main: DocRoot::open(&php.document_root, php.symlinks),
+            aliases: php
+                .aliases
+                .iter()
+                .map(|(prefix, dir)| (prefix.clone(), DocRoot::open(dir, php.symlinks)))
+                .collect(),
+        }
+    }
+}
+
 /// A static file, open: the descriptor the containment check returned.
 #[derive(Debug, Clone)]
 pub struct Opened {

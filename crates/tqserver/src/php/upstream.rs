@@ -10,7 +10,7 @@ use tqserver_fastcgi::{Client, ClientError};
 
 use super::cgi::{self, AcquireError, Lease, RequestInfo};
 use super::fpm;
-use super::script::DocRoot;
+use super::script::Roots;
 use crate::config::WorkerConfig;
 use crate::metrics::pools::PoolStatus;
 
@@ -68,8 +68,8 @@ pub struct CgiUpstream {
     pub worker: Arc<WorkerConfig>,
     /// The pool.
     pub pool: cgi::Pool,
-    /// The document root, held open for script resolution.
-    pub doc_root: DocRoot,
+    /// The document roots, held open for script resolution.
+    pub roots: Roots,
 }
 
 /// Why a request got no response.
@@ -117,11 +117,11 @@ impl Upstream {
         }
     }
 
-    /// The document root.
-    pub fn doc_root(&self) -> &DocRoot {
+    /// The document roots.
+    pub fn roots(&self) -> &Roots {
         match self {
-            Self::Fpm(b) => &b.doc_root,
-            Self::Cgi(c) => &c.doc_root,
+            Self::Fpm(b) => &b.roots,
+            Self::Cgi(c) => &c.roots,
         }
     }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::LifecycleError;
 use super::cgi::{self, Launcher};
 use super::fpm::{FpmMaster, Prepared};
-use super::script::DocRoot;
+use super::script::Roots;
 use super::upstream::{CgiUpstream, SharedUpstream, Upstream};
 use crate::config::{Listen, PhpBackend, WorkerConfig};
 use crate::logging::WorkerLog;
@@ -76,7 +76,7 @@ async fn start_backend(
             let up = CgiUpstream {
                 worker: w.clone(),
                 pool,
-                doc_root: DocRoot::open(&w.php.document_root, w.php.symlinks),
+                roots: Roots::open(&w.php),
             };
             (Upstream::Cgi(Arc::new(up)), task)
         }
@@ -153,7 +153,7 @@ impl PhpWorker {
                 drop(self.upstream.replace(Upstream::Cgi(Arc::new(CgiUpstream {
                     worker: new.clone(),
                     pool: c.pool.clone(),
-                    doc_root: DocRoot::open(&new.php.document_root, new.php.symlinks),
+                    roots: Roots::open(&new.php),
                 }))));
                 if rolled {
                     "in place; processes replaced as they finish their requests"

@@ -193,7 +193,8 @@ impl Worker {
             }
             Kind::Static(site) => {
                 let site = site.load_full();
-                crate::php::proxy::serve_files(&site.doc, &site.config.php, prefix, req).await
+                crate::php::proxy::serve_files(&site.roots, &site.config.php.rules, prefix, req)
+                    .await
             }
             Kind::Native(n, _) => crate::native::proxy::serve(n, req, conn, limits).await,
         }
@@ -344,12 +345,12 @@ impl Worker {
 /// A `type: static` worker: its configuration and its document root.
 pub struct StaticSite {
     config: Arc<WorkerConfig>,
-    doc: crate::php::script::DocRoot,
+    roots: crate::php::script::Roots,
 }
 
 impl StaticSite {
     fn new(config: Arc<WorkerConfig>) -> Self {
-        let doc = crate::php::script::DocRoot::open(&config.php.document_root, config.php.symlinks);
-        Self { config, doc }
+        let roots = crate::php::script::Roots::open(&config.php);
+        Self { config, roots }
     }
 }

@@ -97,8 +97,8 @@ pub struct FpmMaster {
     /// Pooled FastCGI client, at most `pm.max_children` connections, so a
     /// request never waits behind an idle connection in php-fpm's queue.
     pub client: Client,
-    /// The document root, held open for script resolution.
-    pub doc_root: super::script::DocRoot,
+    /// The document roots, held open for script resolution.
+    pub roots: super::script::Roots,
     /// The master's state, shared by every generation of a reloaded one.
     state: Arc<watch::Sender<MasterState>>,
     /// Process events counted from php-fpm's log lines.
@@ -132,10 +132,7 @@ impl FpmMaster {
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let master = Arc::new(Self {
-            doc_root: super::script::DocRoot::open(
-                &prepared.worker.php.document_root,
-                prepared.worker.php.symlinks,
-            ),
+            roots: super::script::Roots::open(&prepared.worker.php),
             worker: prepared.worker.clone(),
             client: client(&prepared, &log),
             state: Arc::new(watch::Sender::new(MasterState::Starting)),
@@ -160,7 +157,7 @@ impl FpmMaster {
     /// worker (document root, front controller) is the new one's.
     pub fn with_worker(&self, worker: Arc<WorkerConfig>) -> Arc<Self> {
         Arc::new(Self {
-            doc_root: super::script::DocRoot::open(&worker.php.document_root, worker.php.symlinks),
+            roots: super::script::Roots::open(&worker.php),
             worker,
             client: self.client.clone(),
             state: self.state.clone(),
@@ -184,10 +181,7 @@ impl FpmMaster {
         log: &WorkerLog,
     ) -> Result<Arc<Self>, LifecycleError> {
         let master = Arc::new(Self {
-            doc_root: super::script::DocRoot::open(
-                &prepared.worker.php.document_root,
-                prepared.worker.php.symlinks,
-            ),
+            roots: super::script::Roots::open(&prepared.worker.php),
             worker: prepared.worker.clone(),
             client: client(&prepared, log),
             state: self.state.clone(),
