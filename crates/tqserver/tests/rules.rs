@@ -266,3 +266,22 @@ fn an_alias_to_a_missing_folder_is_a_config_error() {
     );
     assert!(err.contains("worker.yaml:6: alias./../b: "), "{err}");
 }
+
+#[test]
+fn a_static_worker_takes_no_php_settings() {
+    let p = Project::new("", "");
+    let root = site(&p);
+    p.worker(
+        "assets",
+        &format!(
+            "path: /assets\ntype: static\ndocument_root: {}\nphp:\n  backend: cgi\n",
+            root.display()
+        ),
+    );
+    let (status, out, err) = run_cli(p.path(), &["check"]);
+    assert_eq!(status.code(), Some(78), "{out}{err}");
+    assert!(
+        err.contains("worker.yaml:4: php: php is for type: php workers; this one is type: static"),
+        "{err}"
+    );
+}

@@ -76,15 +76,7 @@ impl Lock {
     }
 
     fn take_blocking(path: PathBuf) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            private_dir(dir)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)?;
+        let file = Self::open(&path)?;
         let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| std::io::Error::from(e))?;
         Ok(Self { _file: file, path })
@@ -92,20 +84,25 @@ impl Lock {
 
     /// Takes the lock only if no one holds it.
     pub fn try_take(path: PathBuf) -> std::io::Result<Option<Self>> {
-        if let Some(dir) = path.parent() {
-            private_dir(dir)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)?;
+        let file = Self::open(&path)?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(f) => Ok(Some(Self { _file: f, path })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
             Err((_, e)) => Err(e.into()),
         }
+    }
+
+    /// The lock file at `path` (made 0600 in a 0700 folder if missing).
+    fn open(path: &Path) -> std::io::Result<std::fs::File> {
+        if let Some(dir) = path.parent() {
+            private_dir(dir)?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
     }
 }
 

@@ -740,21 +740,6 @@ impl WorkerFile {
             }
         };
         let static_site = self.kind.as_deref() == Some("static");
-        if static_site {
-            for (key, present) in [
-                ("php", self.php.is_some()),
-                ("fastcgi", self.fastcgi.is_some()),
-            ] {
-                if present {
-                    errors.push(err(
-                        key,
-                        format!(
-                            "{key} is for type: php workers; this one is type: static (files only)"
-                        ),
-                    ));
-                }
-            }
-        }
         let native_kind = match self.kind.as_deref() {
             Some("php" | "static") => None,
             None => {
@@ -786,22 +771,25 @@ impl WorkerFile {
             &err,
             &mut errors,
         );
-        if native.is_some() {
-            for (key, present) in [
-                ("php", self.php.is_some()),
-                ("fastcgi", self.fastcgi.is_some()),
-                ("document_root", self.document_root.is_some()),
-                ("symlinks", self.symlinks.is_some()),
-                ("rules", self.rules.is_some()),
-                ("alias", self.alias.is_some()),
+        // Keys of the workers that serve a document root: PHP's alone
+        // (true), or PHP's and static ones' (false).
+        let this = native_kind
+            .map(NativeKind::as_str)
+            .or(static_site.then_some("static"));
+        if let Some(this) = this {
+            for (key, present, php_only) in [
+                ("php", self.php.is_some(), true),
+                ("fastcgi", self.fastcgi.is_some(), true),
+                ("document_root", self.document_root.is_some(), false),
+                ("symlinks", self.symlinks.is_some(), false),
+                ("rules", self.rules.is_some(), false),
+                ("alias", self.alias.is_some(), false),
             ] {
-                if present {
+                if present && (php_only || native_kind.is_some()) {
+                    let owners = if php_only { "php" } else { "php and static" };
                     errors.push(err(
                         key,
-                        format!(
-                            "{key} is for type: php workers; this one is type: {}",
-                            native_kind.map_or("", NativeKind::as_str)
-                        ),
+                        format!("{key} is for type: {owners} workers; this one is type: {this}"),
                     ));
                 }
             }

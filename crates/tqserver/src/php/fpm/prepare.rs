@@ -74,24 +74,8 @@ impl Prepared {
         let root = nix::unistd::geteuid().is_root();
         let pid = runtime_dir.join(format!("php-fpm-{stem}.pid"));
         let conf = runtime_dir.join(format!("php-fpm-{stem}.conf"));
-        let text = render(
-            &worker,
-            mode,
-            &listen,
-            &pid,
-            supervision.shutdown_grace,
-            root,
-        )
-        .map_err(|why| LifecycleError::Unwritable {
-            worker: worker.name.clone(),
-            why,
-        })?;
-        crate::runtime::write_private(&conf, text.as_bytes()).map_err(|source| {
-            LifecycleError::Write {
-                path: conf.clone(),
-                source,
-            }
-        })?;
+        let text = rendered(&worker, mode, &listen, &pid, supervision, root)?;
+        write_conf(&conf, &text)?;
         let prepared = Self {
             worker,
             binary,
@@ -126,29 +110,20 @@ impl Prepared {
             why,
         })?;
         let root = nix::unistd::geteuid().is_root();
-        let text = render(
+        let text = rendered(
             &worker,
             mode,
             &running.listen,
             &running.pid,
-            supervision.shutdown_grace,
+            supervision,
             root,
-        )
-        .map_err(|why| LifecycleError::Unwritable {
-            worker: worker.name.clone(),
-            why,
-        })?;
+        )?;
         if std::fs::read_to_string(&running.conf).is_ok_and(|now| now == text) {
             return Ok(None);
         }
         let mut files = running.clone();
         files.conf = running.conf.with_extension("conf.next");
-        crate::runtime::write_private(&files.conf, text.as_bytes()).map_err(|source| {
-            LifecycleError::Write {
-                path: files.conf.clone(),
-                source,
-            }
-        })?;
+        write_conf(&files.conf, &text)?;
         let mut prepared = Self {
             worker,
             binary,
@@ -212,4 +187,30 @@ impl Prepared {
     pub fn address(&self) -> &Address {
         &self.files.address
     }
+}
+
+/// The pool configuration of `worker` for php-fpm, listening on `listen`
+/// with its pid file at `pid`.
+fn rendered(
+    worker: &WorkerConfig,
+    mode: Mode,
+    listen: &str,
+    pid: &std::path::Path,
+    supervision: &Supervision,
+    root: bool,
+) -> Result<String, LifecycleError> {
+    render(worker, mode, listen, pid, supervision.shutdown_grace, root).map_err(|why| {
+        LifecycleError::Unwritable {
+            worker: worker.name.clone(),
+            why,
+        }
+    })
+}
+
+/// Writes a configuration `text` at `path`, private to TQServer's user.
+fn write_conf(path: &std::path::Path, text: &str) -> Result<(), LifecycleError> {
+    crate::runtime::write_private(path, text.as_bytes()).map_err(|source| LifecycleError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
