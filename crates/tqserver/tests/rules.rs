@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::raw;
 use common::tls::curl;
 use common::{Project, Tq, run_cli};
 
@@ -284,4 +285,60 @@ fn a_static_worker_takes_no_php_settings() {
         err.contains("worker.yaml:4: php: php is for type: php workers; this one is type: static"),
         "{err}"
     );
+}
+
+#[test]
+fn rules_and_aliases_hold_against_raw_request_targets() {
+    let p = Project::new("", "");
+    let root = site(&p);
+    let content = p.path().join("content");
+    std::fs::create_dir_all(content.join("uploads")).unwrap();
+    std::fs::write(content.join("uploads/evil.php"), "<?php echo 'ran';").unwrap();
+    p.worker(
+        "site",
+        &format!(
+            "path: /\ntype: php\ndocument_root: {}\nphp:\n  front_controller: false\n  pool:\n    manager: static\n    max_workers: 1\nalias:\n  /wp-content: {}\nrules:\n  - path: /private\n    deny: 404\n  - path: /wp-content/uploads\n    php: false\n  - path: /uploads\n    php: false\n",
+            root.display(),
+            content.display()
+        ),
+    );
+    let tq = Tq::start(p.path(), &[]);
+    let ask = |target: &str| {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let got = raw::exchange(tq.port, req.as_bytes());
+        let (resp, _) = raw::parse_one(&got, false).unwrap_or_else(|| {
+            panic!(
+                "{target}: no response in {:?}",
+                String::from_utf8_lossy(&got)
+            )
+        });
+        resp
+    };
+    // The bytes an attacker would send, exactly: encoded slashes and dots,
+    // doubled slashes, a dot segment, path info after the script.
+    for target in [
+        "/private%2Fsecret.txt",
+        "//private/secret.txt",
+        "/./private/secret.txt",
+        "/%2e/private/secret.txt",
+        "/uploads/%2e%2e/private/secret.txt",
+    ] {
+        let r = ask(target);
+        assert_eq!(r.status, 404, "{target}: {}", r.text());
+        assert!(!r.text().contains("secret"), "{target}: {}", r.text());
+    }
+    for target in [
+        "/uploads/evil.php",
+        "/uploads%2Fevil.php",
+        "/uploads/evil.php/x",
+        "//wp-content//uploads/evil.php",
+        "/wp-content/uploads%2fevil.php",
+        "/%77p-content/uploads/evil.php",
+    ] {
+        let r = ask(target);
+        assert_eq!(r.status, 403, "{target}: {}", r.text());
+        assert!(!r.text().contains("ran"), "{target}: {}", r.text());
+    }
+    // A NUL stays a bad request, not a rule's miss.
+    assert_eq!(ask("/private%00/secret.txt").status, 400);
 }
