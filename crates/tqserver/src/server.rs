@@ -34,6 +34,11 @@ pub enum StartError {
 /// Runs until SIGTERM, SIGINT or SIGQUIT, then shuts down gracefully.
 pub async fn run(config: Config) -> Result<(), StartError> {
     use anyhow::Context as _;
+    // Every signal TQServer handles is caught from here on, before any
+    // listener or child: a SIGTERM (or SIGHUP, SIGUSR1) that arrives while
+    // it starts is acted on once it serves, instead of killing it by the
+    // default action (leaving its runtime directory behind).
+    let mut signals = Signals::catch().context("cannot catch signals")?;
     for n in &config.notices {
         tracing::info!("{n}");
     }
@@ -174,7 +179,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let (asks, asks_rx) = tokio::sync::mpsc::unbounded_channel();
     admin.accept_reloads(asks);
     tokio::spawn(reload::from_admin(asks_rx, triggers.clone()));
-    tokio::spawn(reload::on_sighup(triggers.clone()));
+    tokio::spawn(reload::on_sighup(signals.hangup, triggers.clone()));
     if config.watch || config.watch_config {
         match crate::watch::start(
             &config.workers_dir,
@@ -215,22 +220,23 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         .run(triggers_rx),
     );
     drop(triggers);
-    tokio::spawn(reopen_logs_on_sigusr1());
+    tokio::spawn(reopen_logs_on_sigusr1(signals.usr1));
 
     let grace = sup.shutdown_grace;
     crate::systemd::notify(&format!(
         "READY=1\nMAINPID={}\nSTATUS=serving on http://{addr}",
         std::process::id()
     ));
-    wait_for_stop_signal().await;
+    signals.stop.recv().await;
     crate::systemd::notify("STOPPING=1\nSTATUS=finishing requests in progress");
     admin
         .draining
         .store(true, std::sync::atomic::Ordering::Release);
     // A second SIGINT / SIGTERM stops at once; the parent-death signal and
     // the watchdog take the children down with us.
-    tokio::spawn(async {
-        wait_for_stop_signal().await;
+    let mut stop = signals.stop;
+    tokio::spawn(async move {
+        stop.recv().await;
         tracing::warn!("second stop signal: exiting now");
         std::process::exit(130);
     });
@@ -263,29 +269,52 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// SIGUSR1: every log file reopens its path on its next line (after
-/// logrotate moved the files away), as nginx and php-fpm do.
-async fn reopen_logs_on_sigusr1() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
-        return;
-    };
-    while usr1.recv().await.is_some() {
-        crate::logging::reopen_all();
-        tracing::info!("SIGUSR1: log files reopened");
+/// The signals TQServer handles, caught once at start.
+struct Signals {
+    stop: StopSignals,
+    hangup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            stop: StopSignals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+                quit: signal(SignalKind::quit())?,
+            },
+            hangup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
+        })
     }
 }
 
 /// SIGTERM, SIGINT, or SIGQUIT (php-fpm's graceful stop: all three
 /// finish the requests in progress here).
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = quit.recv() => {}
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// The next one (or one caught since the last call).
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.quit.recv() => {}
+        }
+    }
+}
+
+/// SIGUSR1: every log file reopens its path on its next line (after
+/// logrotate moved the files away), as nginx and php-fpm do.
+async fn reopen_logs_on_sigusr1(mut usr1: tokio::signal::unix::Signal) {
+    while usr1.recv().await.is_some() {
+        crate::logging::reopen_all();
+        tracing::info!("SIGUSR1: log files reopened");
     }
 }

@@ -73,3 +73,58 @@ async fn sigquit_finishes_requests_in_progress_then_exits_0() {
         fpm[0]
     );
 }
+
+/// A SIGTERM that arrives while TQServer starts (php-fpm not ready yet,
+/// nothing listening) is a graceful stop once it serves: it exits 0 and
+/// removes its runtime directory, instead of dying by the signal's
+/// default action with the directory left behind.
+#[test]
+fn a_sigterm_during_start_is_a_graceful_stop() {
+    let p = Project::new("", "");
+    p.php_worker("app", "/app", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let log_path = tmp.path().join("tq.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tqserver"))
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &common::free_port().to_string(),
+        ])
+        .args(["--admin-listen", ""])
+        .env("TMPDIR", tmp.path())
+        .current_dir(p.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !text().contains("starting php-fpm") {
+        assert!(std::time::Instant::now() < until, "{}", text());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("still running after SIGTERM:\n{}", text());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}:\n{}", text());
+    assert!(text().contains("stopped"), "{}", text());
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("tqserver-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "runtime directory left: {left:?}");
+}

@@ -491,11 +491,7 @@ fn log_outcome(why: &str, r: &Result<String, String>) {
 }
 
 /// SIGHUP asks for a reload, as nginx and php-fpm's SIGUSR2 do.
-pub async fn on_sighup(to: mpsc::UnboundedSender<Trigger>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+pub async fn on_sighup(mut hup: tokio::signal::unix::Signal, to: mpsc::UnboundedSender<Trigger>) {
     while hup.recv().await.is_some() {
         if to.send(Trigger::Hangup).is_err() {
             return;
