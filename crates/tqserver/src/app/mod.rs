@@ -1,7 +1,9 @@
 //! The public front's request handler: a request goes to the worker of
 //! its longest route prefix ([`router`]), is recorded ([`observe`]:
-//! request id, metrics, access line), and in dev mode HTML answers get the
-//! live-reload tag ([`livereload`]). The routing [`Table`] is swapped
+//! request id, metrics, access line), in dev mode HTML answers get the
+//! live-reload tag ([`livereload`]), and the answer is compressed as the
+//! route's `compression` policy and the client's `Accept-Encoding` say
+//! ([`crate::http::encode`]). The routing [`Table`] is swapped
 //! whole by a reload; requests in progress keep the one they started with.
 //!
 //! # Layout
@@ -27,7 +29,7 @@ use crate::access::AccessLog;
 use crate::admin::Admin;
 use crate::config::ServerSettings;
 use crate::http::body::{Budget, Limits};
-use crate::http::{Body, ConnInfo, pages};
+use crate::http::{Body, ConnInfo, encode, pages};
 use crate::workers::Worker;
 use livereload::LiveReload;
 use observe::{Metered, Observed};
@@ -40,6 +42,8 @@ pub struct Routed {
     pub worker: Worker,
     /// Metrics and access log.
     pub observed: Arc<Observed>,
+    /// What its answers are compressed with (`compression`).
+    pub compression: Arc<encode::Policy>,
 }
 
 /// What requests are routed with; a reload swaps it whole.
@@ -182,6 +186,7 @@ impl App {
             body_buffer_size: table.server.body_buffer_size,
             budget: self.buffered.clone(),
         };
+        let asked = encode::Asked::new(&route.compression, req.method(), req.headers());
         let resp = route.worker.serve(req, conn, prefix, limits).await;
         let (resp, meter) = match pending {
             Ok(p) => {
@@ -192,6 +197,10 @@ impl App {
         };
         let resp = match method {
             Some(m) => livereload::inject(resp, &m, prefix).await,
+            None => resp,
+        };
+        let resp = match asked {
+            Some(a) => encode::respond(&route.compression, &a, resp),
             None => resp,
         };
         resp.map(|b| Metered::new(b, meter))

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{DurationValue, EnabledValue, ini_value};
+use super::values::{DurationValue, EnabledValue, SizeValue, ini_value};
 use super::yaml::{item_line, key_line, nearest};
 use super::{ConfigError, Mode};
+use crate::http::encode::{self, Encoding};
 
 /// Default `php.pool.manager`, php-fpm's `pm` most people use.
 pub const DEFAULT_MANAGER: Manager = Manager::Dynamic;
@@ -63,6 +64,8 @@ pub(crate) struct WorkerFile {
     symlinks: Option<String>,
     rules: Option<Vec<RuleSection>>,
     alias: Option<serde_yaml_ng::Mapping>,
+    sendfile: Option<serde_yaml_ng::Mapping>,
+    compression: Option<CompressionValue>,
     logging: Option<LoggingSection>,
     fastcgi: Option<FastcgiSection>,
     command: Option<CommandSection>,
@@ -81,6 +84,56 @@ struct RuleSection {
     php: Option<bool>,
     headers: Option<serde_yaml_ng::Mapping>,
     cache: Option<DurationValue>,
+}
+
+/// `compression: false`, or its settings. Not `untagged`: a mistake in
+/// the settings keeps serde's message (the unknown key, its line).
+#[derive(Debug)]
+enum CompressionValue {
+    Flag(bool),
+    Section(CompressionSection),
+}
+
+impl<'de> Deserialize<'de> for CompressionValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CompressionValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or a mapping of compression settings")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(CompressionValue::Flag(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<Self::Value, A::Error> {
+                CompressionSection::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(CompressionValue::Section)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CompressionSection {
+    enabled: Option<bool>,
+    encodings: Option<Vec<String>>,
+    levels: Option<LevelsSection>,
+    min_length: Option<SizeValue>,
+    types: Option<Vec<String>>,
+    precompressed: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LevelsSection {
+    gzip: Option<u32>,
+    br: Option<u32>,
+    zstd: Option<i32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -543,6 +596,11 @@ pub struct PhpConfig {
     /// `alias`: URL prefixes under the route (normalised, no trailing
     /// `/`) served from other folders (canonical), longest first.
     pub aliases: Vec<(String, PathBuf)>,
+    /// `sendfile`: the folders a PHP answer's `X-Sendfile` (a path in
+    /// one) or `X-Accel-Redirect` (a URI under its prefix) may name;
+    /// prefix (normalised, no trailing `/`) and canonical folder, longest
+    /// prefix first.
+    pub sendfile: Vec<(String, PathBuf)>,
     /// Route requests for missing paths to `index.php` (front controller).
     pub front_controller: bool,
     /// `php.request_buffering` (default true): receive a request body
@@ -656,6 +714,8 @@ pub struct WorkerConfig {
     /// `type: static`: files from `document_root` (with its `symlinks`
     /// and `rules`, kept in `php`), no PHP at all.
     pub static_site: bool,
+    /// `compression`: what its answers are compressed with.
+    pub compression: encode::Policy,
 }
 
 impl WorkerConfig {
@@ -784,6 +844,7 @@ impl WorkerFile {
                 ("symlinks", self.symlinks.is_some(), false),
                 ("rules", self.rules.is_some(), false),
                 ("alias", self.alias.is_some(), false),
+                ("sendfile", self.sendfile.is_some(), true),
             ] {
                 if present && (php_only || native_kind.is_some()) {
                     let owners = if php_only { "php" } else { "php and static" };
@@ -814,6 +875,7 @@ impl WorkerFile {
             }
         };
         let rules = resolve_rules(self.rules.unwrap_or_default(), file, text, &mut errors);
+        let compression = resolve_compression(self.compression, &err, &mut errors);
         let mut settings = Vec::new();
         for (k, v) in php.settings.unwrap_or_default() {
             let key = k
@@ -883,45 +945,30 @@ impl WorkerFile {
                 doc
             }
         };
-        let mut aliases = Vec::new();
-        for (k, v) in self.alias.unwrap_or_default() {
-            let (Some(prefix), Some(folder)) = (k.as_str(), v.as_str()) else {
-                errors.push(err("alias", "entries are a URL prefix and a folder: \"/wp-content\": /var/lib/wordpress/wp-content".into()));
-                continue;
-            };
-            let key = format!("alias.{prefix}");
-            let line = key_line(text, "alias").map(|from| {
-                text.lines()
-                    .enumerate()
-                    .skip(from)
-                    .find(|(_, l)| l.contains(prefix))
-                    .map_or(from, |(i, _)| i + 1)
-            });
-            let bad = !prefix.starts_with('/')
-                || prefix.trim_end_matches('/').is_empty()
-                || prefix.contains('%')
-                || prefix.contains("//")
-                || prefix.split('/').any(|s| s == "." || s == "..");
-            if bad {
-                errors.push(ConfigError::new(file, line, &key, format!("{prefix:?}: a path under the worker's route, starting with / (not / itself; decoded, without . or .. segments)")));
-                continue;
-            }
-            let dir_path = dir.join(folder);
-            match std::path::absolute(&dir_path).and_then(|d| d.canonicalize()) {
-                Ok(d) if d.is_dir() => aliases.push((prefix.trim_end_matches('/').to_string(), d)),
-                _ => {
-                    if enabled {
-                        errors.push(ConfigError::new(
-                            file,
-                            line,
-                            &key,
-                            format!("{} is not a directory", dir_path.display()),
-                        ));
-                    }
-                }
-            }
-        }
-        aliases.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        let aliases = prefix_folders(
+            PrefixMap {
+                key: "alias",
+                map: self.alias,
+                dir,
+                file,
+                text,
+                enabled,
+            },
+            &err,
+            &mut errors,
+        );
+        let sendfile = prefix_folders(
+            PrefixMap {
+                key: "sendfile",
+                map: self.sendfile,
+                dir,
+                file,
+                text,
+                enabled,
+            },
+            &err,
+            &mut errors,
+        );
         let relative_to_worker = |p: String| {
             let p = PathBuf::from(p);
             if p.is_absolute() || p.components().count() == 1 && !p.starts_with(".") {
@@ -1009,6 +1056,7 @@ impl WorkerFile {
             fastcgi,
             native,
             static_site,
+            compression,
             php: PhpConfig {
                 backend,
                 binary: php.binary.map(relative_to_worker),
@@ -1019,6 +1067,7 @@ impl WorkerFile {
                 symlinks,
                 rules,
                 aliases,
+                sendfile,
                 front_controller: php.front_controller.unwrap_or(true),
                 request_buffering: php.request_buffering.unwrap_or(true),
             },
@@ -1036,6 +1085,165 @@ impl WorkerFile {
             },
         })
     }
+}
+
+/// A map of URL prefixes (under the route) to folders, `alias` or
+/// `sendfile`, and where it comes from.
+struct PrefixMap<'a> {
+    key: &'a str,
+    map: Option<serde_yaml_ng::Mapping>,
+    dir: &'a Path,
+    file: &'a Path,
+    text: &'a str,
+    enabled: bool,
+}
+
+/// Checks a [`PrefixMap`]: prefixes normalised (no trailing `/`), folders
+/// canonical; longest prefix first. Errors name `key.prefix` and its line.
+fn prefix_folders(
+    m: PrefixMap<'_>,
+    err: &dyn Fn(&str, String) -> ConfigError,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for (k, v) in m.map.unwrap_or_default() {
+        let (Some(prefix), Some(folder)) = (k.as_str(), v.as_str()) else {
+            errors.push(err(
+                m.key,
+                format!(
+                    "entries are a URL prefix and a folder, e.g. \"{}\": /srv/files",
+                    if m.key == "alias" {
+                        "/wp-content"
+                    } else {
+                        "/protected"
+                    }
+                ),
+            ));
+            continue;
+        };
+        let key = format!("{}.{prefix}", m.key);
+        let line = key_line(m.text, m.key).map(|from| {
+            m.text
+                .lines()
+                .enumerate()
+                .skip(from)
+                .find(|(_, l)| l.contains(prefix))
+                .map_or(from, |(i, _)| i + 1)
+        });
+        let bad = !prefix.starts_with('/')
+            || prefix.trim_end_matches('/').is_empty()
+            || prefix.contains('%')
+            || prefix.contains("//")
+            || prefix.split('/').any(|s| s == "." || s == "..");
+        if bad {
+            errors.push(ConfigError::new(m.file, line, &key, format!("{prefix:?}: a path under the worker's route, starting with / (not / itself; decoded, without . or .. segments)")));
+            continue;
+        }
+        let dir_path = m.dir.join(folder);
+        match std::path::absolute(&dir_path).and_then(|d| d.canonicalize()) {
+            Ok(d) if d.is_dir() => out.push((prefix.trim_end_matches('/').to_string(), d)),
+            _ => {
+                if m.enabled {
+                    errors.push(ConfigError::new(
+                        m.file,
+                        line,
+                        &key,
+                        format!("{} is not a directory", dir_path.display()),
+                    ));
+                }
+            }
+        }
+    }
+    out.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    out
+}
+
+const ENCODINGS: [&str; 3] = ["zstd", "br", "gzip"];
+
+/// Checks `compression`; the defaults when it is left out.
+fn resolve_compression(
+    value: Option<CompressionValue>,
+    err: &dyn Fn(&str, String) -> ConfigError,
+    errors: &mut Vec<ConfigError>,
+) -> encode::Policy {
+    let mut policy = encode::Policy::default();
+    let c = match value {
+        None => return policy,
+        Some(CompressionValue::Flag(on)) => {
+            policy.enabled = on;
+            return policy;
+        }
+        Some(CompressionValue::Section(c)) => c,
+    };
+    policy.enabled = c.enabled.unwrap_or(true);
+    if let Some(list) = c.encodings {
+        let mut encodings = Vec::new();
+        for name in &list {
+            match Encoding::parse(name) {
+                Some(e) if name != "x-gzip" && !encodings.contains(&e) => encodings.push(e),
+                Some(_) => errors.push(err(
+                    "compression.encodings",
+                    format!("{name:?} is listed twice"),
+                )),
+                None => errors.push(err(
+                    "compression.encodings",
+                    unknown_choice("encoding", name, &ENCODINGS),
+                )),
+            }
+        }
+        policy.encodings = encodings;
+    }
+    if let Some(l) = c.levels {
+        let mut level = |key: &str, v: Option<i64>, lo: i64, hi: i64| match v {
+            Some(n) if n < lo || n > hi => {
+                errors.push(err(
+                    &format!("compression.levels.{key}"),
+                    format!("{n} is outside {lo}..={hi}"),
+                ));
+                None
+            }
+            v => v,
+        };
+        if let Some(n) = level("gzip", l.gzip.map(i64::from), 1, 9) {
+            policy.levels.gzip = u32::try_from(n).unwrap_or(encode::DEFAULT_LEVELS.gzip);
+        }
+        if let Some(n) = level("br", l.br.map(i64::from), 0, 11) {
+            policy.levels.br = u32::try_from(n).unwrap_or(encode::DEFAULT_LEVELS.br);
+        }
+        if let Some(n) = level("zstd", l.zstd.map(i64::from), 1, 19) {
+            policy.levels.zstd = i32::try_from(n).unwrap_or(encode::DEFAULT_LEVELS.zstd);
+        }
+    }
+    if let Some(m) = c.min_length {
+        match m.get() {
+            Ok(n) => policy.min_length = n,
+            Err(m) => errors.push(err("compression.min_length", m)),
+        }
+    }
+    if let Some(types) = c.types {
+        let mut list = Vec::new();
+        for t in types {
+            let t = t.trim().to_ascii_lowercase();
+            let ok = t.split_once('/').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && a != "*"
+                    && !b.is_empty()
+                    && !t.contains([' ', ';', ','])
+                    && (b == "*" || !b[1..].contains('*'))
+            });
+            if ok {
+                list.push(t);
+            } else {
+                errors.push(err(
+                    "compression.types",
+                    format!("{t:?} is not a media type or pattern (text/html, text/*, application/*+json)"),
+                ));
+            }
+        }
+        policy.types = list;
+    }
+    policy.precompressed = c.precompressed.unwrap_or(true);
+    policy
 }
 
 struct NativeSections<'a> {

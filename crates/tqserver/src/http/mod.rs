@@ -14,6 +14,7 @@
 //! - [`static_files`], [`pages`]: files and TQServer's own answers.
 
 pub mod body;
+pub mod encode;
 pub mod forwarded;
 pub mod io;
 pub mod pages;

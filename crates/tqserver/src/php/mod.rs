@@ -9,6 +9,7 @@ pub mod params;
 pub mod proxy;
 pub mod response;
 pub mod script;
+pub mod sendfile;
 pub mod upstream;
 pub mod worker;
 

@@ -18,7 +18,7 @@ use super::upstream::{SendError, Upstream};
 use crate::access::ServedBy;
 use crate::config::PathRule;
 use crate::http::body::{self, BodyError, Buffered, LimitedBody};
-use crate::http::{Body, ConnInfo, pages, static_files};
+use crate::http::{Body, ConnInfo, encode, pages, static_files};
 use crate::logging::WorkerLog;
 use crate::metrics::UpstreamError;
 
@@ -50,6 +50,7 @@ pub async fn serve(
 pub async fn serve_files(
     roots: &script::Roots,
     rules: &[PathRule],
+    compression: &encode::Policy,
     route: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -63,10 +64,7 @@ pub async fn serve_files(
         .as_deref()
         .unwrap_or_else(|| below(route, req.uri().path()));
     let resp = match script::resolve(place.doc, rel, false) {
-        Target::Static(opened) => {
-            let path = opened.path.clone();
-            static_files::serve(opened.into_file(), &path, req.method(), req.headers()).await
-        }
+        Target::Static(opened) => static_file(place.doc, opened, &req, compression).await,
         Target::AddSlash(b) if get_or_head => {
             add_slash(route, &req, &format!("{}{b}", place.prefix))
         }
@@ -80,6 +78,42 @@ pub async fn serve_files(
         Target::BadRequest(why) => pages::error(StatusCode::BAD_REQUEST, why),
     };
     decorate(resp, &place.rules)
+}
+
+/// A static file found under `doc`; its precompressed sibling instead
+/// (`.zst`, `.br`, `.gz`: nginx's `gzip_static`, Caddy's
+/// `precompressed`) when `compression` allows it, the type is one it
+/// compresses, and the client accepts that coding. Ranges and validators
+/// then apply to the sibling's bytes, as they should.
+async fn static_file(
+    doc: &script::DocRoot,
+    opened: script::Opened,
+    req: &Request<Incoming>,
+    compression: &encode::Policy,
+) -> Response<Body> {
+    let path = opened.path.clone();
+    let (method, headers) = (req.method(), req.headers());
+    if compression.enabled && compression.precompressed {
+        let accept = encode::accept_encoding(headers);
+        let mime = || mime_guess::from_path(&path).first_or_octet_stream();
+        if let Some(accept) = accept.filter(|_| compression.compressible(mime().as_ref())) {
+            for e in compression.siblings(&accept) {
+                let Some(s) = script::sibling(doc, &opened, e.suffix()) else {
+                    continue;
+                };
+                let mut r = static_files::serve(s.into_file(), &path, method, headers).await;
+                if matches!(r.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
+                    r.headers_mut().insert(
+                        header::CONTENT_ENCODING,
+                        HeaderValue::from_static(e.as_str()),
+                    );
+                }
+                encode::vary(r.headers_mut());
+                return r;
+            }
+        }
+    }
+    static_files::serve(opened.into_file(), &path, method, headers).await
 }
 
 /// The path below the route prefix.
@@ -260,9 +294,7 @@ async fn serve_path(
             path_info,
         } => (file, name, path_info),
         Target::Static(opened) => {
-            let path = opened.path.clone();
-            return static_files::serve(opened.into_file(), &path, req.method(), req.headers())
-                .await;
+            return static_file(place.doc, opened, &req, &worker.compression).await;
         }
         Target::AddSlash(b) if get_or_head => return add_slash(route, &req, &b),
         Target::AddSlash(_) | Target::NotFound => {
@@ -291,6 +323,11 @@ async fn serve_path(
         path_info: &path_info,
     };
     let mut params = params::build(&parts, &conn, &info);
+    if !upstream.roots().sendfile.is_empty() {
+        // Ours, never the client's: the header an application answers a
+        // download with (Symfony's BinaryFileResponse, Rack).
+        params.set(super::sendfile::TYPE_PARAM, "X-Sendfile");
+    }
     let has_body = declared.is_some_and(|n| n > 0)
         || (declared.is_none()
             && (parts.headers.contains_key(header::TRANSFER_ENCODING) || !body.is_end_stream()));
@@ -342,7 +379,11 @@ async fn serve_path(
         _ => None,
     };
     let mut response = match result {
-        Ok((resp, lease)) => into_http(resp, lease, log, parts.method == Method::HEAD),
+        Ok((resp, lease)) => {
+            let resp = into_http(resp, lease, log, parts.method == Method::HEAD);
+            super::sendfile::answer(upstream.roots(), resp, &parts.method, &parts.headers, log)
+                .await
+        }
         Err(e) => error_page(&e, upstream, log, &parts.uri),
     };
     if let Some(threshold) = worker.logging.slow_threshold {

@@ -73,6 +73,9 @@ pub struct Roots {
     pub main: DocRoot,
     /// `alias`: URL prefix under the route, and its folder.
     pub aliases: Vec<(String, DocRoot)>,
+    /// `sendfile`: the folders `X-Sendfile` / `X-Accel-Redirect` may name,
+    /// with their URI prefixes.
+    pub sendfile: Vec<(String, DocRoot)>,
 }
 
 impl Roots {
@@ -82,6 +85,11 @@ impl Roots {
             main: DocRoot::open(&php.document_root, php.symlinks),
             aliases: php
                 .aliases
+                .iter()
+                .map(|(prefix, dir)| (prefix.clone(), DocRoot::open(dir, php.symlinks)))
+                .collect(),
+            sendfile: php
+                .sendfile
                 .iter()
                 .map(|(prefix, dir)| (prefix.clone(), DocRoot::open(dir, php.symlinks)))
                 .collect(),
@@ -111,6 +119,50 @@ impl Opened {
     pub fn into_file(self) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
         let file = Arc::try_unwrap(self.file).or_else(|shared| shared.try_clone())?;
         Ok((file, self.meta))
+    }
+}
+
+/// The sibling of a static file with `suffix` added to its name
+/// (`app.js.br` for `app.js`), under the same root and symlink policy; only
+/// a regular file at least as new as `of` (a stale precompressed copy is
+/// not served in place of the file edited since).
+pub fn sibling(doc: &DocRoot, of: &Opened, suffix: &str) -> Option<Opened> {
+    let rel = of.path.strip_prefix(&doc.path).ok()?;
+    let mut name = rel.as_os_str().to_os_string();
+    name.push(suffix);
+    match contained_file(doc, Path::new(&name), Open::Read) {
+        Found::File(path, Some((file, meta)))
+            if meta.modified().ok()? >= of.meta.modified().ok()? =>
+        {
+            Some(Opened { path, file, meta })
+        }
+        _ => None,
+    }
+}
+
+/// The file at `rel` (decoded bytes, relative to `doc`) for an
+/// application that named it (`X-Sendfile`): any regular file under the
+/// root and its symlink policy; a `..` segment anywhere, or a NUL, is
+/// refused outright (an application never needs one to name its file).
+pub fn named_file(doc: &DocRoot, rel: &[u8]) -> Target {
+    if rel.contains(&0) {
+        return Target::BadRequest("NUL byte in the path");
+    }
+    if rel.split(|&b| b == b'/').any(|s| s == b"..") {
+        return Target::BadRequest("a .. segment in the path");
+    }
+    let segs: Vec<&[u8]> = rel
+        .split(|&b| b == b'/')
+        .filter(|s| !s.is_empty() && *s != b".")
+        .collect();
+    if segs.is_empty() {
+        return Target::NotFound;
+    }
+    let joined = join(&segs);
+    match contained_file(doc, Path::new(OsStr::from_bytes(&joined[1..])), Open::Read) {
+        Found::File(path, Some((file, meta))) => Target::Static(Opened { path, file, meta }),
+        Found::Outside(..) => Target::Forbidden,
+        Found::File(_, None) | Found::Missing => Target::NotFound,
     }
 }
 

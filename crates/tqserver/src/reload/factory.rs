@@ -248,6 +248,7 @@ impl Factory {
                 let routed = Routed {
                     worker: r.worker.clone(),
                     observed: r.observed.clone(),
+                    compression: Arc::new(r.config.compression.clone()),
                 };
                 (r.config.route.clone(), routed)
             })

@@ -328,7 +328,12 @@ impl Reloader {
                 continue;
             }
             let moved = r.config.route != w.route;
-            match r.worker.reconfigure(&self.factory.scope, w).await {
+            let outcome = if crate::workers::front_only(&r.config, w) {
+                Ok(crate::workers::Reconfigured::Applied)
+            } else {
+                r.worker.reconfigure(&self.factory.scope, w).await
+            };
+            match outcome {
                 Ok(how) => {
                     self.factory.metrics.forget(&r.config);
                     if let Some(line) = self.fastcgi_changed(&mut r, w).await {

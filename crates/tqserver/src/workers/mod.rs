@@ -128,6 +128,19 @@ pub fn needs_replacing(old: &WorkerConfig, new: &WorkerConfig) -> bool {
         || old.logging.log_file != new.logging.log_file
 }
 
+/// Whether `old` and `new` differ only in what the front does with the
+/// answers (`compression`), which the routing table carries: nothing to
+/// tell a native worker (no rebuild). A PHP or static worker is still
+/// told, since its static files read the policy (precompressed
+/// siblings).
+pub fn front_only(old: &WorkerConfig, new: &WorkerConfig) -> bool {
+    old.native.is_some() && {
+        let mut same = new.clone();
+        same.compression = old.compression.clone();
+        *old == same
+    }
+}
+
 impl Worker {
     /// Starts `config` in `scope` (not yet routed): its PHP backend, or a
     /// native worker's supervisor, which builds and starts its instances.
@@ -193,8 +206,15 @@ impl Worker {
             }
             Kind::Static(site) => {
                 let site = site.load_full();
-                crate::php::proxy::serve_files(&site.roots, &site.config.php.rules, prefix, req)
-                    .await
+                let c = &site.config;
+                crate::php::proxy::serve_files(
+                    &site.roots,
+                    &c.php.rules,
+                    &c.compression,
+                    prefix,
+                    req,
+                )
+                .await
             }
             Kind::Native(n, _) => crate::native::proxy::serve(n, req, conn, limits).await,
         }
