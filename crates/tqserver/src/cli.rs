@@ -129,6 +129,13 @@ pub fn main() -> ExitCode {
             {
                 config.notices.push(n);
             }
+            if crate::php::wordpress::applies(w) {
+                config.notices.push(format!(
+                    "worker {}: WordPress in {}: TQServer tells it that URL rewriting is on (its auto_prepend_file), for pretty permalinks with no .htaccess (docs/php.md#wordpress)",
+                    w.name,
+                    w.php.document_root.display()
+                ));
+            }
         }
         // A closed pipe (`tqserver check | head`) is not an error.
         let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{config}\n"));

@@ -172,6 +172,7 @@ struct PhpSection {
     backend: Option<String>,
     front_controller: Option<bool>,
     request_buffering: Option<bool>,
+    params: Option<serde_yaml_ng::Mapping>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -601,6 +602,9 @@ pub struct PhpConfig {
     /// prefix (normalised, no trailing `/`) and canonical folder, longest
     /// prefix first.
     pub sendfile: Vec<(String, PathBuf)>,
+    /// `php.params`: extra CGI params for every request (nginx's
+    /// `fastcgi_param`), set after TQServer's own, in order.
+    pub params: Vec<(String, String)>,
     /// Route requests for missing paths to `index.php` (front controller).
     pub front_controller: bool,
     /// `php.request_buffering` (default true): receive a request body
@@ -907,6 +911,28 @@ impl WorkerFile {
                 Err(m) => errors.push(err(&full, m)),
             }
         }
+        let mut params = Vec::new();
+        for (k, v) in php.params.clone().unwrap_or_default() {
+            let key = k
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{k:?}"));
+            let full = format!("php.params.{key}");
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                errors.push(err(
+                    &full,
+                    "a CGI param name has only letters, digits and '_'".into(),
+                ));
+                continue;
+            }
+            match ini_value(&v) {
+                Ok(val) if val.contains('\0') => {
+                    errors.push(err(&full, "a value cannot contain a NUL byte".into()))
+                }
+                Ok(val) => params.push((key, val)),
+                Err(m) => errors.push(err(&full, m)),
+            }
+        }
         let slowlog_timeout = php.pool.as_ref().and_then(|p| p.slowlog_timeout.clone());
         let pool = resolve_pool(php.pool.unwrap_or_default(), &err, &mut errors);
         if backend == PhpBackend::Cgi && matches!(pool.listen, Listen::Unix(_) | Listen::Tcp(_)) {
@@ -1068,6 +1094,7 @@ impl WorkerFile {
                 rules,
                 aliases,
                 sendfile,
+                params,
                 front_controller: php.front_controller.unwrap_or(true),
                 request_buffering: php.request_buffering.unwrap_or(true),
             },

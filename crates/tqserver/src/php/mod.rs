@@ -11,6 +11,7 @@ pub mod response;
 pub mod script;
 pub mod sendfile;
 pub mod upstream;
+pub mod wordpress;
 pub mod worker;
 
 pub use worker::PhpWorker;

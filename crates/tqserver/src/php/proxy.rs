@@ -323,6 +323,9 @@ async fn serve_path(
         path_info: &path_info,
     };
     let mut params = params::build(&parts, &conn, &info);
+    for (k, v) in &worker.php.params {
+        params.set(k.clone(), v.clone());
+    }
     if !upstream.roots().sendfile.is_empty() {
         // Ours, never the client's: the header an application answers a
         // download with (Symfony's BinaryFileResponse, Rack).

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod mariadb;
 pub mod pebble;
 pub mod raw;
 pub mod tls;

@@ -94,6 +94,18 @@ impl Launcher {
             args.push("-d".into());
             args.push("opcache.revalidate_freq=0".into());
         }
+        if crate::php::wordpress::applies(worker) {
+            let helper = crate::php::wordpress::write_helper(runtime_dir).map_err(|e| {
+                LifecycleError::Unwritable {
+                    worker: name.clone(),
+                    why: format!("the WordPress helper in {}: {e}", runtime_dir.display()),
+                }
+            })?;
+            args.push("-d".into());
+            let mut setting = OsString::from("auto_prepend_file=");
+            setting.push(helper);
+            args.push(setting);
+        }
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         let env = vec![
             ("PATH".to_string(), path),

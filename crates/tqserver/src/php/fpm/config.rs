@@ -150,6 +150,17 @@ pub fn render(
         // Dev mode: an edited .php file is picked up on the next request.
         let _ = writeln!(c, "php_admin_value[opcache.revalidate_freq] = 0");
     }
+    if crate::php::wordpress::applies(worker) {
+        // The helper is written beside the pid file, in the runtime
+        // directory, before php-fpm starts (prepare.rs).
+        let dir = pid.parent().unwrap_or(Path::new("."));
+        let helper = crate::php::wordpress::helper_path(dir);
+        let _ = writeln!(
+            c,
+            "php_admin_value[auto_prepend_file] = {}",
+            q("auto_prepend_file", &helper.to_string_lossy())?
+        );
+    }
     Ok(c)
 }
 

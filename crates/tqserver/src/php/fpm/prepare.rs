@@ -74,6 +74,7 @@ impl Prepared {
         let root = nix::unistd::geteuid().is_root();
         let pid = runtime_dir.join(format!("php-fpm-{stem}.pid"));
         let conf = runtime_dir.join(format!("php-fpm-{stem}.conf"));
+        write_wordpress_helper(&worker, runtime_dir)?;
         let text = rendered(&worker, mode, &listen, &pid, supervision, root)?;
         write_conf(&conf, &text)?;
         let prepared = Self {
@@ -110,6 +111,9 @@ impl Prepared {
             why,
         })?;
         let root = nix::unistd::geteuid().is_root();
+        if let Some(dir) = running.pid.parent() {
+            write_wordpress_helper(&worker, dir)?;
+        }
         let text = rendered(
             &worker,
             mode,
@@ -187,6 +191,20 @@ impl Prepared {
     pub fn address(&self) -> &Address {
         &self.files.address
     }
+}
+
+/// The WordPress helper in `runtime_dir`, when `worker` gets it
+/// ([`crate::php::wordpress`]).
+fn write_wordpress_helper(worker: &WorkerConfig, runtime_dir: &Path) -> Result<(), LifecycleError> {
+    if !crate::php::wordpress::applies(worker) {
+        return Ok(());
+    }
+    crate::php::wordpress::write_helper(runtime_dir)
+        .map(|_| ())
+        .map_err(|e| LifecycleError::Unwritable {
+            worker: worker.name.clone(),
+            why: format!("the WordPress helper in {}: {e}", runtime_dir.display()),
+        })
 }
 
 /// The pool configuration of `worker` for php-fpm, listening on `listen`
