@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Debian's WordPress front page through TQServer against the anchor, in the
+# same run, opcache on (Debian's default for php-fpm and php-cgi):
+#   wrk → nginx → php-fpm      (try_files to index.php, Debian's fastcgi
+#                               snippet, php-fpm pool of 2 static children)
+#   wrk → tqserver → php-fpm   (the php-fpm TQServer starts, the same pool)
+#   wrk → tqserver → php-cgi   (TQServer's own pool of 2 static php-cgi)
+# on one MariaDB this script starts (its own data folder and socket, no
+# network) and one WordPress installed through the anchor (front page with
+# the sample post, twentytwentyone theme). Rounds alternate; medians go
+# into the wordpress section of docs/BENCHMARKS.md. Needs root (Debian's
+# WordPress reads /etc/wordpress/config-NAME.php; the file is removed on
+# exit).
+#
+#   bench/wordpress.sh                          # 5 rounds of 10 s each
+#   ROUNDS=3 DURATION=5s bench/wordpress.sh     # quicker, noisier
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root_dir=$(pwd)
+
+rounds=${ROUNDS:-5}
+duration=${DURATION:-10s}
+threads=2
+conns=16
+
+source bench/lib.sh
+trap 'echo "bench/wordpress.sh: line $LINENO failed: $BASH_COMMAND" >&2' ERR
+need_packages php-fpm:php-fpm php-cgi:php-cgi nginx:nginx wrk:wrk mariadbd:mariadb-server
+[[ -f /usr/share/wordpress/wp-settings.php ]] || need_packages wp-not-installed:wordpress
+[[ -d /usr/share/wordpress/wp-content/themes/twentytwentyone ]] || need_packages theme-not-installed:wordpress-theme-twentytwentyone
+php -m | grep -qx mysqli || need_packages mysqli-not-installed:php-mysql
+
+cargo build --release --locked -p tqserver >&2
+
+# MariaDB.
+user_flag=""; [[ $(id -u) -eq 0 ]] && user_flag="--user=root"
+mariadb-install-db --no-defaults --datadir="$work/db" --auth-root-authentication-method=normal --skip-test-db $user_flag > "$work/db-install.log" 2>&1
+/usr/sbin/mariadbd --no-defaults --datadir="$work/db" --socket="$work/db.sock" --pid-file="$work/db.pid" \
+    --log-error="$work/db.log" --skip-networking --innodb-buffer-pool-size=64M $user_flag &
+pids+=($!)
+for _ in $(seq 1 100); do mariadb --no-defaults --socket="$work/db.sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+mariadb --no-defaults --socket="$work/db.sock" -uroot -e "CREATE DATABASE wp CHARACTER SET utf8mb4; CREATE USER 'wp'@'localhost' IDENTIFIED BY 'bench-pw'; GRANT ALL ON wp.* TO 'wp'@'localhost';"
+
+# WordPress, the Debian way, with the host taken from the request so
+# every front serves its own address.
+site=tqbench$$
+config=/etc/wordpress/config-$site.php
+mkdir -p "$work/content/themes" "$work/content/plugins" "$work/content/uploads"
+ln -s /usr/share/wordpress/wp-content/themes/twentytwentyone "$work/content/themes/twentytwentyone"
+cat > "$config" <<PHP
+<?php
+define('DB_NAME', 'wp');
+define('DB_USER', 'wp');
+define('DB_PASSWORD', 'bench-pw');
+define('DB_HOST', 'localhost:$work/db.sock');
+define('WP_CONTENT_DIR', '$work/content');
+define('WP_HOME', 'http://' . \$_SERVER['HTTP_HOST']);
+define('WP_SITEURL', 'http://' . \$_SERVER['HTTP_HOST']);
+define('WP_CONTENT_URL', 'http://' . \$_SERVER['HTTP_HOST'] . '/wp-content');
+PHP
+cleanup_config() { rm -f "$config"; cleanup; }
+trap cleanup_config EXIT
+
+nginx_port=$(free_port)
+fpm_port=$(free_port)
+cgi_port=$(free_port)
+docroot=/usr/share/wordpress
+start_anchor_fpm
+start_nginx "$(cat <<EOF
+    include /etc/nginx/mime.types;
+    sendfile on;
+    keepalive_timeout 65;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        root $docroot;
+        index index.php;
+        location /wp-content/ { alias $work/content/; }
+        location / { try_files \$uri \$uri/ /index.php?\$args; }
+        location ~ \.php\$ {
+            fastcgi_split_path_info ^(.+?\.php)(/.*)\$;
+            try_files \$fastcgi_script_name =404;
+            set \$path_info \$fastcgi_path_info;
+            fastcgi_param PATH_INFO \$path_info;
+            fastcgi_index index.php;
+            include /etc/nginx/fastcgi.conf;
+            fastcgi_param WORDPRESS_CONFIG $site;
+            fastcgi_pass unix:$work/fpm.sock;
+        }
+    }
+EOF
+)"
+
+for backend in fpm cgi; do
+    port_var=${backend}_port
+    mkdir -p "$work/tq-$backend/config" "$work/tq-$backend/workers/wp/config"
+    cat > "$work/tq-$backend/config/server.yaml" <<EOF
+server:
+  host: 127.0.0.1
+  port: ${!port_var}
+workers:
+  directory: workers
+EOF
+    cat > "$work/tq-$backend/workers/wp/config/worker.yaml" <<EOF
+path: /
+type: php
+document_root: $docroot
+alias:
+  "/wp-content": $work/content
+php:
+  backend: $backend
+  params:
+    WORDPRESS_CONFIG: $site
+  pool:
+    manager: static
+    max_workers: 2
+EOF
+    (cd "$work/tq-$backend" && exec "$root_dir/target/release/tqserver" --mode prod --quiet --admin-listen "127.0.0.1:$(free_port)") &
+    pids+=($!)
+done
+
+nginx_url="http://127.0.0.1:$nginx_port/"
+for _ in $(seq 1 100); do curl -fs -o /dev/null "${nginx_url}wp-admin/install.php" && break; sleep 0.1; done
+curl -fs -o /dev/null "${nginx_url}wp-admin/install.php?step=2" \
+    --data-urlencode weblog_title=Bench --data-urlencode user_name=admin \
+    --data-urlencode "admin_password=a long bench passphrase" --data-urlencode "admin_password2=a long bench passphrase" \
+    --data-urlencode pw_weak=on --data-urlencode admin_email=admin@example.com --data-urlencode blog_public=0
+urls=("$nginx_url" "http://127.0.0.1:$fpm_port/" "http://127.0.0.1:$cgi_port/")
+for u in "${urls[@]}"; do
+    for _ in $(seq 1 100); do curl -fs "$u" | grep -q "Hello world" && break; sleep 0.1; done
+    curl -fs "$u" | grep -q "Hello world" || { echo "bench/wordpress.sh: $u has no front page" >&2; exit 1; }
+    measure 3s "$u" >/dev/null
+done
+
+results="$work/results"
+: > "$results"
+for r in $(seq 1 "$rounds"); do
+    echo "round $r/$rounds" >&2
+    echo "front nginx $(measure "$duration" "${urls[0]}")" >> "$results"
+    echo "front tqserver $(measure "$duration" "${urls[1]}")" >> "$results"
+    echo "front tqserver-cgi $(measure "$duration" "${urls[2]}")" >> "$results"
+done
+cat "$results" >&2
+if [[ -n "${PROFILE:-}" ]]; then
+    # Where the CPU goes during one run against each front (utime+stime
+    # ticks of every process, by command name).
+    for u in "${urls[@]}"; do
+        before=$(ps -eo comm=,times= | awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort)
+        measure "$duration" "$u" > /dev/null
+        after=$(ps -eo comm=,times= | awk '{a[$1]+=$2} END {for (k in a) print k, a[k]}' | sort)
+        echo "CPU seconds by process during $duration on $u:" >&2
+        join <(echo "$before") <(echo "$after") | awk '$3-$2 > 0 {print "  " $1, $3-$2}' | sort -k2 -nr >&2
+    done
+fi
+
+python3 - "$results" "$rounds" "$duration" "$threads" "$conns" <<'PY'
+import datetime, sys
+results, rounds, duration, threads, conns = sys.argv[1:]
+sys.path.insert(0, "bench")
+from benchdoc import machine, medians, read_rounds, spread, write_section
+rows = read_rounds(results)
+med = medians(rows)
+n = med[("front", "nginx")]
+lines = [f"| nginx → php-fpm | {n[0]:.1f} | {n[1]:.1f} ms | 1.00× | ±{spread(rows[('front', 'nginx')]):.0f}% |"]
+for who, name in [("tqserver", "tqserver → php-fpm"), ("tqserver-cgi", "tqserver → php-cgi (TQServer's pool)")]:
+    t = med[("front", who)]
+    lines.append(f"| {name} | {t[0]:.1f} | {t[1]:.1f} ms | **{t[0] / n[0]:.2f}×** | ±{spread(rows[('front', who)]):.0f}% |")
+ratios = "; ".join(
+    who + " " + ", ".join(f"{t / a:.2f}" for (a, _), (t, _) in zip(rows[("front", "nginx")], rows[("front", who)]))
+    for who in ["tqserver", "tqserver-cgi"]
+)
+table = "\n".join(lines)
+section = f"""<!-- wordpress:begin (written by bench/wordpress.sh; edit the script, not this section) -->
+## WordPress front page: tqserver against nginx → php-fpm
+
+Measured {datetime.date.today().isoformat()} on {machine()} with `bench/wordpress.sh`:
+Debian's WordPress 6.1 (twentytwentyone, the sample post) on a local
+MariaDB, opcache on, `wrk -t{threads} -c{conns} -d{duration} --latency` on `/`, {rounds}
+rounds alternating, medians shown. Every PHP pool has 2 processes (php-fpm
+`pm = static`, or TQServer's cgi pool); nginx with `try_files … /index.php`
+and Debian's fastcgi snippet, `access_log off`; tqserver `--mode prod`,
+no access log. wrk, the servers, PHP and MariaDB share the 2 cores, and
+PHP's time dominates: this measures how little the front adds.
+
+| server | requests/s | p99 | ratio | round spread |
+|---|---:|---:|---:|---:|
+{table}
+
+Ratio in each round: {ratios}.
+<!-- wordpress:end -->
+"""
+write_section("wordpress", section)
+PY
