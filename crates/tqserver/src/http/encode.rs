@@ -230,11 +230,13 @@ fn weights(accept: &str) -> Vec<(Option<Encoding>, bool, u16)> {
         if token.is_empty() {
             continue;
         }
+        // Several weights (malformed): the lowest, so a coding one of
+        // them refuses is refused.
         let mut q = 1000;
         for p in parts {
             let p = p.trim();
             if let Some(v) = p.strip_prefix("q=").or(p.strip_prefix("Q=")) {
-                q = parse_q(v).unwrap_or(0);
+                q = q.min(parse_q(v).unwrap_or(0));
             }
         }
         listed.push((Encoding::parse(token), token == "*", q));
@@ -610,6 +612,7 @@ mod tests {
         assert_eq!(p.acceptable("X-GZIP"), vec![Encoding::Gzip]);
         assert_eq!(p.acceptable("gzip;q=2"), Vec::<Encoding>::new());
         assert_eq!(p.acceptable("gzip;q=0.001"), vec![Encoding::Gzip]);
+        assert_eq!(p.acceptable("gzip;q=0;q=1"), Vec::<Encoding>::new());
         assert_eq!(p.acceptable(""), Vec::<Encoding>::new());
     }
 
