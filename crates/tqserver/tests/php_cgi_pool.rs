@@ -492,3 +492,75 @@ async fn one_process_serves_past_php_cgis_own_500_request_limit() {
     }
     assert_eq!(php_cgi(&tq), before);
 }
+
+/// `shared_memory`: one php-cgi master forks the pool's processes, so an
+/// APCu counter incremented on every process counts every request once
+/// (with a process each it would count per process and repeat), through
+/// recycling (`max_requests`: the master forks the replacement from its
+/// warm memory) and a `request_timeout` kill; each child is killed by its
+/// own pid, and nothing is left once tqserver stops.
+#[tokio::test]
+async fn a_shared_memory_pool_shares_apcu_across_its_processes_and_their_recycling() {
+    let p = cgi_project(
+        "    manager: static\n    max_workers: 3\n    max_requests: 5\n    request_timeout: 2\n    shared_memory: true",
+        "",
+    );
+    let mut tq = Tq::start(p.path(), &[]);
+    // One php-cgi is tqserver's child: the master; its children serve.
+    let master = wait_count(&tq, 1, 10).await[0];
+    let until = Instant::now() + Duration::from_secs(10);
+    while children_of(master).len() != 3 {
+        assert!(Instant::now() < until, "{:?}", children_of(master));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = client();
+    let mut seen = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let c = c.clone();
+        let url = tq.url("/app/apcu.php");
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            for _ in 0..10 {
+                out.push(get(&c, &url).await);
+            }
+            out
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        for (s, body) in r.unwrap() {
+            assert_eq!(s, 200, "{body}");
+            let (pid, n) = body.split_once(' ').unwrap();
+            assert_ne!(
+                n, "no-apcu",
+                "php-apcu is not installed (scripts/test installs it)"
+            );
+            seen.push((pid.parse::<u32>().unwrap(), n.parse::<u64>().unwrap()));
+        }
+    }
+    let mut counts: Vec<u64> = seen.iter().map(|(_, n)| *n).collect();
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (1..=60).collect::<Vec<_>>(),
+        "one counter for the whole pool"
+    );
+    let pids: std::collections::BTreeSet<u32> = seen.iter().map(|(p, _)| *p).collect();
+    // 60 requests at 5 per process: recycled, and the counter went on.
+    assert!(pids.len() >= 60 / 5, "{} processes: {pids:?}", pids.len());
+    // A request past request_timeout: 504; its process is killed and
+    // replaced; the counter is intact.
+    let (s, _) = get(&c, &tq.url("/app/sleep.php?ms=5000")).await;
+    assert_eq!(s, 504);
+    let (s, body) = get(&c, &tq.url("/app/apcu.php")).await;
+    assert_eq!(s, 200);
+    assert_eq!(body.split_once(' ').unwrap().1, "61", "{body}");
+    assert!(tq.log_text().contains("request_timeout"));
+    let all: Vec<u32> = children_of(master).into_iter().map(|(p, _)| p).collect();
+    tq.stop();
+    assert!(!alive(master), "the master is gone");
+    assert!(
+        all.iter().all(|p| !alive(*p)),
+        "its children are gone: {all:?}"
+    );
+}

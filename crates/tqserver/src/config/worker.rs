@@ -190,6 +190,7 @@ struct PoolSection {
     max_queue: Option<u32>,
     queue_timeout: Option<DurationValue>,
     slowlog_timeout: Option<DurationValue>,
+    shared_memory: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -555,6 +556,10 @@ pub struct PoolConfig {
     pub max_queue: u32,
     /// Longest wait for a free process before 503 (cgi backend).
     pub queue_timeout: Duration,
+    /// `shared_memory` (cgi backend, static manager): the processes fork
+    /// from one php-cgi that started PHP once, so they share APCu and
+    /// opcache, as php-fpm's children do.
+    pub shared_memory: bool,
 }
 
 impl PoolConfig {
@@ -562,6 +567,10 @@ impl PoolConfig {
     /// PHP sees them in `WORKER_POOL`.
     pub fn describe(&self) -> String {
         match self.manager {
+            Manager::Static if self.shared_memory => format!(
+                "static, {} processes sharing APCu and opcache",
+                self.max_children
+            ),
             Manager::Static => format!("static, {} processes", self.max_children),
             Manager::Dynamic => format!(
                 "dynamic, start {}, keep {}..{} idle, at most {} processes",
@@ -935,6 +944,17 @@ impl WorkerFile {
         }
         let slowlog_timeout = php.pool.as_ref().and_then(|p| p.slowlog_timeout.clone());
         let pool = resolve_pool(php.pool.unwrap_or_default(), &err, &mut errors);
+        if pool.shared_memory && backend != PhpBackend::Cgi {
+            errors.push(err(
+                "php.pool.shared_memory",
+                "php-fpm's children share APCu and opcache already; shared_memory is for backend: cgi".into(),
+            ));
+        } else if pool.shared_memory && pool.manager != Manager::Static {
+            errors.push(err(
+                "php.pool.shared_memory",
+                "shared memory needs manager: static (one php-cgi forks a fixed number of processes)".into(),
+            ));
+        }
         if backend == PhpBackend::Cgi && matches!(pool.listen, Listen::Unix(_) | Listen::Tcp(_)) {
             errors.push(err(
                 "php.pool.listen_address",
@@ -1715,6 +1735,7 @@ fn resolve_pool(
         request_timeout,
         idle_timeout,
         listen,
+        shared_memory: p.shared_memory.unwrap_or(false),
     }
 }
 

@@ -129,9 +129,17 @@ impl PhpWorker {
         let same_place = p.0.pool.listen == p.1.pool.listen;
         let same_program = p.0.binary == p.1.binary && p.0.config_file == p.1.config_file;
         let same_settings = p.0.settings == p.1.settings;
+        // A shared pool's master forks max_workers processes: another
+        // number, or sharing turned on or off, needs another master.
+        let same_master = p.0.pool.shared_memory == p.1.pool.shared_memory
+            && (!p.1.pool.shared_memory || p.0.pool.max_children == p.1.pool.max_children);
         let how = match &old {
             Upstream::Cgi(c) if same_place => {
-                let launcher = if same_program && same_settings && old_worker.route == new.route {
+                let launcher = if same_program
+                    && same_settings
+                    && same_master
+                    && old_worker.route == new.route
+                {
                     None
                 } else {
                     // Checked (php-cgi -v with the new settings) before

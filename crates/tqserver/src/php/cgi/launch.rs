@@ -6,6 +6,14 @@
 //! connections before php-cgi has even started: a request sent to a
 //! process that is still starting waits in the kernel's listen queue, not
 //! in a retry loop, which is what makes scale-up fast.
+//!
+//! With `php.pool.shared_memory` there is one php-cgi instead, the
+//! master: it starts PHP once (opcache's and APCu's shared memory are
+//! made then) and forks `max_workers` children that accept on its one
+//! socket and share that memory; it forks a replacement whenever one
+//! exits. The pool then holds one kept-alive connection per child
+//! (`process::run_shared`), which binds the connection to the child that
+//! accepted it; [`PID_SCRIPT`] tells which child that is.
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -37,6 +45,48 @@ pub struct Launcher {
     args: Vec<OsString>,
     env: Vec<(String, String)>,
     place: Place,
+    /// `shared_memory`: the master, and the script that names a child.
+    shared: Option<Shared>,
+}
+
+/// The script a new connection of a shared pool runs first: the child
+/// that accepted the connection answers with its pid (written into the
+/// runtime directory, private to TQServer's user).
+pub const PID_SCRIPT: &str = "<?php echo getmypid();";
+
+struct Shared {
+    script: PathBuf,
+    master: std::sync::Mutex<Option<Master>>,
+}
+
+/// A running php-cgi master of a shared pool.
+struct Master {
+    child: crate::process::Tied,
+    address: Address,
+    port: Option<u16>,
+    socket_file: Option<PathBuf>,
+}
+
+impl Drop for Launcher {
+    /// A replaced generation's master goes once its last connection has:
+    /// stopped in the background (or killed at once outside a runtime).
+    fn drop(&mut self) {
+        if let Some(m) = self.take_master() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(m.stop());
+            }
+        }
+    }
+}
+
+impl Master {
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
+            let _ = tokio::time::timeout(super::RETIRE_GRACE, self.child.wait()).await;
+        }
+        // Dropping the Tied kills whatever is left of the group.
+    }
 }
 
 /// A started process.
@@ -109,8 +159,16 @@ impl Launcher {
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
         let env = vec![
             ("PATH".to_string(), path),
-            // One process per address; TQServer is the process manager.
-            ("PHP_FCGI_CHILDREN".to_string(), "0".to_string()),
+            // One process per address (TQServer is the process manager),
+            // or, sharing memory, the master's fixed number of children.
+            (
+                "PHP_FCGI_CHILDREN".to_string(),
+                if worker.php.pool.shared_memory {
+                    worker.php.pool.max_children.to_string()
+                } else {
+                    "0".to_string()
+                },
+            ),
             // php-cgi exits by itself after 500 requests unless told not
             // to; TQServer retires processes itself (php.pool.max_requests).
             ("PHP_FCGI_MAX_REQUESTS".to_string(), "0".to_string()),
@@ -133,16 +191,33 @@ impl Launcher {
             // The config refuses fixed addresses for the cgi backend.
             _ => Place::RuntimeDir(runtime_dir.to_path_buf()),
         };
+        let worker_name = if generation == 0 {
+            name.clone()
+        } else {
+            format!("{name}.{generation}")
+        };
+        let shared = if worker.php.pool.shared_memory {
+            let script = runtime_dir.join(format!("cgi-{worker_name}-pid.php"));
+            crate::runtime::write_private(&script, PID_SCRIPT.as_bytes()).map_err(|e| {
+                LifecycleError::Unwritable {
+                    worker: name.clone(),
+                    why: format!("{}: {e}", script.display()),
+                }
+            })?;
+            Some(Shared {
+                script,
+                master: std::sync::Mutex::new(None),
+            })
+        } else {
+            None
+        };
         let launcher = Self {
-            worker_name: if generation == 0 {
-                name.clone()
-            } else {
-                format!("{name}.{generation}")
-            },
+            worker_name,
             binary,
             args,
             env,
             place,
+            shared,
         };
         launcher.check().await?;
         Ok(launcher)
@@ -188,9 +263,27 @@ impl Launcher {
     /// of the listening socket is closed before this returns, so once the
     /// process is gone, connecting fails at once instead of hanging.
     pub fn spawn(&self, id: u64) -> Result<Started, String> {
-        let (fd, address, port, socket_file): (OwnedFd, _, _, _) = match &self.place {
+        let (fd, address, port, socket_file) = self.bind(&id.to_string())?;
+        match self.start(fd) {
+            Ok(child) => Ok(Started {
+                child,
+                address,
+                port,
+                socket_file,
+            }),
+            Err(e) => {
+                self.forget(port, socket_file.as_deref());
+                Err(e)
+            }
+        }
+    }
+
+    /// The listening socket of process `name`: a private Unix socket, or
+    /// a port from the range.
+    fn bind(&self, name: &str) -> Result<(OwnedFd, Address, Option<u16>, Option<PathBuf>), String> {
+        Ok(match &self.place {
             Place::RuntimeDir(dir) => {
-                let path = dir.join(format!("cgi-{}-{id}.sock", self.worker_name));
+                let path = dir.join(format!("cgi-{}-{name}.sock", self.worker_name));
                 let _ = std::fs::remove_file(&path);
                 let l = std::os::unix::net::UnixListener::bind(&path)
                     .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
@@ -218,7 +311,11 @@ impl Launcher {
                     }
                 }
             }
-        };
+        })
+    }
+
+    /// php-cgi on the listening socket `fd`.
+    fn start(&self, fd: OwnedFd) -> Result<crate::process::Tied, String> {
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.args)
             .env_clear()
@@ -230,18 +327,81 @@ impl Launcher {
         let spawned = process::spawn_tied(&mut cmd, Signal::SIGKILL);
         // The Command holds the listening socket until dropped.
         drop(cmd);
-        match spawned {
-            Ok(child) => Ok(Started {
-                child,
-                address,
-                port,
-                socket_file,
-            }),
-            Err(e) => {
-                self.forget(port, socket_file.as_deref());
-                Err(format!("cannot start {}: {e}", self.binary.display()))
+        spawned.map_err(|e| format!("cannot start {}: {e}", self.binary.display()))
+    }
+
+    /// Whether the pool's processes fork from one master
+    /// (`shared_memory`).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The pid script of a shared pool.
+    pub fn pid_script(&self) -> Option<&Path> {
+        self.shared.as_ref().map(|s| s.script.as_path())
+    }
+
+    /// A shared pool's master: its address and pid, started (again) if it
+    /// is not running; its stderr goes to `log`.
+    pub fn master(&self, log: &crate::logging::WorkerLog) -> Result<(Address, u32), String> {
+        let shared = self.shared.as_ref().ok_or("not a shared pool")?;
+        let mut m = shared.master.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cur) = m.as_mut() {
+            if matches!(cur.child.try_wait(), Ok(None)) {
+                return Ok((cur.address.clone(), cur.child.id().unwrap_or(0)));
+            }
+            if let Some(old) = m.take() {
+                log.error(&format!(
+                    "the php-cgi master (pid {}) is gone; starting it again",
+                    old.child.id().unwrap_or(0)
+                ));
+                self.forget(old.port, old.socket_file.as_deref());
             }
         }
+        let (fd, address, port, socket_file) = self.bind("shared")?;
+        let mut child = match self.start(fd) {
+            Ok(c) => c,
+            Err(e) => {
+                self.forget(port, socket_file.as_deref());
+                return Err(e);
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        if let Some(err) = child.stderr.take() {
+            let log = log.clone();
+            crate::logging::forward_lines(err, move |line| {
+                log.emit(tracing::Level::WARN, &format!("php-cgi[{pid}]: {line}"));
+            });
+        }
+        *m = Some(Master {
+            child,
+            address: address.clone(),
+            port,
+            socket_file,
+        });
+        Ok((address, pid))
+    }
+
+    /// Stops a shared pool's master and its children (the pool has
+    /// retired its connections): SIGTERM to the master, which passes it to
+    /// its children and reaps them, then exits; SIGKILL to the group after
+    /// a grace period.
+    pub async fn stop_master(&self) {
+        if let Some(m) = self.take_master() {
+            m.stop().await;
+        }
+    }
+
+    fn take_master(&self) -> Option<Master> {
+        let m = self
+            .shared
+            .as_ref()?
+            .master
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        self.forget(m.port, m.socket_file.as_deref());
+        Some(m)
     }
 
     /// Gives back what [`Launcher::spawn`] took for a process that is gone.

@@ -105,6 +105,9 @@ impl Inner {
     /// through the table.
     pub(super) fn launch(self: &Arc<Self>, id: u64, rx: mpsc::UnboundedReceiver<Control>) {
         let cfg = self.lock().cfg.clone();
+        if cfg.launcher.is_shared() {
+            return self.launch_shared(id, rx, &cfg);
+        }
         match cfg.launcher.spawn(id) {
             Ok(started) => {
                 let client = Client::new(started.address.clone(), self.client_config(cfg.pool()));
@@ -128,6 +131,39 @@ impl Inner {
             }
             Err(e) => {
                 self.log.error(&format!("cannot start php-cgi: {e}"));
+                let mut t = self.lock();
+                t.procs.remove(&id);
+                self.start_failed(&mut t, &e);
+            }
+        }
+    }
+
+    /// A shared pool's entry: a connection to the master (started if it
+    /// is not running), bound to a child by its task.
+    fn launch_shared(
+        self: &Arc<Self>,
+        id: u64,
+        rx: mpsc::UnboundedReceiver<Control>,
+        cfg: &super::state::Settings,
+    ) {
+        match cfg.launcher.master(&self.log) {
+            Ok((address, master)) => {
+                let client = Client::new(address, self.client_config(cfg.pool()));
+                if let Some(p) = self.lock().procs.get_mut(&id) {
+                    p.client = Some(client.clone());
+                }
+                tokio::spawn(super::process::run_shared(
+                    self.clone(),
+                    id,
+                    client,
+                    master,
+                    rx,
+                    cfg.launcher.clone(),
+                ));
+            }
+            Err(e) => {
+                self.log
+                    .error(&format!("cannot start the php-cgi master: {e}"));
                 let mut t = self.lock();
                 t.procs.remove(&id);
                 self.start_failed(&mut t, &e);
@@ -252,6 +288,10 @@ impl Inner {
         loop {
             let notified = self.exited.notified();
             if self.lock().procs.is_empty() {
+                // A shared pool's master (and the children it forked
+                // again meanwhile) goes last.
+                let launcher = self.lock().cfg.launcher.clone();
+                launcher.stop_master().await;
                 return;
             }
             notified.await;

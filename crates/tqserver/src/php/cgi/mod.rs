@@ -10,8 +10,11 @@
 //!   transition of a process's state (the accounting).
 //! - `manager.rs`: the managers' policy (how many processes, when), the
 //!   tick, the stop.
-//! - `process.rs`: the task that owns one php-cgi child.
-//! - `launch.rs`: starting one php-cgi process on its own socket.
+//! - `process.rs`: the task that owns one php-cgi child (`run`), or, with
+//!   `shared_memory`, one connection bound to a child of the php-cgi
+//!   master (`run_shared`).
+//! - `launch.rs`: starting one php-cgi process on its own socket, or the
+//!   master of a shared pool.
 //! - `status.rs`: the php-fpm-style status snapshot.
 
 mod launch;

@@ -2,6 +2,7 @@
 //! (`FCGI_GET_VALUES`), the pool's control messages, its stop, and
 //! reaping it — telling our own stops from crashes and kill -9.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,4 +164,188 @@ async fn stop_child(
         Some(s) => s,
         None => child.wait().await,
     }
+}
+
+/// Owns one connection of a shared pool (`shared_memory`) and the master's
+/// child it is bound to: php-cgi's child serves the connection it accepted
+/// until it is closed, so the connection stands for the child. The first
+/// request on it is the pid script, which names that child; then the
+/// connection is a process of the pool like any other, and the child is
+/// signalled by its pid (SIGTERM to retire it, SIGKILL at
+/// `request_timeout`), after which the master forks a replacement from its
+/// warm memory.
+pub(super) async fn run_shared(
+    inner: Arc<Inner>,
+    id: u64,
+    client: Client,
+    master: u32,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    launcher: Arc<Launcher>,
+) {
+    let script = launcher.pid_script().map(Path::to_path_buf);
+    // Until a child is free to accept this connection the answer waits in
+    // the listen queue: only a master that is gone is a start failure.
+    let named = async {
+        let script = script.ok_or("not a shared pool")?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), pid_of(&client, &script)).await {
+                Ok(r) => return r,
+                Err(_) if alive(master) => continue,
+                Err(_) => return Err(format!("the php-cgi master (pid {master}) is gone")),
+            }
+        }
+    };
+    let pid = tokio::select! {
+        r = named => match r {
+            Ok(pid) if child_of(pid, master) => pid,
+            Ok(pid) => {
+                client.close_idle();
+                inner.on_exit(id, &format!("the pid script answered {pid}, not a child of the master (pid {master})"), false);
+                return;
+            }
+            Err(why) => {
+                client.close_idle();
+                inner.on_exit(id, &format!("not answering FastCGI: {why}"), false);
+                return;
+            }
+        },
+        _ = control.recv() => {
+            client.close_idle();
+            inner.on_exit(id, "stopped before it answered", true);
+            return;
+        }
+    };
+    inner.set_pid(id, pid);
+    inner.on_ready(id);
+    let (status, by_us) = loop {
+        tokio::select! {
+            () = tokio::time::sleep(super::TICK) => {
+                if !child_of(pid, master) {
+                    client.close_idle();
+                    break ("exited (no longer a child of the php-cgi master)".to_string(), false);
+                }
+            }
+            c = control.recv() => match c {
+                // Abandoned mid-request: the child may still run the
+                // script (ignore_user_abort, WordPress's cron). This
+                // connection ends; the child goes back to accept() once
+                // the script is done, and the pool's next connection binds
+                // to whichever child is free.
+                Some(Control::Recheck) => {
+                    client.close_idle();
+                    break ("released after an abandoned request".to_string(), true);
+                }
+                Some(Control::Kill) => {
+                    signal(pid, Signal::SIGKILL);
+                    client.close_idle();
+                    gone(pid, master, RETIRE_GRACE).await;
+                    break ("killed".to_string(), true);
+                }
+                Some(Control::Terminate) | None => {
+                    // The signal first: php-cgi checks for it before its
+                    // next accept(), so the closed connection cannot be
+                    // followed by another it would take and then drop.
+                    signal(pid, Signal::SIGTERM);
+                    client.close_idle();
+                    if !gone(pid, master, RETIRE_GRACE).await {
+                        inner.log.error(&format!(
+                            "php-cgi (pid {pid}) did not stop within {RETIRE_GRACE:?} of SIGTERM; it was killed"
+                        ));
+                        signal(pid, Signal::SIGKILL);
+                        gone(pid, master, RETIRE_GRACE).await;
+                    }
+                    break ("stopped".to_string(), true);
+                }
+            },
+        }
+    };
+    drop(launcher);
+    inner.on_exit(id, &status, by_us);
+}
+
+/// The pid the pid script answers with over `client`'s connection.
+async fn pid_of(client: &Client, script: &Path) -> Result<u32, String> {
+    let script = script.to_string_lossy().into_owned();
+    let params = tqserver_fastcgi::Params::new()
+        .with("GATEWAY_INTERFACE", "CGI/1.1")
+        .with("SERVER_PROTOCOL", "HTTP/1.1")
+        .with("REQUEST_METHOD", "GET")
+        .with("SCRIPT_FILENAME", script)
+        .with("SCRIPT_NAME", "/tqserver-pid.php")
+        .with("REQUEST_URI", "/tqserver-pid.php")
+        .with("QUERY_STRING", "")
+        // php-cgi's cgi.force_redirect.
+        .with("REDIRECT_STATUS", "200");
+    let resp = client
+        .request(tqserver_fastcgi::client::Request::new(params))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, mut body) = resp.into_parts();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.chunk().await {
+        text.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+    }
+    // The pid is the last thing written (after any auto_prepend_file's
+    // output).
+    let text = String::from_utf8_lossy(&text);
+    let digits: String = text
+        .trim_end()
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits.parse().map_err(|_| {
+        format!(
+            "the pid script answered {:?}",
+            text.chars().take(200).collect::<String>()
+        )
+    })
+}
+
+/// Whether `pid` runs as a child of `parent` (read from /proc, so a pid
+/// reused by another process is not taken for it).
+fn child_of(pid: u32, parent: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ppid …"; comm may hold spaces and parentheses.
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let mut fields = after.split_whitespace();
+    let state = fields.next();
+    let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+    state != Some("Z") && ppid == Some(parent)
+}
+
+/// Whether `pid` exists (and is not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
+        == Some(false)
+}
+
+fn signal(pid: u32, s: Signal) {
+    if pid > 1 {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s);
+    }
+}
+
+/// Waits up to `grace` for `pid` to stop being `master`'s child.
+async fn gone(pid: u32, master: u32, grace: Duration) -> bool {
+    let until = tokio::time::Instant::now() + grace;
+    while child_of(pid, master) {
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }

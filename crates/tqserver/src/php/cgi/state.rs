@@ -309,6 +309,13 @@ impl Inner {
         t.spawn_after = Some(Instant::now() + delay);
     }
 
+    /// A shared pool's connection learnt which child it is bound to.
+    pub(super) fn set_pid(&self, id: u64, pid: u32) {
+        if let Some(p) = self.lock().procs.get_mut(&id) {
+            p.pid = pid;
+        }
+    }
+
     /// The process task saw php-cgi answer: it can take requests.
     pub(super) fn on_ready(self: &Arc<Self>, id: u64) {
         let mut t = self.lock();
