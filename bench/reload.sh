@@ -7,6 +7,8 @@
 #         (TQServer rewrites the pool and sends SIGUSR2)
 #   wrk → tqserver → php-cgi, `tqserver reload` after a php.settings edit
 #         (the pool's processes roll over in place)
+#   wrk → tqserver → php-cgi with shared_memory, the same (a new php-cgi
+#         master starts PHP once and forks the new processes)
 # Every pool: 4 static processes, workers/blog/public/hello.php. Each run
 # is wrk for 12 s with a reload at 1, 3, 5, 7 and 9 s; rounds alternate;
 # the PHP servers also run once without reloads per round as their own
@@ -63,7 +65,7 @@ $(php_server "$nginx10_port" "unix:$work/fpm10.sock")"
 
 tq_port=$(free_port)
 admin="127.0.0.1:$(free_port)"
-mkdir -p "$work/tq/config" "$work/tq/workers/fpm/config" "$work/tq/workers/cgi/config"
+mkdir -p "$work/tq/config" "$work/tq/workers/fpm/config" "$work/tq/workers/cgi/config" "$work/tq/workers/shared/config"
 cat > "$work/tq/config/server.yaml" <<EOF
 server:
   host: 127.0.0.1
@@ -74,7 +76,7 @@ workers:
 file_watcher:
   config: false
 EOF
-tq_worker() { # NAME BACKEND MEMORY
+tq_worker() { # NAME BACKEND MEMORY [SHARED]
     cat > "$work/tq/workers/$1/config/worker.yaml" <<EOF
 path: /$1
 type: php
@@ -86,10 +88,12 @@ php:
   pool:
     manager: static
     max_workers: 4
+    shared_memory: ${4:-false}
 EOF
 }
 tq_worker fpm fpm 64M
 tq_worker cgi cgi 64M
+tq_worker shared cgi 64M true
 (cd "$work/tq" && exec "$tq" --mode prod --quiet --admin-listen "$admin") &
 pids+=($!)
 
@@ -97,7 +101,8 @@ url_fpm0="http://127.0.0.1:$nginx0_port/hello.php"
 url_fpm10="http://127.0.0.1:$nginx10_port/hello.php"
 url_tqfpm="http://127.0.0.1:$tq_port/fpm/hello.php"
 url_tqcgi="http://127.0.0.1:$tq_port/cgi/hello.php"
-wait_hello "$url_fpm0" "$url_fpm10" "$url_tqfpm" "$url_tqcgi"
+url_tqshared="http://127.0.0.1:$tq_port/shared/hello.php"
+wait_hello "$url_fpm0" "$url_fpm10" "$url_tqfpm" "$url_tqcgi" "$url_tqshared"
 
 # reload WHO N: the Nth reload of one server.
 memory=64
@@ -107,6 +112,11 @@ reload() {
         tqfpm | tqcgi)
             memory=$((memory + 1))
             tq_worker "${1#tq}" "${1#tq}" "${memory}M"
+            (cd "$work/tq" && "$tq" reload --admin-listen "$admin" >/dev/null) ||
+                echo "$0: tqserver reload failed" >&2 ;;
+        tqshared)
+            memory=$((memory + 1))
+            tq_worker shared cgi "${memory}M" true
             (cd "$work/tq" && "$tq" reload --admin-listen "$admin" >/dev/null) ||
                 echo "$0: tqserver reload failed" >&2 ;;
         none) ;;
@@ -143,9 +153,11 @@ for r in $(seq 1 "$rounds"); do
     run fpm10 "$url_fpm10" fpm10 >> "$results"
     run tqfpm "$url_tqfpm" tqfpm >> "$results"
     run tqcgi "$url_tqcgi" tqcgi >> "$results"
+    run tqshared "$url_tqshared" tqshared >> "$results"
     run base-nginx "$url_fpm10" none >> "$results"
     run base-tqfpm "$url_tqfpm" none >> "$results"
     run base-tqcgi "$url_tqcgi" none >> "$results"
+    run base-tqshared "$url_tqshared" none >> "$results"
 done
 cat "$results" >&2
 
@@ -184,9 +196,11 @@ run without reloads in the same round (nginx: the 10s pool).
 {row("nginx → php-fpm, SIGUSR2, process_control_timeout 10s", "fpm10", "base-nginx")}
 {row("tqserver → php-fpm, `tqserver reload` (SIGUSR2)", "tqfpm", "base-tqfpm")}
 {row("tqserver → php-cgi, `tqserver reload` (in place)", "tqcgi", "base-tqcgi")}
+{row("tqserver → php-cgi, shared_memory, `tqserver reload` (a new master)", "tqshared", "base-tqshared")}
 
 Without reloads: nginx → php-fpm {med("base-nginx", 0):.0f} requests/s, tqserver → php-fpm
-{med("base-tqfpm", 0):.0f}, tqserver → php-cgi {med("base-tqcgi", 0):.0f}.
+{med("base-tqfpm", 0):.0f}, tqserver → php-cgi {med("base-tqcgi", 0):.0f}, with shared_memory
+{med("base-tqshared", 0):.0f}.
 <!-- reload:end -->
 """
 write_section("reload", section)

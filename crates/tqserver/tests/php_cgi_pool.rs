@@ -557,8 +557,53 @@ async fn a_shared_memory_pool_shares_apcu_across_its_processes_and_their_recycli
     assert_eq!(body.split_once(' ').unwrap().1, "61", "{body}");
     assert!(tq.log_text().contains("request_timeout"));
     let all: Vec<u32> = children_of(master).into_iter().map(|(p, _)| p).collect();
+    // New settings twice, under load: a new master each time, the old
+    // one stops, and no request fails (a replaced master once removed the
+    // socket of its successor, which had the same name).
+    let load = {
+        let c = c.clone();
+        let url = tq.url("/app/apcu.php");
+        tokio::spawn(async move {
+            let mut codes = Vec::new();
+            let until = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < until {
+                codes.push(get(&c, &url).await.0);
+            }
+            codes
+        })
+    };
+    for (i, limit) in ["100M", "101M"].iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        p.worker(
+            "app",
+            &format!(
+                "path: /app\ntype: php\ndocument_root: {}\nphp:\n  backend: cgi\n  settings:\n    memory_limit: {limit}\n  pool:\n    manager: static\n    max_workers: 3\n    max_requests: 5\n    request_timeout: 2\n    shared_memory: true\n",
+                php_dir().display()
+            ),
+        );
+        let until = Instant::now() + Duration::from_secs(10);
+        while tq.log_text().matches("worker.yaml applied").count() < i + 1 {
+            assert!(Instant::now() < until, "{}", tq.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let codes = load.await.unwrap();
+    let failed: Vec<_> = codes.iter().filter(|c| **c != 200).collect();
+    assert!(failed.is_empty(), "{failed:?}\n{}", tq.log_text());
+    let until = Instant::now() + Duration::from_secs(10);
+    let now = loop {
+        let masters = php_cgi(&tq);
+        if masters.len() == 1 && masters[0] != master {
+            break masters[0];
+        }
+        assert!(Instant::now() < until, "masters: {masters:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!alive(master), "the first master stopped");
+    let (s, _) = get(&c, &tq.url("/app/apcu.php")).await;
+    assert_eq!(s, 200);
     tq.stop();
-    assert!(!alive(master), "the master is gone");
+    assert!(!alive(now), "the master is gone");
     assert!(
         all.iter().all(|p| !alive(*p)),
         "its children are gone: {all:?}"

@@ -358,7 +358,11 @@ impl Launcher {
                 self.forget(old.port, old.socket_file.as_deref());
             }
         }
-        let (fd, address, port, socket_file) = self.bind("shared")?;
+        // A name of its own: a master of the previous settings may still
+        // run (and remove its socket file when it stops).
+        static MASTERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = MASTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (fd, address, port, socket_file) = self.bind(&format!("shared-{n}"))?;
         let mut child = match self.start(fd) {
             Ok(c) => c,
             Err(e) => {
