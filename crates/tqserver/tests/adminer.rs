@@ -4,23 +4,10 @@
 
 mod common;
 
+use common::web::form;
 use common::{Project, Tq, client};
 
 const ADMINER: &str = "/usr/share/adminer";
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC),
-                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
 
 #[tokio::test]
 async fn adminer_login_page_and_session_cookie() {

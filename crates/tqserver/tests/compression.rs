@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::browser::{Browser, connect, wait_eval};
 use common::tls::curl;
+use common::web::{self, curl_get};
 use common::{Project, Tq, run_cli};
 
 /// Some HTML that compresses well, `n` lines of it.
@@ -70,24 +71,12 @@ fn site(dir: &Path) -> PathBuf {
     root
 }
 
-/// Status, lower-cased head and body of a curl GET with `args`.
 fn get(tq: &Tq, path: &str, args: &[&str]) -> (String, String, Vec<u8>) {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-D", "/dev/stderr"])
-        .args(args)
-        .arg(tq.url(path))
-        .output()
-        .unwrap();
-    let head = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
-    assert!(out.status.success(), "{path}: {head}");
-    let status = head.split_whitespace().nth(1).unwrap_or("").to_string();
-    (status, head, out.stdout)
+    curl_get(tq, path, args)
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .map(str::trim)
+    web::header(head, name).first().copied()
 }
 
 fn start(p: &Project) -> Tq {

@@ -12,21 +12,8 @@ mod common;
 use std::process::Command;
 
 use common::mariadb::MariaDb;
+use common::web::form;
 use common::{Project, Tq};
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC),
-                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
 
 #[tokio::test]
 async fn debians_mediawiki_serves_logs_in_and_edits() {
@@ -140,70 +127,51 @@ php:
     // Log in and edit over the API: a session and a CSRF token that hold
     // from one request to the next (on whichever process serves them).
     let api = tq.url("/wiki/api.php");
-    let tokens: serde_json::Value = c
-        .get(format!(
-            "{api}?action=query&meta=tokens&type=login&format=json"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let login_token = tokens["query"]["tokens"]["logintoken"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r: serde_json::Value = c
-        .post(&api)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(form(&[
-            ("action", "login"),
-            ("lgname", "Admin"),
-            ("lgpassword", password),
-            ("lgtoken", &login_token),
-            ("format", "json"),
-        ]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = |kind: &'static str| {
+        let url = format!("{api}?action=query&meta=tokens&type={kind}&format=json");
+        let c = c.clone();
+        async move {
+            let v: serde_json::Value = c.get(url).send().await.unwrap().json().await.unwrap();
+            v["query"]["tokens"][format!("{kind}token")]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let post = |pairs: Vec<(&'static str, String)>| {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let req = c
+            .post(&api)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(form(&pairs));
+        async move {
+            let v: serde_json::Value = req.send().await.unwrap().json().await.unwrap();
+            v
+        }
+    };
+    let r = post(vec![
+        ("action", "login".into()),
+        ("lgname", "Admin".into()),
+        ("lgpassword", password.into()),
+        ("lgtoken", token("login").await),
+        ("format", "json".into()),
+    ])
+    .await;
     assert_eq!(r["login"]["result"], "Success", "{r}");
     for round in 0..4 {
-        let tokens: serde_json::Value = c
-            .get(format!("{api}?action=query&meta=tokens&format=json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let csrf = tokens["query"]["tokens"]["csrftoken"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let csrf = token("csrf").await;
         assert_ne!(
             csrf, "+\\",
             "logged out (an anonymous token) in round {round}"
         );
-        let r: serde_json::Value = c
-            .post(&api)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(form(&[
-                ("action", "edit"),
-                ("title", "Über TQServer"),
-                ("text", &format!("Bearbeitet, Runde {round}.")),
-                ("token", &csrf),
-                ("format", "json"),
-            ]))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = post(vec![
+            ("action", "edit".into()),
+            ("title", "Über TQServer".into()),
+            ("text", format!("Bearbeitet, Runde {round}.")),
+            ("token", csrf),
+            ("format", "json".into()),
+        ])
+        .await;
         assert_eq!(r["edit"]["result"], "Success", "round {round}: {r}");
     }
     let r = c

@@ -6,52 +6,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::mariadb::MariaDb;
+use common::web::{SettingsFile, form, input};
 use common::{Project, Tq};
 
-/// `/etc/phpmyadmin/conf.d/…`, which Debian's config.inc.php includes;
-/// it points phpMyAdmin at the socket the worker passes (so two tests
-/// running at once each find their own server), removed on drop.
-struct ConfD(PathBuf);
-
-impl ConfD {
-    fn write() -> Self {
-        let path = PathBuf::from(format!(
-            "/etc/phpmyadmin/conf.d/tqserver-test-{}.php",
-            std::process::id()
-        ));
-        let text = "<?php\nif (isset($_SERVER['TQTEST_MARIADB_SOCKET'])) {\n    $cfg['Servers'][1]['host'] = 'localhost';\n    $cfg['Servers'][1]['socket'] = $_SERVER['TQTEST_MARIADB_SOCKET'];\n    $cfg['Servers'][1]['connect_type'] = 'socket';\n    $cfg['Servers'][1]['auth_type'] = 'cookie';\n    $cfg['Servers'][1]['controluser'] = '';\n    $cfg['Servers'][1]['controlpass'] = '';\n    $cfg['Servers'][1]['pmadb'] = '';\n}\n";
-        std::fs::write(&path, text).unwrap_or_else(|e| {
-            panic!(
-                "cannot write {} ({e}): run the tests as root (scripts/test does)",
-                path.display()
-            )
-        });
-        Self(path)
-    }
-}
-
-impl Drop for ConfD {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC),
-                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
+/// Put in `/etc/phpmyadmin/conf.d/`, which Debian's config.inc.php
+/// includes: it points phpMyAdmin at the socket the worker passes (so two
+/// tests running at once each find their own server).
+const PMA_CONF: &str = "<?php\nif (isset($_SERVER['TQTEST_MARIADB_SOCKET'])) {\n    $cfg['Servers'][1]['host'] = 'localhost';\n    $cfg['Servers'][1]['socket'] = $_SERVER['TQTEST_MARIADB_SOCKET'];\n    $cfg['Servers'][1]['connect_type'] = 'socket';\n    $cfg['Servers'][1]['auth_type'] = 'cookie';\n    $cfg['Servers'][1]['controluser'] = '';\n    $cfg['Servers'][1]['controlpass'] = '';\n    $cfg['Servers'][1]['pmadb'] = '';\n}\n";
 
 /// The `href` / `src` values of `<link>`, `<script>` and `<img>` tags.
 fn assets(html: &str) -> Vec<String> {
@@ -72,19 +34,17 @@ fn assets(html: &str) -> Vec<String> {
     out
 }
 
-fn input(html: &str, name: &str) -> String {
-    let at = html
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no {name} in the page:\n{html}"));
-    let rest = &html[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
 #[tokio::test]
 async fn debians_phpmyadmin_loads_logs_in_and_lists_databases() {
     let db = MariaDb::start();
     db.database("tq_pma_test", "pma", "pma-secret");
-    let _conf = ConfD::write();
+    let _conf = SettingsFile::write(
+        format!(
+            "/etc/phpmyadmin/conf.d/tqserver-test-{}.php",
+            std::process::id()
+        ),
+        PMA_CONF,
+    );
     let p = Project::new("", "");
     for backend in ["fpm", "cgi"] {
         p.worker(

@@ -9,34 +9,8 @@ mod common;
 
 use std::path::Path;
 
+use common::web::{curl_get as get, header};
 use common::{Project, Tq};
-
-fn get(tq: &Tq, path: &str, args: &[&str]) -> (String, String, Vec<u8>) {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-D",
-            "/dev/stderr",
-            "--path-as-is",
-        ])
-        .args(args)
-        .arg(tq.url(path))
-        .output()
-        .unwrap();
-    let head = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
-    assert!(out.status.success(), "{path}: {head}");
-    let status = head.split_whitespace().nth(1).unwrap_or("").to_string();
-    (status, head, out.stdout)
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
-    head.lines()
-        .filter_map(|l| l.strip_prefix(&format!("{name}: ")))
-        .map(str::trim)
-        .collect()
-}
 
 fn scripts(root: &Path, files: &Path) {
     std::fs::create_dir_all(root).unwrap();

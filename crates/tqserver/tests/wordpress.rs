@@ -13,47 +13,17 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::mariadb::MariaDb;
+use common::web::{SettingsFile, form, input};
 use common::{Project, Tq};
 
-/// `/etc/wordpress/config-NAME.php`, removed on drop.
-struct SiteConfig(PathBuf);
-
-impl SiteConfig {
-    fn write(name: &str, db: &MariaDb, content: &Path) -> Self {
-        let path = PathBuf::from(format!("/etc/wordpress/config-{name}.php"));
-        let text = format!(
-            "<?php\ndefine('DB_NAME', 'wp');\ndefine('DB_USER', 'wp');\ndefine('DB_PASSWORD', 'secret-pw');\ndefine('DB_HOST', 'localhost:{}');\ndefine('WP_CONTENT_DIR', '{}');\ndefine('WP_CONTENT_URL', 'http://' . $_SERVER['HTTP_HOST'] . '/wp-content');\n",
-            db.socket().display(),
-            content.display()
-        );
-        std::fs::write(&path, text).unwrap_or_else(|e| {
-            panic!(
-                "cannot write {} ({e}): Debian's WordPress reads its site configuration there; run the tests as root (scripts/test does)",
-                path.display()
-            )
-        });
-        Self(path)
-    }
-}
-
-impl Drop for SiteConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}={}",
-                percent_encoding::utf8_percent_encode(k, percent_encoding::NON_ALPHANUMERIC),
-                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+/// Debian's site configuration for `name`, in `/etc/wordpress`.
+fn site_config(name: &str, db: &MariaDb, content: &Path) -> SettingsFile {
+    let text = format!(
+        "<?php\ndefine('DB_NAME', 'wp');\ndefine('DB_USER', 'wp');\ndefine('DB_PASSWORD', 'secret-pw');\ndefine('DB_HOST', 'localhost:{}');\ndefine('WP_CONTENT_DIR', '{}');\ndefine('WP_CONTENT_URL', 'http://' . $_SERVER['HTTP_HOST'] . '/wp-content');\n",
+        db.socket().display(),
+        content.display()
+    );
+    SettingsFile::write(format!("/etc/wordpress/config-{name}.php"), &text)
 }
 
 /// A 2×2 PNG, made here (the media library checks that it is an image).
@@ -77,15 +47,6 @@ fn png() -> Vec<u8> {
     out
 }
 
-/// The value of `<input … name="NAME" value="…">` in `html`.
-fn input(html: &str, name: &str) -> String {
-    let at = html
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no {name} in the page"));
-    let rest = &html[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
 async fn wordpress_on(backend: &str) {
     let db = MariaDb::start();
     db.database("wp", "wp", "secret-pw");
@@ -100,7 +61,7 @@ async fn wordpress_on(backend: &str) {
     )
     .unwrap();
     let name = format!("tqtest-{backend}-{}", std::process::id());
-    let _site = SiteConfig::write(&name, &db, &content);
+    let _site = site_config(&name, &db, &content);
     p.worker(
         "wordpress",
         &format!(

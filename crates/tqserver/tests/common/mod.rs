@@ -8,6 +8,7 @@ pub mod mariadb;
 pub mod pebble;
 pub mod raw;
 pub mod tls;
+pub mod web;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
