@@ -5,10 +5,13 @@
 #                               snippet, php-fpm pool of 2 static children)
 #   wrk → tqserver → php-fpm   (the php-fpm TQServer starts, the same pool)
 #   wrk → tqserver → php-cgi   (TQServer's own pool of 2 static php-cgi)
+#   wrk → tqserver → php-cgi, shared_memory (the same, forked from one master)
 # on one MariaDB this script starts (its own data folder and socket, no
 # network) and one WordPress installed through the anchor (front page with
 # the sample post, twentytwentyone theme). Rounds alternate; medians go
-# into the wordpress section of docs/BENCHMARKS.md. Needs root (Debian's
+# into the wordpress section of docs/BENCHMARKS.md, with each PHP pool's
+# memory (the PSS of its processes, so shared pages count once) after the
+# rounds. Needs root (Debian's
 # WordPress reads /etc/wordpress/config-NAME.php; the file is removed on
 # exit).
 #
@@ -64,6 +67,7 @@ trap cleanup_config EXIT
 nginx_port=$(free_port)
 fpm_port=$(free_port)
 cgi_port=$(free_port)
+shared_port=$(free_port)
 docroot=/usr/share/wordpress
 start_anchor_fpm
 start_nginx "$(cat <<EOF
@@ -90,8 +94,10 @@ start_nginx "$(cat <<EOF
 EOF
 )"
 
-for backend in fpm cgi; do
+for backend in fpm cgi shared; do
     port_var=${backend}_port
+    php_backend=$backend shared=false
+    [[ $backend == shared ]] && php_backend=cgi shared=true
     mkdir -p "$work/tq-$backend/config" "$work/tq-$backend/workers/wp/config"
     cat > "$work/tq-$backend/config/server.yaml" <<EOF
 server:
@@ -107,15 +113,17 @@ document_root: $docroot
 alias:
   "/wp-content": $work/content
 php:
-  backend: $backend
+  backend: $php_backend
   params:
     WORDPRESS_CONFIG: $site
   pool:
     manager: static
     max_workers: 2
+    shared_memory: $shared
 EOF
-    (cd "$work/tq-$backend" && exec "$root_dir/target/release/tqserver" --mode prod --quiet --admin-listen "127.0.0.1:$(free_port)") &
+    (cd "$work/tq-$backend" && exec "$root_dir/target/release/tqserver" --mode prod --quiet --admin-listen "127.0.0.1:$(free_port)" 2> "$work/tq-$backend/tq.log") &
     pids+=($!)
+    eval "tq_${backend}_pid=$!"
 done
 
 nginx_url="http://127.0.0.1:$nginx_port/"
@@ -124,10 +132,13 @@ curl -fs -o /dev/null "${nginx_url}wp-admin/install.php?step=2" \
     --data-urlencode weblog_title=Bench --data-urlencode user_name=admin \
     --data-urlencode "admin_password=a long bench passphrase" --data-urlencode "admin_password2=a long bench passphrase" \
     --data-urlencode pw_weak=on --data-urlencode admin_email=admin@example.com --data-urlencode blog_public=0
-urls=("$nginx_url" "http://127.0.0.1:$fpm_port/" "http://127.0.0.1:$cgi_port/")
+urls=("$nginx_url" "http://127.0.0.1:$fpm_port/" "http://127.0.0.1:$cgi_port/" "http://127.0.0.1:$shared_port/")
+# (The page is read whole before grep: grep -q would stop reading at the
+# match, and under pipefail curl's broken pipe would fail the check.)
+front() { local page; page=$(curl -fs "$1") && grep -q "Hello world" <<<"$page"; }
 for u in "${urls[@]}"; do
-    for _ in $(seq 1 100); do curl -fs "$u" | grep -q "Hello world" && break; sleep 0.1; done
-    curl -fs "$u" | grep -q "Hello world" || { echo "bench/wordpress.sh: $u has no front page" >&2; exit 1; }
+    for _ in $(seq 1 100); do front "$u" && break; sleep 0.1; done
+    front "$u" || { echo "bench/wordpress.sh: $u has no front page" >&2; cat "$work"/tq-*/tq.log >&2; exit 1; }
     measure 3s "$u" >/dev/null
 done
 
@@ -138,7 +149,22 @@ for r in $(seq 1 "$rounds"); do
     echo "front nginx $(measure "$duration" "${urls[0]}")" >> "$results"
     echo "front tqserver $(measure "$duration" "${urls[1]}")" >> "$results"
     echo "front tqserver-cgi $(measure "$duration" "${urls[2]}")" >> "$results"
+    echo "front tqserver-shared $(measure "$duration" "${urls[3]}")" >> "$results"
 done
+
+# Memory of each PHP pool after the rounds: the sum of its processes' PSS
+# (a page shared by n processes counts 1/n in each). The anchor's php-fpm
+# is the only php-fpm master whose parent is this script.
+pss() { local t=0 p v; for p in "$@"; do v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); t=$((t + ${v:-0})); done; echo $((t / 1024)); }
+tree() { local p; for p in "$@"; do echo "$p"; tree $(pgrep -P "$p"); done; }
+memory="$work/memory"
+{
+    echo "nginx $(pss $(tree "$(cat "$work/fpm.pid")"))"
+    echo "tqserver $(pss $(tree $(pgrep -P "$tq_fpm_pid" php-fpm)))"
+    echo "tqserver-cgi $(pss $(tree $(pgrep -P "$tq_cgi_pid" php-cgi)))"
+    echo "tqserver-shared $(pss $(tree $(pgrep -P "$tq_shared_pid" php-cgi)))"
+} > "$memory"
+cat "$memory" >&2
 cat "$results" >&2
 if [[ -n "${PROFILE:-}" ]]; then
     # Where the CPU goes during one run against each front (utime+stime
@@ -152,21 +178,24 @@ if [[ -n "${PROFILE:-}" ]]; then
     done
 fi
 
-python3 - "$results" "$rounds" "$duration" "$threads" "$conns" <<'PY'
+python3 - "$results" "$rounds" "$duration" "$threads" "$conns" "$memory" <<'PY'
 import datetime, sys
-results, rounds, duration, threads, conns = sys.argv[1:]
+results, rounds, duration, threads, conns, memory = sys.argv[1:]
+mem = dict(l.split() for l in open(memory))
 sys.path.insert(0, "bench")
 from benchdoc import machine, medians, read_rounds, spread, write_section
 rows = read_rounds(results)
 med = medians(rows)
 n = med[("front", "nginx")]
-lines = [f"| nginx → php-fpm | {n[0]:.1f} | {n[1]:.1f} ms | 1.00× | ±{spread(rows[('front', 'nginx')]):.0f}% |"]
-for who, name in [("tqserver", "tqserver → php-fpm"), ("tqserver-cgi", "tqserver → php-cgi (TQServer's pool)")]:
+lines = [f"| nginx → php-fpm | {n[0]:.1f} | {n[1]:.1f} ms | 1.00× | ±{spread(rows[('front', 'nginx')]):.0f}% | {mem['nginx']} MiB |"]
+whos = [("tqserver", "tqserver → php-fpm"), ("tqserver-cgi", "tqserver → php-cgi (TQServer's pool)"),
+        ("tqserver-shared", "tqserver → php-cgi, `shared_memory`")]
+for who, name in whos:
     t = med[("front", who)]
-    lines.append(f"| {name} | {t[0]:.1f} | {t[1]:.1f} ms | **{t[0] / n[0]:.2f}×** | ±{spread(rows[('front', who)]):.0f}% |")
+    lines.append(f"| {name} | {t[0]:.1f} | {t[1]:.1f} ms | **{t[0] / n[0]:.2f}×** | ±{spread(rows[('front', who)]):.0f}% | {mem[who]} MiB |")
 ratios = "; ".join(
     who + " " + ", ".join(f"{t / a:.2f}" for (a, _), (t, _) in zip(rows[("front", "nginx")], rows[("front", who)]))
-    for who in ["tqserver", "tqserver-cgi"]
+    for who, _ in whos
 )
 table = "\n".join(lines)
 section = f"""<!-- wordpress:begin (written by bench/wordpress.sh; edit the script, not this section) -->
@@ -179,10 +208,12 @@ rounds alternating, medians shown. Every PHP pool has 2 processes (php-fpm
 `pm = static`, or TQServer's cgi pool); nginx with `try_files … /index.php`
 and Debian's fastcgi snippet, `access_log off`; tqserver `--mode prod`,
 no access log. wrk, the servers, PHP and MariaDB share the 2 cores, and
-PHP's time dominates: this measures how little the front adds.
+PHP's time dominates: this measures how little the front adds. The memory
+is the PHP pool's after the rounds (master included; shared pages count
+once): php-cgi processes that each start PHP have an opcache each.
 
-| server | requests/s | p99 | ratio | round spread |
-|---|---:|---:|---:|---:|
+| server | requests/s | p99 | ratio | round spread | PHP pool memory (PSS) |
+|---|---:|---:|---:|---:|---:|
 {table}
 
 Ratio in each round: {ratios}.
