@@ -376,7 +376,11 @@ where
             }))
         }
     });
-    builder.serve_connection(TokioIo::new(io), svc).into_owned()
+    // With upgrades: a handler may answer 101 and take the connection
+    // over (a native worker's WebSocket).
+    builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .into_owned()
 }
 
 /// hyper's smallest read buffer.

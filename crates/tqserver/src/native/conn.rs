@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
+use http::header::{HeaderMap, HeaderValue};
 use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -65,6 +66,16 @@ impl std::fmt::Display for SendError {
             Self::Failed(e) => write!(f, "{e}"),
         }
     }
+}
+
+/// A connection an instance switched to another protocol (WebSocket):
+/// the socket, and what the instance sent right after its 101 (to be
+/// passed on first).
+pub struct Upgraded {
+    /// The connection to the instance.
+    pub stream: TcpStream,
+    /// Bytes read past the 101's head.
+    pub early: Bytes,
 }
 
 /// A request ready to go: its head serialised once (so a retry costs
@@ -214,6 +225,11 @@ impl Conn {
                         h1::skip(&mut self.buf, len);
                         continue;
                     }
+                    Ok(Some(h1::Parsed::Switching(..))) => {
+                        return Err(SendError::Failed(bad(
+                            "101 Switching Protocols to a request that asked for no upgrade".into(),
+                        )));
+                    }
                     Ok(None) => {}
                     Err(e) => return Err(SendError::Failed(bad(e.0))),
                 }
@@ -240,6 +256,60 @@ impl Conn {
                 });
             }
             got_any = true;
+        }
+    }
+
+    /// Sends an upgrade request (`head`, no body) and reads the answer:
+    /// `Ok(Ok(..))` the instance switched (its 101's headers and protocol,
+    /// and the connection, with any bytes it sent after the head first);
+    /// `Ok(Err(head))` it answered as HTTP instead (the body follows on
+    /// this connection, which is not reused).
+    pub async fn upgrade(
+        mut self,
+        head: &[u8],
+    ) -> Result<Result<(HeaderMap, HeaderValue, Upgraded), (h1::Head, Self)>, SendError> {
+        self.stream
+            .write_all(head)
+            .await
+            .map_err(SendError::Closed)?;
+        loop {
+            if !self.buf.is_empty() {
+                match h1::parse_head(&self.buf, false) {
+                    Ok(Some(h1::Parsed::Switching(headers, protocol, len))) => {
+                        h1::skip(&mut self.buf, len);
+                        let early = self.buf.split().freeze();
+                        return Ok(Ok((
+                            headers,
+                            protocol,
+                            Upgraded {
+                                stream: self.stream,
+                                early,
+                            },
+                        )));
+                    }
+                    Ok(Some(h1::Parsed::Final(mut head, len))) => {
+                        h1::skip(&mut self.buf, len);
+                        head.keep_alive = false;
+                        return Ok(Err((head, self)));
+                    }
+                    Ok(Some(h1::Parsed::Interim(len))) => {
+                        h1::skip(&mut self.buf, len);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(SendError::Failed(bad(e.0))),
+                }
+            }
+            self.buf.reserve(READ_CHUNK);
+            let n = tokio_util::io::read_buf(&mut self.stream, &mut self.buf)
+                .await
+                .map_err(SendError::Failed)?;
+            if n == 0 {
+                return Err(SendError::Failed(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before a complete response head",
+                )));
+            }
         }
     }
 

@@ -123,6 +123,10 @@ pub enum Parsed {
     Interim(usize),
     /// The final head, and the bytes it took.
     Final(Head, usize),
+    /// `101 Switching Protocols`: its end-to-end headers, the protocol
+    /// its `Upgrade` names, and the bytes the head took. Only an answer to
+    /// an upgrade request; after it the connection carries that protocol.
+    Switching(HeaderMap, HeaderValue, usize),
 }
 
 /// Parses the response head at the front of `buf`; `head_only` when the
@@ -142,9 +146,14 @@ pub fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, H1Error
     let status = StatusCode::from_u16(code).map_err(|_| bad(format!("invalid status {code}")))?;
     if status.is_informational() {
         if code == 101 {
-            return Err(bad(
-                "101 Switching Protocols: upgrades are not proxied to native workers",
-            ));
+            let upgrade = parsed
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+                .and_then(|h| HeaderValue::from_bytes(h.value).ok())
+                .ok_or_else(|| bad("101 Switching Protocols without an Upgrade header"))?;
+            let (headers, _) = response_headers(parsed.headers)?;
+            return Ok(Some(Parsed::Switching(headers, upgrade, len)));
         }
         return Ok(Some(Parsed::Interim(len)));
     }

@@ -12,6 +12,7 @@
 //! - [`conn`]: one kept-alive connection to an instance, driven in the
 //!   request's own task; [`pool`]: its idle connections; [`body`]: a
 //!   response body read off the connection as the client takes it.
+//! - [`tunnel`]: an upgraded (WebSocket) connection's bytes both ways.
 //!
 //! States and transitions: LIFECYCLE.md next to this file.
 
@@ -23,6 +24,7 @@ pub mod instance;
 pub mod pool;
 pub mod proxy;
 pub mod supervisor;
+pub mod tunnel;
 
 use std::sync::Arc;
 use std::time::Duration;

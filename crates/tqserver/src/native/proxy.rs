@@ -86,6 +86,9 @@ pub async fn serve(
         Ok(l) => l,
         Err(e) => return unavailable(svc, e),
     };
+    if let Some(protocol) = upgrade_asked(&req) {
+        return upgrade(svc, req, conn, lease, protocol).await;
+    }
     let (parts, body) = req.into_parts();
     let head_only = parts.method == Method::HEAD;
     // hyper has checked the client's Content-Length (HTTP/1) or the
@@ -180,6 +183,110 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// The protocol an HTTP/1.1 upgrade request asks for (`Connection:
+/// upgrade` and `Upgrade: websocket`), if it is one: a GET without a body.
+fn upgrade_asked(req: &Request<Incoming>) -> Option<HeaderValue> {
+    let h = req.headers();
+    let asked = req.version() == http::Version::HTTP_11
+        && req.method() == Method::GET
+        && req.body().is_end_stream()
+        && connection_named(h).iter().any(|t| t == "upgrade");
+    asked.then(|| h.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// An upgrade (WebSocket) through to an instance: the request goes on a
+/// fresh connection with its `Upgrade` and `Connection: upgrade`; a 101
+/// from the instance is passed back, and once hyper hands over the
+/// client's connection the bytes are copied both ways until either side
+/// closes or neither sends for `scaling.request_timeout`. The instance
+/// stays counted busy meanwhile (a drain waits for it). An instance that
+/// answers with plain HTTP instead has that answer passed on.
+async fn upgrade(
+    svc: &NativeWorker,
+    mut req: Request<Incoming>,
+    conn: ConnInfo,
+    lease: super::Lease,
+    protocol: HeaderValue,
+) -> Response<Body> {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _) = req.into_parts();
+    let inst = lease.instance().clone();
+    let mut head_bytes = head(&parts, &conn, None).to_vec();
+    // The two hop-by-hop headers this request is about, written by
+    // TQServer (the blank line moves after them).
+    head_bytes.truncate(head_bytes.len() - 2);
+    head_bytes.extend_from_slice(b"upgrade: ");
+    head_bytes.extend_from_slice(protocol.as_bytes());
+    head_bytes.extend_from_slice(b"\r\nconnection: upgrade\r\n\r\n");
+    let timeout = svc.serving().request_timeout;
+    let c = match Conn::connect(inst.addr()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(worker = %svc.worker.name, port = inst.port, "cannot connect: {e}");
+            return bad_gateway(svc, UpstreamError::Connect);
+        }
+    };
+    let answer = match tokio::time::timeout(timeout, c.upgrade(&head_bytes)).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            tracing::warn!(worker = %svc.worker.name, port = inst.port, "upstream error: {e}");
+            return bad_gateway(svc, UpstreamError::BadResponse);
+        }
+        Err(_) => {
+            let mut r = pages::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "The worker {} did not answer within {timeout:?} (scaling.request_timeout).",
+                    svc.worker.name
+                ),
+            );
+            r.extensions_mut().insert(UpstreamError::Timeout);
+            return r;
+        }
+    };
+    let (headers, switched, up) = match answer {
+        Ok(a) => a,
+        Err((head, c)) => {
+            // Not switched (a 400, a 403): an HTTP answer like any other.
+            let body = Streaming::new(c, &head, None, Some(lease), timeout);
+            let mut r = rbody::response(head, body);
+            r.extensions_mut().insert(ServedBy::Port(inst.port));
+            return r;
+        }
+    };
+    let name = svc.worker.name.clone();
+    tokio::spawn(async move {
+        let client = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(worker = %name, "the client's upgrade failed: {e}");
+                return;
+            }
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let super::conn::Upgraded { mut stream, early } = up;
+        if !early.is_empty() {
+            use tokio::io::AsyncWriteExt;
+            if client.write_all(&early).await.is_err() {
+                return;
+            }
+        }
+        let copied = super::tunnel::copy(&mut client, &mut stream, timeout).await;
+        tracing::debug!(worker = %name, "upgraded connection ended: {copied:?}");
+        drop(lease);
+    });
+    let mut r = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .body(crate::http::empty())
+        .expect("valid response");
+    *r.headers_mut() = headers;
+    r.headers_mut().insert(header::UPGRADE, switched);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    r.extensions_mut().insert(ServedBy::Port(inst.port));
+    r
 }
 
 /// The request head for an instance: the client's end-to-end headers

@@ -1,0 +1,165 @@
+//! WebSocket through TQServer to a native worker (a hand-written echo
+//! server on Python's http.server, tests/native/ws.py), with
+//! tokio-tungstenite as the client: the upgrade and the worker's own 101
+//! headers, 1,000 text and 1,000 binary messages (some of 100 KiB) echoed
+//! in order, ping and pong, a close code passed both ways, a worker that
+//! refuses the upgrade with plain HTTP, and a worker that dies
+//! mid-connection (the client sees the connection end, not a hang).
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use common::{Project, Tq};
+
+fn project() -> Project {
+    let p = Project::new("", "");
+    p.worker(
+        "ws",
+        "path: /live\ntype: command\ncommand:\n  run: [\"python3\", \"ws.py\"]\n",
+    );
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/ws.py"),
+        p.path().join("workers/ws/ws.py"),
+    )
+    .unwrap();
+    p
+}
+
+async fn ready(tq: &Tq) {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = reqwest::get(tq.url("/live/ws")).await;
+        if r.is_ok_and(|r| r.status() == 426) {
+            return;
+        }
+        assert!(std::time::Instant::now() < until, "{}", tq.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn websocket_messages_pings_and_closes_go_both_ways() {
+    let p = project();
+    let tq = Tq::start(p.path(), &[]);
+    ready(&tq).await;
+    let url = format!("ws://127.0.0.1:{}/live/ws", tq.port);
+    let (mut ws, resp) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    assert_eq!(
+        resp.headers()["x-worker"],
+        "ws.py",
+        "the worker's own 101 headers"
+    );
+    for i in 0..1000u32 {
+        let text = format!("message {i} ✓");
+        let binary: Vec<u8> = if i % 100 == 0 {
+            (0..100 * 1024).map(|b| (b % 251) as u8).collect()
+        } else {
+            i.to_be_bytes().to_vec()
+        };
+        ws.send(Message::text(text.clone())).await.unwrap();
+        ws.send(Message::binary(binary.clone())).await.unwrap();
+        match ws.next().await.unwrap().unwrap() {
+            Message::Text(t) => assert_eq!(t.as_str(), text),
+            m => panic!("expected text, got {m:?}"),
+        }
+        match ws.next().await.unwrap().unwrap() {
+            Message::Binary(b) => assert_eq!(b.as_ref(), binary.as_slice()),
+            m => panic!("expected binary, got {m:?}"),
+        }
+    }
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Pong(p) => assert_eq!(p.as_ref(), b"are you there"),
+        m => panic!("expected pong, got {m:?}"),
+    }
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Away,
+        reason: "bye".into(),
+    }))
+    .await
+    .unwrap();
+    let mut code = None;
+    while let Some(m) = ws.next().await {
+        if let Ok(Message::Close(Some(f))) = m {
+            code = Some(f.code);
+        }
+    }
+    assert_eq!(code, Some(CloseCode::Away), "the worker's close came back");
+
+    // Plain HTTP from the worker to a plain request: passed on.
+    let r = reqwest::get(tq.url("/live/ws")).await.unwrap();
+    assert_eq!(r.status(), 426);
+    // Many at once, each its own tunnel.
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..16 {
+        let url = url.clone();
+        tasks.spawn(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+            for i in 0..50 {
+                let m = format!("{n}/{i}");
+                ws.send(Message::text(m.clone())).await.unwrap();
+                assert_eq!(
+                    ws.next()
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .into_text()
+                        .unwrap()
+                        .as_str(),
+                    m
+                );
+            }
+            ws.close(None).await.unwrap();
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_mid_connection_ends_it() {
+    let p = project();
+    let tq = Tq::start(p.path(), &[]);
+    ready(&tq).await;
+    let url = format!("ws://127.0.0.1:{}/live/ws?die=3", tq.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    for i in 0..2 {
+        ws.send(Message::text(format!("{i}"))).await.unwrap();
+        assert!(ws.next().await.unwrap().is_ok());
+    }
+    ws.send(Message::text("the last")).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+    match end {
+        Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => {}
+        Ok(Some(Ok(m))) => panic!("an answer from a dead worker: {m:?}"),
+        Err(_) => panic!("the connection hung after the worker died"),
+    }
+    // The worker is restarted and takes upgrades again.
+    ready(&tq).await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/live/ws", tq.port))
+            .await
+            .unwrap();
+    ws.send(Message::text("again")).await.unwrap();
+    assert_eq!(
+        ws.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "again"
+    );
+}
