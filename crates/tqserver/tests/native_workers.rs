@@ -762,3 +762,47 @@ async fn output_goes_to_the_log_file_and_no_process_outlives_tqserver() {
     }
     drop(tq);
 }
+
+/// A worker that closes every connection silently after its answer: no
+/// request may be sent on such a dead kept-alive connection, POSTs
+/// (which are never sent twice) included: 200 sequential POSTs and GETs
+/// from one kept-alive client, none failed.
+#[tokio::test]
+async fn a_worker_that_closes_kept_connections_silently_fails_no_request() {
+    let p = project("");
+    p.worker(
+        "api",
+        "path: /api\ntype: command\ncommand:\n  run: [\"python3\", \"close.py\"]\nhealth:\n  path: /\n",
+    );
+    std::fs::copy(
+        fixtures().join("close.py"),
+        worker_dir(&p, "api").join("close.py"),
+    )
+    .unwrap();
+    let tq = Tq::start(p.path(), &[]);
+    let c = client();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while c.get(tq.url("/api/")).send().await.map(|r| r.status()).ok()
+        != Some(reqwest::StatusCode::OK)
+    {
+        assert!(std::time::Instant::now() < until, "{}", tq.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut failed = Vec::new();
+    for i in 0..200 {
+        let r = c
+            .post(tq.url("/api/x"))
+            .body(format!("data={i}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            failed.push(format!("POST {i}: {}", r.status()));
+        }
+        let r = c.get(tq.url("/api/x")).send().await.unwrap();
+        if r.status() != 200 {
+            failed.push(format!("GET {i}: {}", r.status()));
+        }
+    }
+    assert!(failed.is_empty(), "{failed:?}\n{}", tq.log_text());
+}
