@@ -34,6 +34,13 @@ use crate::http::{Body, ConnInfo, pages};
 /// Tries for one request when the instance cannot have seen it.
 const MAX_RETRIES: u32 = 3;
 
+/// A request body of at most this declared length is read whole before
+/// it is sent, so that a request which meets a kept-alive connection the
+/// instance closed meanwhile (its reset, before any answer, says it never
+/// read the request) can be sent again on a new connection, POSTs
+/// included. Larger bodies stream as they arrive.
+const REPLAYABLE: u64 = 64 << 10;
+
 /// Header names the `Connection` header lists (hop-by-hop too).
 fn connection_named(h: &HeaderMap) -> Vec<String> {
     h.get_all(header::CONNECTION)
@@ -101,25 +108,34 @@ pub async fn serve(
             None => Some(Framing::Chunked),
         }
     };
+    let limited = LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout)
+        .counting(parts.extensions.get());
+    let mut replay: Option<Bytes> = None;
+    let mut streamed = None;
+    match framing {
+        Some(Framing::Length(n)) if n <= REPLAYABLE => match limited.collect().await {
+            Ok(whole) => replay = Some(whole.to_bytes()),
+            Err(e) => return body::error_page(&e),
+        },
+        Some(f) => streamed = Some((limited.boxed(), f)),
+        None => {}
+    }
     let mut out = Outgoing {
         head: head(&parts, &conn, framing),
-        body: framing.map(|f| {
-            (
-                LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout)
-                    .counting(parts.extensions.get())
-                    .boxed(),
-                f,
-            )
-        }),
+        body: streamed,
         head_only,
     };
-    let bodyless = out.body.is_none();
+    let bodyless = framing.is_none();
     let timeout = svc.serving().request_timeout;
     // Retries only when the instance cannot have seen the request: a
     // refused connect, or a kept-alive connection found closed before any
     // answer (for a request without a body, whose head is resent).
     let mut retries = 0;
     loop {
+        if let Some(b) = &replay {
+            let full = http_body_util::Full::new(b.clone()).map_err(|never| match never {});
+            out.body = Some((full.boxed(), Framing::Length(b.len() as u64)));
+        }
         let inst = lease.instance().clone();
         let pooled = if retries < MAX_RETRIES {
             inst.idle.take()
@@ -154,7 +170,11 @@ pub async fn serve(
                 r.extensions_mut().insert(ServedBy::Port(inst.port));
                 return r;
             }
-            Ok(Err(SendError::Closed(e))) if c.reused && bodyless && retries < MAX_RETRIES => {
+            Ok(Err(SendError::Closed(e)))
+                if c.reused
+                    && retries < MAX_RETRIES
+                    && (bodyless || (replay.is_some() && never_read(&e))) =>
+            {
                 tracing::debug!(worker = %svc.worker.name, port = inst.port, "kept-alive connection was closed ({e}); retrying");
                 retries += 1;
             }
@@ -183,6 +203,17 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Whether a failure on a reused connection shows that the instance never
+/// read the request: it reset the connection (a socket closed with our
+/// request unread in it answers with a reset), rather than closing it
+/// after reading, as one that read the request and then died would.
+fn never_read(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+    )
 }
 
 /// The protocol an HTTP/1.1 upgrade request asks for (`Connection:
