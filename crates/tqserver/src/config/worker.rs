@@ -920,28 +920,14 @@ impl WorkerFile {
                 Err(m) => errors.push(err(&full, m)),
             }
         }
-        let mut params = Vec::new();
-        for (k, v) in php.params.clone().unwrap_or_default() {
-            let key = k
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{k:?}"));
-            let full = format!("php.params.{key}");
-            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                errors.push(err(
-                    &full,
-                    "a CGI param name has only letters, digits and '_'".into(),
-                ));
-                continue;
-            }
-            match ini_value(&v) {
-                Ok(val) if val.contains('\0') => {
-                    errors.push(err(&full, "a value cannot contain a NUL byte".into()))
-                }
-                Ok(val) => params.push((key, val)),
-                Err(m) => errors.push(err(&full, m)),
-            }
-        }
+        let params = name_values(
+            "php.params",
+            php.params.clone(),
+            |n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "a CGI param name has only letters, digits and '_'",
+            &err,
+            &mut errors,
+        );
         let slowlog_timeout = php.pool.as_ref().and_then(|p| p.slowlog_timeout.clone());
         let pool = resolve_pool(php.pool.unwrap_or_default(), &err, &mut errors);
         if pool.shared_memory && backend != PhpBackend::Cgi {
@@ -1205,6 +1191,39 @@ fn prefix_folders(
     out
 }
 
+/// A map of names to values (`php.params`, `env`): each name checked by
+/// `valid` (else `bad`, naming the entry), each value a scalar without a
+/// NUL byte; errors name `key.NAME`.
+fn name_values(
+    key: &str,
+    map: Option<serde_yaml_ng::Mapping>,
+    valid: impl Fn(&str) -> bool,
+    bad: &str,
+    err: &dyn Fn(&str, String) -> ConfigError,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in map.unwrap_or_default() {
+        let name = k
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{k:?}"));
+        let full = format!("{key}.{name}");
+        if !valid(&name) {
+            errors.push(err(key, format!("{name:?}: {bad}")));
+            continue;
+        }
+        match ini_value(&v) {
+            Ok(val) if val.contains('\0') => {
+                errors.push(err(&full, "a value cannot contain a NUL byte".into()))
+            }
+            Ok(val) => out.push((name, val)),
+            Err(m) => errors.push(err(&full, m)),
+        }
+    }
+    out
+}
+
 const ENCODINGS: [&str; 3] = ["zstd", "br", "gzip"];
 
 /// Checks `compression`; the defaults when it is left out.
@@ -1325,30 +1344,18 @@ fn resolve_native(
         }
         return None;
     };
-    let mut env = Vec::new();
-    let mut read_env = |key: &str, map: Option<serde_yaml_ng::Mapping>| {
-        for (k, v) in map.unwrap_or_default() {
-            let name = k.as_str().map(str::to_string).unwrap_or_default();
-            let full = format!("{key}.{name}");
-            if name.is_empty() || name.contains(['=', '\0']) {
-                errors.push(err(
-                    key,
-                    format!("{k:?} is not an environment variable name"),
-                ));
-                continue;
-            }
-            match ini_value(&v) {
-                Ok(val) if val.contains('\0') => {
-                    errors.push(err(&full, "a value cannot contain a NUL byte".into()))
-                }
-                Ok(val) => env.push((name, val)),
-                Err(m) => errors.push(err(&full, m)),
-            }
-        }
-    };
-    read_env("env", n.env);
+    let env_name = |n: &str| !n.is_empty() && !n.contains(['=', '\0']);
+    let env_bad = "not an environment variable name (no = or NUL byte)";
+    let mut env = name_values("env", n.env, env_name, env_bad, err, errors);
     let command = n.command.unwrap_or_default();
-    read_env("command.env", command.env);
+    env.extend(name_values(
+        "command.env",
+        command.env,
+        env_name,
+        env_bad,
+        err,
+        errors,
+    ));
     let mut argv = |key: &str, v: Option<Vec<String>>| match v {
         Some(a) if a.is_empty() || a[0].trim().is_empty() => {
             errors.push(err(

@@ -191,15 +191,7 @@ pub async fn serve(
             }
             Err(_) => {
                 tracing::warn!(worker = %svc.worker.name, port = inst.port, "no response within {timeout:?}");
-                let mut r = pages::error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    &format!(
-                        "The worker {} did not answer within {timeout:?} (scaling.request_timeout).",
-                        svc.worker.name
-                    ),
-                );
-                r.extensions_mut().insert(UpstreamError::Timeout);
-                return r;
+                return gateway_timeout(svc, timeout);
             }
         }
     }
@@ -266,15 +258,8 @@ async fn upgrade(
             return bad_gateway(svc, UpstreamError::BadResponse);
         }
         Err(_) => {
-            let mut r = pages::error(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!(
-                    "The worker {} did not answer within {timeout:?} (scaling.request_timeout).",
-                    svc.worker.name
-                ),
-            );
-            r.extensions_mut().insert(UpstreamError::Timeout);
-            return r;
+            tracing::warn!(worker = %svc.worker.name, port = inst.port, "no answer to an upgrade within {timeout:?}");
+            return gateway_timeout(svc, timeout);
         }
     };
     let (headers, switched, up) = match answer {
@@ -352,6 +337,19 @@ pub fn head(parts: &http::request::Parts, conn: &ConnInfo, framing: Option<Frami
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let kept = h.iter().filter(|(k, _)| passed_on(k, &named, trusted));
     h1::request_head(&parts.method, target, kept, &extra, framing)
+}
+
+/// The 504 for an instance that sent no answer head within `timeout`.
+fn gateway_timeout(svc: &NativeWorker, timeout: std::time::Duration) -> Response<Body> {
+    let mut r = pages::error(
+        StatusCode::GATEWAY_TIMEOUT,
+        &format!(
+            "The worker {} did not answer within {timeout:?} (scaling.request_timeout).",
+            svc.worker.name
+        ),
+    );
+    r.extensions_mut().insert(UpstreamError::Timeout);
+    r
 }
 
 fn bad_gateway(svc: &NativeWorker, kind: UpstreamError) -> Response<Body> {
