@@ -75,6 +75,12 @@ async fn websocket_messages_pings_and_closes_go_both_ways() {
             m => panic!("expected binary, got {m:?}"),
         }
     }
+    // Counted while open.
+    let m = common::admin_text(&tq, "/metrics").await;
+    assert!(
+        m.contains("tqserver_native_upgraded_connections{worker=\"ws\"} 1"),
+        "{m}"
+    );
     ws.send(Message::Ping(b"are you there".to_vec().into()))
         .await
         .unwrap();
@@ -95,6 +101,26 @@ async fn websocket_messages_pings_and_closes_go_both_ways() {
         }
     }
     assert_eq!(code, Some(CloseCode::Away), "the worker's close came back");
+    // Closed: no longer open, and its bytes counted both ways (over 100
+    // MiB went each way: ten messages of 100 KiB, echoed).
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = common::admin_text(&tq, "/metrics").await;
+        let value = |series: &str| -> f64 {
+            m.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or(-1.0)
+        };
+        let open = value("tqserver_native_upgraded_connections{worker=\"ws\"}");
+        let up = value("tqserver_native_upgraded_bytes_total{worker=\"ws\",direction=\"up\"}");
+        let down = value("tqserver_native_upgraded_bytes_total{worker=\"ws\",direction=\"down\"}");
+        if open == 0.0 {
+            assert!(up > 1_000_000.0 && down > 1_000_000.0, "{m}");
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Plain HTTP from the worker to a plain request: passed on.
     let r = reqwest::get(tq.url("/live/ws")).await.unwrap();

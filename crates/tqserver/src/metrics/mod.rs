@@ -133,6 +133,15 @@ struct NativeFamilies {
     build_failures: Family<WorkerLabel, Counter>,
     health_failures: Family<WorkerLabel, Counter>,
     reload_seconds: Family<WorkerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    upgraded: Family<WorkerLabel, Gauge>,
+    upgraded_bytes: Family<DirectionLabels, Counter>,
+}
+
+/// `worker` and `direction` (`up`: client → worker; `down`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    worker: String,
+    direction: &'static str,
 }
 
 impl Default for Metrics {
@@ -202,6 +211,8 @@ impl Metrics {
             build_failures: Family::default(),
             health_failures: Family::default(),
             reload_seconds: Family::default(),
+            upgraded: Family::default(),
+            upgraded_bytes: Family::default(),
         };
         let n = &native;
         registry.register(
@@ -233,6 +244,16 @@ impl Metrics {
             "tqserver_native_health_check_failures",
             "Health checks of a ready native instance that failed",
             n.health_failures.clone(),
+        );
+        registry.register(
+            "tqserver_native_upgraded_connections",
+            "Upgraded (WebSocket) connections open through a native worker",
+            n.upgraded.clone(),
+        );
+        registry.register(
+            "tqserver_native_upgraded_bytes",
+            "Bytes copied over upgraded connections, up (client to worker) or down",
+            n.upgraded_bytes.clone(),
         );
         registry.register(
             "tqserver_native_last_reload_seconds",
@@ -324,6 +345,15 @@ impl Metrics {
             build_failures: n.build_failures.get_or_create_owned(&l),
             health_failures: n.health_failures.get_or_create_owned(&l),
             reload_seconds: n.reload_seconds.get_or_create_owned(&l),
+            upgraded: n.upgraded.get_or_create_owned(&l),
+            upgraded_up: n.upgraded_bytes.get_or_create_owned(&DirectionLabels {
+                worker: worker.to_string(),
+                direction: "up",
+            }),
+            upgraded_down: n.upgraded_bytes.get_or_create_owned(&DirectionLabels {
+                worker: worker.to_string(),
+                direction: "down",
+            }),
         }
     }
 
@@ -468,6 +498,12 @@ pub struct NativeMetrics {
     pub health_failures: Counter,
     /// Seconds the last reload took.
     pub reload_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Upgraded (WebSocket) connections open.
+    pub upgraded: Gauge,
+    /// Bytes from clients over upgraded connections.
+    pub upgraded_up: Counter,
+    /// Bytes to clients over upgraded connections.
+    pub upgraded_down: Counter,
 }
 
 impl Default for NativeMetrics {
@@ -481,6 +517,9 @@ impl Default for NativeMetrics {
             build_failures: Counter::default(),
             health_failures: Counter::default(),
             reload_seconds: Gauge::default(),
+            upgraded: Gauge::default(),
+            upgraded_up: Counter::default(),
+            upgraded_down: Counter::default(),
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct NativeWorker {
     serving: watch::Sender<Arc<Serving>>,
     events: mpsc::UnboundedSender<supervisor::Event>,
     wait_ready: Duration,
+    /// Its metrics (the proxy counts upgraded connections).
+    metrics: crate::metrics::NativeMetrics,
 }
 
 /// A request's hold on an instance; dropping it counts the request out.

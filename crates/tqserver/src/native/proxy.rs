@@ -273,6 +273,7 @@ async fn upgrade(
         }
     };
     let name = svc.worker.name.clone();
+    let metrics = svc.metrics.clone();
     tokio::spawn(async move {
         let client = match on_upgrade.await {
             Ok(u) => u,
@@ -289,7 +290,13 @@ async fn upgrade(
                 return;
             }
         }
-        let copied = super::tunnel::copy(&mut client, &mut stream, timeout).await;
+        metrics.upgraded.inc();
+        let copied = super::tunnel::copy(&mut client, &mut stream, timeout, |up, down| {
+            metrics.upgraded_up.inc_by(up);
+            metrics.upgraded_down.inc_by(down);
+        })
+        .await;
+        metrics.upgraded.dec();
         tracing::debug!(worker = %name, "upgraded connection ended: {copied:?}");
         drop(lease);
     });

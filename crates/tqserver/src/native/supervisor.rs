@@ -110,6 +110,7 @@ pub fn start(
         serving,
         events: tx.clone(),
         wait_ready: sup.health_check_wait,
+        metrics: metrics.clone(),
     });
     let setup = Arc::new(Setup::new(
         worker,

@@ -1,8 +1,9 @@
 //! Bytes both ways between a client and an instance after an upgrade
-//! (WebSocket), until either side has closed its half and the other has
-//! too, or nothing moves for the idle timeout. A side that closes its half
-//! has the other side's write half shut down in turn, so a close is passed
-//! on, never held.
+//! (WebSocket), or nothing moves for the idle timeout. A client that
+//! closes its half has the instance's write half shut down in turn (the
+//! instance may still answer, say its close frame); an instance that
+//! closes ends the tunnel, the client's write half shut down, as nginx
+//! ends it: a close is passed on, never held.
 
 use std::io;
 use std::time::Duration;
@@ -23,7 +24,13 @@ const CHUNK: usize = 16 * 1024;
 
 /// Copies until both directions have ended; an error when either side
 /// fails or nothing is sent either way for `idle` (zero: no limit).
-pub async fn copy<A, B>(client: &mut A, instance: &mut B, idle: Duration) -> io::Result<Copied>
+/// `count(up, down)` is told of every write, as it happens (metrics).
+pub async fn copy<A, B>(
+    client: &mut A,
+    instance: &mut B,
+    idle: Duration,
+    count: impl Fn(u64, u64),
+) -> io::Result<Copied>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -37,9 +44,9 @@ where
     let (mut ir, mut iw) = tokio::io::split(instance);
     let mut up_buf = vec![0u8; CHUNK];
     let mut down_buf = vec![0u8; CHUNK];
-    let (mut up_open, mut down_open) = (true, true);
+    let mut up_open = true;
     let mut copied = Copied::default();
-    while up_open || down_open {
+    loop {
         tokio::select! {
             r = cr.read(&mut up_buf), if up_open => match r? {
                 0 => {
@@ -49,16 +56,20 @@ where
                 n => {
                     iw.write_all(&up_buf[..n]).await?;
                     copied.up += n as u64;
+                    count(n as u64, 0);
                 }
             },
-            r = ir.read(&mut down_buf), if down_open => match r? {
+            r = ir.read(&mut down_buf) => match r? {
+                // The instance is done: nothing more the client sends can
+                // go anywhere, so the tunnel ends (as nginx ends it).
                 0 => {
-                    down_open = false;
                     let _ = cw.shutdown().await;
+                    return Ok(copied);
                 }
                 n => {
                     cw.write_all(&down_buf[..n]).await?;
                     copied.down += n as u64;
+                    count(0, n as u64);
                 }
             },
             () = tokio::time::sleep(idle) => {
@@ -69,5 +80,4 @@ where
             }
         }
     }
-    Ok(copied)
 }
