@@ -245,10 +245,17 @@ impl Conn {
                     }
                 })?;
             if n == 0 {
-                let e = io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "closed before a complete response head",
-                );
+                // A reset that came with the close (the instance's socket
+                // was closed with our request unread in it, or before it
+                // arrived) is kept as the error: it says the request was
+                // never read (see proxy::never_read).
+                let e = match self.stream.take_error() {
+                    Ok(Some(reset)) if !got_any => reset,
+                    _ => io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed before a complete response head",
+                    ),
+                };
                 return Err(if got_any {
                     SendError::Failed(e)
                 } else {
