@@ -78,6 +78,13 @@ pub struct Upgraded {
     pub early: Bytes,
 }
 
+/// What came back first: a final head, or a 101 (its end-to-end headers
+/// and the protocol its `Upgrade` names).
+enum Answer {
+    Final(h1::Head),
+    Switching(HeaderMap, HeaderValue),
+}
+
 /// A request ready to go: its head serialised once (so a retry costs
 /// nothing), and its body if it has one.
 pub struct Outgoing {
@@ -212,23 +219,33 @@ impl Conn {
 
     /// Reads until a complete final (non-1xx) response head.
     async fn read_head(&mut self, head_only: bool) -> Result<h1::Head, SendError> {
+        match self.next_head(head_only).await? {
+            Answer::Final(head) => Ok(head),
+            Answer::Switching(..) => Err(SendError::Failed(bad(
+                "101 Switching Protocols to a request that asked for no upgrade".into(),
+            ))),
+        }
+    }
+
+    /// Reads until a complete final response head or a 101, skipping
+    /// other 1xx answers (100 Continue, 103 Early Hints: not passed on).
+    /// A failure before any byte is [`SendError::Closed`].
+    async fn next_head(&mut self, head_only: bool) -> Result<Answer, SendError> {
         let mut got_any = false;
         loop {
             if !self.buf.is_empty() {
                 match h1::parse_head(&self.buf, head_only) {
                     Ok(Some(h1::Parsed::Final(head, len))) => {
                         h1::skip(&mut self.buf, len);
-                        return Ok(head);
+                        return Ok(Answer::Final(head));
                     }
-                    // 100 Continue, 103 Early Hints: not passed on.
                     Ok(Some(h1::Parsed::Interim(len))) => {
                         h1::skip(&mut self.buf, len);
                         continue;
                     }
-                    Ok(Some(h1::Parsed::Switching(..))) => {
-                        return Err(SendError::Failed(bad(
-                            "101 Switching Protocols to a request that asked for no upgrade".into(),
-                        )));
+                    Ok(Some(h1::Parsed::Switching(headers, protocol, len))) => {
+                        h1::skip(&mut self.buf, len);
+                        return Ok(Answer::Switching(headers, protocol));
                     }
                     Ok(None) => {}
                     Err(e) => return Err(SendError::Failed(bad(e.0))),
@@ -279,43 +296,21 @@ impl Conn {
             .write_all(head)
             .await
             .map_err(SendError::Closed)?;
-        loop {
-            if !self.buf.is_empty() {
-                match h1::parse_head(&self.buf, false) {
-                    Ok(Some(h1::Parsed::Switching(headers, protocol, len))) => {
-                        h1::skip(&mut self.buf, len);
-                        let early = self.buf.split().freeze();
-                        return Ok(Ok((
-                            headers,
-                            protocol,
-                            Upgraded {
-                                stream: self.stream,
-                                early,
-                            },
-                        )));
-                    }
-                    Ok(Some(h1::Parsed::Final(mut head, len))) => {
-                        h1::skip(&mut self.buf, len);
-                        head.keep_alive = false;
-                        return Ok(Err((head, self)));
-                    }
-                    Ok(Some(h1::Parsed::Interim(len))) => {
-                        h1::skip(&mut self.buf, len);
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(SendError::Failed(bad(e.0))),
-                }
+        match self.next_head(false).await? {
+            Answer::Switching(headers, protocol) => {
+                let early = self.buf.split().freeze();
+                Ok(Ok((
+                    headers,
+                    protocol,
+                    Upgraded {
+                        stream: self.stream,
+                        early,
+                    },
+                )))
             }
-            self.buf.reserve(READ_CHUNK);
-            let n = tokio_util::io::read_buf(&mut self.stream, &mut self.buf)
-                .await
-                .map_err(SendError::Failed)?;
-            if n == 0 {
-                return Err(SendError::Failed(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "closed before a complete response head",
-                )));
+            Answer::Final(mut head) => {
+                head.keep_alive = false;
+                Ok(Err((head, self)))
             }
         }
     }

@@ -236,13 +236,13 @@ async fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
     let inst = lease.instance().clone();
-    let mut head_bytes = head(&parts, &conn, None).to_vec();
-    // The two hop-by-hop headers this request is about, written by
-    // TQServer (the blank line moves after them).
-    head_bytes.truncate(head_bytes.len() - 2);
-    head_bytes.extend_from_slice(b"upgrade: ");
-    head_bytes.extend_from_slice(protocol.as_bytes());
-    head_bytes.extend_from_slice(b"\r\nconnection: upgrade\r\n\r\n");
+    // The two hop-by-hop headers this request is about, TQServer's own.
+    let head_bytes = head_with(
+        &parts,
+        &conn,
+        None,
+        &[("upgrade", protocol.as_bytes()), ("connection", b"upgrade")],
+    );
     let timeout = svc.serving().request_timeout;
     let c = match Conn::connect(inst.addr()).await {
         Ok(c) => c,
@@ -319,6 +319,17 @@ async fn upgrade(
 /// `native_head`: whatever the client sent, this is one well-formed head
 /// with exactly the framing given.
 pub fn head(parts: &http::request::Parts, conn: &ConnInfo, framing: Option<Framing>) -> Bytes {
+    head_with(parts, conn, framing, &[])
+}
+
+/// [`head`] with `more` lines of TQServer's own after the forwarding ones
+/// (an upgrade's `Upgrade` and `Connection`).
+fn head_with(
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+    framing: Option<Framing>,
+    more: &[(&str, &[u8])],
+) -> Bytes {
     let h = &parts.headers;
     let named = connection_named(h);
     let trusted = conn.client.via_trusted;
@@ -341,6 +352,7 @@ pub fn head(parts: &http::request::Parts, conn: &ConnInfo, framing: Option<Frami
     if !(trusted && h.contains_key(forwarded::XFH)) {
         extra.push((forwarded::XFH, host));
     }
+    extra.extend_from_slice(more);
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let kept = h.iter().filter(|(k, _)| passed_on(k, &named, trusted));
     h1::request_head(&parts.method, target, kept, &extra, framing)

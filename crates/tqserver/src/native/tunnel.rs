@@ -22,8 +22,9 @@ pub struct Copied {
 /// Read buffer per direction.
 const CHUNK: usize = 16 * 1024;
 
-/// Copies until both directions have ended; an error when either side
-/// fails or nothing is sent either way for `idle` (zero: no limit).
+/// Copies until the instance has closed (after the client, if the client
+/// closed first); an error when either side fails or nothing is sent
+/// either way for `idle` (zero: no limit).
 /// `count(up, down)` is told of every write, as it happens (metrics).
 pub async fn copy<A, B>(
     client: &mut A,

@@ -67,6 +67,18 @@ struct Master {
     socket_file: Option<PathBuf>,
 }
 
+/// Sends a php-cgi's stderr lines to `log` (as `php-cgi[pid]: …`); its pid.
+pub fn forward_stderr(child: &mut crate::process::Tied, log: &crate::logging::WorkerLog) -> u32 {
+    let pid = child.id().unwrap_or(0);
+    if let Some(err) = child.stderr.take() {
+        let log = log.clone();
+        crate::logging::forward_lines(err, move |line| {
+            log.emit(tracing::Level::WARN, &format!("php-cgi[{pid}]: {line}"));
+        });
+    }
+    pid
+}
+
 impl Drop for Launcher {
     /// A replaced generation's master goes once its last connection has:
     /// stopped in the background (or killed at once outside a runtime).
@@ -370,13 +382,7 @@ impl Launcher {
                 return Err(e);
             }
         };
-        let pid = child.id().unwrap_or(0);
-        if let Some(err) = child.stderr.take() {
-            let log = log.clone();
-            crate::logging::forward_lines(err, move |line| {
-                log.emit(tracing::Level::WARN, &format!("php-cgi[{pid}]: {line}"));
-            });
-        }
+        let pid = forward_stderr(&mut child, log);
         *m = Some(Master {
             child,
             address: address.clone(),

@@ -13,7 +13,6 @@ use tqserver_fastcgi::Client;
 use super::launch::{self, Launcher};
 use super::state::Control;
 use super::{Inner, RETIRE_GRACE};
-use crate::logging::forward_lines;
 use crate::process::describe_exit;
 
 /// Owns one php-cgi child: readiness probe, control messages, reaping.
@@ -31,13 +30,7 @@ pub(super) async fn run(
         port,
         socket_file,
     } = started;
-    let pid = child.id().unwrap_or(0);
-    if let Some(err) = child.stderr.take() {
-        let log = inner.log.clone();
-        forward_lines(err, move |line| {
-            log.emit(tracing::Level::WARN, &format!("php-cgi[{pid}]: {line}"));
-        });
-    }
+    launch::forward_stderr(&mut child, &inner.log);
     // Ready once php-cgi answers FCGI_GET_VALUES on its socket (it closes
     // that connection afterwards; requests open their own). The same probe
     // tells when an abandoned request's script is done: php-cgi serves one
@@ -305,31 +298,28 @@ async fn pid_of(client: &Client, script: &Path) -> Result<u32, String> {
     })
 }
 
-/// Whether `pid` runs as a child of `parent` (read from /proc, so a pid
-/// reused by another process is not taken for it).
-fn child_of(pid: u32, parent: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
+/// The parent of `pid` from /proc, if it runs (exists and is not a
+/// zombie).
+fn running_parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) state ppid …"; comm may hold spaces and parentheses.
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return false;
-    };
+    let after = &stat[stat.rfind(')')? + 1..];
     let mut fields = after.split_whitespace();
-    let state = fields.next();
-    let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-    state != Some("Z") && ppid == Some(parent)
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.next()?.parse().ok()
 }
 
-/// Whether `pid` exists (and is not a zombie).
+/// Whether `pid` runs as a child of `parent` (so a pid reused by another
+/// process is not taken for it).
+fn child_of(pid: u32, parent: u32) -> bool {
+    running_parent(pid) == Some(parent)
+}
+
+/// Whether `pid` runs.
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
-        })
-        == Some(false)
+    running_parent(pid).is_some()
 }
 
 fn signal(pid: u32, s: Signal) {
