@@ -189,3 +189,53 @@ async fn a_worker_that_dies_mid_connection_ends_it() {
         "again"
     );
 }
+
+/// Raw requests that carry the upgrade headers but are not upgrades (a
+/// body, a POST, HTTP/1.0): never tunnelled, never a 101; the worker sees
+/// no `Upgrade` (hop-by-hop, dropped) and answers as HTTP, and a body's
+/// bytes cannot pose as tunnel data (the next request on the connection
+/// is answered as a request).
+#[tokio::test]
+async fn upgrade_headers_on_what_is_not_an_upgrade_are_not_tunnelled() {
+    let p = project();
+    let tq = Tq::start(p.path(), &[]);
+    ready(&tq).await;
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    for req in [
+        format!(
+            "GET /live/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{key}Content-Length: 5\r\n\r\nhello"
+        ),
+        format!(
+            "POST /live/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{key}Content-Length: 0\r\n\r\n"
+        ),
+        format!(
+            "GET /live/ws HTTP/1.0\r\nHost: x\r\nConnection: Upgrade, keep-alive\r\nUpgrade: websocket\r\n{key}\r\n"
+        ),
+    ] {
+        let port = tq.port;
+        let out = tokio::task::spawn_blocking(move || {
+            let mut s = common::raw::connect(port, Duration::from_secs(10));
+            use std::io::Write;
+            s.write_all(req.as_bytes()).unwrap();
+            let first = common::raw::read_response(&mut s, false, Duration::from_secs(10));
+            // The connection still speaks HTTP (where it stays open).
+            s.write_all(b"GET /live/ws HTTP/1.1\r\nHost: x\r\n\r\n")
+                .ok();
+            let second = common::raw::read_response(&mut s, false, Duration::from_secs(5));
+            (req, first, second)
+        })
+        .await
+        .unwrap();
+        let (req, first, second) = out;
+        let first = first.unwrap_or_else(|| panic!("no answer to {req:?}"));
+        assert_ne!(first.status, 101, "{req:?} was switched");
+        assert!(
+            first.status == 426 || first.status == 405 || first.status == 501,
+            "{req:?}: {}",
+            first.status
+        );
+        if let Some(second) = second {
+            assert_eq!(second.status, 426, "{req:?}: the next request");
+        }
+    }
+}

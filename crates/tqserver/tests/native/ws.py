@@ -61,6 +61,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         key = self.headers.get("Sec-WebSocket-Key")
         if self.headers.get("Upgrade", "").lower() != "websocket" or not key:
+            # A body on a plain request is read, so the connection stays
+            # in step for the next one.
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
             body = b"a WebSocket endpoint\n"
             self.send_response(426)
             self.send_header("Upgrade", "websocket")
