@@ -806,3 +806,139 @@ async fn a_worker_that_closes_kept_connections_silently_fails_no_request() {
     }
     assert!(failed.is_empty(), "{failed:?}\n{}", tq.log_text());
 }
+
+/// Writes `total` bytes of body to `s` at about 20 MB/s from a thread of
+/// its own, until the whole body is sent or the server stops taking it.
+fn upload_slowly(s: &std::net::TcpStream, total: usize) -> std::thread::JoinHandle<usize> {
+    use std::io::Write;
+    let mut w = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 << 10];
+        let mut sent = 0;
+        while sent < total {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        sent
+    })
+}
+
+/// The worker's answer reaches the client while the request body is
+/// still on its way (an early 413 of a 90 MB upload, at once, with or
+/// without `Expect: 100-continue`, the client then sending no body); a
+/// worker that answers at once and echoes each chunk as it reads gets
+/// the body while its answer streams; `proxy.send_timeout` and
+/// `proxy.read_timeout` cut a worker that stops reading or sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_overtake_uploads_and_stalled_workers_are_cut_at_their_timeouts() {
+    use common::raw;
+    use std::io::{Read, Write};
+    let p = project("");
+    python_worker(
+        &p,
+        "api",
+        "/api",
+        "scaling:\n  request_timeout: 30s\nproxy:\n  send_timeout: 1s\n  read_timeout: 1s",
+    );
+    let tq = Tq::start(p.path(), &["--mode", "prod"]);
+    wait_for(&tq, "/api/x", 30, |s, _| s == 200).await;
+    let port = tq.port;
+    let big = 90usize << 20; // under server.max_body_bytes; 4.5 s at 20 MB/s
+    tokio::task::spawn_blocking(move || {
+        // 1. Refusals before the body, the connection closed or kept
+        //    open unread: the answer comes within a second, not after
+        //    the ten seconds the upload takes.
+        for path in ["/api/early", "/api/refuse-open"] {
+            let mut s = raw::connect(port, Duration::from_secs(10));
+            let began = Instant::now();
+            s.write_all(
+                format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {big}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            let writer = upload_slowly(&s, big);
+            let r = raw::read_response(&mut s, false, Duration::from_secs(20)).expect(path);
+            let took = began.elapsed();
+            assert_eq!((r.status, r.text().as_str()), (413, "too big for me\n"), "{path}");
+            assert!(took < Duration::from_secs(3), "{path}: the 413 took {took:?}");
+            s.shutdown(std::net::Shutdown::Both).unwrap();
+            let sent = writer.join().unwrap();
+            eprintln!("{path}: 413 after {took:?}, {sent} bytes of the body sent");
+        }
+        // 2. Expect: 100-continue. A refusal comes instead of a 100, and
+        //    the client sends nothing; an acceptance is the worker's 100.
+        let mut s = raw::connect(port, Duration::from_secs(10));
+        s.write_all(
+            format!("POST /api/early HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: {big}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let r = raw::read_response(&mut s, false, Duration::from_secs(5)).expect("a refusal");
+        assert_eq!(r.status, 413, "no 100 before the refusal: {r:?}");
+        let mut s = raw::connect(port, Duration::from_secs(10));
+        s.write_all(
+            b"POST /api/upload HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n",
+        )
+        .unwrap();
+        let r = raw::read_response(&mut s, false, Duration::from_secs(5)).expect("a 100");
+        assert_eq!(r.status, 100, "{r:?}");
+        s.write_all(b"hello world").unwrap();
+        let (rest, _) = raw::read_until_quiet(&mut s, Duration::from_secs(2), Duration::from_secs(10));
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(rest.starts_with("HTTP/1.1 201"), "{rest}");
+        assert!(rest.ends_with("got 11 bytes\n"), "{rest}");
+        // 3. Full duplex: each chunk comes back before the next is sent.
+        let mut s = raw::connect(port, Duration::from_secs(10));
+        s.write_all(b"POST /api/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        for i in 0..5 {
+            let word = format!("ping{i}");
+            s.write_all(format!("{:x}\r\n{word}\r\n", word.len()).as_bytes()).unwrap();
+            while !String::from_utf8_lossy(&got).contains(&word) {
+                let n = s.read(&mut buf).expect("the echo of a chunk sent");
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        s.write_all(b"0\r\n\r\n").unwrap();
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = s.read(&mut buf).expect("the end of the echo");
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+        // 4. A worker that reads nothing: 504 at proxy.send_timeout.
+        let mut s = raw::connect(port, Duration::from_secs(10));
+        let began = Instant::now();
+        s.write_all(
+            format!("POST /api/deaf HTTP/1.1\r\nHost: t\r\nContent-Length: {big}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let writer = upload_slowly(&s, big);
+        let r = raw::read_response(&mut s, false, Duration::from_secs(20)).expect("a 504");
+        let took = began.elapsed();
+        assert_eq!(r.status, 504, "{r:?}");
+        assert!(r.text().contains("proxy.send_timeout"), "{}", r.text());
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+        s.shutdown(std::net::Shutdown::Both).unwrap();
+        writer.join().unwrap();
+        // 5. A worker silent after 10 of 100 bytes: cut at proxy.read_timeout.
+        let mut s = raw::connect(port, Duration::from_secs(10));
+        let began = Instant::now();
+        s.write_all(b"GET /api/stall HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        assert!(raw::closed_within(&mut s, Duration::from_secs(10)), "never cut");
+        let took = began.elapsed();
+        assert!(took < Duration::from_secs(5), "cut after {took:?}");
+    })
+    .await
+    .unwrap();
+    assert!(
+        tq.log_text().contains("proxy.read_timeout"),
+        "{}",
+        tq.log_text()
+    );
+}

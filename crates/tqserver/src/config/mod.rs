@@ -24,7 +24,7 @@ pub use server::{
 };
 pub use worker::{
     AccessTarget, FastcgiListener, Listen, Manager, NativeConfig, NativeKind, PathRule, PhpBackend,
-    PhpConfig, PoolConfig, Symlinks, WorkerConfig, WorkerLogging,
+    PhpConfig, PoolConfig, ProxyTimeouts, Symlinks, WorkerConfig, WorkerLogging,
 };
 
 /// dev or prod.

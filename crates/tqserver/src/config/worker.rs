@@ -39,6 +39,15 @@ pub const DEFAULT_INSTANCES: u32 = 1;
 /// Default `scaling.request_timeout` of a native worker: the longest wait
 /// for its response head (nginx's `proxy_read_timeout`: 60 s).
 pub const DEFAULT_PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `proxy.send_timeout`: the longest pause between two writes of
+/// a request body to a native worker (nginx's `proxy_send_timeout`: 60 s).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `proxy.upgrade_idle_timeout`: an upgraded (WebSocket)
+/// connection with nothing sent either way this long is closed. nginx
+/// cuts at its `proxy_read_timeout` (60 s), which ends WebSockets that do
+/// not ping; Caddy never does. Ten minutes keeps quiet sockets open
+/// without keeping dead ones forever.
+pub const DEFAULT_UPGRADE_IDLE: Duration = Duration::from_secs(600);
 /// Default `scaling.idle_timeout`: an instance above `min_workers` with no
 /// request for this long is stopped.
 pub const DEFAULT_SCALE_IDLE: Duration = Duration::from_secs(30);
@@ -70,6 +79,7 @@ pub(crate) struct WorkerFile {
     fastcgi: Option<FastcgiSection>,
     command: Option<CommandSection>,
     scaling: Option<ScalingSection>,
+    proxy: Option<ProxySection>,
     env: Option<serde_yaml_ng::Mapping>,
     health: Option<HealthSection>,
 }
@@ -152,6 +162,14 @@ struct ScalingSection {
     max_requests: Option<u64>,
     request_timeout: Option<DurationValue>,
     idle_timeout: Option<DurationValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ProxySection {
+    read_timeout: Option<DurationValue>,
+    send_timeout: Option<DurationValue>,
+    upgrade_idle_timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -692,8 +710,8 @@ pub struct NativeConfig {
     pub max_instances: u32,
     /// `scaling.max_requests`: an instance is replaced after this many (0: never).
     pub max_requests: u64,
-    /// `scaling.request_timeout`: longest wait for a response head.
-    pub request_timeout: Duration,
+    /// How long the proxy waits on the worker.
+    pub timeouts: ProxyTimeouts,
     /// `scaling.idle_timeout`: an instance above the minimum idle this long stops.
     pub idle_timeout: Duration,
     /// `health.path`.
@@ -702,6 +720,23 @@ pub struct NativeConfig {
     pub health_interval: Duration,
     /// `health.failures`.
     pub health_failures: u32,
+}
+
+/// How long the proxy waits on a native worker, nginx's `proxy_*_timeout`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyTimeouts {
+    /// `scaling.request_timeout`: the longest wait for the answer head
+    /// once the request is sent.
+    pub head: Duration,
+    /// `proxy.read_timeout`: the longest pause between two reads of the
+    /// answer body (nginx's `proxy_read_timeout`; default: `head`).
+    pub read: Duration,
+    /// `proxy.send_timeout`: the longest pause between two writes of the
+    /// request body (nginx's `proxy_send_timeout`).
+    pub send: Duration,
+    /// `proxy.upgrade_idle_timeout`: an upgraded connection with nothing
+    /// sent either way this long is closed.
+    pub upgrade_idle: Duration,
 }
 
 /// One worker from `workers/{name}/config/worker.yaml`.
@@ -838,6 +873,7 @@ impl WorkerFile {
                 dir,
                 command: self.command,
                 scaling: self.scaling,
+                proxy: self.proxy,
                 env: self.env,
                 health: self.health,
             },
@@ -1317,6 +1353,7 @@ struct NativeSections<'a> {
     dir: &'a Path,
     command: Option<CommandSection>,
     scaling: Option<ScalingSection>,
+    proxy: Option<ProxySection>,
     env: Option<serde_yaml_ng::Mapping>,
     health: Option<HealthSection>,
 }
@@ -1332,6 +1369,7 @@ fn resolve_native(
         for (key, present) in [
             ("command", n.command.is_some()),
             ("scaling", n.scaling.is_some()),
+            ("proxy", n.proxy.is_some()),
             ("env", n.env.is_some()),
             ("health", n.health.is_some()),
         ] {
@@ -1414,6 +1452,34 @@ fn resolve_native(
         scaling.idle_timeout,
         DEFAULT_SCALE_IDLE,
     );
+    let proxy = n.proxy.unwrap_or_default();
+    let timeouts = ProxyTimeouts {
+        head: request_timeout,
+        read: dur("proxy.read_timeout", proxy.read_timeout, request_timeout),
+        send: dur(
+            "proxy.send_timeout",
+            proxy.send_timeout,
+            DEFAULT_SEND_TIMEOUT,
+        ),
+        upgrade_idle: dur(
+            "proxy.upgrade_idle_timeout",
+            proxy.upgrade_idle_timeout,
+            DEFAULT_UPGRADE_IDLE,
+        ),
+    };
+    for (key, d) in [
+        ("scaling.request_timeout", timeouts.head),
+        ("proxy.read_timeout", timeouts.read),
+        ("proxy.send_timeout", timeouts.send),
+        ("proxy.upgrade_idle_timeout", timeouts.upgrade_idle),
+    ] {
+        if d.is_zero() {
+            errors.push(err(
+                key,
+                "must be more than 0 (a wait of nothing fails every request)".into(),
+            ));
+        }
+    }
     let health = n.health.unwrap_or_default();
     let health_path = health
         .path
@@ -1437,7 +1503,7 @@ fn resolve_native(
         min_instances,
         max_instances,
         max_requests: scaling.max_requests.unwrap_or(0),
-        request_timeout,
+        timeouts,
         idle_timeout,
         health_path,
         health_interval: health

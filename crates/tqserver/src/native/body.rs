@@ -80,11 +80,19 @@ impl<G> Streaming<G> {
     fn finish(&mut self, clean: bool) {
         let conn = self.conn.take();
         if let (Some(c), Some(home)) = (conn, self.home.as_ref()) {
-            if clean && self.keep_alive && c.buf.is_empty() {
+            if clean && self.keep_alive && c.buf.is_empty() && c.whole() {
                 home.put(c);
             }
         }
         self.guard = None;
+    }
+
+    /// The body ends unfinished: said in the log (the client only sees
+    /// its connection closed), with the instance's port.
+    fn cut(&mut self, e: &io::Error) {
+        let port = self.conn.as_ref().map_or(0, Conn::port);
+        tracing::warn!(port, "a worker's answer was cut: {e}");
+        self.finish(false);
     }
 
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
@@ -177,7 +185,7 @@ impl<G: Unpin> http_body::Body for Streaming<G> {
                 Poll::Ready(Some(Ok(Frame::data(d))))
             }
             Poll::Ready(Some(Err(e))) => {
-                self.finish(false);
+                self.cut(&e);
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -188,11 +196,12 @@ impl<G: Unpin> http_body::Body for Streaming<G> {
                 });
                 if timer.as_mut().poll(cx).is_ready() {
                     self.timer = None;
-                    self.finish(false);
-                    return Poll::Ready(Some(Err(io::Error::new(
+                    let e = io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("the worker sent nothing for {gap:?} (scaling.request_timeout)"),
-                    ))));
+                        format!("the worker sent nothing for {gap:?} (proxy.read_timeout)"),
+                    );
+                    self.cut(&e);
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Pending
             }

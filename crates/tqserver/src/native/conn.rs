@@ -17,9 +17,12 @@ use http::header::{HeaderMap, HeaderValue};
 use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::oneshot;
 
 use super::body::Streaming;
 use super::h1::{self, Framing};
+use crate::config::ProxyTimeouts;
 use crate::http::body::BodyError;
 
 /// The request body sent to an instance.
@@ -28,22 +31,32 @@ pub type UpBody = http_body_util::combinators::BoxBody<Bytes, BodyError>;
 /// Connecting to an instance on this machine takes microseconds; a
 /// connect that takes longer means it is gone or stuck.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an answer sent before the request body was written may take
-/// to arrive once the instance stopped reading.
+/// How long an answer may take to arrive once the instance stopped
+/// taking the request body (it answered early and closed, most likely).
 const EARLY_ANSWER: Duration = Duration::from_millis(500);
+/// How long a request with `Expect: 100-continue` waits for the
+/// instance's 100 (or its refusal) before its body is sent anyway, as
+/// RFC 9110 §10.1.1 allows and curl does after one second.
+const EXPECT_WAIT: Duration = Duration::from_secs(1);
 /// Longest time the rest of a request body is read and dropped after the
 /// instance stopped taking it.
 const DRAIN_FOR: Duration = Duration::from_secs(10);
 /// Read buffer: grown to this much per read.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
 
-/// One kept-alive connection to an instance.
+/// One kept-alive connection to an instance, split in its two halves so
+/// a request body can be written while the answer is read.
 pub struct Conn {
-    stream: TcpStream,
+    rd: OwnedReadHalf,
+    /// `None` while (or after) an upload runs apart from the answer:
+    /// such a connection is never reused.
+    wr: Option<OwnedWriteHalf>,
     pub(super) buf: BytesMut,
     /// Came from the idle pool (so a close before any byte of answer may
     /// just mean the instance closed it meanwhile).
     pub reused: bool,
+    /// Some byte of an answer to the current request arrived.
+    answered: bool,
 }
 
 /// Why a request got no response.
@@ -56,6 +69,12 @@ pub enum SendError {
     Body(BodyError),
     /// The instance broke the protocol or the connection failed mid-answer.
     Failed(io::Error),
+    /// No answer head this long after the request was sent
+    /// (`scaling.request_timeout`).
+    NoAnswer(Duration),
+    /// The instance took no byte of the request body for this long
+    /// (`proxy.send_timeout`).
+    SendStalled(Duration),
 }
 
 impl std::fmt::Display for SendError {
@@ -64,6 +83,8 @@ impl std::fmt::Display for SendError {
             Self::Closed(e) => write!(f, "connection closed before an answer: {e}"),
             Self::Body(e) => write!(f, "{e}"),
             Self::Failed(e) => write!(f, "{e}"),
+            Self::NoAnswer(d) => write!(f, "no answer within {d:?}"),
+            Self::SendStalled(d) => write!(f, "took no request body for {d:?}"),
         }
     }
 }
@@ -78,11 +99,12 @@ pub struct Upgraded {
     pub early: Bytes,
 }
 
-/// What came back first: a final head, or a 101 (its end-to-end headers
-/// and the protocol its `Upgrade` names).
+/// What came back: a final head, a 101 (its end-to-end headers and the
+/// protocol its `Upgrade` names), or another 1xx (not passed on).
 enum Answer {
     Final(h1::Head),
     Switching(HeaderMap, HeaderValue),
+    Interim(StatusCode),
 }
 
 /// A request ready to go: its head serialised once (so a retry costs
@@ -90,10 +112,16 @@ enum Answer {
 pub struct Outgoing {
     /// `METHOD path HTTP/1.1`, headers, framing, blank line.
     pub head: Bytes,
-    /// The body, streamed with the framing the head announced.
+    /// The body, streamed with the framing the head announced; still
+    /// here after a failed [`Conn::send`] when none of it was read (so
+    /// the request can be sent again).
     pub body: Option<(UpBody, Framing)>,
     /// A HEAD request: the answer has no body whatever it says.
     pub head_only: bool,
+    /// The head carries `Expect: 100-continue`: the body waits for the
+    /// instance's 100 (at most [`EXPECT_WAIT`]); a refusal instead goes
+    /// to the client, which then never sends the body.
+    pub expect: bool,
 }
 
 impl Conn {
@@ -103,135 +131,172 @@ impl Conn {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
+        let (rd, wr) = stream.into_split();
         Ok(Self {
-            stream,
+            rd,
+            wr: Some(wr),
             buf: BytesMut::with_capacity(READ_CHUNK),
             reused: false,
+            answered: false,
         })
     }
 
-    /// Sends the request and reads the response head; the body follows in
-    /// the returned [`Streaming`] once it is given a lease.
-    pub async fn send(&mut self, out: &mut Outgoing) -> Result<h1::Head, SendError> {
-        match out.body.take() {
-            None => self
-                .stream
-                .write_all(&out.head)
-                .await
-                .map_err(SendError::Closed)?,
-            Some((body, framing)) => {
-                if let Err(e) = self.send_body(&out.head, body, framing).await {
-                    if matches!(e, SendError::Body(_)) {
-                        return Err(e);
-                    }
-                    // The instance may have answered early (413, 401…) and
-                    // closed without reading the rest: pass that answer on,
-                    // as nginx does; the connection is not reused.
-                    let early =
-                        tokio::time::timeout(EARLY_ANSWER, self.read_head(out.head_only)).await;
-                    return match early {
-                        Ok(Ok(mut head)) => {
-                            head.keep_alive = false;
-                            Ok(head)
-                        }
-                        _ => Err(e),
-                    };
-                }
-            }
-        }
-        self.read_head(out.head_only).await
-    }
-
-    async fn send_body(
+    /// Sends the request and reads the response head, the body written
+    /// while the answer is read (an instance may answer before it has
+    /// read it all); the body follows in the returned [`Streaming`] once
+    /// it is given a lease.
+    pub async fn send(
         &mut self,
-        head: &[u8],
-        mut body: UpBody,
-        framing: Framing,
-    ) -> Result<(), SendError> {
-        self.stream
-            .write_all(head)
-            .await
-            .map_err(SendError::Closed)?;
-        let mut sent = false;
-        let mut written = 0u64;
-        loop {
-            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-            let data = match frame {
-                None => break,
-                Some(Err(e)) => return Err(SendError::Body(e)),
-                Some(Ok(f)) => match f.into_data() {
-                    Ok(d) => d,
-                    Err(_) => continue, // trailers are not forwarded
-                },
-            };
-            if data.is_empty() {
-                continue;
-            }
-            written += data.len() as u64;
-            if let Framing::Length(n) = framing {
-                if written > n {
-                    // Never more than the head announced: the bytes past it
-                    // would be read by the instance as another request.
-                    return Err(SendError::Failed(bad(format!(
-                        "the request body is longer than its Content-Length {n}"
-                    ))));
+        out: &mut Outgoing,
+        t: &ProxyTimeouts,
+    ) -> Result<h1::Head, SendError> {
+        self.answered = false;
+        let Some(wr) = self.wr.as_mut() else {
+            return Err(SendError::Failed(bad(
+                "the connection is half closed".into()
+            )));
+        };
+        wr.write_all(&out.head).await.map_err(SendError::Closed)?;
+        if out.body.is_some() && out.expect {
+            // The instance decides whether the body comes.
+            loop {
+                match tokio::time::timeout(EXPECT_WAIT, self.next_answer(out.head_only)).await {
+                    Err(_) | Ok(Ok(Answer::Interim(StatusCode::CONTINUE))) => break,
+                    Ok(Ok(Answer::Interim(_))) => {}
+                    Ok(Ok(Answer::Final(mut head))) => {
+                        // Refused before the body: it is dropped unread, so
+                        // the client never gets a 100 and sends nothing.
+                        head.keep_alive = false;
+                        out.body = None;
+                        return Ok(head);
+                    }
+                    Ok(Ok(Answer::Switching(..))) => return Err(unasked_101()),
+                    Ok(Err(e)) => return Err(e),
                 }
             }
-            if let Err(e) = self.write_chunk(&data, framing).await {
-                // The client is still sending: read and drop the rest, so
-                // it gets to read whatever answer it receives (nginx's
-                // lingering close).
-                tokio::spawn(drain(body));
-                return Err(if sent {
-                    SendError::Failed(e)
-                } else {
-                    SendError::Closed(e)
-                });
-            }
-            sent = true;
         }
-        match framing {
-            Framing::Chunked => self
-                .stream
-                .write_all(b"0\r\n\r\n")
-                .await
-                .map_err(SendError::Failed)?,
-            Framing::Length(n) if written != n => {
-                return Err(SendError::Failed(bad(format!(
-                    "the request body ended after {written} of its {n} bytes"
-                ))));
-            }
-            Framing::Length(_) => {}
+        match out.body.take() {
+            None => self.head_within(t.head, out.head_only).await,
+            Some((body, framing)) => self.duplex(body, framing, out.head_only, t).await,
         }
-        Ok(())
     }
 
-    async fn write_chunk(&mut self, data: &[u8], framing: Framing) -> io::Result<()> {
-        if framing == Framing::Chunked {
-            let size = format!("{:x}\r\n", data.len());
-            self.stream.write_all(size.as_bytes()).await?;
-            self.stream.write_all(data).await?;
-            self.stream.write_all(b"\r\n").await
-        } else {
-            self.stream.write_all(data).await
+    /// Reads the answer head, at most `wait`.
+    async fn head_within(
+        &mut self,
+        wait: Duration,
+        head_only: bool,
+    ) -> Result<h1::Head, SendError> {
+        tokio::time::timeout(wait, self.read_head(head_only))
+            .await
+            .unwrap_or(Err(SendError::NoAnswer(wait)))
+    }
+
+    /// Writes `body` while reading the answer. An answer that comes
+    /// first is passed on at once: a refusal (4xx, 5xx) or one that
+    /// closes stops the upload and the rest of the client's body is read
+    /// and dropped (so it reads the answer, HTTP/1.1's rule); any other
+    /// keeps the upload going beside the answer (a worker that streams
+    /// while it reads). Either way the connection is not reused.
+    async fn duplex(
+        &mut self,
+        body: UpBody,
+        framing: Framing,
+        head_only: bool,
+        t: &ProxyTimeouts,
+    ) -> Result<h1::Head, SendError> {
+        let wr = self.wr.take().expect("checked by send");
+        let (stop, stopped) = oneshot::channel();
+        let upload = Upload {
+            wr,
+            body,
+            framing,
+            gap: t.send,
+            written: 0,
+        };
+        let mut up = Box::pin(upload.run(stopped));
+        let early = loop {
+            tokio::select! {
+                biased;
+                a = self.next_answer(head_only) => match a {
+                    Ok(Answer::Interim(_)) => {}
+                    Ok(Answer::Final(head)) => break Ok(head),
+                    Ok(Answer::Switching(..)) => break Err(unasked_101()),
+                    Err(e) => break Err(e),
+                },
+                (upload, sent) = &mut up => {
+                    return self.after_upload(upload, sent, head_only, t).await;
+                }
+            }
+        };
+        let mut head = match early {
+            Ok(head) if head.status.as_u16() < 400 && head.keep_alive => {
+                // Answered while still reading: the rest goes on apart.
+                tokio::spawn(async move {
+                    let (upload, _) = up.await;
+                    // Not shut down: some servers take a half close for
+                    // the client going away.
+                    upload.wr.forget();
+                });
+                head
+            }
+            early => {
+                let _ = stop.send(());
+                let (upload, _) = up.await;
+                tokio::spawn(drain(upload.body));
+                early?
+            }
+        };
+        head.keep_alive = false;
+        Ok(head)
+    }
+
+    /// The upload ended before any answer: on success the answer is
+    /// awaited; if the instance stopped taking the body, it may have
+    /// answered early and closed, so that answer is looked for briefly.
+    async fn after_upload(
+        &mut self,
+        upload: Upload,
+        sent: Result<(), UpError>,
+        head_only: bool,
+        t: &ProxyTimeouts,
+    ) -> Result<h1::Head, SendError> {
+        let failed = match sent {
+            Ok(()) => {
+                self.wr = Some(upload.wr);
+                return self.head_within(t.head, head_only).await;
+            }
+            Err(UpError::Body(e)) => return Err(SendError::Body(e)),
+            Err(UpError::Framing(m)) => return Err(SendError::Failed(bad(m))),
+            Err(UpError::Stalled) => SendError::SendStalled(t.send),
+            Err(UpError::Write(e)) if upload.written == 0 => SendError::Closed(e),
+            Err(UpError::Write(e)) => SendError::Failed(e),
+        };
+        tokio::spawn(drain(upload.body));
+        match tokio::time::timeout(EARLY_ANSWER, self.read_head(head_only)).await {
+            Ok(Ok(mut head)) => {
+                head.keep_alive = false;
+                Ok(head)
+            }
+            _ => Err(failed),
         }
     }
 
     /// Reads until a complete final (non-1xx) response head.
     async fn read_head(&mut self, head_only: bool) -> Result<h1::Head, SendError> {
-        match self.next_head(head_only).await? {
-            Answer::Final(head) => Ok(head),
-            Answer::Switching(..) => Err(SendError::Failed(bad(
-                "101 Switching Protocols to a request that asked for no upgrade".into(),
-            ))),
+        loop {
+            match self.next_answer(head_only).await? {
+                Answer::Final(head) => return Ok(head),
+                Answer::Interim(_) => {}
+                Answer::Switching(..) => return Err(unasked_101()),
+            }
         }
     }
 
-    /// Reads until a complete final response head or a 101, skipping
-    /// other 1xx answers (100 Continue, 103 Early Hints: not passed on).
-    /// A failure before any byte is [`SendError::Closed`].
-    async fn next_head(&mut self, head_only: bool) -> Result<Answer, SendError> {
-        let mut got_any = false;
+    /// Reads until a complete response head: final, 101 or another 1xx.
+    /// A failure before any byte is [`SendError::Closed`]. Cancel safe:
+    /// what was read stays in the buffer.
+    async fn next_answer(&mut self, head_only: bool) -> Result<Answer, SendError> {
         loop {
             if !self.buf.is_empty() {
                 match h1::parse_head(&self.buf, head_only) {
@@ -239,9 +304,9 @@ impl Conn {
                         h1::skip(&mut self.buf, len);
                         return Ok(Answer::Final(head));
                     }
-                    Ok(Some(h1::Parsed::Interim(len))) => {
+                    Ok(Some(h1::Parsed::Interim(status, len))) => {
                         h1::skip(&mut self.buf, len);
-                        continue;
+                        return Ok(Answer::Interim(status));
                     }
                     Ok(Some(h1::Parsed::Switching(headers, protocol, len))) => {
                         h1::skip(&mut self.buf, len);
@@ -252,7 +317,8 @@ impl Conn {
                 }
             }
             self.buf.reserve(READ_CHUNK);
-            let n = tokio_util::io::read_buf(&mut self.stream, &mut self.buf)
+            let got_any = self.answered;
+            let n = tokio_util::io::read_buf(&mut self.rd, &mut self.buf)
                 .await
                 .map_err(|e| {
                     if got_any {
@@ -266,7 +332,7 @@ impl Conn {
                 // was closed with our request unread in it, or before it
                 // arrived) is kept as the error: it says the request was
                 // never read (see proxy::never_read).
-                let e = match self.stream.take_error() {
+                let e = match self.rd.as_ref().take_error() {
                     Ok(Some(reset)) if !got_any => reset,
                     _ => io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -279,7 +345,7 @@ impl Conn {
                     SendError::Closed(e)
                 });
             }
-            got_any = true;
+            self.answered = true;
         }
     }
 
@@ -292,25 +358,22 @@ impl Conn {
         mut self,
         head: &[u8],
     ) -> Result<Result<(HeaderMap, HeaderValue, Upgraded), (h1::Head, Self)>, SendError> {
-        self.stream
-            .write_all(head)
-            .await
-            .map_err(SendError::Closed)?;
-        match self.next_head(false).await? {
-            Answer::Switching(headers, protocol) => {
-                let early = self.buf.split().freeze();
-                Ok(Ok((
-                    headers,
-                    protocol,
-                    Upgraded {
-                        stream: self.stream,
-                        early,
-                    },
-                )))
-            }
-            Answer::Final(mut head) => {
-                head.keep_alive = false;
-                Ok(Err((head, self)))
+        self.answered = false;
+        let wr = self.wr.as_mut().expect("a new connection");
+        wr.write_all(head).await.map_err(SendError::Closed)?;
+        loop {
+            match self.next_answer(false).await? {
+                Answer::Switching(headers, protocol) => {
+                    let early = self.buf.split().freeze();
+                    let wr = self.wr.take().expect("a new connection");
+                    let stream = self.rd.reunite(wr).expect("the halves of one stream");
+                    return Ok(Ok((headers, protocol, Upgraded { stream, early })));
+                }
+                Answer::Interim(_) => {}
+                Answer::Final(mut head) => {
+                    head.keep_alive = false;
+                    return Ok(Err((head, self)));
+                }
             }
         }
     }
@@ -318,16 +381,122 @@ impl Conn {
     /// Whether an idle connection is still open: nothing to read, no EOF.
     pub(super) fn still_open(&self) -> bool {
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        matches!(self.rd.as_ref().try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Reads more into the buffer: `Ok(false)` at EOF.
     pub(super) fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         self.buf.reserve(READ_CHUNK);
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf) {
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.rd), cx, &mut self.buf) {
             Poll::Ready(Ok(n)) => Poll::Ready(Ok(n > 0)),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The instance's port (0 if the socket no longer says).
+    pub(super) fn port(&self) -> u16 {
+        self.rd.peer_addr().map_or(0, |a| a.port())
+    }
+
+    /// Whether the connection can carry another request (its write half
+    /// is here, not with an upload still going).
+    pub(super) fn whole(&self) -> bool {
+        self.wr.is_some()
+    }
+}
+
+fn unasked_101() -> SendError {
+    SendError::Failed(bad(
+        "101 Switching Protocols to a request that asked for no upgrade".into(),
+    ))
+}
+
+/// Why an upload stopped.
+enum UpError {
+    /// Reading the client's body failed.
+    Body(BodyError),
+    /// Writing to the instance failed.
+    Write(io::Error),
+    /// The instance took nothing for the send timeout.
+    Stalled,
+    /// The client's body did not match the length the head announced.
+    Framing(String),
+}
+
+/// A request body on its way to an instance, with the write half it goes
+/// through (both given back when it ends, so the connection is reused or
+/// the rest of the body drained).
+struct Upload {
+    wr: OwnedWriteHalf,
+    body: UpBody,
+    framing: Framing,
+    /// Longest pause of one write (`proxy.send_timeout`).
+    gap: Duration,
+    written: u64,
+}
+
+impl Upload {
+    /// Sends the body, or stops when told (not when the sender is gone:
+    /// an upload let go on its own runs to its end).
+    async fn run(mut self, stop: oneshot::Receiver<()>) -> (Self, Result<(), UpError>) {
+        let r = tokio::select! {
+            biased;
+            Ok(()) = stop => Ok(()),
+            r = self.send_all() => r,
+        };
+        (self, r)
+    }
+
+    async fn send_all(&mut self) -> Result<(), UpError> {
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await;
+            let data = match frame {
+                None => break,
+                Some(Err(e)) => return Err(UpError::Body(e)),
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => d,
+                    Err(_) => continue, // trailers are not forwarded
+                },
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if let Framing::Length(n) = self.framing {
+                if self.written + data.len() as u64 > n {
+                    // Never more than the head announced: the bytes past it
+                    // would be read by the instance as another request.
+                    return Err(UpError::Framing(format!(
+                        "the request body is longer than its Content-Length {n}"
+                    )));
+                }
+            }
+            if self.framing == Framing::Chunked {
+                let size = format!("{:x}\r\n", data.len());
+                self.write(size.as_bytes()).await?;
+                self.write(&data).await?;
+                self.write(b"\r\n").await?;
+            } else {
+                self.write(&data).await?;
+            }
+            self.written += data.len() as u64;
+        }
+        match self.framing {
+            Framing::Chunked => self.write(b"0\r\n\r\n").await,
+            Framing::Length(n) if self.written != n => Err(UpError::Framing(format!(
+                "the request body ended after {} of its {n} bytes",
+                self.written
+            ))),
+            Framing::Length(_) => Ok(()),
+        }
+    }
+
+    /// One write, within the send timeout.
+    async fn write(&mut self, data: &[u8]) -> Result<(), UpError> {
+        match tokio::time::timeout(self.gap, self.wr.write_all(data)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(UpError::Write(e)),
+            Err(_) => Err(UpError::Stalled),
         }
     }
 }
@@ -364,8 +533,16 @@ pub async fn get_status(addr: SocketAddr, path: &str) -> Result<StatusCode, Stri
         head: h1::request_head(&http::Method::GET, path, std::iter::empty(), &extra, None),
         body: None,
         head_only: false,
+        expect: false,
     };
-    let head = conn.send(&mut out).await.map_err(|e| e.to_string())?;
+    let wait = CONNECT_TIMEOUT * 5;
+    let t = ProxyTimeouts {
+        head: wait,
+        read: wait,
+        send: wait,
+        upgrade_idle: wait,
+    };
+    let head = conn.send(&mut out, &t).await.map_err(|e| e.to_string())?;
     let status = head.status;
     let mut body = Streaming::<()>::new(conn, &head, None, None, CONNECT_TIMEOUT * 5);
     let mut read = 0;

@@ -120,7 +120,7 @@ pub struct Head {
 pub enum Parsed {
     /// An interim 1xx (100 Continue, 103 Early Hints) of this many bytes:
     /// not passed on.
-    Interim(usize),
+    Interim(StatusCode, usize),
     /// The final head, and the bytes it took.
     Final(Head, usize),
     /// `101 Switching Protocols`: its end-to-end headers, the protocol
@@ -155,7 +155,7 @@ pub fn parse_head(buf: &[u8], head_only: bool) -> Result<Option<Parsed>, H1Error
             let (headers, _) = response_headers(parsed.headers)?;
             return Ok(Some(Parsed::Switching(headers, upgrade, len)));
         }
-        return Ok(Some(Parsed::Interim(len)));
+        return Ok(Some(Parsed::Interim(status, len)));
     }
     let version_10 = parsed.version == Some(0);
     let (headers, info) = response_headers(parsed.headers)?;
@@ -381,7 +381,7 @@ mod tests {
         }
         assert!(matches!(
             parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", false),
-            Ok(Some(Parsed::Interim(25)))
+            Ok(Some(Parsed::Interim(StatusCode::CONTINUE, 25)))
         ));
         assert!(
             parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false)

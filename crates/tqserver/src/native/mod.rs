@@ -58,8 +58,8 @@ pub struct Serving {
     pub stopped: bool,
     /// A build (and start) of a new version is under way.
     pub building: bool,
-    /// `scaling.request_timeout` of the configuration in force.
-    pub request_timeout: Duration,
+    /// The proxy's timeouts of the configuration in force.
+    pub timeouts: crate::config::ProxyTimeouts,
     /// `scaling.max_requests` of the configuration in force.
     pub max_requests: u64,
     /// Bumped whenever pages this worker served should reload in a

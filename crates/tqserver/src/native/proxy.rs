@@ -108,12 +108,15 @@ pub async fn serve(
             None => Some(Framing::Chunked),
         }
     };
+    // The worker answers the client's `Expect: 100-continue` (the header
+    // is passed on): its body is not read before the worker asks for it.
+    let expect = framing.is_some() && expects_continue(&parts.headers);
     let limited = LimitedBody::new(body, limits.max_body_bytes, limits.read_timeout)
         .counting(parts.extensions.get());
     let mut replay: Option<Bytes> = None;
     let mut streamed = None;
     match framing {
-        Some(Framing::Length(n)) if n <= REPLAYABLE => match limited.collect().await {
+        Some(Framing::Length(n)) if n <= REPLAYABLE && !expect => match limited.collect().await {
             Ok(whole) => replay = Some(whole.to_bytes()),
             Err(e) => return body::error_page(&e),
         },
@@ -124,12 +127,14 @@ pub async fn serve(
         head: head(&parts, &conn, framing),
         body: streamed,
         head_only,
+        expect,
     };
     let bodyless = framing.is_none();
-    let timeout = svc.serving().request_timeout;
+    let timeouts = svc.serving().timeouts;
     // Retries only when the instance cannot have seen the request: a
     // refused connect, or a kept-alive connection found closed before any
-    // answer (for a request without a body, whose head is resent).
+    // answer (for a request without a body, whose head is resent; one
+    // whose body was kept whole; one whose body was not yet read).
     let mut retries = 0;
     loop {
         if let Some(b) = &replay {
@@ -162,24 +167,37 @@ pub async fn serve(
                 }
             },
         };
-        match tokio::time::timeout(timeout, c.send(&mut out)).await {
-            Ok(Ok(head)) => {
+        match c.send(&mut out, &timeouts).await {
+            Ok(head) => {
                 let home = inst.idle.clone();
-                let body = Streaming::new(c, &head, Some(home), Some(lease), timeout);
+                let body = Streaming::new(c, &head, Some(home), Some(lease), timeouts.read);
                 let mut r = rbody::response(head, body);
                 r.extensions_mut().insert(ServedBy::Port(inst.port));
                 return r;
             }
-            Ok(Err(SendError::Closed(e)))
+            Err(SendError::Closed(e))
                 if c.reused
                     && retries < MAX_RETRIES
-                    && (bodyless || (replay.is_some() && never_read(&e))) =>
+                    && (bodyless || out.body.is_some() || (replay.is_some() && never_read(&e))) =>
             {
                 tracing::debug!(worker = %svc.worker.name, port = inst.port, "kept-alive connection was closed ({e}); retrying");
                 retries += 1;
             }
-            Ok(Err(SendError::Body(b))) => return body::error_page(&b),
-            Ok(Err(e)) => {
+            Err(SendError::Body(b)) => return body::error_page(&b),
+            Err(SendError::NoAnswer(wait)) => {
+                tracing::warn!(worker = %svc.worker.name, port = inst.port, "no response within {wait:?}");
+                return gateway_timeout(svc, wait, "did not answer", "scaling.request_timeout");
+            }
+            Err(SendError::SendStalled(wait)) => {
+                tracing::warn!(worker = %svc.worker.name, port = inst.port, "took no request body for {wait:?}");
+                return gateway_timeout(
+                    svc,
+                    wait,
+                    "took none of the request body",
+                    "proxy.send_timeout",
+                );
+            }
+            Err(e) => {
                 tracing::warn!(worker = %svc.worker.name, port = inst.port, "upstream error: {e}");
                 let kind = match &e {
                     SendError::Failed(io) if io.kind() == std::io::ErrorKind::InvalidData => {
@@ -189,12 +207,14 @@ pub async fn serve(
                 };
                 return bad_gateway(svc, kind);
             }
-            Err(_) => {
-                tracing::warn!(worker = %svc.worker.name, port = inst.port, "no response within {timeout:?}");
-                return gateway_timeout(svc, timeout);
-            }
         }
     }
+}
+
+/// Whether the client sent `Expect: 100-continue`.
+fn expects_continue(h: &HeaderMap) -> bool {
+    h.get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Whether a failure on a reused connection shows that the instance never
@@ -223,7 +243,7 @@ fn upgrade_asked(req: &Request<Incoming>) -> Option<HeaderValue> {
 /// fresh connection with its `Upgrade` and `Connection: upgrade`; a 101
 /// from the instance is passed back, and once hyper hands over the
 /// client's connection the bytes are copied both ways until either side
-/// closes or neither sends for `scaling.request_timeout`. The instance
+/// closes or neither sends for `proxy.upgrade_idle_timeout`. The instance
 /// stays counted busy meanwhile (a drain waits for it). An instance that
 /// answers with plain HTTP instead has that answer passed on.
 async fn upgrade(
@@ -243,7 +263,7 @@ async fn upgrade(
         None,
         &[("upgrade", protocol.as_bytes()), ("connection", b"upgrade")],
     );
-    let timeout = svc.serving().request_timeout;
+    let timeouts = svc.serving().timeouts;
     let c = match Conn::connect(inst.addr()).await {
         Ok(c) => c,
         Err(e) => {
@@ -251,22 +271,27 @@ async fn upgrade(
             return bad_gateway(svc, UpstreamError::Connect);
         }
     };
-    let answer = match tokio::time::timeout(timeout, c.upgrade(&head_bytes)).await {
+    let answer = match tokio::time::timeout(timeouts.head, c.upgrade(&head_bytes)).await {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             tracing::warn!(worker = %svc.worker.name, port = inst.port, "upstream error: {e}");
             return bad_gateway(svc, UpstreamError::BadResponse);
         }
         Err(_) => {
-            tracing::warn!(worker = %svc.worker.name, port = inst.port, "no answer to an upgrade within {timeout:?}");
-            return gateway_timeout(svc, timeout);
+            tracing::warn!(worker = %svc.worker.name, port = inst.port, "no answer to an upgrade within {:?}", timeouts.head);
+            return gateway_timeout(
+                svc,
+                timeouts.head,
+                "did not answer",
+                "scaling.request_timeout",
+            );
         }
     };
     let (headers, switched, up) = match answer {
         Ok(a) => a,
         Err((head, c)) => {
             // Not switched (a 400, a 403): an HTTP answer like any other.
-            let body = Streaming::new(c, &head, None, Some(lease), timeout);
+            let body = Streaming::new(c, &head, None, Some(lease), timeouts.read);
             let mut r = rbody::response(head, body);
             r.extensions_mut().insert(ServedBy::Port(inst.port));
             return r;
@@ -291,7 +316,8 @@ async fn upgrade(
             }
         }
         metrics.upgraded.inc();
-        let copied = super::tunnel::copy(&mut client, &mut stream, timeout, |up, down| {
+        let idle = timeouts.upgrade_idle;
+        let copied = super::tunnel::copy(&mut client, &mut stream, idle, |up, down| {
             metrics.upgraded_up.inc_by(up);
             metrics.upgraded_down.inc_by(down);
         })
@@ -358,12 +384,18 @@ fn head_with(
     h1::request_head(&parts.method, target, kept, &extra, framing)
 }
 
-/// The 504 for an instance that sent no answer head within `timeout`.
-fn gateway_timeout(svc: &NativeWorker, timeout: std::time::Duration) -> Response<Body> {
+/// The 504 for an instance that `what` (did not answer, took none of
+/// the body) within `wait`, the setting `key`.
+fn gateway_timeout(
+    svc: &NativeWorker,
+    wait: std::time::Duration,
+    what: &str,
+    key: &str,
+) -> Response<Body> {
     let mut r = pages::error(
         StatusCode::GATEWAY_TIMEOUT,
         &format!(
-            "The worker {} did not answer within {timeout:?} (scaling.request_timeout).",
+            "The worker {} {what} within {wait:?} ({key}).",
             svc.worker.name
         ),
     );

@@ -100,7 +100,7 @@ pub fn start(
         problem: None,
         stopped: false,
         building: true,
-        request_timeout: native.request_timeout,
+        timeouts: native.timeouts,
         max_requests: native.max_requests,
         page_version: 0,
     }));
@@ -339,7 +339,7 @@ impl Supervisor {
             stopped: self.current.is_empty()
                 && (self.restart == Restart::GaveUp || (self.artifact.is_none() && !building)),
             building,
-            request_timeout: self.setup.native.request_timeout,
+            timeouts: self.setup.native.timeouts,
             max_requests: self.setup.native.max_requests,
             page_version: self.page_version,
         };

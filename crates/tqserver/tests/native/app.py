@@ -48,6 +48,15 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"read until close")
             self.close_connection = True
             return
+        if route.endswith("/stall"):
+            # 10 of 100 bytes, then silence for 30 s.
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            time.sleep(30)
+            self.close_connection = True
+            return
         if route.endswith("/nocontent"):
             self.send_response(204)
             self.end_headers()
@@ -82,7 +91,55 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "1234")
         self.end_headers()
 
+    def handle_expect_100(self):
+        # Expect: 100-continue: /early refuses before the body comes.
+        if self.path.endswith("/early"):
+            self.refuse(close=True)
+            return False
+        return super().handle_expect_100()
+
+    def refuse(self, close):
+        body = b"too big for me\n"
+        self.send_response(413)
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def read_chunks(self):
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            data = self.rfile.read(size)
+            self.rfile.readline()
+            yield data
+
     def do_POST(self):
+        if self.path.endswith("/refuse-open"):
+            # Refuses before reading the body, keeps the connection open
+            # without reading for 3 s, then closes.
+            self.refuse(close=False)
+            time.sleep(3)
+            return
+        if self.path.endswith("/deaf"):
+            # Reads nothing and answers nothing for 30 s.
+            time.sleep(30)
+            self.close_connection = True
+            return
+        if self.path.endswith("/echo"):
+            # Answers at once, then echoes each chunk as it arrives.
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for data in self.read_chunks():
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.write(b"0\r\n\r\n")
+            return
         if self.path.endswith("/early"):
             # Refuses before reading the body, then closes.
             body = b"too big for me\n"
@@ -94,15 +151,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            data = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                data += self.rfile.read(size)
-                self.rfile.readline()
+            data = b"".join(self.read_chunks())
         else:
             n = int(self.headers.get("Content-Length", "0"))
             data = self.rfile.read(n)
