@@ -210,6 +210,31 @@ pub struct Stopped {
     pub escalated: bool,
 }
 
+/// When the server's shutdown must be over; set once, when it begins.
+static STOP_BY: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// The least a process is given to exit on its own, even past the
+/// shutdown's end.
+const LEAST_GRACE: Duration = Duration::from_millis(100);
+
+/// The server's shutdown must end by `at`: from now on every process stop
+/// gets at most what is left of it ([`grace_left`]), so the whole
+/// shutdown takes one grace period, not one per phase.
+pub fn stop_by(at: std::time::Instant) {
+    let _ = STOP_BY.set(at);
+}
+
+/// How long a stop may wait for a process to exit: `grace`, or what is
+/// left of the server's shutdown if that is less (at least 100 ms).
+pub fn grace_left(grace: Duration) -> Duration {
+    match STOP_BY.get() {
+        Some(at) => at
+            .saturating_duration_since(std::time::Instant::now())
+            .clamp(LEAST_GRACE, grace.max(LEAST_GRACE)),
+        None => grace,
+    }
+}
+
 /// Stops a child and its process group: `first` to the child (SIGQUIT
 /// for php-fpm's graceful stop, SIGTERM for most programs), wait up to
 /// `grace`, then SIGKILL the whole group, and reap. The one way every

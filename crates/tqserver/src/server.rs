@@ -162,7 +162,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         admin.clone(),
         certs.clone(),
     ));
-    let fronts = Fronts::new(sup.shutdown_grace);
+    let fronts = Fronts::new(front_grace(sup.shutdown_grace));
     tracing::info!(
         "TQServer listening on http://{addr} (mode {})",
         config.mode.as_str()
@@ -252,6 +252,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         tokio::time::sleep(drain_delay).await;
     }
     tracing::info!("stopping: finishing requests in progress (up to {grace:?})");
+    // One grace period for the whole stop: the front's connections have
+    // most of it (then open answers are ended), the processes the rest.
+    crate::process::stop_by(std::time::Instant::now() + grace);
     // The shutdown's phases, in order: what accepts requests (the public
     // listener and the FastCGI listeners: no new requests, those in
     // progress finish), then the workers (every process stopped within the
@@ -267,6 +270,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     drop(runtime_dir);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long the public listeners' connections get to finish at a stop:
+/// the grace period less what is kept for the workers' processes to exit
+/// once their requests are done (a quarter, at most a second) and the
+/// moment connections get to write their last bytes after the cut.
+fn front_grace(grace: std::time::Duration) -> std::time::Duration {
+    let kept = (grace / 4).min(std::time::Duration::from_secs(1));
+    grace.saturating_sub(kept + crate::http::AFTER_CUT)
 }
 
 /// The signals TQServer handles, caught once at start.

@@ -638,12 +638,8 @@ async fn fastcgi_listeners_follow_reloads() {
     let (code, out) = reload(&p, &tq);
     assert!(code == 0 && out.contains("worker b started"), "{out}");
     let one = s1.display().to_string();
-    assert!(
-        fcgi_pid(&one).is_ok(),
-        "{:?}\n{}",
-        fcgi_pid(&one),
-        tq.log_text()
-    );
+    let first = fcgi_pid(&one);
+    assert!(first.is_ok(), "{first:?}\n{}", tq.log_text());
     p.worker("b", &with(&s2));
     let (code, out) = reload(&p, &tq);
     assert!(

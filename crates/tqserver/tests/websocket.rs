@@ -81,6 +81,15 @@ async fn websocket_messages_pings_and_closes_go_both_ways() {
         m.contains("tqserver_native_upgraded_connections{worker=\"ws\"} 1"),
         "{m}"
     );
+    // And on the dashboard.
+    let d: serde_json::Value =
+        serde_json::from_str(&common::admin_text(&tq, "/api/dashboard").await).unwrap();
+    let w = &d["workers"][0];
+    assert_eq!(w["upgraded"]["open"], 1, "{w}");
+    assert!(
+        w["upgraded"]["bytes_down"].as_u64().unwrap() > 1_000_000,
+        "{w}"
+    );
     ws.send(Message::Ping(b"are you there".to_vec().into()))
         .await
         .unwrap();
@@ -238,4 +247,73 @@ async fn upgrade_headers_on_what_is_not_an_upgrade_are_not_tunnelled() {
             assert_eq!(second.status, 426, "{req:?}: the next request");
         }
     }
+}
+
+/// SIGTERM with an event stream and a WebSocket open (grace 3 s): when
+/// the grace period ends the stream gets its last chunk (a proper end,
+/// not a cut) and the WebSocket a close frame 1001 (going away), and
+/// TQServer has exited within the one grace period.
+#[tokio::test]
+async fn at_a_stop_event_streams_and_websockets_end_properly_within_the_grace_period() {
+    use std::io::{Read, Write};
+    let p = project();
+    let mut tq = Tq::start(p.path(), &[]);
+    ready(&tq).await;
+    let mut sse = common::raw::connect(tq.port, Duration::from_secs(10));
+    sse.write_all(b"GET /live/events HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{}/live/ws", tq.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match sse.read(&mut buf) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let began = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(tq.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // The WebSocket stays usable until the cut, then gets 1001.
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no close frame: {other:?}\n{}", tq.log_text()),
+        }
+    };
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+    let exit = tokio::task::spawn_blocking(move || {
+        let e = tq.wait_exit(10);
+        (e, tq)
+    });
+    let got = reader.join().unwrap();
+    let (exit, tq) = exit.await.unwrap();
+    let took = began.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("data: 5"), "events flowed: {text}");
+    assert!(
+        text.ends_with("\r\n0\r\n\r\n"),
+        "the stream ends with its last chunk: {text}"
+    );
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "{exit:?}\n{}",
+        tq.log_text()
+    );
+    assert!(
+        took < Duration::from_millis(3500),
+        "exited {took:?} after SIGTERM (grace 3 s)\n{}",
+        tq.log_text()
+    );
 }

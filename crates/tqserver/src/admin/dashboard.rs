@@ -58,6 +58,9 @@ async fn worker(w: &Entry, ready: Result<(), String>) -> Value {
         "idle": status.idle,
         "queue": status.listen_queue,
     });
+    let upgraded = status
+        .upgraded
+        .map(|u| json!({ "open": u.open, "bytes_up": u.bytes_up, "bytes_down": u.bytes_down }));
     json!({
         "name": w.name,
         "route": w.route,
@@ -72,5 +75,6 @@ async fn worker(w: &Entry, ready: Result<(), String>) -> Value {
         "latency": { "bounds": latency.bounds, "counts": latency.counts },
         "pool": pool,
         "processes": processes,
+        "upgraded": upgraded,
     })
 }

@@ -24,6 +24,7 @@ pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,22 +178,70 @@ pub fn empty() -> Body {
 
 pin_project_lite::pin_project! {
     /// A response body that keeps its request counted as in flight (for the
-    /// idle timeout) until the body is done or dropped.
+    /// idle timeout) until the body is done or dropped, and ends when the
+    /// listener's grace period does ([`Cut`]).
     struct Tracked<B> {
         #[pin]
         inner: B,
         _guard: io::InFlightGuard,
+        cut: Cut,
+        // Waits for the cut; made the first time the body has nothing
+        // ready (a quick answer never makes one).
+        waiting: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+        // An event stream: ended at the cut rather than broken off.
+        events: bool,
     }
 }
 
-impl<B: http_body::Body<Data = Bytes>> http_body::Body for Tracked<B> {
+impl<B> Tracked<B> {
+    fn new(inner: B, guard: io::InFlightGuard, cut: &Cut, headers: &http::HeaderMap) -> Self {
+        let events = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        Self {
+            inner,
+            _guard: guard,
+            cut: cut.clone(),
+            waiting: None,
+            events,
+        }
+    }
+}
+
+impl<B> http_body::Body for Tracked<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: From<std::io::Error>,
+{
     type Data = Bytes;
     type Error = B::Error;
     fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Pending => {
+                let cut = this.cut.0.clone();
+                let waiting = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(cut.cancelled_owned()));
+                if waiting.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if *this.events {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(std::io::Error::other(
+                        "the shutdown grace period ended",
+                    )
+                    .into())))
+                }
+            }
+            ready => ready,
+        }
     }
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
@@ -204,6 +253,32 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for Tracked<B> {
 
 /// Either the handler's body or one of the transport's own pages (400).
 type Either<B> = http_body_util::Either<B, Body>;
+
+/// The end of a listener's shutdown grace period, when answers still
+/// open are ended: an event stream (`text/event-stream`, open-ended by
+/// design) with its last chunk, as if the server ended it, anything else
+/// cut (the client sees it incomplete, which it is). An upgrade request
+/// carries it in its extensions, for whoever tunnels the connection (a
+/// WebSocket then gets its close frame).
+#[derive(Debug, Clone, Default)]
+pub struct Cut(CancellationToken);
+
+impl Cut {
+    /// Whether the grace period is over.
+    pub fn is_cut(&self) -> bool {
+        self.0.is_cancelled()
+    }
+
+    /// Waits until the grace period is over.
+    pub async fn cut(&self) {
+        self.0.cancelled().await;
+    }
+
+    /// Ends the grace period.
+    fn fire(&self) {
+        self.0.cancel();
+    }
+}
 
 /// Accepts connections until `stop` is cancelled, then lets open
 /// connections finish their requests for up to `grace`. With `tls`, each
@@ -219,7 +294,7 @@ pub async fn serve<H: Handler>(
     grace: Duration,
     what: &'static str,
 ) {
-    accept_until(listener, &stop, grace, what, move |stream, peer| {
+    accept_until(listener, &stop, grace, what, move |stream, peer, cut| {
         let handler = handler.clone();
         let tls = tls.clone();
         async move {
@@ -242,7 +317,7 @@ pub async fn serve<H: Handler>(
             let conn_info = ConnInfo::new(peer, local);
             let Some(tls) = tls else {
                 let stream = tls::Stream::Plain(stream);
-                return Some(connection(stream, conn_info, &settings, handler, None));
+                return Some(connection(stream, conn_info, &settings, handler, None, cut));
             };
             match tls::accept(&tls, stream, settings.read_timeout).await {
                 Ok(Some((stream, info))) => {
@@ -250,7 +325,7 @@ pub async fn serve<H: Handler>(
                     let alpn = Some(info.alpn);
                     let conn_info = conn_info.with_tls(info);
                     let stream = tls::Stream::Tls(Box::new(stream));
-                    Some(connection(stream, conn_info, &settings, handler, alpn))
+                    Some(connection(stream, conn_info, &settings, handler, alpn, cut))
                 }
                 Ok(None) => {
                     handler.handshake(tls::Outcome::Challenge);
@@ -316,6 +391,7 @@ fn connection<H, S>(
     settings: &Settings,
     handler: Arc<H>,
     alpn: Option<tls::Alpn>,
+    cut: Cut,
 ) -> impl hyper_util::server::graceful::GracefulConnection<
     Error = Box<dyn std::error::Error + Send + Sync>,
 > + Send
@@ -353,10 +429,11 @@ where
         inflight.clone(),
     );
     let trusted = settings.trusted_proxies.clone();
-    let svc = service_fn(move |req: Request<Incoming>| {
+    let svc = service_fn(move |mut req: Request<Incoming>| {
         let guard = inflight.enter();
         let handler = handler.clone();
         let conn = conn_info.for_request(&trusted, req.headers());
+        let cut = cut.clone();
         async move {
             if let Some(why) = malformed(&req) {
                 let mut r = pages::error(http::StatusCode::BAD_REQUEST, why);
@@ -364,16 +441,19 @@ where
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
                 );
-                return Ok::<_, Infallible>(r.map(|inner| Tracked {
-                    inner: Either::<H::Body>::Right(inner),
-                    _guard: guard,
-                }));
+                let (parts, inner) = r.into_parts();
+                let body =
+                    Tracked::new(Either::<H::Body>::Right(inner), guard, &cut, &parts.headers);
+                return Ok::<_, Infallible>(http::Response::from_parts(parts, body));
             }
-            let resp = handler.call(req, conn).await;
-            Ok::<_, Infallible>(resp.map(|inner| Tracked {
-                inner: Either::Left(inner),
-                _guard: guard,
-            }))
+            if req.headers().contains_key(http::header::UPGRADE)
+                || req.method() == http::Method::CONNECT
+            {
+                req.extensions_mut().insert(cut.clone());
+            }
+            let (parts, inner) = handler.call(req, conn).await.into_parts();
+            let body = Tracked::new(Either::Left(inner), guard, &cut, &parts.headers);
+            Ok::<_, Infallible>(http::Response::from_parts(parts, body))
         }
     });
     // With upgrades: a handler may answer 101 and take the connection
@@ -390,19 +470,24 @@ const MIN_HEAD_BUFFER: usize = 8192;
 /// one and the admin listener): accepts until `stop` is cancelled, serves
 /// each connection with what `serve` makes of it (a connection, or `None`
 /// to close it), then lets open connections finish their requests for up
-/// to `grace`. `what` names the listener in log lines.
+/// to `grace`. At its end the [`Cut`] given to `serve` fires: open event
+/// streams end, WebSockets get their close frame, and a moment later
+/// ([`AFTER_CUT`]) whatever connection is left is dropped. `what` names
+/// the listener in log lines.
 pub async fn accept_until<C, F>(
     listener: TcpListener,
     stop: &CancellationToken,
     grace: Duration,
     what: &'static str,
-    mut serve: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr) -> F,
+    mut serve: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr, Cut) -> F,
 ) where
     F: std::future::Future<Output = Option<C>> + Send + 'static,
     C: hyper_util::server::graceful::GracefulConnection + Send + 'static,
     C::Error: std::fmt::Display,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let cut = Cut::default();
+    let gone = CancellationToken::new();
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => break,
@@ -419,21 +504,43 @@ pub async fn accept_until<C, F>(
         // Watched from here: a shutdown waits for (and then closes) a
         // connection still reading its PROXY header too.
         let watcher = graceful.watcher();
-        let conn = serve(stream, peer);
+        let conn = serve(stream, peer, cut.clone());
+        let gone = gone.clone();
         tokio::spawn(async move {
             let Some(conn) = conn.await else {
                 return;
             };
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "{what} connection ended with an error");
+            tokio::select! {
+                r = watcher.watch(conn) => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "{what} connection ended with an error");
+                    }
+                }
+                // Dropped: its socket closes.
+                () = gone.cancelled() => {}
             }
         });
     }
     drop(listener);
+    let done = graceful.shutdown();
+    tokio::pin!(done);
     tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!("{what} connections still open after the {grace:?} grace period; closing them");
+        () = &mut done => return,
+        () = tokio::time::sleep(grace) => {}
+    }
+    tracing::warn!(
+        "{what} connections still open after the {grace:?} grace period; ending them (event streams get their last chunk, WebSockets a close frame 1001)"
+    );
+    cut.fire();
+    tokio::select! {
+        () = &mut done => {}
+        () = tokio::time::sleep(AFTER_CUT) => {
+            tracing::warn!("{what} connections still open {AFTER_CUT:?} after the cut; dropping them");
+            gone.cancel();
         }
     }
 }
+
+/// How long connections get to write their last bytes (an event stream's
+/// last chunk, a WebSocket's close frame) once the grace period is over.
+pub const AFTER_CUT: Duration = Duration::from_millis(500);

@@ -50,6 +50,19 @@ pub struct PoolStatus {
     pub crashed: u64,
     /// Every process, for the dashboard.
     pub processes: Vec<ProcessStatus>,
+    /// Upgraded (WebSocket) connections, for workers that take them.
+    pub upgraded: Option<UpgradedStatus>,
+}
+
+/// A native worker's upgraded connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpgradedStatus {
+    /// Open now.
+    pub open: u64,
+    /// Bytes from clients to the worker, since start.
+    pub bytes_up: u64,
+    /// Bytes from the worker to clients, since start.
+    pub bytes_down: u64,
 }
 
 impl PoolStatus {

@@ -211,6 +211,11 @@ impl NativeWorker {
             active: processes.iter().filter_map(|p| p.active).sum(),
             total: processes.len() as u64,
             processes,
+            upgraded: Some(crate::metrics::pools::UpgradedStatus {
+                open: u64::try_from(self.metrics.upgraded.get()).unwrap_or(0),
+                bytes_up: self.metrics.upgraded_up.get(),
+                bytes_down: self.metrics.upgraded_down.get(),
+            }),
             ..PoolStatus::default()
         }
     }

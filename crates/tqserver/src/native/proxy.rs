@@ -29,7 +29,7 @@ use super::{NativeWorker, NoInstance};
 use crate::config::Mode;
 use crate::http::body::Limits;
 use crate::http::body::{self, LimitedBody};
-use crate::http::{Body, ConnInfo, pages};
+use crate::http::{Body, ConnInfo, Cut, pages};
 
 /// Tries for one request when the instance cannot have seen it.
 const MAX_RETRIES: u32 = 3;
@@ -254,6 +254,10 @@ async fn upgrade(
     protocol: HeaderValue,
 ) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let ending = super::tunnel::Ending {
+        cut: req.extensions().get::<Cut>().cloned().unwrap_or_default(),
+        websocket: protocol.as_bytes().eq_ignore_ascii_case(b"websocket"),
+    };
     let (parts, _) = req.into_parts();
     let inst = lease.instance().clone();
     // The two hop-by-hop headers this request is about, TQServer's own.
@@ -317,7 +321,7 @@ async fn upgrade(
         }
         metrics.upgraded.inc();
         let idle = timeouts.upgrade_idle;
-        let copied = super::tunnel::copy(&mut client, &mut stream, idle, |up, down| {
+        let copied = super::tunnel::copy(&mut client, &mut stream, idle, &ending, |up, down| {
             metrics.upgraded_up.inc_by(up);
             metrics.upgraded_down.inc_by(down);
         })

@@ -306,7 +306,7 @@ async fn run(
         .values()
         .cloned()
         .collect();
-    let grace = setup.sup.shutdown_grace;
+    let grace = crate::process::grace_left(setup.sup.shutdown_grace);
     let mut stops = JoinSet::new();
     for i in all {
         stops.spawn(async move { i.stop(grace).await });

@@ -7,6 +7,7 @@ mid-connection). A plain GET of /ws without the upgrade gets 426."""
 import base64
 import hashlib
 import os
+import time
 import struct
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
@@ -58,6 +59,24 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
+            return
+        if url.path.endswith("/events"):
+            # An event stream: one event every 100 ms, never ending.
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            n = 0
+            try:
+                while True:
+                    event = b"data: %d\n\n" % n
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
+                    n += 1
+                    time.sleep(0.1)
+            except ConnectionError:
+                pass
+            self.close_connection = True
             return
         key = self.headers.get("Sec-WebSocket-Key")
         if self.headers.get("Upgrade", "").lower() != "websocket" or not key:

@@ -24,7 +24,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
             () = inner.stop.cancelled() => break,
         }
     }
-    inner.shutdown(inner.supervision.shutdown_grace).await;
+    inner
+        .shutdown(crate::process::grace_left(inner.supervision.shutdown_grace))
+        .await;
 }
 
 impl Inner {

@@ -103,6 +103,7 @@ impl Snapshot {
                     uptime_seconds: p.start_time.elapsed().map_or(0, |d| d.as_secs()),
                 })
                 .collect(),
+            upgraded: None,
         }
     }
 }

@@ -164,7 +164,12 @@ async fn run_once(
             ));
         }
         () = stop.cancelled() => {
-            process::stop(&mut child, Signal::SIGQUIT, supervision.shutdown_grace).await;
+            process::stop(
+                &mut child,
+                Signal::SIGQUIT,
+                process::grace_left(supervision.shutdown_grace),
+            )
+            .await;
             return Ended::Stopped;
         }
     };
@@ -195,7 +200,12 @@ async fn run_once(
                     let _ = r.done.send(Err(LifecycleError::Reload("stopping".into())));
                 }
                 master.client.close_idle();
-                process::stop(&mut child, Signal::SIGQUIT, supervision.shutdown_grace).await;
+                process::stop(
+                &mut child,
+                Signal::SIGQUIT,
+                process::grace_left(supervision.shutdown_grace),
+            )
+            .await;
                 log.info(&format!("php-fpm (pid {pid}) stopped"));
                 return Ended::Stopped;
             }
