@@ -19,7 +19,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use common::{Project, Tq};
 
 fn project() -> Project {
-    let p = Project::new("", "");
+    project_with("")
+}
+
+/// [`project`] with `server_extra` lines in server.yaml's `server:`.
+fn project_with(server_extra: &str) -> Project {
+    let p = Project::new(server_extra, "");
     p.worker(
         "ws",
         "path: /live\ntype: command\ncommand:\n  run: [\"python3\", \"ws.py\"]\n",
@@ -316,4 +321,171 @@ async fn at_a_stop_event_streams_and_websockets_end_properly_within_the_grace_pe
         "exited {took:?} after SIGTERM (grace 3 s)\n{}",
         tq.log_text()
     );
+}
+
+/// One WebSocket frame from a client (masked), RFC 6455 §5.2.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// The first complete server frame (unmasked) in `buf`: opcode, payload,
+/// and the bytes it took.
+fn server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (len, at) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    (buf.len() >= at + len).then(|| (buf[0] & 0x0f, buf[at..at + len].to_vec(), at + len))
+}
+
+/// Over `io` (h2c or TLS with ALPN h2), a WebSocket on an HTTP/2 stream
+/// (RFC 8441, extended CONNECT) to `authority`'s /live/ws: the server
+/// offers it in its SETTINGS, the stream opens with 200, messages of
+/// several sizes are echoed by the HTTP/1.1 worker, and a close comes
+/// back.
+async fn websocket_over_h2<T>(io: T, authority: &str, log: impl Fn() -> String)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    // One request first, so the server's SETTINGS have arrived.
+    let get = http::Request::get(format!("https://{authority}/live/ws"))
+        .body(())
+        .unwrap();
+    let (plain, _) = client.send_request(get, true).unwrap();
+    assert_eq!(plain.await.unwrap().status(), 426);
+    let mut client = client.ready().await.unwrap();
+    assert!(
+        client.is_extended_connect_protocol_enabled(),
+        "SETTINGS_ENABLE_CONNECT_PROTOCOL"
+    );
+    let mut req = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("https://{authority}/live/ws"))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    req.extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let (resp, mut up) = client.send_request(req, false).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200, "{resp:?}\n{}", log());
+    assert_eq!(resp.headers()["x-worker"], "ws.py");
+    assert!(resp.headers().get("sec-websocket-accept").is_none());
+    let mut down = resp.into_body();
+    let mut buf = Vec::new();
+    let mut next = async |buf: &mut Vec<u8>| loop {
+        if let Some((op, got, used)) = server_frame(buf) {
+            buf.drain(..used);
+            return (op, got);
+        }
+        let data = down.data().await.expect("more").unwrap();
+        let _ = down.flow_control().release_capacity(data.len());
+        buf.extend_from_slice(&data);
+    };
+    for (i, size) in [5usize, 200, 70_000, 1].into_iter().enumerate() {
+        let payload: Vec<u8> = (0..size).map(|b| (b % 251) as u8 ^ i as u8).collect();
+        up.send_data(client_frame(2, &payload).into(), false)
+            .unwrap();
+        let (op, got) = next(&mut buf).await;
+        assert_eq!((op, got.len()), (2, size));
+        assert!(got == payload, "message {i} came back intact");
+    }
+    up.send_data(client_frame(8, &1000u16.to_be_bytes()).into(), false)
+        .unwrap();
+    assert_eq!(next(&mut buf).await, (8, 1000u16.to_be_bytes().to_vec()));
+}
+
+#[tokio::test]
+async fn websockets_over_http2_streams_reach_an_http1_worker() {
+    let p = project();
+    let tq = Tq::start(p.path(), &[]);
+    ready(&tq).await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tq.port))
+        .await
+        .unwrap();
+    websocket_over_h2(tcp, &format!("127.0.0.1:{}", tq.port), || tq.log_text()).await;
+}
+
+/// wss://: the same worker over TLS, as HTTP/1.1 (ALPN http/1.1, then
+/// the upgrade; tokio-tungstenite on a rustls stream) and as HTTP/2
+/// (ALPN h2, then extended CONNECT).
+#[tokio::test]
+async fn websockets_over_tls_with_http1_and_http2() {
+    use rustls_pki_types::pem::PemObject as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = common::tls::self_signed(dir.path(), "ws", &["ws.test"], -1, 30);
+    let tls_port = common::free_port();
+    let p = project_with(&format!(
+        "  tls:\n    port: {tls_port}\n    certificates:\n      - {{ cert: {}, key: {} }}\n",
+        cert.cert.display(),
+        cert.key.display()
+    ));
+    let tq = Tq::start(p.path(), &[]);
+    ready(&tq).await;
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !tq.log_text().contains("listening on https://") {
+        assert!(std::time::Instant::now() < until, "{}", tq.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(&cert.cert).unwrap())
+        .unwrap();
+    let connect = async |alpn: &[u8]| {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("ws.test").unwrap();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    };
+    // HTTP/1.1.
+    let tls = connect(b"http/1.1").await;
+    let url = format!("wss://ws.test:{tls_port}/live/ws");
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, tls).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..100 {
+        let m = format!("secure {i}");
+        ws.send(Message::text(m.clone())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(m));
+    }
+    ws.close(None).await.unwrap();
+    // HTTP/2.
+    let tls = connect(b"h2").await;
+    websocket_over_h2(tls, &format!("ws.test:{tls_port}"), || tq.log_text()).await;
 }

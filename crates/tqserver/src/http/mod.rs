@@ -417,6 +417,8 @@ where
     builder
         .http2()
         .timer(TokioTimer::new())
+        // RFC 8441: WebSockets over HTTP/2 streams.
+        .enable_connect_protocol()
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     let inflight = InFlight::default();
     let io = TimeoutIo::new(

@@ -96,6 +96,12 @@ pub async fn serve(
     if let Some(protocol) = upgrade_asked(&req) {
         return upgrade(svc, req, conn, lease, protocol).await;
     }
+    if is_websocket_connect(&req) {
+        // RFC 8441: a WebSocket over an HTTP/2 stream goes to the
+        // instance as the HTTP/1.1 upgrade it understands.
+        let protocol = HeaderValue::from_static("websocket");
+        return upgrade(svc, req, conn, lease, protocol).await;
+    }
     let (parts, body) = req.into_parts();
     let head_only = parts.method == Method::HEAD;
     // hyper has checked the client's Content-Length (HTTP/1) or the
@@ -239,6 +245,31 @@ fn upgrade_asked(req: &Request<Incoming>) -> Option<HeaderValue> {
     asked.then(|| h.get(header::UPGRADE).cloned()).flatten()
 }
 
+/// An HTTP/2 extended CONNECT for a WebSocket (RFC 8441): `:protocol`
+/// is `websocket`.
+fn is_websocket_connect(req: &Request<Incoming>) -> bool {
+    req.method() == Method::CONNECT
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// A `Sec-WebSocket-Key` for the HTTP/1.1 upgrade an HTTP/2 WebSocket
+/// becomes (its client sent none): 16 random bytes, base64.
+fn websocket_key() -> String {
+    use base64::Engine as _;
+    use std::hash::{BuildHasher, Hasher};
+    let mut key = [0u8; 16];
+    for half in key.chunks_mut(8) {
+        let r = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        half.copy_from_slice(&r.to_le_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
 /// An upgrade (WebSocket) through to an instance: the request goes on a
 /// fresh connection with its `Upgrade` and `Connection: upgrade`; a 101
 /// from the instance is passed back, and once hyper hands over the
@@ -258,15 +289,22 @@ async fn upgrade(
         cut: req.extensions().get::<Cut>().cloned().unwrap_or_default(),
         websocket: protocol.as_bytes().eq_ignore_ascii_case(b"websocket"),
     };
-    let (parts, _) = req.into_parts();
+    let (mut parts, _) = req.into_parts();
     let inst = lease.instance().clone();
+    // HTTP/2's CONNECT becomes HTTP/1.1's GET with a key of TQServer's.
+    let h2 = parts.method == Method::CONNECT;
+    let key = h2.then(websocket_key);
+    if h2 {
+        parts.method = Method::GET;
+        parts.headers.remove(header::SEC_WEBSOCKET_KEY);
+    }
     // The two hop-by-hop headers this request is about, TQServer's own.
-    let head_bytes = head_with(
-        &parts,
-        &conn,
-        None,
-        &[("upgrade", protocol.as_bytes()), ("connection", b"upgrade")],
-    );
+    let mut own: Vec<(&str, &[u8])> =
+        vec![("upgrade", protocol.as_bytes()), ("connection", b"upgrade")];
+    if let Some(k) = &key {
+        own.push(("sec-websocket-key", k.as_bytes()));
+    }
+    let head_bytes = head_with(&parts, &conn, None, &own);
     let timeouts = svc.serving().timeouts;
     let c = match Conn::connect(inst.addr()).await {
         Ok(c) => c,
@@ -330,14 +368,17 @@ async fn upgrade(
         tracing::debug!(worker = %name, "upgraded connection ended: {copied:?}");
         drop(lease);
     });
-    let mut r = Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .body(crate::http::empty())
-        .expect("valid response");
+    let mut r = Response::new(crate::http::empty());
     *r.headers_mut() = headers;
-    r.headers_mut().insert(header::UPGRADE, switched);
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if h2 {
+        // A 200 opens the stream (RFC 8441 §5); the accept answered our key.
+        r.headers_mut().remove(header::SEC_WEBSOCKET_ACCEPT);
+    } else {
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut().insert(header::UPGRADE, switched);
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     r.extensions_mut().insert(ServedBy::Port(inst.port));
     r
 }
