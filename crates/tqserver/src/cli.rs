@@ -149,10 +149,17 @@ pub fn main() -> ExitCode {
         eprintln!("tqserver: cannot open server.log_file: {e}");
         return ExitCode::from(EX_CONFIG);
     }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.server.threads {
-        rt.worker_threads(n);
+    // Connections are served on threads of their own (http::shards); the
+    // main runtime, one thread, runs supervisors, checks and reloads.
+    let threads = config.server.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    if let Err(e) = crate::http::shards::start(threads) {
+        eprintln!("tqserver: cannot start the connection threads: {e}");
+        return ExitCode::FAILURE;
     }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.worker_threads(1);
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

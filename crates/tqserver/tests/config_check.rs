@@ -251,21 +251,24 @@ fn the_thread_count_is_auto_or_a_number() {
     assert!(out.contains("threads  auto ("), "{out}");
 }
 
+/// `server.threads` connection threads (each its own event loop), and
+/// one runtime thread for the rest.
 #[test]
-fn the_thread_count_is_the_number_of_runtime_workers() {
-    let workers = |pid: u32| {
+fn the_thread_count_is_the_number_of_connection_threads() {
+    let named = |pid: u32, prefix: &str| {
         std::fs::read_dir(format!("/proc/{pid}/task"))
             .unwrap()
             .flatten()
             .filter(|t| {
                 std::fs::read_to_string(t.path().join("comm"))
-                    .is_ok_and(|c| c.trim() == "tokio-rt-worker")
+                    .is_ok_and(|c| c.trim().starts_with(prefix))
             })
             .count()
     };
     for n in [1, 3] {
         let p = Project::new(&format!("  threads: {n}\n"), "");
         let tq = common::Tq::start(p.path(), &[]);
-        assert_eq!(workers(tq.pid()), n, "threads: {n}");
+        assert_eq!(named(tq.pid(), "tqserver-conn-"), n, "threads: {n}");
+        assert_eq!(named(tq.pid(), "tokio-rt-worker"), 1, "threads: {n}");
     }
 }

@@ -489,3 +489,43 @@ async fn websockets_over_tls_with_http1_and_http2() {
     let tls = connect(b"h2").await;
     websocket_over_h2(tls, &format!("ws.test:{tls_port}"), || tq.log_text()).await;
 }
+
+/// A WebSocket is not an idle keep-alive connection: one quiet for longer
+/// than `server.idle_timeout_seconds` (1 s here) stays open; one quiet for
+/// longer than the worker's `proxy.upgrade_idle_timeout` (2 s) is closed.
+#[tokio::test]
+async fn quiet_websockets_close_at_the_upgrade_idle_timeout_not_the_servers() {
+    let p = Project::new("  idle_timeout_seconds: 1\n", "");
+    p.worker(
+        "ws",
+        "path: /live\ntype: command\ncommand:\n  run: [\"python3\", \"ws.py\"]\nproxy:\n  upgrade_idle_timeout: 2s\n",
+    );
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/ws.py"),
+        p.path().join("workers/ws/ws.py"),
+    )
+    .unwrap();
+    let tq = Tq::start(p.path(), &[]);
+    ready(&tq).await;
+    let url = format!("ws://127.0.0.1:{}/live/ws", tq.port);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("still here"),
+        "{}",
+        tq.log_text()
+    );
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let after = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = ws.send(Message::text("gone?")).await;
+        ws.next().await
+    })
+    .await
+    .expect("the closed tunnel is seen at once");
+    assert!(
+        !matches!(after, Some(Ok(Message::Text(_)))),
+        "echoed after 3 s of quiet: {after:?}"
+    );
+}

@@ -19,6 +19,7 @@ pub mod forwarded;
 pub mod io;
 pub mod pages;
 pub mod proxy_protocol;
+pub mod shards;
 pub mod static_files;
 pub mod tls;
 
@@ -224,10 +225,10 @@ where
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Pending => {
-                let cut = this.cut.0.clone();
-                let waiting = this
-                    .waiting
-                    .get_or_insert_with(|| Box::pin(cut.cancelled_owned()));
+                let cut = &this.cut.0;
+                let waiting = this.waiting.get_or_insert_with(|| {
+                    Box::pin(CancellationToken::clone(cut).cancelled_owned())
+                });
                 if waiting.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
@@ -254,6 +255,15 @@ where
 /// Either the handler's body or one of the transport's own pages (400).
 type Either<B> = http_body_util::Either<B, Body>;
 
+/// Keeps the connection an upgrade request came on counted busy while
+/// held, so the listener's idle timeout does not close it: whoever tunnels
+/// the upgraded connection takes it from the request's extensions and
+/// holds it as long as the tunnel lasts (its own idle timeout applies).
+#[derive(Debug, Clone)]
+pub struct Busy {
+    _held: Arc<io::InFlightGuard>,
+}
+
 /// The end of a listener's shutdown grace period, when answers still
 /// open are ended: an event stream (`text/event-stream`, open-ended by
 /// design) with its last chunk, as if the server ended it, anything else
@@ -261,7 +271,7 @@ type Either<B> = http_body_util::Either<B, Body>;
 /// carries it in its extensions, for whoever tunnels the connection (a
 /// WebSocket then gets its close frame).
 #[derive(Debug, Clone, Default)]
-pub struct Cut(CancellationToken);
+pub struct Cut(Arc<CancellationToken>);
 
 impl Cut {
     /// Whether the grace period is over.
@@ -433,6 +443,7 @@ where
     let trusted = settings.trusted_proxies.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
         let guard = inflight.enter();
+        let inflight = inflight.clone();
         let handler = handler.clone();
         let conn = conn_info.for_request(&trusted, req.headers());
         let cut = cut.clone();
@@ -452,6 +463,9 @@ where
                 || req.method() == http::Method::CONNECT
             {
                 req.extensions_mut().insert(cut.clone());
+                req.extensions_mut().insert(Busy {
+                    _held: Arc::new(inflight.enter()),
+                });
             }
             let (parts, inner) = handler.call(req, conn).await.into_parts();
             let body = Tracked::new(Either::Left(inner), guard, &cut, &parts.headers);
@@ -481,13 +495,14 @@ pub async fn accept_until<C, F>(
     stop: &CancellationToken,
     grace: Duration,
     what: &'static str,
-    mut serve: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr, Cut) -> F,
+    serve: impl Fn(tokio::net::TcpStream, std::net::SocketAddr, Cut) -> F + Send + Sync + 'static,
 ) where
     F: std::future::Future<Output = Option<C>> + Send + 'static,
     C: hyper_util::server::graceful::GracefulConnection + Send + 'static,
     C::Error: std::fmt::Display,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let serve = Arc::new(serve);
     let cut = Cut::default();
     let gone = CancellationToken::new();
     loop {
@@ -506,10 +521,10 @@ pub async fn accept_until<C, F>(
         // Watched from here: a shutdown waits for (and then closes) a
         // connection still reading its PROXY header too.
         let watcher = graceful.watcher();
-        let conn = serve(stream, peer, cut.clone());
         let gone = gone.clone();
-        tokio::spawn(async move {
-            let Some(conn) = conn.await else {
+        let (serve, cut) = (serve.clone(), cut.clone());
+        let task = move |stream: tokio::net::TcpStream| async move {
+            let Some(conn) = serve(stream, peer, cut).await else {
                 return;
             };
             tokio::select! {
@@ -521,7 +536,26 @@ pub async fn accept_until<C, F>(
                 // Dropped: its socket closes.
                 () = gone.cancelled() => {}
             }
-        });
+        };
+        match shards::next() {
+            // Moved to that thread's reactor, and served there.
+            Some(shard) => match stream.into_std() {
+                Ok(std_stream) => {
+                    shard.spawn(async move {
+                        match tokio::net::TcpStream::from_std(std_stream) {
+                            Ok(stream) => task(stream).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "{what}: cannot serve a connection")
+                            }
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "{what}: cannot hand a connection over"),
+            },
+            None => {
+                tokio::spawn(task(stream));
+            }
+        }
     }
     drop(listener);
     let done = graceful.shutdown();

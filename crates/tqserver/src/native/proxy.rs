@@ -285,6 +285,7 @@ async fn upgrade(
     protocol: HeaderValue,
 ) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let busy = req.extensions_mut().remove::<crate::http::Busy>();
     let ending = super::tunnel::Ending {
         cut: req.extensions().get::<Cut>().cloned().unwrap_or_default(),
         websocket: protocol.as_bytes().eq_ignore_ascii_case(b"websocket"),
@@ -366,7 +367,7 @@ async fn upgrade(
         .await;
         metrics.upgraded.dec();
         tracing::debug!(worker = %name, "upgraded connection ended: {copied:?}");
-        drop(lease);
+        drop((lease, busy));
     });
     let mut r = Response::new(crate::http::empty());
     *r.headers_mut() = headers;

@@ -65,8 +65,6 @@ where
     } else {
         idle
     };
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut ir, mut iw) = tokio::io::split(instance);
     let mut up_buf = vec![0u8; CHUNK];
     let mut down_buf = vec![0u8; CHUNK];
     let mut up_open = true;
@@ -76,19 +74,25 @@ where
     let mut closing: Option<(bool, bool)> = None;
     let give_up = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(give_up);
+    // The idle timer is armed once and looked at when it fires (not made
+    // anew for every message): the tunnel is idle when nothing moved
+    // since `idle` before that.
+    let mut moved = tokio::time::Instant::now();
+    let idle_check = tokio::time::sleep(idle);
+    tokio::pin!(idle_check);
     loop {
         if let Some((to_instance, to_client)) = closing.as_mut() {
             if *to_instance && up_frames.at_boundary() {
-                iw.write_all(&masked_going_away()).await?;
+                instance.write_all(&masked_going_away()).await?;
                 *to_instance = false;
             }
             if *to_client && down_frames.at_boundary() {
-                cw.write_all(&GOING_AWAY).await?;
+                client.write_all(&GOING_AWAY).await?;
                 *to_client = false;
             }
             if !*to_instance && !*to_client {
-                let _ = iw.shutdown().await;
-                let _ = cw.shutdown().await;
+                let _ = instance.shutdown().await;
+                let _ = client.shutdown().await;
                 return Ok(copied);
             }
         }
@@ -97,35 +101,37 @@ where
             None => (up_open, true),
         };
         tokio::select! {
-            r = cr.read(&mut up_buf), if up_on => match r? {
+            r = client.read(&mut up_buf), if up_on => match r? {
                 0 => {
                     up_open = false;
-                    let _ = iw.shutdown().await;
+                    let _ = instance.shutdown().await;
                     if let Some((i, _)) = closing.as_mut() {
                         *i = false;
                     }
                 }
                 n => {
-                    iw.write_all(&up_buf[..n]).await?;
+                    moved = tokio::time::Instant::now();
+                    instance.write_all(&up_buf[..n]).await?;
                     up_frames.feed(&up_buf[..n]);
                     copied.up += n as u64;
                     count(n as u64, 0);
                 }
             },
-            r = ir.read(&mut down_buf), if down_on => match r? {
+            r = instance.read(&mut down_buf), if down_on => match r? {
                 // The instance is done: nothing more the client sends can
                 // go anywhere, so the tunnel ends (as nginx ends it).
                 0 => {
                     if let Some((_, true)) = closing {
                         if down_frames.at_boundary() {
-                            let _ = cw.write_all(&GOING_AWAY).await;
+                            let _ = client.write_all(&GOING_AWAY).await;
                         }
                     }
-                    let _ = cw.shutdown().await;
+                    let _ = client.shutdown().await;
                     return Ok(copied);
                 }
                 n => {
-                    cw.write_all(&down_buf[..n]).await?;
+                    moved = tokio::time::Instant::now();
+                    client.write_all(&down_buf[..n]).await?;
                     down_frames.feed(&down_buf[..n]);
                     copied.down += n as u64;
                     count(0, n as u64);
@@ -143,11 +149,15 @@ where
                     "a frame still in passage at the end of the shutdown grace period",
                 ));
             }
-            () = tokio::time::sleep(idle) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("nothing sent either way for {idle:?}"),
-                ));
+            () = &mut idle_check => {
+                let quiet_until = moved + idle;
+                if tokio::time::Instant::now() >= quiet_until {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("nothing sent either way for {idle:?}"),
+                    ));
+                }
+                idle_check.as_mut().reset(quiet_until);
             }
         }
     }
