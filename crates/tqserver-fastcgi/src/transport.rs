@@ -98,6 +98,15 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// The same socket, registered with the current runtime's reactor
+    /// instead of the one it was registered with.
+    pub fn reregister(self) -> io::Result<Self> {
+        Ok(match self {
+            Self::Tcp(s) => Self::Tcp(TcpStream::from_std(s.into_std()?)?),
+            Self::Unix(s) => Self::Unix(UnixStream::from_std(s.into_std()?)?),
+        })
+    }
+
     /// Non-blocking check of an idle connection: true when the peer has
     /// closed it (or sent bytes nobody asked for, which makes it unusable).
     pub fn is_closed_by_peer(&self) -> bool {

@@ -24,6 +24,8 @@ const MAX_READ: usize = 64 << 10;
 #[derive(Debug)]
 pub(crate) struct Connection {
     stream: Stream,
+    /// The thread it was opened or last moved on.
+    home: std::thread::ThreadId,
     rbuf: BytesMut,
     /// Records encoded but not yet written.
     pub(crate) wq: WriteQueue,
@@ -52,11 +54,25 @@ impl Connection {
         };
         Ok(Self {
             stream,
+            home: std::thread::current().id(),
             rbuf: BytesMut::new(),
             wq: WriteQueue::default(),
             read_size: MIN_READ,
             served: 0,
         })
+    }
+
+    /// The connection, registered with the current thread's runtime if it
+    /// was last used on another thread (`None`: that failed, and the
+    /// connection is closed).
+    pub(crate) fn follow_thread(mut self) -> Option<Self> {
+        let here = std::thread::current().id();
+        if self.home == here {
+            return Some(self);
+        }
+        self.stream = self.stream.reregister().ok()?;
+        self.home = here;
+        Some(self)
     }
 
     /// Reads until one whole record is buffered and decodes it.

@@ -106,6 +106,13 @@ pub struct ClientConfig {
     /// Where `STDERR` lines go when the request has no sink of its own.
     /// Default: `tracing` at WARN, target `tqserver_fastcgi::stderr`.
     pub on_stderr: Option<StderrSink>,
+    /// A kept-alive connection taken on another thread than the one it
+    /// was last used on is registered anew with that thread's runtime.
+    /// For servers that run one single-threaded runtime per thread: two
+    /// `epoll_ctl` calls then replace a wake-up across threads on every
+    /// read. Default false (with one multi-threaded runtime every thread
+    /// shares one reactor, and there is nothing to move).
+    pub follow_thread: bool,
 }
 
 impl ClientConfig {
@@ -120,6 +127,7 @@ impl ClientConfig {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             limits: Limits::default(),
             on_stderr: None,
+            follow_thread: false,
         }
     }
 }
@@ -192,6 +200,7 @@ impl Client {
                     config.max_connections,
                     idle,
                     config.connect_timeout,
+                    config.follow_thread,
                 ),
                 config,
                 stderr,

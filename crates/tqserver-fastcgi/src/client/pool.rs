@@ -42,17 +42,46 @@ pub(crate) struct Shared {
     max: usize,
     idle_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    /// Move a reused connection to the taking thread's runtime.
+    follow_thread: bool,
     state: Mutex<State>,
+}
+
+impl State {
+    /// The next waiter for a connection coming back on this thread: the
+    /// first one on this thread (so the connection stays with its
+    /// reactor), unless the first in line has waited past [`PREFER_FOR`].
+    fn next_waiter_here(&mut self) -> Option<Waiter> {
+        let front = self.waiters.front()?;
+        if front.since.elapsed() < PREFER_FOR {
+            let here = std::thread::current().id();
+            if let Some(i) = self.waiters.iter().position(|w| w.thread == here) {
+                return self.waiters.remove(i);
+            }
+        }
+        self.waiters.pop_front()
+    }
 }
 
 #[derive(Default)]
 struct State {
     idle: VecDeque<Idle>,
     open: usize,
-    waiters: VecDeque<oneshot::Sender<Handoff>>,
+    waiters: VecDeque<Waiter>,
     reaper_running: bool,
     connects: u64,
 }
+
+/// A request queued for a connection: where it waits, since when.
+struct Waiter {
+    tx: oneshot::Sender<Handoff>,
+    thread: std::thread::ThreadId,
+    since: Instant,
+}
+
+/// A waiter queued longer than this is served first, whatever thread it
+/// is on (the bound on preferring waiters of the connection's thread).
+const PREFER_FOR: Duration = Duration::from_millis(2);
 
 struct Idle {
     conn: Connection,
@@ -185,7 +214,7 @@ impl Shared {
             let waiter = {
                 let mut st = self.lock();
                 match st.waiters.pop_front() {
-                    Some(w) => w,
+                    Some(w) => w.tx,
                     None => {
                         st.open -= 1;
                         return;
@@ -208,7 +237,12 @@ impl Shared {
         loop {
             let waiter = {
                 let mut st = self.lock();
-                match st.waiters.pop_front() {
+                let pick = if self.follow_thread {
+                    st.next_waiter_here()
+                } else {
+                    st.waiters.pop_front()
+                };
+                match pick.map(|w| w.tx) {
                     Some(w) => w,
                     None => {
                         st.idle.push_back(Idle {
@@ -289,6 +323,7 @@ impl Pool {
         max: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
+        follow_thread: bool,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -296,6 +331,7 @@ impl Pool {
                 max: max.max(1),
                 idle_timeout,
                 connect_timeout,
+                follow_thread,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -310,7 +346,7 @@ impl Pool {
         PoolStats {
             open: st.open,
             idle: st.idle.len(),
-            waiting: st.waiters.iter().filter(|w| !w.is_closed()).count(),
+            waiting: st.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
             connects: st.connects,
         }
     }
@@ -338,24 +374,41 @@ impl Pool {
                 }
                 None => {
                     let (tx, rx) = oneshot::channel();
-                    st.waiters.retain(|w| !w.is_closed());
-                    st.waiters.push_back(tx);
+                    st.waiters.retain(|w| !w.tx.is_closed());
+                    st.waiters.push_back(Waiter {
+                        tx,
+                        thread: std::thread::current().id(),
+                        since: Instant::now(),
+                    });
                     Err(Some(rx))
                 }
             }
         };
         drop(dead);
+        let follow = |conn: Connection| {
+            if self.shared.follow_thread {
+                conn.follow_thread()
+            } else {
+                Some(conn)
+            }
+        };
         let slot = match next {
-            Ok(conn) => return Ok(Pooled::new(conn, Slot::new(&self.shared))),
+            Ok(conn) => {
+                let slot = Slot::new(&self.shared);
+                match follow(conn) {
+                    Some(conn) => return Ok(Pooled::new(conn, slot)),
+                    None => slot,
+                }
+            }
             Err(None) => Slot::new(&self.shared),
             Err(Some(rx)) => match rx.await {
                 Ok(Handoff::Conn(mut p)) => {
-                    if p.conn().is_reusable_idle() {
-                        return Ok(p);
-                    }
+                    let reusable = p.conn().is_reusable_idle();
                     let (conn, slot) = p.into_conn();
-                    drop(conn);
-                    slot
+                    match follow(conn).filter(|_| reusable) {
+                        Some(conn) => return Ok(Pooled::new(conn, slot)),
+                        None => slot,
+                    }
                 }
                 Ok(Handoff::Slot(slot)) => slot,
                 // The pool never drops a waiter unanswered; be defensive anyway.
@@ -375,5 +428,47 @@ impl Pool {
             dead
         };
         drop(dead);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(
+        thread: std::thread::ThreadId,
+        age: Duration,
+    ) -> (Waiter, oneshot::Receiver<Handoff>) {
+        let (tx, rx) = oneshot::channel();
+        let since = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        (Waiter { tx, thread, since }, rx)
+    }
+
+    #[test]
+    fn a_connection_goes_to_a_waiter_of_its_thread_unless_the_first_waited_too_long() {
+        let here = std::thread::current().id();
+        let there = std::thread::spawn(|| std::thread::current().id())
+            .join()
+            .unwrap();
+        let mut st = State::default();
+        let (a, _ra) = waiter(there, Duration::ZERO);
+        let (b, _rb) = waiter(here, Duration::ZERO);
+        st.waiters.extend([a, b]);
+        assert_eq!(
+            st.next_waiter_here().unwrap().thread,
+            here,
+            "this thread's first"
+        );
+        assert_eq!(
+            st.next_waiter_here().unwrap().thread,
+            there,
+            "then whoever is left"
+        );
+        assert!(st.next_waiter_here().is_none());
+        // A first waiter queued past PREFER_FOR goes first.
+        let (a, _ra) = waiter(there, PREFER_FOR * 3);
+        let (b, _rb) = waiter(here, Duration::ZERO);
+        st.waiters.extend([a, b]);
+        assert_eq!(st.next_waiter_here().unwrap().thread, there);
     }
 }

@@ -177,6 +177,8 @@ impl Inner {
         // One connection: the process serves one at a time, and the pool
         // hands it one request at a time.
         let mut c = ClientConfig::new(1);
+        // Connections are served on threads of their own (http::shards).
+        c.follow_thread = crate::http::shards::count() > 1;
         // The pool kills the process at request_timeout; the client's own
         // limit is only a backstop behind it.
         c.read_timeout = if config.request_timeout.is_zero() {

@@ -366,6 +366,8 @@ fn process_counts<'a>(states: impl Iterator<Item = &'a str>) -> (u64, u64, u64) 
 fn client(prepared: &Prepared, log: &WorkerLog) -> Client {
     let pool = &prepared.worker.php.pool;
     let mut config = ClientConfig::new(pool.max_children as usize);
+    // Connections are served on threads of their own (http::shards).
+    config.follow_thread = crate::http::shards::count() > 1;
     config.read_timeout = if pool.request_timeout.is_zero() {
         Duration::from_secs(86_400)
     } else {
