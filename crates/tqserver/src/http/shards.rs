@@ -85,3 +85,77 @@ pub fn count() -> usize {
 pub fn current() -> usize {
     SHARD.with(Cell::get)
 }
+
+/// A place in a wait queue (for a PHP process, say), marked with the
+/// connection thread that waits.
+#[derive(Debug)]
+pub struct Queued<T> {
+    /// What is handed over (a sender, usually).
+    pub item: T,
+    shard: usize,
+    since: std::time::Instant,
+}
+
+impl<T> Queued<T> {
+    /// `item`, waiting from now on this thread.
+    pub fn new(item: T) -> Self {
+        Self {
+            item,
+            shard: current(),
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Queued<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.item
+    }
+}
+
+/// A waiter queued longer than this is served first, whatever thread it
+/// is on: the bound on preferring waiters of the current thread.
+const PREFER_FOR: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// The next waiter for what just came free on this thread: the first one
+/// waiting on this thread (so the hand-over wakes nobody across threads),
+/// unless the first in line has waited past [`PREFER_FOR`].
+pub fn next_here<T>(q: &mut std::collections::VecDeque<Queued<T>>) -> Option<Queued<T>> {
+    let front = q.front()?;
+    if front.since.elapsed() < PREFER_FOR {
+        let here = current();
+        if let Some(i) = q.iter().position(|w| w.shard == here) {
+            return q.remove(i);
+        }
+    }
+    q.pop_front()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
+
+    fn queued(item: u32, shard: usize, age: Duration) -> Queued<u32> {
+        Queued {
+            item,
+            shard,
+            since: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+        }
+    }
+
+    #[test]
+    fn this_threads_waiter_goes_first_unless_the_first_waited_too_long() {
+        // The test thread is no connection thread: its number is 0.
+        let mut q: VecDeque<_> =
+            [queued(1, 2, Duration::ZERO), queued(2, 0, Duration::ZERO)].into();
+        assert_eq!(next_here(&mut q).map(|w| w.item), Some(2));
+        assert_eq!(next_here(&mut q).map(|w| w.item), Some(1));
+        assert!(next_here(&mut q).is_none());
+        let mut q: VecDeque<_> =
+            [queued(1, 2, PREFER_FOR * 3), queued(2, 0, Duration::ZERO)].into();
+        assert_eq!(next_here(&mut q).map(|w| w.item), Some(1));
+    }
+}

@@ -329,7 +329,7 @@ impl Pool {
                 return Err(AcquireError::QueueFull(max_queue));
             }
             let (tx, rx) = oneshot::channel();
-            t.waiters.push_back(tx);
+            t.waiters.push_back(crate::http::shards::Queued::new(tx));
             t.counters.max_listen_queue = t.counters.max_listen_queue.max(t.waiters.len());
             if t.live() >= max_children as usize {
                 t.counters.max_children_reached += 1;

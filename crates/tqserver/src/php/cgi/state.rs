@@ -115,7 +115,7 @@ pub(super) struct PoolState {
     /// Idle processes, most recently used last (LIFO: a warm process is
     /// reused, the others age out for the dynamic and ondemand managers).
     pub(super) idle: Vec<u64>,
-    pub(super) waiters: VecDeque<oneshot::Sender<Lease>>,
+    pub(super) waiters: VecDeque<crate::http::shards::Queued<oneshot::Sender<Lease>>>,
     pub(super) next_id: u64,
     /// Processes in a row that died before answering.
     pub(super) start_failures: u32,
@@ -185,18 +185,19 @@ impl Inner {
         lease
     }
 
-    /// `id` can take a request: give it to the first waiter still waiting,
-    /// else put it on the idle stack.
+    /// `id` can take a request: give it to the first waiter still waiting
+    /// (on this connection thread first: `http::shards::next_here`), else
+    /// put it on the idle stack.
     pub(super) fn make_available(self: &Arc<Self>, mut t: Locked<'_>, id: u64) {
         loop {
-            match t.waiters.pop_front() {
+            match crate::http::shards::next_here(&mut t.waiters) {
                 Some(w) if w.is_closed() => continue,
                 Some(w) => {
                     let lease = self.lend(&mut t, id);
                     drop(t);
                     // A waiter that gave up in between drops the lease,
                     // which brings the process back here (Unused).
-                    let _ = w.send(lease);
+                    let _ = w.item.send(lease);
                     return;
                 }
                 None => {
