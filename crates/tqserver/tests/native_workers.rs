@@ -442,10 +442,37 @@ fn check_reports_native_workers_and_config_errors_name_file_line_and_key() {
         err.contains("worker.yaml:5: command.bulid: unknown key") && err.contains("build"),
         "{err}"
     );
-    python_worker(&p, "api", "/api", "");
+    // The proxy's timeouts: a duration that is no duration, and zero.
+    python_worker(
+        &p,
+        "api",
+        "/api",
+        "proxy:\n  send_timeout: soon\n  read_timeout: 0\n  read_timout: 1s",
+    );
+    let (status, _, err) = common::run_cli(p.path(), &["check"]);
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert!(err.contains("proxy.read_timout: unknown key"), "{err}");
+    python_worker(
+        &p,
+        "api",
+        "/api",
+        "proxy:\n  send_timeout: soon\n  read_timeout: 0",
+    );
+    let (status, _, err) = common::run_cli(p.path(), &["check"]);
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert!(err.contains("proxy.send_timeout"), "{err}");
+    assert!(
+        err.contains("proxy.read_timeout: must be more than 0"),
+        "{err}"
+    );
+    python_worker(&p, "api", "/api", "proxy:\n  send_timeout: 2m");
     rust_worker(&p, "index", "/");
     let (status, out, err) = common::run_cli(p.path(), &["check"]);
     assert!(status.success(), "{err}");
+    assert!(
+        out.contains("timeouts: answer head 60s, read 60s, send 120s, upgraded idle 600s"),
+        "{out}"
+    );
     assert!(
         out.contains("/api") && out.contains("api (command"),
         "{out}"

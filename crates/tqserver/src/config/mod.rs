@@ -407,6 +407,12 @@ impl fmt::Display for Config {
                 if !n.run.is_empty() {
                     writeln!(f, "    run {}", n.run.join(" "))?;
                 }
+                let t = &n.timeouts;
+                writeln!(
+                    f,
+                    "    timeouts: answer head {:?}, read {:?}, send {:?}, upgraded idle {:?}",
+                    t.head, t.read, t.send, t.upgrade_idle
+                )?;
                 continue;
             }
             if w.static_site {
