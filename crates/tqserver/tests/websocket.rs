@@ -19,15 +19,18 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use common::{Project, Tq};
 
 fn project() -> Project {
-    project_with("")
+    project_with("", "")
 }
 
-/// [`project`] with `server_extra` lines in server.yaml's `server:`.
-fn project_with(server_extra: &str) -> Project {
+/// [`project`] with `server_extra` lines in server.yaml's `server:` and
+/// `worker_extra` lines in the worker's worker.yaml.
+fn project_with(server_extra: &str, worker_extra: &str) -> Project {
     let p = Project::new(server_extra, "");
     p.worker(
         "ws",
-        "path: /live\ntype: command\ncommand:\n  run: [\"python3\", \"ws.py\"]\n",
+        &format!(
+            "path: /live\ntype: command\ncommand:\n  run: [\"python3\", \"ws.py\"]\n{worker_extra}"
+        ),
     );
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/ws.py"),
@@ -441,11 +444,14 @@ async fn websockets_over_tls_with_http1_and_http2() {
     let dir = tempfile::tempdir().unwrap();
     let cert = common::tls::self_signed(dir.path(), "ws", &["ws.test"], -1, 30);
     let tls_port = common::free_port();
-    let p = project_with(&format!(
-        "  tls:\n    port: {tls_port}\n    certificates:\n      - {{ cert: {}, key: {} }}\n",
-        cert.cert.display(),
-        cert.key.display()
-    ));
+    let p = project_with(
+        &format!(
+            "  tls:\n    port: {tls_port}\n    certificates:\n      - {{ cert: {}, key: {} }}\n",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+        "",
+    );
     let tq = Tq::start(p.path(), &[]);
     ready(&tq).await;
     let until = std::time::Instant::now() + Duration::from_secs(30);
@@ -495,16 +501,10 @@ async fn websockets_over_tls_with_http1_and_http2() {
 /// longer than the worker's `proxy.upgrade_idle_timeout` (2 s) is closed.
 #[tokio::test]
 async fn quiet_websockets_close_at_the_upgrade_idle_timeout_not_the_servers() {
-    let p = Project::new("  idle_timeout_seconds: 1\n", "");
-    p.worker(
-        "ws",
-        "path: /live\ntype: command\ncommand:\n  run: [\"python3\", \"ws.py\"]\nproxy:\n  upgrade_idle_timeout: 2s\n",
+    let p = project_with(
+        "  idle_timeout_seconds: 1\n",
+        "proxy:\n  upgrade_idle_timeout: 2s\n",
     );
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/native/ws.py"),
-        p.path().join("workers/ws/ws.py"),
-    )
-    .unwrap();
     let tq = Tq::start(p.path(), &[]);
     ready(&tq).await;
     let url = format!("ws://127.0.0.1:{}/live/ws", tq.port);
