@@ -80,6 +80,10 @@ where
     let mut moved = tokio::time::Instant::now();
     let idle_check = tokio::time::sleep(idle);
     tokio::pin!(idle_check);
+    // Made once: a wait on the cut made anew for every message would lock
+    // the token's list of waiters twice a message.
+    let cut = ending.cut.cut();
+    tokio::pin!(cut);
     loop {
         if let Some((to_instance, to_client)) = closing.as_mut() {
             if *to_instance && up_frames.at_boundary() {
@@ -137,7 +141,7 @@ where
                     count(0, n as u64);
                 }
             },
-            () = ending.cut.cut(), if closing.is_none() => {
+            () = &mut cut, if closing.is_none() => {
                 if !ending.websocket {
                     return Err(io::Error::other("closed at the end of the shutdown grace period"));
                 }
