@@ -40,6 +40,15 @@ fn project_with(server_extra: &str, worker_extra: &str) -> Project {
     p
 }
 
+/// Sends `text` on `ws` and checks that the same text comes back.
+async fn echoed<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(Message::text(text)).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
+}
+
 async fn ready(tq: &Tq) {
     let until = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -149,18 +158,7 @@ async fn websocket_messages_pings_and_closes_go_both_ways() {
         tasks.spawn(async move {
             let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
             for i in 0..50 {
-                let m = format!("{n}/{i}");
-                ws.send(Message::text(m.clone())).await.unwrap();
-                assert_eq!(
-                    ws.next()
-                        .await
-                        .unwrap()
-                        .unwrap()
-                        .into_text()
-                        .unwrap()
-                        .as_str(),
-                    m
-                );
+                echoed(&mut ws, &format!("{n}/{i}")).await;
             }
             ws.close(None).await.unwrap();
         });
@@ -194,17 +192,7 @@ async fn a_worker_that_dies_mid_connection_ends_it() {
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/live/ws", tq.port))
             .await
             .unwrap();
-    ws.send(Message::text("again")).await.unwrap();
-    assert_eq!(
-        ws.next()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_text()
-            .unwrap()
-            .as_str(),
-        "again"
-    );
+    echoed(&mut ws, "again").await;
 }
 
 /// Raw requests that carry the upgrade headers but are not upgrades (a
@@ -272,8 +260,7 @@ async fn at_a_stop_event_streams_and_websockets_end_properly_within_the_grace_pe
         .unwrap();
     let url = format!("ws://127.0.0.1:{}/live/ws", tq.port);
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    ws.send(Message::text("before")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+    echoed(&mut ws, "before").await;
     let reader = std::thread::spawn(move || {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
@@ -486,9 +473,7 @@ async fn websockets_over_tls_with_http1_and_http2() {
     let (mut ws, resp) = tokio_tungstenite::client_async(url, tls).await.unwrap();
     assert_eq!(resp.status(), 101);
     for i in 0..100 {
-        let m = format!("secure {i}");
-        ws.send(Message::text(m.clone())).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(m));
+        echoed(&mut ws, &format!("secure {i}")).await;
     }
     ws.close(None).await.unwrap();
     // HTTP/2.

@@ -47,6 +47,15 @@ pub(crate) struct Shared {
     state: Mutex<State>,
 }
 
+#[derive(Default)]
+struct State {
+    idle: VecDeque<Idle>,
+    open: usize,
+    waiters: VecDeque<Waiter>,
+    reaper_running: bool,
+    connects: u64,
+}
+
 impl State {
     /// The next waiter for a connection coming back on this thread: the
     /// first one on this thread (so the connection stays with its
@@ -61,15 +70,6 @@ impl State {
         }
         self.waiters.pop_front()
     }
-}
-
-#[derive(Default)]
-struct State {
-    idle: VecDeque<Idle>,
-    open: usize,
-    waiters: VecDeque<Waiter>,
-    reaper_running: bool,
-    connects: u64,
 }
 
 /// A request queued for a connection: where it waits, since when.
@@ -405,7 +405,7 @@ impl Pool {
                 Ok(Handoff::Conn(mut p)) => {
                     let reusable = p.conn().is_reusable_idle();
                     let (conn, slot) = p.into_conn();
-                    match follow(conn).filter(|_| reusable) {
+                    match reusable.then_some(conn).and_then(follow) {
                         Some(conn) => return Ok(Pooled::new(conn, slot)),
                         None => slot,
                     }

@@ -274,11 +274,6 @@ pub struct Busy {
 pub struct Cut(Arc<CancellationToken>);
 
 impl Cut {
-    /// Whether the grace period is over.
-    pub fn is_cut(&self) -> bool {
-        self.0.is_cancelled()
-    }
-
     /// Waits until the grace period is over.
     pub async fn cut(&self) {
         self.0.cancelled().await;
@@ -443,10 +438,17 @@ where
     let trusted = settings.trusted_proxies.clone();
     let svc = service_fn(move |mut req: Request<Incoming>| {
         let guard = inflight.enter();
-        let inflight = inflight.clone();
         let handler = handler.clone();
         let conn = conn_info.for_request(&trusted, req.headers());
         let cut = cut.clone();
+        if req.headers().contains_key(http::header::UPGRADE)
+            || req.method() == http::Method::CONNECT
+        {
+            req.extensions_mut().insert(cut.clone());
+            req.extensions_mut().insert(Busy {
+                _held: Arc::new(inflight.enter()),
+            });
+        }
         async move {
             if let Some(why) = malformed(&req) {
                 let mut r = pages::error(http::StatusCode::BAD_REQUEST, why);
@@ -458,14 +460,6 @@ where
                 let body =
                     Tracked::new(Either::<H::Body>::Right(inner), guard, &cut, &parts.headers);
                 return Ok::<_, Infallible>(http::Response::from_parts(parts, body));
-            }
-            if req.headers().contains_key(http::header::UPGRADE)
-                || req.method() == http::Method::CONNECT
-            {
-                req.extensions_mut().insert(cut.clone());
-                req.extensions_mut().insert(Busy {
-                    _held: Arc::new(inflight.enter()),
-                });
             }
             let (parts, inner) = handler.call(req, conn).await.into_parts();
             let body = Tracked::new(Either::Left(inner), guard, &cut, &parts.headers);

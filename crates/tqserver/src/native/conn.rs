@@ -215,18 +215,11 @@ impl Conn {
             written: 0,
         };
         let mut up = Box::pin(upload.run(stopped));
-        let early = loop {
-            tokio::select! {
-                biased;
-                a = self.next_answer(head_only) => match a {
-                    Ok(Answer::Interim(_)) => {}
-                    Ok(Answer::Final(head)) => break Ok(head),
-                    Ok(Answer::Switching(..)) => break Err(unasked_101()),
-                    Err(e) => break Err(e),
-                },
-                (upload, sent) = &mut up => {
-                    return self.after_upload(upload, sent, head_only, t).await;
-                }
+        let early = tokio::select! {
+            biased;
+            a = self.read_head(head_only) => a,
+            (upload, sent) = &mut up => {
+                return self.after_upload(upload, sent, head_only, t).await;
             }
         };
         let mut head = match early {
@@ -282,7 +275,8 @@ impl Conn {
         }
     }
 
-    /// Reads until a complete final (non-1xx) response head.
+    /// Reads until a complete final (non-1xx) response head. Cancel safe,
+    /// as [`Conn::next_answer`] is (a 1xx it skipped is not passed on anyway).
     async fn read_head(&mut self, head_only: bool) -> Result<h1::Head, SendError> {
         loop {
             match self.next_answer(head_only).await? {

@@ -190,10 +190,7 @@ pub async fn serve(
                 retries += 1;
             }
             Err(SendError::Body(b)) => return body::error_page(&b),
-            Err(SendError::NoAnswer(wait)) => {
-                tracing::warn!(worker = %svc.worker.name, port = inst.port, "no response within {wait:?}");
-                return gateway_timeout(svc, wait, "did not answer", "scaling.request_timeout");
-            }
+            Err(SendError::NoAnswer(wait)) => return no_answer(svc, inst.port, wait),
             Err(SendError::SendStalled(wait)) => {
                 tracing::warn!(worker = %svc.worker.name, port = inst.port, "took no request body for {wait:?}");
                 return gateway_timeout(
@@ -320,15 +317,7 @@ async fn upgrade(
             tracing::warn!(worker = %svc.worker.name, port = inst.port, "upstream error: {e}");
             return bad_gateway(svc, UpstreamError::BadResponse);
         }
-        Err(_) => {
-            tracing::warn!(worker = %svc.worker.name, port = inst.port, "no answer to an upgrade within {:?}", timeouts.head);
-            return gateway_timeout(
-                svc,
-                timeouts.head,
-                "did not answer",
-                "scaling.request_timeout",
-            );
-        }
+        Err(_) => return no_answer(svc, inst.port, timeouts.head),
     };
     let (headers, switched, up) = match answer {
         Ok(a) => a,
@@ -428,6 +417,13 @@ fn head_with(
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let kept = h.iter().filter(|(k, _)| passed_on(k, &named, trusted));
     h1::request_head(&parts.method, target, kept, &extra, framing)
+}
+
+/// The 504 (and its log line) for an instance on `port` that sent no
+/// answer head within `wait`.
+fn no_answer(svc: &NativeWorker, port: u16, wait: std::time::Duration) -> Response<Body> {
+    tracing::warn!(worker = %svc.worker.name, port, "no answer within {wait:?}");
+    gateway_timeout(svc, wait, "did not answer", "scaling.request_timeout")
 }
 
 /// The 504 for an instance that `what` (did not answer, took none of

@@ -46,7 +46,7 @@ const CUT_WAIT: Duration = Duration::from_millis(300);
 
 /// Copies until the instance has closed (after the client, if the client
 /// closed first); an error when either side fails or nothing is sent
-/// either way for `idle` (zero: no limit). At `ending`'s cut, closes as
+/// either way for `idle`. At `ending`'s cut, closes as
 /// the module says.
 /// `count(up, down)` is told of every write, as it happens (metrics).
 pub async fn copy<A, B>(
@@ -60,11 +60,6 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let idle = if idle.is_zero() {
-        Duration::from_secs(86_400 * 365)
-    } else {
-        idle
-    };
     let mut up_buf = vec![0u8; CHUNK];
     let mut down_buf = vec![0u8; CHUNK];
     let mut up_open = true;
