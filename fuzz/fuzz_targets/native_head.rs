@@ -49,7 +49,9 @@ fuzz_target!(|data: &[u8]| {
         1 => Some(Framing::Chunked),
         n => Some(Framing::Length(u64::from(n) * 1000)),
     };
-    let bytes = head(&parts, &conn, framing);
+    // Half the runs strip the route, as `proxy.strip_prefix` does.
+    let strip = (flags & 8 == 8).then_some("/app");
+    let bytes = head(&parts, &conn, framing, strip);
     let mut slots = [httparse::EMPTY_HEADER; 256];
     let mut r = httparse::Request::new(&mut slots);
     match r.parse(&bytes) {
@@ -58,6 +60,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let count = |name: &str| r.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count();
     assert_eq!(count("host"), 1);
+    assert!(count("x-forwarded-prefix") <= 1);
+    assert_eq!(r.path, Some(if strip.is_some() { "/x?y=1" } else { "/app/x?y=1" }));
     assert!(count("transfer-encoding") + count("content-length") <= 1);
     match framing {
         Some(Framing::Chunked) => assert_eq!(count("transfer-encoding"), 1),

@@ -38,6 +38,7 @@ pub mod app;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod fronts;
 pub mod http;
 pub mod logging;

@@ -42,6 +42,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     for n in &config.notices {
         tracing::info!("{n}");
     }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let s = &config.server;
     let addr = format!("{}:{}", s.host, s.port);
     // Bound before any child starts: a busy port fails fast and clearly.
@@ -124,6 +127,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
     });
+    // The workers' egress proxy is up before any worker starts: their
+    // first outgoing call may come at start-up.
+    let egress_stop = CancellationToken::new();
+    if let Some(s) = &config.socks5 {
+        crate::egress::start(s, metrics.egress(), egress_stop.clone())
+            .await
+            .map_err(StartError::Config)?;
+    }
     let factory = Arc::new(
         Factory::new(&config, scope.clone(), metrics.clone(), live.clone())
             .map_err(|e| StartError::Other(anyhow::anyhow!(e)))?,
@@ -266,6 +277,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     factory.close_fastcgi().await;
     scope.shut_down().await;
+    egress_stop.cancel();
     fronts.close_admin().await;
     drop(runtime_dir);
     tracing::info!("stopped");

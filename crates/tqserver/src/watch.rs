@@ -65,7 +65,11 @@ fn watched(rel: &Path) -> bool {
                 || name.ends_with(".swp")
                 || name.ends_with(".swx")
                 || name.ends_with(".pyc")
-                || name == "4913")
+                || name == "4913"
+                // Written by `bun install` (a type: bun build step):
+                // package.json is what a person changes.
+                || name == "bun.lock"
+                || name == "bun.lockb")
         {
             return false;
         }
@@ -333,6 +337,7 @@ mod tests {
             "config/worker.yaml",
             "app.py",
             "public/x.php",
+            "package.json",
         ] {
             assert!(watched(Path::new(yes)), "{yes}");
         }
@@ -345,6 +350,8 @@ mod tests {
             "src/main.rs~",
             "__pycache__/app.cpython-311.pyc",
             "src/4913",
+            "bun.lock",
+            "bun.lockb",
             "targetT8rPmp",
         ] {
             assert!(!watched(Path::new(no)), "{no}");

@@ -110,7 +110,7 @@ fn keys_of_another_worker_type_and_duplicate_paths_are_clear_errors() {
     let err = check_fails(&p);
     assert!(
         err.contains(
-            "worker.yaml:2: type: unknown type \"perl\"; one of: php, static, rust, go, command"
+            "worker.yaml:2: type: unknown type \"perl\"; one of: php, static, rust, go, command, bun"
         ),
         "{err}"
     );
@@ -271,4 +271,70 @@ fn the_thread_count_is_the_number_of_connection_threads() {
         assert_eq!(named(tq.pid(), "tqserver-conn-"), n, "threads: {n}");
         assert_eq!(named(tq.pid(), "tokio-rt-worker"), 1, "threads: {n}");
     }
+}
+
+/// One `tqserver check` shows every problem of every file: several
+/// unknown keys and bad values of one file, and the worker files' even
+/// when server.yaml has its own.
+#[test]
+fn every_problem_of_every_file_is_reported_in_one_run() {
+    let p = Project::new("  prot: 80\n", "");
+    p.worker(
+        "a",
+        "path: /a\ntype: command\ncommand:\n  run: [python3, app.py]\nscaling:\n  qeue_threshold: 3\n  min_workers: x\nhelth:\n  path: /h\nproxy:\n  strip_prefix: maybe\n",
+    );
+    p.worker(
+        "b",
+        "path: /b\ntype: bun\nbun:\n  entrypoint: main.ts\n  envv: {}\n",
+    );
+    let err = check_fails(&p);
+    for want in [
+        "config/server.yaml:4: server.prot: unknown key; did you mean server.port?",
+        "workers/a/config/worker.yaml:6: scaling.qeue_threshold: unknown key; did you mean scaling.queue_threshold?",
+        "workers/a/config/worker.yaml:7: scaling.min_workers",
+        "workers/a/config/worker.yaml:8: helth: unknown key; did you mean health?",
+        "workers/a/config/worker.yaml:11: proxy.strip_prefix",
+        "workers/b/config/worker.yaml:5: bun.envv: unknown key; did you mean bun.env?",
+        "workers/b/config/worker.yaml:4: bun.entrypoint: ",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("configuration has 7 problem(s)"), "{err}");
+}
+
+/// The Go TQServer's keys load with its meanings, and a key it had that
+/// TQServer does not act on is said once, with file, line and key.
+#[test]
+fn the_go_tqservers_keys_load_and_unused_ones_are_warned_about() {
+    let p = Project::new(
+        "  read_timeout_seconds: 30\n  log_file: \"logs/tqserver_{date}.log\"\nsocks5:\n  enabled: \"true\"\n  port: 10800\n  log_file: \"logs/socks5_{date}.log\"\n  log_format: text\n  https_inspection:\n    enabled: true\n    auto_generate: true\n    max_body_size: 1048576\n",
+        "  health_check_timeout_ms: 250\n",
+    );
+    p.worker(
+        "api",
+        "name: \"other\"\npath: \"/api\"\ntype: \"bun\"\nenabled: \"true\"\nlog_file: \"logs/api.log\"\nscaling:\n  min_workers: 1\n  max_workers: 5\n  queue_threshold: 7\n  scale_down_delay: 45\nbun:\n  entrypoint: \"index.ts\"\n  env:\n    FOO: bar\ntimeouts:\n  read_timeout_seconds: 31\n  write_timeout_seconds: 32\n  idle_timeout_seconds: 121\nruntime:\n  go_max_procs: 2\n  go_mem_limit: \"512MiB\"\n  max_requests: 100\n",
+    );
+    std::fs::write(p.path().join("workers/api/index.ts"), "").unwrap();
+    let (status, out, err) = run_cli(p.path(), &["check"]);
+    assert!(status.success(), "{out}{err}");
+    for want in [
+        "/api             -> api (bun, bun run, proxied over HTTP)",
+        "api: 1 instance(s) (up to 5, one more at 7 requests in hand each, one fewer after 45s idle)",
+        "replaced after 100 requests",
+        "path prefix stripped",
+        "socks5   127.0.0.1:10800",
+        "env FOO=bar GOMAXPROCS=2 GOMEMLIMIT=512MiB WORKER_READ_TIMEOUT_SECONDS=31 WORKER_WRITE_TIMEOUT_SECONDS=32 WORKER_IDLE_TIMEOUT_SECONDS=121",
+        "warning: workers/api/config/worker.yaml:1: name: \"other\" is not acted on",
+        "warning: config/server.yaml:12: socks5.https_inspection: not acted on",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+    assert_eq!(out.matches("warning:").count(), 2, "{out}");
+    // Inspection decrypts the workers' HTTPS: never in prod.
+    let (status, _, err) = run_cli(p.path(), &["--mode", "prod", "check"]);
+    assert_eq!(status.code(), Some(78));
+    assert!(
+        err.contains("socks5.https_inspection.enabled: HTTPS inspection decrypts"),
+        "{err}"
+    );
 }

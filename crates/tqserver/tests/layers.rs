@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     // What every worker kind shares: supervision, metrics; privileges.
     &["supervise", "metrics", "privileges"],
     // The kinds of worker, neither knowing the other; certificates.
-    &["php", "native", "certs"],
+    &["php", "native", "certs", "egress"],
     // The one owner of "a running worker".
     &["workers"],
     &["admin"],

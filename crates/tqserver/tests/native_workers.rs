@@ -271,7 +271,7 @@ async fn command_worker_comes_back_after_kill_9_and_a_crash_loop_stops() {
     let tq = Tq::start(p.path(), &["--mode", "dev"]);
     let (_, b) = wait_for(&tq, "/api/x", 30, |s, _| s == 200).await;
     assert!(
-        b.contains("name=api route=/api path=/api/x greeting=hello xff=127.0.0.1"),
+        b.contains("name=api route=/api path=/x greeting=hello xff=127.0.0.1"),
         "{b}"
     );
     let first = pid_in(&b);
@@ -389,10 +389,7 @@ async fn routes_split_on_segment_boundaries_between_root_api_and_blog() {
         ("/apiary", "name=root"),
         ("/api", "name=api"),
         ("/api/", "name=api"),
-        (
-            "/api/users?id=1",
-            "name=api route=/api path=/api/users?id=1",
-        ),
+        ("/api/users?id=1", "name=api route=/api path=/users?id=1"),
         ("/blogs", "name=root"),
         ("/blog/echo.php/x", "\"SCRIPT_NAME\":\"\\/blog\\/echo.php\""),
     ] {
@@ -501,10 +498,7 @@ async fn go_worker_is_built_with_go_build() {
     std::fs::copy(fixtures().join("gow/go.mod"), d.join("go.mod")).unwrap();
     std::fs::copy(fixtures().join("gow/src/main.go"), d.join("src/main.go")).unwrap();
     let tq = Tq::start(p.path(), &["--mode", "dev"]);
-    wait_for(&tq, "/go/x", 180, |s, b| {
-        s == 200 && b == "go v1 gow /go/x\n"
-    })
-    .await;
+    wait_for(&tq, "/go/x", 180, |s, b| s == 200 && b == "go v1 gow /x\n").await;
     assert!(d.join("bin/gow").is_file(), "built into bin/{{name}}");
     let main = d.join("src/main.go");
     let text = std::fs::read_to_string(&main).unwrap();
@@ -545,7 +539,7 @@ async fn busy_instances_scale_up_to_max_workers_and_idle_ones_stop() {
         &p,
         "api",
         "/api",
-        "scaling:\n  min_workers: 1\n  max_workers: 3\n  idle_timeout: 1s",
+        "scaling:\n  min_workers: 1\n  max_workers: 3\n  queue_threshold: 4\n  idle_timeout: 1s",
     );
     let tq = Tq::start(p.path(), &["--mode", "prod"]);
     wait_for(&tq, "/api/x", 30, |s, _| s == 200).await;

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use server::{
-    AcmeChallenge, AcmeSettings, CertificateFiles, DEFAULT_ADMIN_LISTEN, Observability,
-    ServerSettings, Supervision, TlsSettings, TlsVersion, admin_listen,
+    AcmeChallenge, AcmeSettings, CertificateFiles, DEFAULT_ADMIN_LISTEN, Inspection, Observability,
+    ServerSettings, Socks5Settings, Supervision, TlsSettings, TlsVersion, admin_listen,
 };
 pub use worker::{
     AccessTarget, FastcgiListener, Listen, Manager, NativeConfig, NativeKind, PathRule, PhpBackend,
@@ -82,10 +82,15 @@ pub struct Config {
     pub live_reload: bool,
     /// `admin.listen` and `metrics.*`.
     pub observability: Observability,
+    /// `socks5.*`: the workers' egress proxy, when on.
+    pub socks5: Option<Socks5Settings>,
     /// Every worker found, enabled or not, in route order.
     pub workers: Vec<WorkerConfig>,
     /// Things worth telling the operator that are not errors.
     pub notices: Vec<String>,
+    /// Keys accepted for the Go TQServer's files that TQServer does not
+    /// act on (file, line and key): said once at start and by `check`.
+    pub warnings: Vec<ConfigError>,
     /// Command-line settings that win over the files, on every reload too.
     pub overrides: Overrides,
 }
@@ -124,7 +129,40 @@ impl Config {
             self.observability.admin = a;
         }
         self.overrides = o;
+        self.set_environments();
         self
+    }
+
+    /// Gives each worker its [`WorkerConfig::environment`]: the Go
+    /// TQServer's variables (`WORKER_NAME`, `WORKER_PATH`, `WORKER_TYPE`,
+    /// `WORKER_MODE` and PHP's `WORKER_SERVER_MODE`, `TQSERVER_PORT`),
+    /// TQServer's own (`WORKER_ROUTE`), and with `socks5` on, the proxy
+    /// for outgoing connections (`SOCKS5_PROXY`, `ALL_PROXY`,
+    /// `TQSERVER_WORKER_UA`).
+    fn set_environments(&mut self) {
+        let port = self.server.port.to_string();
+        let mode = self.mode.as_str();
+        for w in &mut self.workers {
+            let mut env: Vec<(String, String)> = [
+                ("WORKER_NAME", w.name.as_str()),
+                ("WORKER_PATH", w.route.as_str()),
+                ("WORKER_ROUTE", w.route.as_str()),
+                ("WORKER_TYPE", w.type_name()),
+                ("WORKER_MODE", mode),
+                ("WORKER_SERVER_MODE", mode),
+                ("TQSERVER_PORT", port.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            if let Some(p) = &self.socks5 {
+                let url = format!("socks5://127.0.0.1:{}", p.port);
+                env.push(("SOCKS5_PROXY".into(), url.clone()));
+                env.push(("ALL_PROXY".into(), url));
+                env.push(("TQSERVER_WORKER_UA".into(), format!("TQServer/{}", w.name)));
+            }
+            w.environment = env;
+        }
     }
 
     /// The workers that run in this mode.
@@ -143,22 +181,42 @@ pub fn load(file: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
             format!("cannot read: {e} (run from the project folder, or pass --config)"),
         )
     })?;
-    let parsed: server::ServerFile = yaml::parse(file, &text)?;
-    let mut notices = Vec::new();
-    let resolved = parsed
-        .resolve(file, &text, mode, &mut notices)
-        .map_err(ConfigErrors)?;
     let mut errors = Vec::new();
+    let mut notices = Vec::new();
+    let mut warnings = Vec::new();
+    // A problem in server.yaml does not hide those of the worker files:
+    // they are read from the folder it names (or the default one).
+    let parsed = yaml::parse_all::<server::ServerFile>(file, &text);
+    let failed = !parsed.errors.is_empty();
+    errors.extend(parsed.errors);
+    let resolved = match parsed
+        .value
+        .map(|p| p.resolve(file, &text, mode, &mut notices))
+    {
+        Some(Ok(r)) => Some(r).filter(|_| !failed),
+        Some(Err(es)) => {
+            errors.extend(not_left_out(es, &parsed.left_out));
+            None
+        }
+        None => None,
+    };
+    let dir = match &resolved {
+        Some(r) => r.workers_dir.clone(),
+        None => server::workers_dir_of(&text),
+    };
     let mut workers = Vec::new();
-    let dir = &resolved.workers_dir;
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        ConfigError::new(
-            file,
-            yaml::key_line(&text, "workers.directory"),
-            "workers.directory",
-            format!("cannot read {}: {e}", dir.display()),
-        )
-    })?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) => {
+            errors.push(ConfigError::new(
+                file,
+                yaml::key_line(&text, "workers.directory"),
+                "workers.directory",
+                format!("cannot read {}: {e}", dir.display()),
+            ));
+            return Err(ConfigErrors(errors));
+        }
+    };
     let mut names: Vec<(String, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter(|e| e.path().is_dir())
@@ -186,16 +244,14 @@ pub fn load(file: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
                 continue;
             }
         };
-        let parsed: worker::WorkerFile = match yaml::parse(&wfile, &wtext) {
-            Ok(p) => p,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
-        match parsed.resolve(&name, &wdir, &wfile, &wtext, mode) {
-            Ok(w) => workers.push(w),
-            Err(es) => errors.extend(es),
+        let parsed = yaml::parse_all::<worker::WorkerFile>(&wfile, &wtext);
+        let failed = !parsed.errors.is_empty();
+        errors.extend(parsed.errors);
+        let Some(value) = parsed.value else { continue };
+        match value.resolve(&name, &wdir, &wfile, &wtext, mode, &mut warnings) {
+            Ok(w) if !failed => workers.push(w),
+            Ok(_) => {}
+            Err(es) => errors.extend(not_left_out(es, &parsed.left_out)),
         }
     }
     // Duplicate routes among the workers that run.
@@ -221,11 +277,23 @@ pub fn load(file: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
             ));
         }
     }
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
+    if resolved
+        .as_ref()
+        .is_some_and(|r| r.socks5.as_ref().is_some_and(|s| s.inspection.is_some()))
+    {
+        warnings.push(ConfigError::new(
+            file,
+            yaml::key_line(&text, "socks5.https_inspection.enabled")
+                .or_else(|| yaml::key_line(&text, "socks5.https_inspection")),
+            "socks5.https_inspection",
+            "not acted on: HTTPS inspection is not built yet; HTTPS calls are logged by host, port and bytes only",
+        ));
     }
+    let Some(resolved) = resolved.filter(|_| errors.is_empty()) else {
+        return Err(ConfigErrors(errors));
+    };
     workers.sort_by(|a, b| a.route.cmp(&b.route));
-    Ok(Config {
+    let mut config = Config {
         file: file.to_path_buf(),
         mode,
         server: resolved.server,
@@ -236,10 +304,27 @@ pub fn load(file: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
         watch_config: resolved.watch_config,
         live_reload: resolved.live_reload,
         observability: resolved.observability,
+        socks5: resolved.socks5,
         workers,
         notices,
+        warnings,
         overrides: Overrides::default(),
-    })
+    };
+    config.set_environments();
+    Ok(config)
+}
+
+/// The errors of the checks after parsing, less those about a key that
+/// was left out for an error of its own (missing, say): it is reported once.
+fn not_left_out(errors: Vec<ConfigError>, left_out: &[String]) -> Vec<ConfigError> {
+    errors
+        .into_iter()
+        .filter(|e| {
+            !left_out
+                .iter()
+                .any(|k| !k.is_empty() && (e.key == *k || e.key.starts_with(&format!("{k}."))))
+        })
+        .collect()
 }
 
 /// `tqserver check`'s report: the routing table and the pools.
@@ -349,6 +434,20 @@ impl fmt::Display for Config {
         if let Some(p) = &o.public_metrics {
             writeln!(f, "metrics  {p} on the public port too")?;
         }
+        if let Some(p) = &self.socks5 {
+            writeln!(
+                f,
+                "socks5   127.0.0.1:{} (the workers' egress proxy; log {}, {}{})",
+                p.port,
+                p.log_file.as_deref().unwrap_or("(server log)"),
+                if p.json { "json" } else { "text" },
+                if p.inspection.is_some() {
+                    "; HTTPS inspection on"
+                } else {
+                    ""
+                }
+            )?;
+        }
         if let Some(r) = &s.run_as {
             writeln!(f, "user     {}:{} (when started as root)", r.user, r.group)?;
         }
@@ -373,6 +472,7 @@ impl fmt::Display for Config {
                     NativeKind::Rust => "cargo build, proxied over HTTP",
                     NativeKind::Go => "go build, proxied over HTTP",
                     NativeKind::Command => "proxied over HTTP",
+                    NativeKind::Bun => "bun run, proxied over HTTP",
                 },
                 (None, _) if w.static_site => "files only, no PHP",
                 (None, PhpBackend::Fpm) => "php-fpm",
@@ -399,13 +499,47 @@ impl fmt::Display for Config {
         writeln!(f, "pools")?;
         for w in self.enabled_workers() {
             if let Some(n) = &w.native {
+                let scaling = if n.max_instances > n.min_instances {
+                    format!(
+                        "up to {}, one more at {} requests in hand each, one fewer after {:?} idle",
+                        n.max_instances, n.queue_threshold, n.idle_timeout
+                    )
+                } else {
+                    format!("up to {}", n.max_instances)
+                };
                 writeln!(
                     f,
-                    "  {}: {} instance(s) (up to {}), health {} every {:?}",
-                    w.name, n.min_instances, n.max_instances, n.health_path, n.health_interval
+                    "  {}: {} instance(s) ({scaling}), health {} every {:?}",
+                    w.name, n.min_instances, n.health_path, n.health_interval
                 )?;
                 if !n.run.is_empty() {
                     writeln!(f, "    run {}", n.run.join(" "))?;
+                }
+                if n.kind == NativeKind::Bun {
+                    writeln!(f, "    run bun run {}", n.entrypoint)?;
+                }
+                let mut how = Vec::new();
+                if n.strip_prefix && w.route != "/" {
+                    how.push(format!("path prefix stripped ({} -> /)", w.route));
+                }
+                if n.public_files && w.php.document_root.is_dir() {
+                    how.push(format!(
+                        "files of {} served first",
+                        w.php.document_root.display()
+                    ));
+                }
+                if n.max_requests > 0 {
+                    how.push(format!(
+                        "an instance is replaced after {} requests",
+                        n.max_requests
+                    ));
+                }
+                if !how.is_empty() {
+                    writeln!(f, "    {}", how.join("; "))?;
+                }
+                if !n.env.is_empty() {
+                    let env: Vec<String> = n.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    writeln!(f, "    env {}", env.join(" "))?;
                 }
                 let t = &n.timeouts;
                 writeln!(
@@ -454,6 +588,10 @@ impl fmt::Display for Config {
         for n in &self.notices {
             writeln!(f)?;
             write!(f, "note: {n}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f)?;
+            write!(f, "warning: {w}")?;
         }
         Ok(())
     }

@@ -61,6 +61,20 @@ pub const DEFAULT_BODY_BUFFER_SIZE: u64 = 128 << 10;
 /// request gets 503 (nginx has no such bound and fills its disk).
 pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 1 << 30;
 
+/// `workers.directory` of a server.yaml that did not load, read as
+/// loosely as YAML allows (else the default), so the worker files are
+/// still checked.
+pub(crate) fn workers_dir_of(text: &str) -> PathBuf {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).unwrap_or_default();
+    PathBuf::from(
+        value
+            .get("workers")
+            .and_then(|w| w.get("directory"))
+            .and_then(serde_yaml_ng::Value::as_str)
+            .unwrap_or(DEFAULT_WORKERS_DIR),
+    )
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ServerFile {
@@ -69,6 +83,30 @@ pub(crate) struct ServerFile {
     file_watcher: FileWatcherSection,
     metrics: MetricsSection,
     admin: AdminSection,
+    socks5: Socks5Section,
+}
+
+/// `socks5.*`: the egress proxy of the Go TQServer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Socks5Section {
+    enabled: Option<EnabledValue>,
+    port: Option<u16>,
+    log_file: Option<String>,
+    log_format: Option<String>,
+    https_inspection: Option<InspectionSection>,
+    max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct InspectionSection {
+    enabled: Option<EnabledValue>,
+    ca_cert: Option<String>,
+    ca_key: Option<String>,
+    auto_generate: Option<EnabledValue>,
+    log_body: Option<EnabledValue>,
+    max_body_size: Option<SizeValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +209,7 @@ struct WorkersSection {
     restart_delay_ms: Option<u64>,
     shutdown_grace_period_ms: Option<u64>,
     health_check_wait_timeout_ms: Option<u64>,
+    health_check_timeout_ms: Option<u64>,
     max_restarts: Option<u32>,
 }
 
@@ -386,6 +425,10 @@ pub struct Supervision {
     pub shutdown_grace: Duration,
     /// How long a started process has to become ready.
     pub health_check_wait: Duration,
+    /// `workers.health_check_timeout_ms`: the longest wait for one health
+    /// probe's answer (else 1 s while starting, and the health interval
+    /// up to 5 s once ready).
+    pub health_check_timeout: Option<Duration>,
     /// Failed starts in a row after which a native worker is left stopped
     /// (until its files change).
     pub max_restarts: u32,
@@ -400,6 +443,143 @@ pub(crate) struct ResolvedServer {
     pub(crate) watch_config: bool,
     pub(crate) live_reload: bool,
     pub(crate) observability: Observability,
+    pub(crate) socks5: Option<Socks5Settings>,
+}
+
+/// Default `socks5.port`, as the Go TQServer.
+pub const DEFAULT_SOCKS5_PORT: u16 = 1080;
+/// Default `socks5.log_file`, as the Go TQServer.
+pub const DEFAULT_SOCKS5_LOG: &str = "logs/socks5_{date}.log";
+/// Default `socks5.max_connections`: connections through the proxy at
+/// once; more wait for one to end.
+pub const DEFAULT_SOCKS5_CONNECTIONS: usize = 1024;
+/// Default `socks5.https_inspection.max_body_size`: 1 MiB, as the Go
+/// TQServer.
+pub const DEFAULT_INSPECT_BODY: u64 = 1 << 20;
+
+/// The egress proxy (`socks5.*`): a SOCKS5 server on 127.0.0.1 that the
+/// workers are told to use, logging each connection they make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Socks5Settings {
+    /// `socks5.port` (on 127.0.0.1 only).
+    pub port: u16,
+    /// `socks5.log_file` (`{date}`); `None`: the server log.
+    pub log_file: Option<String>,
+    /// `socks5.log_format`: json (the default) or text.
+    pub json: bool,
+    /// `socks5.max_connections`.
+    pub max_connections: usize,
+    /// `socks5.https_inspection`, when on (dev mode only).
+    pub inspection: Option<Inspection>,
+}
+
+/// `socks5.https_inspection.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// `ca_cert`, `ca_key`: the CA that signs the certificates made per
+    /// host.
+    pub ca_cert: PathBuf,
+    /// `ca_key`.
+    pub ca_key: PathBuf,
+    /// `auto_generate` (default true): make the CA when the files are
+    /// missing.
+    pub auto_generate: bool,
+    /// `log_body` (default true): log request and response bodies.
+    pub log_body: bool,
+    /// `max_body_size`: the bytes of a body logged at most.
+    pub max_body_size: u64,
+}
+
+/// Checks `socks5.*`; `None` when it is off.
+fn resolve_socks5(
+    s: Socks5Section,
+    mode: Mode,
+    err: &impl Fn(&str, String) -> ConfigError,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Socks5Settings> {
+    let dev = mode == Mode::Dev;
+    let mut flag = |key: &str, v: Option<EnabledValue>, default: bool| {
+        v.map_or(Ok(default), |v| v.get(dev)).unwrap_or_else(|m| {
+            errors.push(err(key, m));
+            false
+        })
+    };
+    let on = flag("socks5.enabled", s.enabled, false);
+    let inspect = s.https_inspection.unwrap_or_default();
+    let inspect_on = flag("socks5.https_inspection.enabled", inspect.enabled, false);
+    let auto_generate = flag(
+        "socks5.https_inspection.auto_generate",
+        inspect.auto_generate,
+        true,
+    );
+    let log_body = flag("socks5.https_inspection.log_body", inspect.log_body, true);
+    if !on {
+        return None;
+    }
+    let json = match s.log_format.as_deref() {
+        None | Some("json") => true,
+        Some("text") => false,
+        Some(other) => {
+            errors.push(err(
+                "socks5.log_format",
+                format!("{other:?} is not a log format; use json or text"),
+            ));
+            true
+        }
+    };
+    if s.port == Some(0) {
+        errors.push(err("socks5.port", "0 is not a port".into()));
+    }
+    let max_connections = s.max_connections.unwrap_or(DEFAULT_SOCKS5_CONNECTIONS);
+    if max_connections == 0 {
+        errors.push(err("socks5.max_connections", "must be at least 1".into()));
+    }
+    let inspection = if inspect_on && !dev {
+        // Decrypting the workers' HTTPS is a development tool: a
+        // production server that did it would hold every secret its
+        // workers send.
+        errors.push(err(
+            "socks5.https_inspection.enabled",
+            "HTTPS inspection decrypts every HTTPS call the workers make: it runs in dev mode only; turn it off (or use enabled: development)".into(),
+        ));
+        None
+    } else if inspect_on {
+        let max_body_size = match inspect.max_body_size.map(|v| v.get()).transpose() {
+            Ok(v) => v.unwrap_or(DEFAULT_INSPECT_BODY),
+            Err(m) => {
+                errors.push(err("socks5.https_inspection.max_body_size", m));
+                DEFAULT_INSPECT_BODY
+            }
+        };
+        Some(Inspection {
+            ca_cert: PathBuf::from(
+                inspect
+                    .ca_cert
+                    .unwrap_or_else(|| "config/tqserver-ca.crt".into()),
+            ),
+            ca_key: PathBuf::from(
+                inspect
+                    .ca_key
+                    .unwrap_or_else(|| "config/tqserver-ca.key".into()),
+            ),
+            auto_generate,
+            log_body,
+            max_body_size,
+        })
+    } else {
+        None
+    };
+    Some(Socks5Settings {
+        port: s.port.unwrap_or(DEFAULT_SOCKS5_PORT),
+        log_file: match s.log_file {
+            None => Some(DEFAULT_SOCKS5_LOG.to_string()),
+            Some(f) if f.trim().is_empty() => None,
+            Some(f) => Some(f),
+        },
+        json,
+        max_connections,
+        inspection,
+    })
 }
 
 impl ServerFile {
@@ -589,6 +769,7 @@ impl ServerFile {
             }
         };
         let tls = s.tls.and_then(|t| resolve_tls(t, text, &err, &mut errors));
+        let socks5 = resolve_socks5(self.socks5, mode, &err, &mut errors);
         let host = s.host.unwrap_or_else(|| DEFAULT_HOST.to_string());
         if host.parse::<std::net::IpAddr>().is_err() && host != "localhost" {
             errors.push(err(
@@ -624,6 +805,10 @@ impl ServerFile {
                 restart_delay: ms(w.restart_delay_ms, DEFAULT_RESTART_DELAY),
                 shutdown_grace: ms(w.shutdown_grace_period_ms, DEFAULT_SHUTDOWN_GRACE),
                 health_check_wait: ms(w.health_check_wait_timeout_ms, DEFAULT_HEALTH_WAIT),
+                health_check_timeout: w
+                    .health_check_timeout_ms
+                    .filter(|t| *t > 0)
+                    .map(Duration::from_millis),
                 max_restarts: w.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
             },
             workers_dir: PathBuf::from(
@@ -639,6 +824,7 @@ impl ServerFile {
                 admin_token,
                 public_metrics,
             },
+            socks5,
         };
         if errors.is_empty() {
             Ok(resolved)

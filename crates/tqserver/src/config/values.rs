@@ -82,7 +82,7 @@ impl SizeValue {
     }
 }
 
-/// `enabled: true | false | development`.
+/// `enabled: true | false | development` (also `"true"`, `"false"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum EnabledValue {
@@ -96,6 +96,10 @@ impl EnabledValue {
         match self {
             Self::Flag(b) => Ok(*b),
             Self::Text(t) if t == "development" || t == "dev" => Ok(dev),
+            // The Go TQServer reads `enabled` as a string: "true" and
+            // "false" quoted mean what they say.
+            Self::Text(t) if t == "true" => Ok(true),
+            Self::Text(t) if t == "false" => Ok(false),
             Self::Text(t) => Err(format!(
                 "{t:?} is not valid; use true, false or development (enabled in dev mode only)"
             )),

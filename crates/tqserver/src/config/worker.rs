@@ -48,9 +48,15 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// not ping; Caddy never does. Ten minutes keeps quiet sockets open
 /// without keeping dead ones forever.
 pub const DEFAULT_UPGRADE_IDLE: Duration = Duration::from_secs(600);
-/// Default `scaling.idle_timeout`: an instance above `min_workers` with no
-/// request for this long is stopped.
-pub const DEFAULT_SCALE_IDLE: Duration = Duration::from_secs(30);
+/// Default `scaling.idle_timeout` (`scale_down_delay`): an instance above
+/// `min_workers` with no request for this long is stopped (60 s, as the
+/// Go TQServer).
+pub const DEFAULT_SCALE_IDLE: Duration = Duration::from_secs(60);
+/// Default `scaling.queue_threshold`: requests in hand per instance that
+/// start one more (10, as the Go TQServer).
+pub const DEFAULT_QUEUE_THRESHOLD: u32 = 10;
+/// Default `bun.entrypoint`.
+pub const DEFAULT_BUN_ENTRYPOINT: &str = "index.ts";
 /// Default `health.path`: answered with 200 once the instance can serve.
 pub const DEFAULT_HEALTH_PATH: &str = "/health";
 /// Default `health.interval_ms`: liveness checks of a ready instance.
@@ -82,6 +88,45 @@ pub(crate) struct WorkerFile {
     proxy: Option<ProxySection>,
     env: Option<serde_yaml_ng::Mapping>,
     health: Option<HealthSection>,
+    public_files: Option<bool>,
+    // The Go TQServer's keys (docs/migrating.md).
+    name: Option<String>,
+    log_file: Option<String>,
+    bun: Option<BunSection>,
+    go: Option<GoSection>,
+    runtime: Option<GoSection>,
+    timeouts: Option<TimeoutsSection>,
+}
+
+/// `bun.*` (type: bun), as the Go TQServer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct BunSection {
+    entrypoint: Option<String>,
+    env: Option<serde_yaml_ng::Mapping>,
+}
+
+/// `go.*`, and the same keys under `runtime:` (the Go TQServer's example
+/// file), for any native worker.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct GoSection {
+    go_max_procs: Option<u32>,
+    go_mem_limit: Option<String>,
+    max_requests: Option<u64>,
+    read_timeout_seconds: Option<u64>,
+    write_timeout_seconds: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
+}
+
+/// `timeouts.*`: the worker's own HTTP server timeouts, handed to it as
+/// the Go TQServer's worker runtime reads them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TimeoutsSection {
+    read_timeout_seconds: Option<u64>,
+    write_timeout_seconds: Option<u64>,
+    idle_timeout_seconds: Option<u64>,
 }
 
 /// One entry of `rules`.
@@ -162,11 +207,14 @@ struct ScalingSection {
     max_requests: Option<u64>,
     request_timeout: Option<DurationValue>,
     idle_timeout: Option<DurationValue>,
+    queue_threshold: Option<u32>,
+    scale_down_delay: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct ProxySection {
+    strip_prefix: Option<bool>,
     read_timeout: Option<DurationValue>,
     send_timeout: Option<DurationValue>,
     upgrade_idle_timeout: Option<DurationValue>,
@@ -677,6 +725,9 @@ pub enum NativeKind {
     Go,
     /// Any program: `command.run`, optionally `command.build`.
     Command,
+    /// `bun install` (when there is a package.json), then `bun run
+    /// <bun.entrypoint>`, as the Go TQServer.
+    Bun,
 }
 
 impl NativeKind {
@@ -686,6 +737,7 @@ impl NativeKind {
             Self::Rust => "rust",
             Self::Go => "go",
             Self::Command => "command",
+            Self::Bun => "bun",
         }
     }
 }
@@ -702,7 +754,24 @@ pub struct NativeConfig {
     pub build: Option<Vec<String>>,
     /// `command.run` (command workers only).
     pub run: Vec<String>,
-    /// `env` then `command.env`, in file order.
+    /// `bun.entrypoint` (bun workers only; default `index.ts`).
+    pub entrypoint: String,
+    /// `public_files` (default true): files in the worker's `public/`
+    /// folder are served by TQServer before the request is proxied, as
+    /// the Go TQServer did.
+    pub public_files: bool,
+    /// `proxy.strip_prefix` (default true, as the Go TQServer): the
+    /// route is taken off the path before the request is proxied
+    /// (`/api/items` reaches the worker as `/items`, `/api` as `/`), and
+    /// `X-Forwarded-Prefix` says what was taken.
+    pub strip_prefix: bool,
+    /// `scaling.queue_threshold`: one more instance starts when every
+    /// ready one has this many requests in hand (default 10, as the Go
+    /// TQServer).
+    pub queue_threshold: u32,
+    /// `env`, `command.env`, `bun.env`, then what `go.*` / `runtime.*`
+    /// and `timeouts.*` become (`GOMAXPROCS`, `GOMEMLIMIT`,
+    /// `WORKER_READ_TIMEOUT_SECONDS`, …), in that order.
     pub env: Vec<(String, String)>,
     /// `scaling.min_workers`: instances that always run.
     pub min_instances: u32,
@@ -764,6 +833,10 @@ pub struct WorkerConfig {
     pub static_site: bool,
     /// `compression`: what its answers are compressed with.
     pub compression: encode::Policy,
+    /// What every process of this worker is given besides its own port
+    /// (`WORKER_NAME`, `WORKER_PATH`, `WORKER_MODE`, the egress proxy…):
+    /// one list for every backend, set by [`super::Config`].
+    pub environment: Vec<(String, String)>,
 }
 
 impl WorkerConfig {
@@ -792,7 +865,7 @@ impl WorkerConfig {
     }
 }
 
-const TYPES: [&str; 5] = ["php", "static", "rust", "go", "command"];
+const TYPES: [&str; 6] = ["php", "static", "rust", "go", "command", "bun"];
 const MANAGERS: [&str; 3] = ["static", "dynamic", "ondemand"];
 const BACKENDS: [&str; 2] = ["fpm", "cgi"];
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -805,9 +878,16 @@ impl WorkerFile {
         file: &Path,
         text: &str,
         mode: Mode,
+        warnings: &mut Vec<ConfigError>,
     ) -> Result<WorkerConfig, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let err = |key: &str, msg: String| ConfigError::new(file, key_line(text, key), key, msg);
+        if let Some(n) = self.name.as_deref().filter(|n| *n != name) {
+            warnings.push(err(
+                "name",
+                format!("{n:?} is not acted on: a worker is named by its folder ({name}), in TQServer as in the Go TQServer"),
+            ));
+        }
         // The folder name becomes php-fpm's pool section, log and socket
         // names: plain characters only.
         if name.is_empty()
@@ -855,13 +935,14 @@ impl WorkerFile {
                     file,
                     None,
                     "type",
-                    "missing; one of: php, static, rust, go, command",
+                    "missing; one of: php, static, rust, go, command, bun",
                 ));
                 None
             }
             Some("rust") => Some(NativeKind::Rust),
             Some("go") => Some(NativeKind::Go),
             Some("command") => Some(NativeKind::Command),
+            Some("bun") => Some(NativeKind::Bun),
             Some(t) => {
                 errors.push(err("type", unknown_choice("type", t, &TYPES)));
                 None
@@ -876,6 +957,12 @@ impl WorkerFile {
                 proxy: self.proxy,
                 env: self.env,
                 health: self.health,
+                bun: self.bun,
+                go: self.go,
+                runtime: self.runtime,
+                timeouts: self.timeouts,
+                public_files: self.public_files,
+                known_kind: self.kind.as_deref().is_some_and(|k| TYPES.contains(&k)),
             },
             &err,
             &mut errors,
@@ -1125,6 +1212,7 @@ impl WorkerFile {
             native,
             static_site,
             compression,
+            environment: Vec::new(),
             php: PhpConfig {
                 backend,
                 binary: php.binary.map(relative_to_worker),
@@ -1150,7 +1238,9 @@ impl WorkerFile {
                 },
                 access_format,
                 slow_threshold,
-                log_file: logging.log_file,
+                // The Go TQServer's top-level `log_file` (its older
+                // spelling); `logging.log_file` wins, as there.
+                log_file: logging.log_file.or(self.log_file),
             },
         })
     }
@@ -1356,6 +1446,14 @@ struct NativeSections<'a> {
     proxy: Option<ProxySection>,
     env: Option<serde_yaml_ng::Mapping>,
     health: Option<HealthSection>,
+    bun: Option<BunSection>,
+    go: Option<GoSection>,
+    runtime: Option<GoSection>,
+    timeouts: Option<TimeoutsSection>,
+    public_files: Option<bool>,
+    /// `type` named a known kind (a PHP or static one when `kind` is
+    /// `None`): only then is a native key on it a mistake of its own.
+    known_kind: bool,
 }
 
 /// Checks the keys of a native worker (`command`, `scaling`, `env`,
@@ -1372,11 +1470,16 @@ fn resolve_native(
             ("proxy", n.proxy.is_some()),
             ("env", n.env.is_some()),
             ("health", n.health.is_some()),
+            ("bun", n.bun.is_some()),
+            ("go", n.go.is_some()),
+            ("runtime", n.runtime.is_some()),
+            ("timeouts", n.timeouts.is_some()),
+            ("public_files", n.public_files.is_some()),
         ] {
-            if present {
+            if present && n.known_kind {
                 errors.push(err(
                     key,
-                    format!("{key} is for native workers (type: rust, go or command); PHP workers are sized with php.pool"),
+                    format!("{key} is for native workers (type: rust, go, bun or command); PHP workers are sized with php.pool"),
                 ));
             }
         }
@@ -1394,6 +1497,96 @@ fn resolve_native(
         err,
         errors,
     ));
+    let bun = n.bun.unwrap_or_default();
+    if kind != NativeKind::Bun && (bun.entrypoint.is_some() || bun.env.is_some()) {
+        errors.push(err(
+            "bun",
+            format!(
+                "bun is for type: bun workers; this one is type: {}",
+                kind.as_str()
+            ),
+        ));
+    }
+    env.extend(name_values(
+        "bun.env", bun.env, env_name, env_bad, err, errors,
+    ));
+    let entrypoint = bun
+        .entrypoint
+        .unwrap_or_else(|| DEFAULT_BUN_ENTRYPOINT.to_string());
+    if kind == NativeKind::Bun && !n.dir.join(&entrypoint).is_file() {
+        errors.push(err(
+            "bun.entrypoint",
+            format!(
+                "{} does not exist (bun runs it: bun run {entrypoint})",
+                n.dir.join(&entrypoint).display()
+            ),
+        ));
+    }
+    // `go.*` and `runtime.*` are one set of keys; one section, not both.
+    let (go_key, go) = match (n.go, n.runtime) {
+        (Some(_), Some(r)) => {
+            errors.push(err(
+                "runtime",
+                "go and runtime hold the same keys (the Go TQServer's two spellings); keep one"
+                    .into(),
+            ));
+            ("runtime", r)
+        }
+        (Some(g), None) => ("go", g),
+        (None, Some(r)) => ("runtime", r),
+        (None, None) => ("go", GoSection::default()),
+    };
+    if let Some(p) = go.go_max_procs.filter(|p| *p > 0) {
+        env.push(("GOMAXPROCS".into(), p.to_string()));
+    }
+    if let Some(l) = go
+        .go_mem_limit
+        .as_deref()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        if go_mem_limit_ok(l) {
+            env.push(("GOMEMLIMIT".into(), l.to_string()));
+        } else {
+            errors.push(err(
+                &format!("{go_key}.go_mem_limit"),
+                format!("{l:?} is not a Go memory limit; write a number of bytes with B, KiB, MiB, GiB or TiB, e.g. \"512MiB\""),
+            ));
+        }
+    }
+    // The worker's own HTTP server timeouts: `timeouts.*` (or the same
+    // keys under `go.*`), as the Go TQServer's worker runtime reads them.
+    let t = n.timeouts.unwrap_or_default();
+    for (key, value, from_go, var) in [
+        (
+            "read_timeout_seconds",
+            t.read_timeout_seconds,
+            go.read_timeout_seconds,
+            "WORKER_READ_TIMEOUT_SECONDS",
+        ),
+        (
+            "write_timeout_seconds",
+            t.write_timeout_seconds,
+            go.write_timeout_seconds,
+            "WORKER_WRITE_TIMEOUT_SECONDS",
+        ),
+        (
+            "idle_timeout_seconds",
+            t.idle_timeout_seconds,
+            go.idle_timeout_seconds,
+            "WORKER_IDLE_TIMEOUT_SECONDS",
+        ),
+    ] {
+        if value.is_some() && from_go.is_some() {
+            errors.push(err(
+                &format!("timeouts.{key}"),
+                format!("also set as {go_key}.{key}; keep one"),
+            ));
+        }
+        if let Some(v) = value.or(from_go) {
+            env.push((var.into(), v.to_string()));
+        }
+    }
     let mut argv = |key: &str, v: Option<Vec<String>>| match v {
         Some(a) if a.is_empty() || a[0].trim().is_empty() => {
             errors.push(err(
@@ -1426,6 +1619,29 @@ fn resolve_native(
         }
     };
     let scaling = n.scaling.unwrap_or_default();
+    let max_requests = match (scaling.max_requests, go.max_requests) {
+        (Some(a), Some(b)) if a != b => {
+            errors.push(err(
+                &format!("{go_key}.max_requests"),
+                format!("{b} differs from scaling.max_requests ({a}); keep one"),
+            ));
+            a
+        }
+        (a, b) => a.or(b).unwrap_or(0),
+    };
+    let queue_threshold = scaling.queue_threshold.unwrap_or(DEFAULT_QUEUE_THRESHOLD);
+    if queue_threshold == 0 {
+        errors.push(err(
+            "scaling.queue_threshold",
+            "must be at least 1 (requests in hand per instance before one more starts)".into(),
+        ));
+    }
+    if scaling.idle_timeout.is_some() && scaling.scale_down_delay.is_some() {
+        errors.push(err(
+            "scaling.scale_down_delay",
+            "the Go TQServer's name for scaling.idle_timeout; keep one".into(),
+        ));
+    }
     let min_instances = scaling.min_workers.unwrap_or(DEFAULT_INSTANCES);
     let max_instances = scaling.max_workers.unwrap_or(min_instances);
     if min_instances == 0 {
@@ -1447,11 +1663,14 @@ fn resolve_native(
         scaling.request_timeout,
         DEFAULT_PROXY_TIMEOUT,
     );
-    let idle_timeout = dur(
-        "scaling.idle_timeout",
-        scaling.idle_timeout,
-        DEFAULT_SCALE_IDLE,
-    );
+    let idle_timeout = match scaling.scale_down_delay {
+        Some(d) => dur("scaling.scale_down_delay", Some(d), DEFAULT_SCALE_IDLE),
+        None => dur(
+            "scaling.idle_timeout",
+            scaling.idle_timeout,
+            DEFAULT_SCALE_IDLE,
+        ),
+    };
     let proxy = n.proxy.unwrap_or_default();
     let timeouts = ProxyTimeouts {
         head: request_timeout,
@@ -1499,10 +1718,14 @@ fn resolve_native(
         dir: std::path::absolute(n.dir).unwrap_or_else(|_| n.dir.to_path_buf()),
         build,
         run,
+        entrypoint,
+        strip_prefix: proxy.strip_prefix.unwrap_or(true),
+        public_files: n.public_files.unwrap_or(true),
+        queue_threshold,
         env,
         min_instances,
         max_instances,
-        max_requests: scaling.max_requests.unwrap_or(0),
+        max_requests,
         timeouts,
         idle_timeout,
         health_path,
@@ -1650,6 +1873,13 @@ fn duration(
             default
         }
     }
+}
+
+/// Go's `GOMEMLIMIT` syntax: digits and an optional B, KiB, MiB, GiB or
+/// TiB.
+fn go_mem_limit_ok(l: &str) -> bool {
+    let digits = l.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && ["", "B", "KiB", "MiB", "GiB", "TiB"].contains(&&l[digits..])
 }
 
 /// Checks and normalises a route prefix.
@@ -1828,7 +2058,7 @@ mod tests {
         );
         assert_eq!(
             unknown_choice("type", "perl", &TYPES),
-            "unknown type \"perl\"; one of: php, static, rust, go, command"
+            "unknown type \"perl\"; one of: php, static, rust, go, command, bun"
         );
         for bad in ["blog", "/a//b", "/a/../b", "/a?x", "/a b"] {
             assert!(check_route(bad).is_err(), "{bad}");

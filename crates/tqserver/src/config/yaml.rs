@@ -7,6 +7,77 @@ use serde::de::DeserializeOwned;
 
 use super::ConfigError;
 
+/// Most problems one file reports (a guard: each one costs a parse).
+const MOST_PROBLEMS: usize = 64;
+
+/// What [`parse_all`] read: the value, once every key in error was left
+/// out, and the problems (empty when the file is good), with the dotted
+/// keys that were left out, so later checks do not report them twice.
+pub(crate) struct Parsed<T> {
+    pub(crate) value: Option<T>,
+    pub(crate) errors: Vec<ConfigError>,
+    pub(crate) left_out: Vec<String>,
+}
+
+/// Parses `text` into `T` and reports every problem, not only the first:
+/// serde stops at the first unknown key or bad value, so the line it
+/// names (and the block under it) is blanked and the text parsed again,
+/// line numbers unchanged, until it parses or a problem has no line.
+pub(crate) fn parse_all<T: DeserializeOwned>(file: &Path, text: &str) -> Parsed<T> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut errors = Vec::new();
+    let mut left_out = Vec::new();
+    loop {
+        let now = lines.join("\n");
+        match parse::<T>(file, &now) {
+            Ok(v) => {
+                return Parsed {
+                    value: Some(v),
+                    errors,
+                    left_out,
+                };
+            }
+            Err(e) => {
+                let at = e.line.filter(|l| *l >= 1 && *l <= lines.len());
+                let blanked = at.is_some_and(|l| blank_block(&mut lines, l - 1));
+                left_out.push(e.key.clone());
+                errors.push(e);
+                if !blanked || errors.len() >= MOST_PROBLEMS {
+                    return Parsed {
+                        value: None,
+                        errors,
+                        left_out,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Blanks line `i` and the block it opens (deeper lines, and a sequence
+/// written at its own indent); false when there was nothing to blank.
+fn blank_block(lines: &mut [String], i: usize) -> bool {
+    let first = &lines[i];
+    let trimmed = first.trim_start();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return false;
+    }
+    let indent = first.len() - trimmed.len();
+    let opens = !trimmed.starts_with("- ");
+    lines[i].clear();
+    for line in lines.iter_mut().skip(i + 1) {
+        let t = line.trim_start();
+        let deeper = line.len() - t.len() > indent;
+        let sequence = opens && line.len() - t.len() == indent && (t.starts_with("- ") || t == "-");
+        if t.is_empty() || t.starts_with('#') || deeper || sequence {
+            line.clear();
+        } else {
+            break;
+        }
+    }
+    true
+}
+
 /// Parses `text` into `T` (whose structs deny unknown fields).
 pub(crate) fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
     // An empty file is an empty mapping, not an error.

@@ -18,11 +18,13 @@ pub const XFP: &str = "x-forwarded-proto";
 pub const XFH: &str = "x-forwarded-host";
 /// `Forwarded` (RFC 7239).
 pub const FORWARDED: &str = "forwarded";
+/// `X-Forwarded-Prefix`: the path prefix a proxy took off.
+pub const XFPREFIX: &str = "x-forwarded-prefix";
 
 /// Whether `name` is one of the forwarding headers a client may only set
 /// through a trusted proxy.
 pub fn is_forwarding(name: &str) -> bool {
-    matches!(name, XFF | XFP | XFH | FORWARDED | "x-real-ip")
+    matches!(name, XFF | XFP | XFH | XFPREFIX | FORWARDED | "x-real-ip")
 }
 
 /// One CIDR range (`10.0.0.0/8`, `::1/128`, or a bare address).

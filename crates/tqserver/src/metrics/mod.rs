@@ -113,6 +113,8 @@ pub struct Metrics {
     native: NativeFamilies,
     config_reloads: Family<ReloadLabels, Counter>,
     config_ok: Gauge,
+    active: Arc<process::ActiveCollector>,
+    egress: EgressMetrics,
     /// PHP pools, filled just before each scrape.
     pub pools: Arc<pools::PoolsCollector>,
     /// HTTPS: certificates, handshakes, ACME, request protocols.
@@ -260,6 +262,25 @@ impl Metrics {
             "How long the last hot reload took, from the change to the swap",
             n.reload_seconds.clone(),
         );
+        let egress = EgressMetrics::default();
+        // The families are in every scrape, at zero until a worker calls
+        // out (a dashboard can graph them before the first call).
+        egress.zero("unknown");
+        registry.register(
+            "tqserver_egress_connections",
+            "Outgoing connections of workers through the SOCKS5 proxy, by worker (\"unknown\": not a worker's)",
+            egress.connections.clone(),
+        );
+        registry.register(
+            "tqserver_egress_bytes",
+            "Bytes through the SOCKS5 proxy, up (worker to destination) or down",
+            egress.bytes.clone(),
+        );
+        registry.register(
+            "tqserver_egress_errors",
+            "SOCKS5 connections that failed: refused, unreachable, malformed",
+            egress.errors.clone(),
+        );
         let config_reloads = Family::<ReloadLabels, Counter>::default();
         for result in ["applied", "refused"] {
             // Both series from the start, at 0, so increase() sees the first.
@@ -281,6 +302,8 @@ impl Metrics {
         registry.register_collector(Box::new(pools.clone()));
         let tls = tls::TlsMetrics::register(&mut registry);
         registry.register_collector(Box::new(process::ProcessCollector::new()));
+        let active = Arc::new(process::ActiveCollector::default());
+        registry.register_collector(Box::new(active.clone()));
         registry.register(
             "tqserver_build",
             "The running TQServer's version",
@@ -299,6 +322,8 @@ impl Metrics {
             native,
             config_reloads,
             config_ok,
+            active,
+            egress,
             pools,
             tls,
         }
@@ -319,16 +344,23 @@ impl Metrics {
             worker: worker.name.clone(),
         };
         self.worker_info(worker);
+        let in_flight = self.in_flight.get_or_create_owned(&label);
+        self.active.add(&worker.name, &in_flight);
         Arc::new(RouteMetrics {
             worker: worker.name.clone(),
             requests: self.requests.clone(),
             by_method: Default::default(),
             duration: self.duration.get_or_create_owned(&label),
-            in_flight: self.in_flight.get_or_create_owned(&label),
+            in_flight,
             bytes_in: self.bytes_in.get_or_create_owned(&label),
             bytes_out: self.bytes_out.get_or_create_owned(&label),
             upstream_errors: self.upstream_errors.clone(),
         })
+    }
+
+    /// What the SOCKS5 egress proxy records into.
+    pub fn egress(&self) -> EgressMetrics {
+        self.egress.clone()
     }
 
     /// The handles a native worker's supervisor updates.
@@ -478,6 +510,51 @@ impl RouteMetrics {
     /// Response body bytes so far.
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out.get()
+    }
+}
+
+/// What the SOCKS5 egress proxy records, by worker.
+#[derive(Clone, Debug, Default)]
+pub struct EgressMetrics {
+    connections: Family<WorkerLabel, Counter>,
+    bytes: Family<DirectionLabels, Counter>,
+    errors: Family<WorkerLabel, Counter>,
+}
+
+impl EgressMetrics {
+    /// `worker`'s series, at zero.
+    fn zero(&self, worker: &str) {
+        let w = WorkerLabel {
+            worker: worker.to_string(),
+        };
+        let _ = self.connections.get_or_create(&w);
+        let _ = self.errors.get_or_create(&w);
+        for direction in ["up", "down"] {
+            let _ = self.bytes.get_or_create(&DirectionLabels {
+                worker: worker.to_string(),
+                direction,
+            });
+        }
+    }
+
+    /// One connection of `worker` ended: `up` and `down` bytes; `failed`
+    /// when it did not get through.
+    pub fn record(&self, worker: &str, up: u64, down: u64, failed: bool) {
+        let w = WorkerLabel {
+            worker: worker.to_string(),
+        };
+        self.connections.get_or_create(&w).inc();
+        if failed {
+            self.errors.get_or_create(&w).inc();
+        }
+        for (direction, n) in [("up", up), ("down", down)] {
+            self.bytes
+                .get_or_create(&DirectionLabels {
+                    worker: worker.to_string(),
+                    direction,
+                })
+                .inc_by(n);
+        }
     }
 }
 

@@ -135,11 +135,67 @@ impl Collector for ProcessCollector {
             "Start time of the process since unix epoch in seconds",
             start,
         )?;
+        let up = self.started.elapsed().as_secs_f64();
         gauge(
             &mut encoder,
             "tqserver_uptime_seconds",
             "Seconds since tqserver started",
-            self.started.elapsed().as_secs_f64(),
+            up,
+        )?;
+        // The Go TQServer's names, which its metrics dashboard reads:
+        // the same values as tqserver_uptime_seconds and
+        // process_resident_memory_bytes.
+        gauge(
+            &mut encoder,
+            "tqserver_process_uptime_seconds",
+            "Seconds since tqserver started (the Go TQServer's name for tqserver_uptime_seconds)",
+            up,
+        )?;
+        gauge(
+            &mut encoder,
+            "tqserver_process_memory_bytes",
+            "Resident memory size in bytes (the Go TQServer's name for process_resident_memory_bytes)",
+            u.rss_bytes as f64,
         )
+    }
+}
+
+/// `tqserver_active_requests`: every route's requests in flight added up
+/// at each scrape (the Go TQServer's unlabelled gauge; the per-worker
+/// values are tqserver_http_requests_in_flight).
+#[derive(Debug, Default)]
+pub struct ActiveCollector {
+    gauges: std::sync::Mutex<
+        std::collections::HashMap<String, prometheus_client::metrics::gauge::Gauge>,
+    >,
+}
+
+impl ActiveCollector {
+    /// Counts `worker`'s in-flight gauge in (once per worker).
+    pub fn add(&self, worker: &str, g: &prometheus_client::metrics::gauge::Gauge) {
+        self.gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(worker.to_string())
+            .or_insert_with(|| g.clone());
+    }
+}
+
+impl Collector for ActiveCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sum: i64 = self
+            .gauges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(prometheus_client::metrics::gauge::Gauge::get)
+            .sum();
+        let m = encoder.encode_descriptor(
+            "tqserver_active_requests",
+            "Requests in flight, every worker together (the Go TQServer's name)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(sum as f64).encode(m)
     }
 }

@@ -106,6 +106,16 @@ pub async fn build(
             run(&args, dir, log).await?;
             vec![install(&bin, out_dir)?]
         }
+        NativeKind::Bun => {
+            let bun = find_on_path("bun", &bun_dirs()).ok_or_else(|| {
+                BuildFailure::new(
+                    "Bun is not installed: no `bun` on PATH nor in ~/.bun/bin; see https://bun.sh (or npm install -g bun)",
+                )
+            })?;
+            let bun = bun.to_string_lossy().into_owned();
+            bun_install(&bun, dir, log).await?;
+            vec![bun, "run".into(), native.entrypoint.clone()]
+        }
         NativeKind::Command => {
             if let Some(b) = &native.build {
                 run(b, dir, log).await?;
@@ -117,6 +127,60 @@ pub async fn build(
         argv,
         took: started.elapsed(),
     })
+}
+
+/// Where `bun install` records the package.json it installed (in
+/// node_modules/, which the watcher ignores).
+const BUN_STAMP: &str = "node_modules/.tqserver-installed";
+
+/// `bun install` when the folder has a package.json that changed since
+/// the last install (its bytes and the lockfile's, compared with the
+/// stamp), as the Go TQServer runs it before every start.
+async fn bun_install(bun: &str, dir: &Path, log: &WorkerLog) -> Result<(), BuildFailure> {
+    let Some(before) = package_stamp(dir) else {
+        return Ok(());
+    };
+    if std::fs::read_to_string(dir.join(BUN_STAMP)).is_ok_and(|s| s == before) {
+        return Ok(());
+    }
+    run(&[bun.to_string(), "install".into()], dir, log).await?;
+    // The lockfile bun install wrote is part of what was installed.
+    if let Some(after) = package_stamp(dir) {
+        let _ = std::fs::write(dir.join(BUN_STAMP), after);
+    }
+    Ok(())
+}
+
+/// A hash of package.json and the lockfile, or `None` without a
+/// package.json.
+fn package_stamp(dir: &Path) -> Option<String> {
+    let mut seen = std::fs::read(dir.join("package.json")).ok()?;
+    for lock in ["bun.lock", "bun.lockb"] {
+        if let Ok(l) = std::fs::read(dir.join(lock)) {
+            seen.extend_from_slice(&l);
+        }
+    }
+    Some(format!("{:016x}", fnv1a(&seen)))
+}
+
+/// FNV-1a, 64 bits: enough to see that a file changed.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn bun_dirs() -> Vec<String> {
+    std::env::var_os("HOME")
+        .map(|h| {
+            vec![
+                Path::new(&h)
+                    .join(".bun/bin")
+                    .to_string_lossy()
+                    .into_owned(),
+            ]
+        })
+        .unwrap_or_default()
 }
 
 struct Output {

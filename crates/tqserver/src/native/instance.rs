@@ -294,15 +294,15 @@ impl Instance {
     }
 
     /// Waits until it answers `path` with 200 (→ Ready, true), exits, or
-    /// `wait` passes (false).
-    pub async fn wait_ready(&self, path: &str, wait: Duration) -> bool {
+    /// `wait` passes (false); each probe waits `probe_timeout` at most.
+    pub async fn wait_ready(&self, path: &str, wait: Duration, probe_timeout: Duration) -> bool {
         let deadline = Instant::now() + wait;
         let mut pause = Duration::from_millis(10);
         loop {
             if self.is_gone() {
                 return false;
             }
-            if probe(self.port, path, Duration::from_secs(1)).await.is_ok() {
+            if probe(self.port, path, probe_timeout).await.is_ok() {
                 self.set_ready();
                 return self.state() == State::Ready;
             }

@@ -62,6 +62,8 @@ pub struct Serving {
     pub timeouts: crate::config::ProxyTimeouts,
     /// `scaling.max_requests` of the configuration in force.
     pub max_requests: u64,
+    /// `proxy.strip_prefix` of the configuration in force.
+    pub strip_prefix: bool,
     /// Bumped whenever pages this worker served should reload in a
     /// browser (a new version swapped in, a build failed, the worker gave
     /// up): what the dev-mode live reload subscribes to.
@@ -92,6 +94,16 @@ impl Lease {
     /// The instance.
     pub fn instance(&self) -> &Arc<Instance> {
         &self.inst
+    }
+}
+
+impl NativeWorker {
+    /// The route to take off request paths (`proxy.strip_prefix`), if
+    /// any.
+    pub fn strip(&self) -> Option<&str> {
+        self.serving()
+            .strip_prefix
+            .then_some(self.worker.route.as_str())
     }
 }
 

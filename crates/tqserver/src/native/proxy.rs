@@ -64,6 +64,7 @@ fn passed_on(name: &HeaderName, named: &[String], trusted: bool) -> bool {
         || n.contains('_')
         || n == "proxy"
         || n == forwarded::XFF
+        || n == forwarded::XFPREFIX
         || (!trusted && forwarded::is_forwarding(n))
         || named.iter().any(|m| m == n))
 }
@@ -130,7 +131,7 @@ pub async fn serve(
         None => {}
     }
     let mut out = Outgoing {
-        head: head(&parts, &conn, framing),
+        head: head(&parts, &conn, framing, svc.strip()),
         body: streamed,
         head_only,
         expect,
@@ -302,7 +303,7 @@ async fn upgrade(
     if let Some(k) = &key {
         own.push(("sec-websocket-key", k.as_bytes()));
     }
-    let head_bytes = head_with(&parts, &conn, None, &own);
+    let head_bytes = head_with(&parts, &conn, None, svc.strip(), &own);
     let timeouts = svc.serving().timeouts;
     let c = match Conn::connect(inst.addr()).await {
         Ok(c) => c,
@@ -376,11 +377,31 @@ async fn upgrade(
 /// The request head for an instance: the client's end-to-end headers
 /// ([`passed_on`]), `Host` (from the URI for HTTP/2 and HTTP/1.0 clients
 /// without one), `X-Forwarded-For` / `-Proto` / `-Host`, and the framing
-/// of the body as TQServer sends it. Public for the fuzz target
-/// `native_head`: whatever the client sent, this is one well-formed head
-/// with exactly the framing given.
-pub fn head(parts: &http::request::Parts, conn: &ConnInfo, framing: Option<Framing>) -> Bytes {
-    head_with(parts, conn, framing, &[])
+/// of the body as TQServer sends it; with `strip` (the route, for
+/// `proxy.strip_prefix`), the path without it and `X-Forwarded-Prefix`.
+/// Public for the fuzz target `native_head`: whatever the client sent,
+/// this is one well-formed head with exactly the framing given.
+pub fn head(
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+    framing: Option<Framing>,
+    strip: Option<&str>,
+) -> Bytes {
+    head_with(parts, conn, framing, strip, &[])
+}
+
+/// The request target without the route `prefix` (on a segment
+/// boundary, as the router matched it): `/api/items?x` is `/items?x`,
+/// `/api` and `/api?x` are `/` and `/?x`. `None` when it does not start
+/// with it.
+pub fn without_prefix<'a>(target: &'a str, prefix: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let rest = target.strip_prefix(prefix)?;
+    match rest.as_bytes().first() {
+        Some(b'/') => Some(rest.into()),
+        None => Some("/".into()),
+        Some(b'?') => Some(format!("/{rest}").into()),
+        Some(_) => None,
+    }
 }
 
 /// [`head`] with `more` lines of TQServer's own after the forwarding ones
@@ -389,6 +410,7 @@ fn head_with(
     parts: &http::request::Parts,
     conn: &ConnInfo,
     framing: Option<Framing>,
+    strip: Option<&str>,
     more: &[(&str, &[u8])],
 ) -> Bytes {
     let h = &parts.headers;
@@ -413,8 +435,25 @@ fn head_with(
     if !(trusted && h.contains_key(forwarded::XFH)) {
         extra.push((forwarded::XFH, host));
     }
+    let full = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let prev_prefix = h
+        .get(forwarded::XFPREFIX)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| trusted);
+    let stripped = strip
+        .filter(|p| *p != "/")
+        .and_then(|p| without_prefix(full, p).map(|t| (p, t)));
+    let prefix = match (&stripped, prev_prefix) {
+        // A trusted proxy took its own prefix off before this one.
+        (Some((p, _)), Some(prev)) => Some(format!("{}{p}", prev.trim_end_matches('/'))),
+        (Some((p, _)), None) => Some((*p).to_string()),
+        (None, prev) => prev.map(str::to_string),
+    };
+    if let Some(p) = &prefix {
+        extra.push((forwarded::XFPREFIX, p.as_bytes()));
+    }
     extra.extend_from_slice(more);
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = stripped.as_ref().map_or(full, |(_, t)| t.as_ref());
     let kept = h.iter().filter(|(k, _)| passed_on(k, &named, trusted));
     h1::request_head(&parts.method, target, kept, &extra, framing)
 }
@@ -509,7 +548,7 @@ mod tests {
             "127.0.0.1:5000".parse().unwrap(),
             "127.0.0.1:80".parse().unwrap(),
         );
-        let bytes = head(&parts, &conn, Some(Framing::Length(3)));
+        let bytes = head(&parts, &conn, Some(Framing::Length(3)), None);
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.starts_with("POST /api/x?y=1 HTTP/1.1\r\n"), "{text}");
         for gone in [
@@ -545,7 +584,7 @@ mod tests {
         // Through a trusted proxy: its chain is extended, its proto kept.
         let trusted = forwarded::Trusted::new(vec!["127.0.0.0/8".parse().unwrap()]);
         let conn = conn.for_request(&trusted, &parts.headers);
-        let bytes = head(&parts, &conn, Some(Framing::Length(3)));
+        let bytes = head(&parts, &conn, Some(Framing::Length(3)), None);
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(
             text.contains("x-forwarded-for: 10.0.0.1, 127.0.0.1\r\n"),
@@ -561,7 +600,7 @@ mod tests {
             .unwrap();
         let (parts, ()) = req.into_parts();
         let conn = ConnInfo::new("[::1]:5000".parse().unwrap(), "[::1]:80".parse().unwrap());
-        let bytes = head(&parts, &conn, Some(Framing::Chunked));
+        let bytes = head(&parts, &conn, Some(Framing::Chunked), None);
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.starts_with("PUT /u HTTP/1.1\r\n"), "{text}");
         assert!(text.contains("host: example.org:8080\r\n"), "{text}");

@@ -23,9 +23,6 @@ use crate::metrics::NativeMetrics;
 use crate::ports::Ports;
 use crate::supervise::{Backoff, Policy, Scope};
 
-/// Scale up when every ready instance has at least this many requests in
-/// flight (and fewer than `scaling.max_workers` run).
-const SCALE_UP_AT: usize = 4;
 /// How often load is looked at when `max_workers` > `min_workers`.
 const SCALE_EVERY: Duration = Duration::from_millis(250);
 
@@ -102,6 +99,7 @@ pub fn start(
         building: true,
         timeouts: native.timeouts,
         max_requests: native.max_requests,
+        strip_prefix: native.strip_prefix,
         page_version: 0,
     }));
     let svc = Arc::new(NativeWorker {
@@ -144,14 +142,8 @@ impl Setup {
         all: Arc<Mutex<HashMap<u64, Arc<Instance>>>>,
     ) -> Self {
         let native = worker.native.clone().expect("a native worker");
-        let mut env = vec![
-            ("WORKER_NAME".to_string(), worker.name.clone()),
-            ("WORKER_PATH".to_string(), worker.route.clone()),
-            ("WORKER_ROUTE".to_string(), worker.route.clone()),
-            ("WORKER_TYPE".to_string(), native.kind.as_str().to_string()),
-            ("WORKER_MODE".to_string(), mode.as_str().to_string()),
-            ("WORKER_HEALTH_PATH".to_string(), native.health_path.clone()),
-        ];
+        let mut env = worker.environment.clone();
+        env.push(("WORKER_HEALTH_PATH".to_string(), native.health_path.clone()));
         env.extend(native.env.iter().cloned());
         Self {
             spawner: Spawner {
@@ -341,6 +333,7 @@ impl Supervisor {
             building,
             timeouts: self.setup.native.timeouts,
             max_requests: self.setup.native.max_requests,
+            strip_prefix: self.setup.native.strip_prefix,
             page_version: self.page_version,
         };
         self.worker.serving.send_replace(Arc::new(serving));
@@ -420,7 +413,9 @@ impl Supervisor {
             && !self.building()
             && !ready.is_empty()
             && (self.current.len() as u32) < n.max_instances
-            && ready.iter().all(|i| i.outstanding() >= SCALE_UP_AT)
+            && ready
+                .iter()
+                .all(|i| i.outstanding() >= n.queue_threshold as usize)
         {
             if self.start_one(Event::ScaledUp) {
                 self.scale = Scale::Adding;
@@ -714,11 +709,12 @@ impl Supervisor {
     fn check_health(&mut self) {
         let path = self.setup.native.health_path.clone();
         let limit = self.setup.native.health_failures;
-        let timeout = self
-            .setup
-            .native
-            .health_interval
-            .min(Duration::from_secs(5));
+        let timeout = self.setup.sup.health_check_timeout.unwrap_or_else(|| {
+            self.setup
+                .native
+                .health_interval
+                .min(Duration::from_secs(5))
+        });
         for inst in self.current.iter().filter(|i| i.state() == State::Ready) {
             if self.replacing.contains(&inst.id) {
                 continue;
@@ -820,7 +816,11 @@ async fn start_instance(
         .insert(id, inst.clone());
     let wait = ctx.sup.health_check_wait;
     let path = &ctx.native.health_path;
-    if inst.wait_ready(path, wait).await {
+    let probe = ctx
+        .sup
+        .health_check_timeout
+        .unwrap_or(Duration::from_secs(1));
+    if inst.wait_ready(path, wait, probe).await {
         return Ok(inst);
     }
     let why = if inst.is_gone() {

@@ -80,6 +80,29 @@ pub async fn serve_files(
     decorate(resp, &place.rules)
 }
 
+/// A file of `roots` for `req`, if there is one (a GET or HEAD of a
+/// regular file, not a script): what a native worker's `public/` folder
+/// answers before the request is proxied, as the Go TQServer did.
+/// Anything else (`None`) goes to the worker.
+pub async fn public_file(
+    roots: &script::Roots,
+    compression: &encode::Policy,
+    route: &str,
+    req: &Request<Incoming>,
+) -> Option<Response<Body>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return None;
+    }
+    let rel = below(route, req.uri().path());
+    if rel.is_empty() || rel.ends_with('/') {
+        return None;
+    }
+    match script::resolve(&roots.main, rel, false) {
+        Target::Static(opened) => Some(static_file(&roots.main, opened, req, compression).await),
+        _ => None,
+    }
+}
+
 /// A static file found under `doc`; its precompressed sibling instead
 /// (`.zst`, `.br`, `.gz`: nginx's `gzip_static`, Caddy's
 /// `precompressed`) when `compression` allows it, the type is one it

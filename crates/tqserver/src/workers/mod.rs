@@ -42,8 +42,13 @@ enum Kind {
     /// `type: static`: files only; its configuration and document root,
     /// swapped whole by a reload.
     Static(Arc<arc_swap::ArcSwap<StaticSite>>),
-    /// A native worker (rust, go, command) and its supervisor's stop.
-    Native(Arc<NativeWorker>, CancellationToken),
+    /// A native worker (rust, go, bun, command), its supervisor's stop,
+    /// and its `public/` folder when it serves one (`public_files`).
+    Native(
+        Arc<NativeWorker>,
+        CancellationToken,
+        Option<Arc<crate::php::script::Roots>>,
+    ),
 }
 
 /// Why a worker could not start.
@@ -154,14 +159,19 @@ impl Worker {
             tracing::info!(worker = %config.name, route = %config.route, "starting {} worker", config.type_name());
             let stop = scope.stop.child_token();
             let native = crate::native::supervisor::start(
-                config,
+                config.clone(),
                 scope,
                 log.clone(),
                 stop.clone(),
                 native_metrics,
             );
+            let public = config
+                .native
+                .as_ref()
+                .is_some_and(|n| n.public_files && config.php.document_root.is_dir())
+                .then(|| Arc::new(crate::php::script::Roots::open(&config.php)));
             return Ok(Self {
-                kind: Kind::Native(native, stop),
+                kind: Kind::Native(native, stop, public),
                 log,
             });
         }
@@ -216,7 +226,15 @@ impl Worker {
                 )
                 .await
             }
-            Kind::Native(n, _) => crate::native::proxy::serve(n, req, conn, limits).await,
+            Kind::Native(n, _, public) => {
+                if let Some(roots) = public {
+                    let c = &n.worker.compression;
+                    if let Some(r) = crate::php::proxy::public_file(roots, c, prefix, &req).await {
+                        return r;
+                    }
+                }
+                crate::native::proxy::serve(n, req, conn, limits).await
+            }
         }
     }
 
@@ -226,7 +244,7 @@ impl Worker {
             Kind::Php(p) if p.upstream.get().is_ready() => Ok(()),
             Kind::Php(_) => Err("PHP is not answering yet".to_string()),
             Kind::Static(_) => Ok(()),
-            Kind::Native(n, _) => n.readiness(),
+            Kind::Native(n, ..) => n.readiness(),
         }
     }
 
@@ -236,7 +254,7 @@ impl Worker {
         match &self.kind {
             Kind::Php(p) => p.upstream.get().wait_ready(php_wait).await,
             Kind::Static(_) => true,
-            Kind::Native(n, _) => n.wait_ready(NATIVE_READY_WAIT).await,
+            Kind::Native(n, ..) => n.wait_ready(NATIVE_READY_WAIT).await,
         }
     }
 
@@ -261,7 +279,7 @@ impl Worker {
                 up: true,
                 ..PoolStatus::default()
             },
-            Kind::Native(n, _) => n.pool_status(),
+            Kind::Native(n, ..) => n.pool_status(),
         }
     }
 
@@ -295,7 +313,7 @@ impl Worker {
                 site.store(Arc::new(StaticSite::new(Arc::new(new.clone()))));
                 Ok(Reconfigured::Applied)
             }
-            Kind::Native(n, _) => {
+            Kind::Native(n, ..) => {
                 n.reconfigure(new.clone());
                 Ok(Reconfigured::Rebuilding)
             }
@@ -308,7 +326,7 @@ impl Worker {
     pub fn files_changed(&self, why: String) -> bool {
         match &self.kind {
             Kind::Php(_) | Kind::Static(_) => false,
-            Kind::Native(n, _) => {
+            Kind::Native(n, ..) => {
                 n.reload(why);
                 true
             }
@@ -320,7 +338,7 @@ impl Worker {
         match &self.kind {
             Kind::Php(p) => p.stop(),
             Kind::Static(_) => {}
-            Kind::Native(_, stop) => stop.cancel(),
+            Kind::Native(_, stop, _) => stop.cancel(),
         }
     }
 
@@ -344,7 +362,7 @@ impl Worker {
     pub fn page_versions(&self) -> Option<watch::Receiver<u64>> {
         match &self.kind {
             Kind::Php(_) | Kind::Static(_) => None,
-            Kind::Native(n, _) => {
+            Kind::Native(n, ..) => {
                 let mut serving = n.subscribe();
                 let (tx, rx) = watch::channel(serving.borrow().page_version);
                 tokio::spawn(async move {

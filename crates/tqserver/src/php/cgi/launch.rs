@@ -185,13 +185,9 @@ impl Launcher {
             // to; TQServer retires processes itself (php.pool.max_requests).
             ("PHP_FCGI_MAX_REQUESTS".to_string(), "0".to_string()),
             ("WORKER_POOL".to_string(), worker.php.pool.describe()),
-            ("WORKER_NAME".to_string(), name.clone()),
-            ("WORKER_PATH".to_string(), worker.route.clone()),
-            ("WORKER_ROUTE".to_string(), worker.route.clone()),
-            ("WORKER_TYPE".to_string(), "php".to_string()),
-            ("WORKER_MODE".to_string(), mode.as_str().to_string()),
         ];
         let mut env = env;
+        env.extend(worker.environment.iter().cloned());
         let place = match &worker.php.pool.listen {
             Listen::TcpFromRange(ip) => {
                 // The config allows loopback only; php-cgi itself also
@@ -276,7 +272,7 @@ impl Launcher {
     /// process is gone, connecting fails at once instead of hanging.
     pub fn spawn(&self, id: u64) -> Result<Started, String> {
         let (fd, address, port, socket_file) = self.bind(&id.to_string())?;
-        match self.start(fd) {
+        match self.start(fd, port) {
             Ok(child) => Ok(Started {
                 child,
                 address,
@@ -326,13 +322,17 @@ impl Launcher {
         })
     }
 
-    /// php-cgi on the listening socket `fd`.
-    fn start(&self, fd: OwnedFd) -> Result<crate::process::Tied, String> {
+    /// php-cgi on the listening socket `fd` (on TCP `port`, which it is
+    /// told as `WORKER_PORT`, as the Go TQServer's PHP workers were).
+    fn start(&self, fd: OwnedFd, port: Option<u16>) -> Result<crate::process::Tied, String> {
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.args)
             .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::from(fd))
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(p) = port {
+            cmd.env("WORKER_PORT", p.to_string());
+        }
+        cmd.stdin(Stdio::from(fd))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         // SIGKILL on our death: php-cgi has nothing to finish without us.
@@ -375,7 +375,7 @@ impl Launcher {
         static MASTERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = MASTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (fd, address, port, socket_file) = self.bind(&format!("shared-{n}"))?;
-        let mut child = match self.start(fd) {
+        let mut child = match self.start(fd, port) {
             Ok(c) => c,
             Err(e) => {
                 self.forget(port, socket_file.as_deref());

@@ -126,14 +126,15 @@ pub fn render(
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let _ = writeln!(c, "env[PATH] = {}", q("PATH", &path)?);
     let _ = writeln!(c, "env[WORKER_POOL] = {}", q("the pool", &p.describe())?);
-    for (k, v) in [
-        ("WORKER_NAME", worker.name.as_str()),
-        ("WORKER_PATH", worker.route.as_str()),
-        ("WORKER_ROUTE", worker.route.as_str()),
-        ("WORKER_TYPE", "php"),
-        ("WORKER_MODE", mode.as_str()),
-    ] {
+    for (k, v) in &worker.environment {
         let _ = writeln!(c, "env[{k}] = {}", q(k, v)?);
+    }
+    // The Go TQServer's PHP workers know their FastCGI port.
+    if let Some((_, port)) = listen
+        .rsplit_once(':')
+        .filter(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        let _ = writeln!(c, "env[WORKER_PORT] = {port}");
     }
     let mut set = std::collections::HashSet::new();
     for (k, v) in &worker.php.settings {
