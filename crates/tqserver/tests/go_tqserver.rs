@@ -222,15 +222,12 @@ async fn a_project_in_the_go_tqservers_layout_runs_unchanged() {
     );
 }
 
-/// A command worker of `scaling:` keys: a burst of slow requests grows it
-/// to max_workers, idleness brings it back to min_workers, and no request
-/// fails on the way.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instances_scale_up_under_load_and_down_when_idle() {
+/// tests/native/app.py at /py with `keys`, started and answering.
+async fn python_worker(keys: &str) -> (Project, Tq) {
     let p = Project::new("", "");
     p.worker(
         "py",
-        "path: /py\ntype: command\ncommand:\n  run: [\"python3\", \"app.py\"]\nscaling:\n  min_workers: 1\n  max_workers: 3\n  queue_threshold: 2\n  scale_down_delay: 2\n",
+        &format!("path: /py\ntype: command\ncommand:\n  run: [\"python3\", \"app.py\"]\n{keys}"),
     );
     std::fs::copy(
         fixtures().join("native/app.py"),
@@ -239,6 +236,15 @@ async fn instances_scale_up_under_load_and_down_when_idle() {
     .unwrap();
     let tq = Tq::start(p.path(), &[]);
     wait_for(&tq, "/py/x", 60, |s, _| s == 200).await;
+    (p, tq)
+}
+
+/// A command worker of `scaling:` keys: a burst of slow requests grows it
+/// to max_workers, idleness brings it back to min_workers, and no request
+/// fails on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_scale_up_under_load_and_down_when_idle() {
+    let (_p, tq) = python_worker("scaling:\n  min_workers: 1\n  max_workers: 3\n  queue_threshold: 2\n  scale_down_delay: 2\n").await;
     let instances = || async {
         let v: serde_json::Value =
             serde_json::from_str(&common::admin_text(&tq, "/api/dashboard").await).unwrap();
@@ -311,18 +317,7 @@ async fn instances_scale_up_under_load_and_down_when_idle() {
 /// is replaced after that many requests, and no request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_requests_replaces_instances_without_failures() {
-    let p = Project::new("", "");
-    p.worker(
-        "py",
-        "path: /py\ntype: command\ncommand:\n  run: [\"python3\", \"app.py\"]\nruntime:\n  max_requests: 5\n",
-    );
-    std::fs::copy(
-        fixtures().join("native/app.py"),
-        p.path().join("workers/py/app.py"),
-    )
-    .unwrap();
-    let tq = Tq::start(p.path(), &[]);
-    wait_for(&tq, "/py/x", 60, |s, _| s == 200).await;
+    let (_p, tq) = python_worker("runtime:\n  max_requests: 5\n").await;
     let mut pids = std::collections::BTreeSet::new();
     for i in 0..30 {
         let (s, b) = get(&tq, "/py/x").await;
