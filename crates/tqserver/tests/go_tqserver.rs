@@ -510,3 +510,159 @@ async fn outgoing_calls_go_through_the_socks5_proxy_and_are_logged_by_worker() {
     let _ = https.wait();
     let _ = php_dir();
 }
+
+/// A CA of the test's own and a certificate it signed for localhost:
+/// (CA file, chain file, key file).
+fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, "egress test CA");
+    ca.distinguished_name = dn;
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let files = (
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    );
+    std::fs::write(&files.0, ca_cert.pem()).unwrap();
+    std::fs::write(&files.1, format!("{}{}", leaf.pem(), ca_cert.pem())).unwrap();
+    std::fs::write(&files.2, key.serialize_pem()).unwrap();
+    files
+}
+
+/// HTTPS inspection in dev mode: the worker's curl trusts the CA TQServer
+/// made (it is given SSL_CERT_FILE), TQServer re-originates to the real
+/// host and verifies it, and the log has the request's method, URL and
+/// body, and the response's status and body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_inspection_logs_the_request_and_response_of_an_https_call() {
+    let socks = free_port();
+    let p = Project::new("", "");
+    let yaml = original_server_yaml(socks).replace(
+        "  log_format: \"json\"\n",
+        "  log_format: \"json\"\n  https_inspection:\n    enabled: true\n    ca_cert: \"config/tqserver-ca.crt\"\n    ca_key: \"config/tqserver-ca.key\"\n    auto_generate: true\n    log_body: true\n    max_body_size: 16\n",
+    );
+    std::fs::write(p.path().join("config/server.yaml"), yaml).unwrap();
+    p.worker(
+        "out",
+        "path: /out\ntype: command\ncommand:\n  run: [\"python3\", \"out.py\"]\n",
+    );
+    std::fs::copy(
+        fixtures().join("gotq/out.py"),
+        p.path().join("workers/out/out.py"),
+    )
+    .unwrap();
+    let site = tempfile::tempdir().unwrap();
+    let (ca, chain, key) = test_ca(site.path());
+    let port = free_port();
+    let dest = std::process::Command::new("python3")
+        .arg(fixtures().join("gotq/https_echo.py"))
+        .arg(port.to_string())
+        .arg(&chain)
+        .arg(&key)
+        .spawn()
+        .unwrap();
+    // TQServer verifies the host with the test's CA ($SSL_CERT_FILE, as
+    // it was started); the worker gets TQServer's CA instead.
+    let tq = Tq::start_env(
+        p.path(),
+        &["--mode", "dev"],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    wait_for(&tq, "/out/health", 60, |s, _| s == 200).await;
+    let made = p.path().join("config/tqserver-ca.crt");
+    assert!(made.is_file(), "auto_generate made the CA");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(p.path().join("config/tqserver-ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let url = format!("https://localhost:{port}/pay");
+    let b = wait_for(
+        &tq,
+        &format!("/out/fetch?url={url}&data=card%3D4242424242424242"),
+        20,
+        |_, b| b.contains("got"),
+    )
+    .await;
+    assert_eq!(b, "got 21 bytes");
+    let log = p
+        .path()
+        .join(format!("logs/socks5_{}.log", common::today()));
+    let until = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["worker"] == "out" && l["port"] == port)
+        {
+            break l;
+        }
+        assert!(
+            Instant::now() < until,
+            "no line in {}:\n{text}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(line["tls"], "inspected", "{line}");
+    assert_eq!(line["method"], "POST", "{line}");
+    assert_eq!(line["url"], url.as_str(), "{line}");
+    assert_eq!(line["status"], 201, "{line}");
+    // max_body_size: 16 bytes of each body.
+    assert_eq!(line["request_body"], "card=42424242424", "{line}");
+    assert_eq!(line["response_body"], "got 21 bytes", "{line}");
+    // A host whose certificate TQServer cannot verify is refused, and the
+    // worker's call fails rather than reaching it unverified.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (_, other_chain, other_key) = test_ca(elsewhere.path());
+    let other = free_port();
+    let untrusted = std::process::Command::new("python3")
+        .arg(fixtures().join("gotq/https_echo.py"))
+        .arg(other.to_string())
+        .arg(&other_chain)
+        .arg(&other_key)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = get(
+        &tq,
+        &format!("/out/fetch?url=https://localhost:{other}/pay&data=x"),
+    )
+    .await
+    .1;
+    assert!(!b.contains("got"), "an unverified host was reached: {b}");
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let refused = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["port"] == other);
+        if let Some(l) = refused {
+            let e = l["error"].as_str().unwrap_or_default();
+            assert!(e.contains("TLS to localhost failed"), "{l}");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "no line for the refused host:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for mut c in [dest, untrusted] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}

@@ -17,9 +17,9 @@ const LAYERS: &[&[&str]] = &[
     // What every worker kind shares: supervision, metrics; privileges.
     &["supervise", "metrics", "privileges"],
     // The kinds of worker, neither knowing the other; certificates.
-    &["php", "native", "certs", "egress"],
+    &["php", "native", "certs"],
     // The one owner of "a running worker".
-    &["workers"],
+    &["workers", "egress"],
     &["admin"],
     &["app"],
     &["fronts"],

@@ -50,13 +50,33 @@ pub fn certificate(storage: &Path, names: &[String]) -> Result<Loaded, String> {
         }
     }
     let (ca_pem, ca_key) = ca(&dir)?;
-    let ca_key = KeyPair::from_pem(&ca_key).map_err(|e| format!("the internal CA's key: {e}"))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
-        .map_err(|e| format!("the internal CA's certificate: {e}"))?;
+    let (chain, key_pem) = issue(&ca_pem, &ca_key, &all, LEAF_DAYS)?;
+    storage::write_private(&leaf_key, key_pem.as_bytes()).map_err(|e| io(&leaf_key, e))?;
+    storage::write_private(&leaf_pem, chain.as_bytes()).map_err(|e| io(&leaf_pem, e))?;
+    Loaded::from_pem(chain.as_bytes(), key_pem.as_bytes(), Source::Internal)
+        .map_err(|e| e.to_string())
+}
+
+/// A server certificate for `names` (the first is its common name), from
+/// the CA `ca_pem` / `ca_key`, valid for `days`: its chain (leaf, then the
+/// CA) and its key, as PEM. Also what the egress proxy's HTTPS inspection
+/// mints per host.
+pub fn issue(
+    ca_pem: &str,
+    ca_key: &str,
+    names: &[String],
+    days: i64,
+) -> Result<(String, String), String> {
+    let ca_key = KeyPair::from_pem(ca_key).map_err(|e| format!("the CA's key: {e}"))?;
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key)
+        .map_err(|e| format!("the CA's certificate: {e}"))?;
     let key = KeyPair::generate().map_err(|e| e.to_string())?;
-    let mut params = CertificateParams::new(all.clone()).map_err(|e| e.to_string())?;
+    let mut params = CertificateParams::new(names.to_vec()).map_err(|e| e.to_string())?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, all[0].clone());
+    dn.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
     params.distinguished_name = dn;
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -64,30 +84,58 @@ pub fn certificate(storage: &Path, names: &[String]) -> Result<Loaded, String> {
     let now = time::OffsetDateTime::now_utc();
     // An hour back: a client whose clock is a little behind still accepts it.
     params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(LEAF_DAYS);
+    params.not_after = now + time::Duration::days(days);
     let cert = params
         .signed_by(&key, &issuer)
-        .map_err(|e| format!("cannot issue the internal certificate: {e}"))?;
-    let chain = format!("{}{}", cert.pem(), ca_pem);
-    let key_pem = key.serialize_pem();
-    storage::write_private(&leaf_key, key_pem.as_bytes()).map_err(|e| io(&leaf_key, e))?;
-    storage::write_private(&leaf_pem, chain.as_bytes()).map_err(|e| io(&leaf_pem, e))?;
-    Loaded::from_pem(chain.as_bytes(), key_pem.as_bytes(), Source::Internal)
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("cannot issue a certificate for {}: {e}", names.join(", ")))?;
+    Ok((format!("{}{}", cert.pem(), ca_pem), key.serialize_pem()))
 }
 
 /// The CA's certificate and key (PEM), made and stored if missing.
 fn ca(dir: &Path) -> Result<(String, String), String> {
-    let (pem, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    let made = ca_files(
+        &dir.join("ca.pem"),
+        &dir.join("ca.key"),
+        Some(true),
+        "TQServer local CA",
+    )?;
+    if made.1 {
+        tracing::info!(
+            "made a local certificate authority for server.tls.internal: {}",
+            dir.join("ca.pem").display()
+        );
+    }
+    Ok(made.0)
+}
+
+/// A CA's certificate and key (PEM) from `pem` and `key`; when both are
+/// missing and `make` is `Some`, a new one (ECDSA P-256, ten years, named
+/// `what` and this host) is written there first: `Some(true)` in
+/// TQServer's storage (0700 folder, both files 0600), `Some(false)` in a
+/// folder of the user's, left as it is (the key 0600, the certificate
+/// 0644, for clients to read). The flag says it was made.
+pub fn ca_files(
+    pem: &Path,
+    key: &Path,
+    make: Option<bool>,
+    what: &str,
+) -> Result<((String, String), bool), String> {
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-    if let (Some(c), Some(k)) = (
-        storage::read(&pem).map_err(|e| io(&pem, e))?,
-        storage::read(&key).map_err(|e| io(&key, e))?,
+    match (
+        storage::read(pem).map_err(|e| io(pem, e))?,
+        storage::read(key).map_err(|e| io(key, e))?,
     ) {
-        let text = |b: Vec<u8>, p: &Path| {
-            String::from_utf8(b).map_err(|_| format!("{}: not PEM text", p.display()))
-        };
-        return Ok((text(c, &pem)?, text(k, &key)?));
+        (Some(c), Some(k)) => {
+            let text = |b: Vec<u8>, p: &Path| {
+                String::from_utf8(b).map_err(|_| format!("{}: not PEM text", p.display()))
+            };
+            return Ok(((text(c, pem)?, text(k, key)?), false));
+        }
+        (None, None) if make.is_some() => {}
+        (c, _) => {
+            let missing = if c.is_none() { pem } else { key };
+            return Err(format!("{} does not exist", missing.display()));
+        }
     }
     let ca_key = KeyPair::generate().map_err(|e| e.to_string())?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
@@ -97,8 +145,8 @@ fn ca(dir: &Path) -> Result<(String, String), String> {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    dn.push(DnType::OrganizationName, "TQServer local CA");
-    dn.push(DnType::CommonName, format!("TQServer local CA ({host})"));
+    dn.push(DnType::OrganizationName, what);
+    dn.push(DnType::CommonName, format!("{what} ({host})"));
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -111,15 +159,16 @@ fn ca(dir: &Path) -> Result<(String, String), String> {
     params.not_after = now + time::Duration::days(365 * CA_YEARS);
     let cert = params
         .self_signed(&ca_key)
-        .map_err(|e| format!("cannot make the internal CA: {e}"))?;
+        .map_err(|e| format!("cannot make the CA {what}: {e}"))?;
     let (c, k) = (cert.pem(), ca_key.serialize_pem());
-    storage::write_private(&key, k.as_bytes()).map_err(|e| io(&key, e))?;
-    storage::write_private(&pem, c.as_bytes()).map_err(|e| io(&pem, e))?;
-    tracing::info!(
-        "made a local certificate authority for server.tls.internal: {}",
-        pem.display()
-    );
-    Ok((c, k))
+    if make == Some(true) {
+        storage::write_private(key, k.as_bytes()).map_err(|e| io(key, e))?;
+        storage::write_private(pem, c.as_bytes()).map_err(|e| io(pem, e))?;
+    } else {
+        storage::write_outside(key, k.as_bytes(), 0o600).map_err(|e| io(key, e))?;
+        storage::write_outside(pem, c.as_bytes(), 0o644).map_err(|e| io(pem, e))?;
+    }
+    Ok(((c, k), true))
 }
 
 /// [`LOCAL_NAMES`] then `extra`, lower case, without repeats.

@@ -25,8 +25,25 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
 /// Writes `data` to `path` (mode 0600) so that readers see the old file
 /// or the new one whole.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    private_dir(path.parent().unwrap_or(Path::new(".")))?;
+    write_whole(path, data, 0o600)
+}
+
+/// Writes `data` to `path` whole, with `mode`, in a folder of the
+/// user's (a missing one is made 0700; an existing one is left as it is).
+pub fn write_outside(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    private_dir(dir)?;
+    if !dir.as_os_str().is_empty() && !dir.is_dir() {
+        private_dir(dir)?;
+    }
+    write_whole(path, data, mode)
+}
+
+fn write_whole(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
@@ -35,7 +52,7 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;

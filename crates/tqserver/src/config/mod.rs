@@ -138,7 +138,10 @@ impl Config {
     /// `WORKER_MODE` and PHP's `WORKER_SERVER_MODE`, `TQSERVER_PORT`),
     /// TQServer's own (`WORKER_ROUTE`), and with `socks5` on, the proxy
     /// for outgoing connections (`SOCKS5_PROXY`, `ALL_PROXY`,
-    /// `TQSERVER_WORKER_UA`).
+    /// `TQSERVER_WORKER_UA`, and with HTTPS inspection `SSL_CERT_FILE`,
+    /// `NODE_EXTRA_CA_CERTS`, `CURL_CA_BUNDLE` and `REQUESTS_CA_BUNDLE`:
+    /// the inspection CA, which curl, Node and Python's requests then
+    /// trust).
     fn set_environments(&mut self) {
         let port = self.server.port.to_string();
         let mode = self.mode.as_str();
@@ -160,6 +163,22 @@ impl Config {
                 env.push(("SOCKS5_PROXY".into(), url.clone()));
                 env.push(("ALL_PROXY".into(), url));
                 env.push(("TQSERVER_WORKER_UA".into(), format!("TQServer/{}", w.name)));
+                if let Some(i) = &p.inspection {
+                    // The workers trust the CA that signs what the
+                    // inspection shows them (OpenSSL and Node clients).
+                    let ca = std::path::absolute(&i.ca_cert)
+                        .unwrap_or_else(|_| i.ca_cert.clone())
+                        .to_string_lossy()
+                        .into_owned();
+                    for var in [
+                        "SSL_CERT_FILE",
+                        "NODE_EXTRA_CA_CERTS",
+                        "CURL_CA_BUNDLE",
+                        "REQUESTS_CA_BUNDLE",
+                    ] {
+                        env.push((var.into(), ca.clone()));
+                    }
+                }
             }
             w.environment = env;
         }
@@ -276,18 +295,6 @@ pub fn load(file: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
                 ),
             ));
         }
-    }
-    if resolved
-        .as_ref()
-        .is_some_and(|r| r.socks5.as_ref().is_some_and(|s| s.inspection.is_some()))
-    {
-        warnings.push(ConfigError::new(
-            file,
-            yaml::key_line(&text, "socks5.https_inspection.enabled")
-                .or_else(|| yaml::key_line(&text, "socks5.https_inspection")),
-            "socks5.https_inspection",
-            "not acted on: HTTPS inspection is not built yet; HTTPS calls are logged by host, port and bytes only",
-        ));
     }
     let Some(resolved) = resolved.filter(|_| errors.is_empty()) else {
         return Err(ConfigErrors(errors));

@@ -7,14 +7,14 @@
 //!
 //! - `socks.rs`: the protocol, pure.
 //! - `owner.rs`: which worker's process holds a connecting socket.
+//! - `inspect.rs`: HTTPS inspection (dev mode only): TLS terminated with a
+//!   certificate minted per host, re-originated to the real host.
 //!
 //! Local clients only (it listens on loopback and refuses any other
 //! peer), at most `socks5.max_connections` at once (more wait), and a
 //! connection idle both ways for [`IDLE`] is closed.
-//!
-//! HTTPS inspection (`socks5.https_inspection`) is not built: the keys
-//! are accepted and `tqserver check` warns that they are not acted on.
 
+pub mod inspect;
 pub mod owner;
 pub mod socks;
 
@@ -41,6 +41,10 @@ const CONNECT: Duration = Duration::from_secs(10);
 const IDLE: Duration = Duration::from_secs(300);
 /// Bytes of each direction kept to read an HTTP request and status line.
 const SNIFF: usize = 8 << 10;
+/// How long the proxy waits for the worker's first bytes to tell TLS
+/// (inspected) from anything else, which is relayed as it is (a
+/// protocol where the server speaks first waits this long once).
+const FIRST_BYTES: Duration = Duration::from_millis(500);
 /// Worker name in the log and metrics for a connection from a process
 /// TQServer did not start.
 const UNKNOWN: &str = "unknown";
@@ -59,6 +63,7 @@ struct Proxy {
     sink: Sink,
     metrics: EgressMetrics,
     permits: Arc<Semaphore>,
+    inspector: Option<Arc<inspect::Inspector>>,
 }
 
 /// Binds 127.0.0.1:`socks5.port` and serves until `stop`. An error names
@@ -72,6 +77,10 @@ pub async fn start(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("the SOCKS5 proxy cannot listen on {addr} (socks5.port): {e}"))?;
+    let inspector = match &s.inspection {
+        Some(i) => Some(Arc::new(inspect::Inspector::open(i)?)),
+        None => None,
+    };
     let sink = match &s.log_file {
         Some(t) => Sink::File(
             AccessFile::open(t, "socks5").map_err(|e| format!("socks5.log_file {t}: {e}"))?,
@@ -88,6 +97,7 @@ pub async fn start(
         sink,
         metrics,
         permits: Arc::new(Semaphore::new(s.max_connections)),
+        inspector,
     });
     tokio::spawn(async move {
         loop {
@@ -137,6 +147,8 @@ struct Record {
     error: Option<String>,
     request: Vec<u8>,
     response: Vec<u8>,
+    /// The TLS was terminated and the HTTP inside read.
+    inspected: bool,
 }
 
 impl Proxy {
@@ -164,7 +176,7 @@ impl Proxy {
                             .await
                             .is_ok()
                         {
-                            relay(client, dest, &mut rec).await;
+                            self.forward(client, dest, &target, &mut rec).await;
                         }
                     }
                     Err((rep, why)) => {
@@ -186,9 +198,40 @@ impl Proxy {
         }
     }
 
+    /// Relays, through the inspector when it is on and the worker starts
+    /// a TLS handshake.
+    async fn forward(&self, client: TcpStream, dest: TcpStream, target: &Target, rec: &mut Record) {
+        let keep = match &self.inspector {
+            Some(i) if i.log_body => i.max_body.saturating_add(SNIFF),
+            _ => SNIFF,
+        };
+        if let Some(i) = &self.inspector {
+            let mut first = [0u8; 1];
+            let tls = matches!(
+                tokio::time::timeout(FIRST_BYTES, client.peek(&mut first)).await,
+                Ok(Ok(1)) if first[0] == 0x16
+            );
+            if tls {
+                match i.intercept(client, dest, &target.host()).await {
+                    Ok((c, d)) => {
+                        rec.inspected = true;
+                        relay(c, d, rec, keep).await;
+                    }
+                    Err(e) => rec.error = Some(e),
+                }
+                return;
+            }
+        }
+        relay(client, dest, rec, keep).await;
+    }
+
     /// The log line: JSON (the default) or text.
     fn line(&self, r: &Record, time: chrono::DateTime<chrono::Local>, took: Duration) -> String {
-        let http = http_summary(&r.request, &r.response, r.target.as_ref());
+        let http = http_summary(&r.request, &r.response, r.target.as_ref(), r.inspected);
+        let bodies = match &self.inspector {
+            Some(i) if i.log_body && r.inspected => Some(i.max_body),
+            _ => None,
+        };
         let worker = r.worker.as_deref().unwrap_or(UNKNOWN);
         let (host, port) = r
             .target
@@ -212,6 +255,13 @@ impl Proxy {
                 if let Some(s) = h.status {
                     v["status"] = s.into();
                 }
+                if let Some(max) = bodies {
+                    v["request_body"] = body_text(&r.request, h.request_head, max).into();
+                    v["response_body"] = body_text(&r.response, h.response_head, max).into();
+                }
+            }
+            if r.inspected {
+                v["tls"] = "inspected".into();
             }
             if let Some(e) = &r.error {
                 v["error"] = e.clone().into();
@@ -229,6 +279,9 @@ impl Proxy {
                 if let Some(st) = h.status {
                     s.push_str(&format!(" {st}"));
                 }
+            }
+            if r.inspected {
+                s.push_str(" tls=inspected");
             }
             if let Some(e) = &r.error {
                 s.push_str(&format!(" error={e:?}"));
@@ -313,16 +366,21 @@ async fn connect(target: &Target) -> Result<TcpStream, (Reply, String)> {
 }
 
 /// Copies both ways until both sides are done (a half close is passed
-/// on) or nothing moved for [`IDLE`]; counts and keeps the first bytes.
-async fn relay(client: TcpStream, dest: TcpStream, rec: &mut Record) {
-    let (cr, cw) = client.into_split();
-    let (dr, dw) = dest.into_split();
+/// on) or nothing moved for [`IDLE`]; counts, and keeps the first `keep`
+/// bytes of each way.
+async fn relay<A, B>(client: A, dest: B, rec: &mut Record, keep: usize)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (cr, cw) = tokio::io::split(client);
+    let (dr, dw) = tokio::io::split(dest);
     let last = AtomicU64::new(0);
     let start = Instant::now();
     let mut up_seen = Vec::new();
     let mut down_seen = Vec::new();
-    let up = pipe(cr, dw, &mut up_seen, &last, start);
-    let down = pipe(dr, cw, &mut down_seen, &last, start);
+    let up = pipe(cr, dw, &mut up_seen, keep, &last, start);
+    let down = pipe(dr, cw, &mut down_seen, keep, &last, start);
     let (u, d) = tokio::join!(up, down);
     rec.up = u.0;
     rec.down = d.0;
@@ -336,6 +394,7 @@ async fn pipe<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut from: R,
     mut to: W,
     seen: &mut Vec<u8>,
+    keep: usize,
     last: &AtomicU64,
     start: Instant,
 ) -> (u64, Option<String>) {
@@ -355,8 +414,8 @@ async fn pipe<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             }
         };
         last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        if seen.len() < SNIFF {
-            let take = n.min(SNIFF - seen.len());
+        if seen.len() < keep {
+            let take = n.min(keep - seen.len());
             seen.extend_from_slice(&buf[..take]);
         }
         if to.write_all(&buf[..n]).await.is_err() {
@@ -368,20 +427,32 @@ async fn pipe<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     (total, None)
 }
 
-/// The first plain-HTTP exchange of a connection.
+/// The first HTTP exchange of a connection.
 struct HttpSummary {
     method: String,
     url: String,
     status: Option<u16>,
+    /// Bytes of the request head and of the response head (when whole).
+    request_head: Option<usize>,
+    response_head: Option<usize>,
 }
 
 /// Method, URL and status when the first bytes were an HTTP/1 request
-/// (not TLS, which stays opaque without inspection).
-fn http_summary(req: &[u8], resp: &[u8], target: Option<&Target>) -> Option<HttpSummary> {
+/// (plain, or inside TLS the proxy terminated: `https`); TLS it did not
+/// terminate stays opaque.
+fn http_summary(
+    req: &[u8],
+    resp: &[u8],
+    target: Option<&Target>,
+    https: bool,
+) -> Option<HttpSummary> {
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let mut r = httparse::Request::new(&mut slots);
     // A partial head still has its request line.
-    let _ = r.parse(req);
+    let request_head = match r.parse(req) {
+        Ok(httparse::Status::Complete(n)) => Some(n),
+        _ => None,
+    };
     let (method, path) = (r.method?, r.path?);
     let host = r
         .headers
@@ -394,16 +465,32 @@ fn http_summary(req: &[u8], resp: &[u8], target: Option<&Target>) -> Option<Http
     let url = if path.starts_with("http://") || path.starts_with("https://") {
         path.to_string()
     } else {
-        format!("http://{host}{path}")
+        format!("{}://{host}{path}", if https { "https" } else { "http" })
     };
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let mut s = httparse::Response::new(&mut slots);
-    let _ = s.parse(resp);
+    let response_head = match s.parse(resp) {
+        Ok(httparse::Status::Complete(n)) => Some(n),
+        _ => None,
+    };
     Some(HttpSummary {
         method: method.to_string(),
         url,
         status: s.code,
+        request_head,
+        response_head,
     })
+}
+
+/// What follows a head of `head` bytes, at most `max` bytes of it, as
+/// text (bytes that are not UTF-8 shown as U+FFFD; a chunked or
+/// compressed body as it went by).
+fn body_text(seen: &[u8], head: Option<usize>, max: usize) -> String {
+    let Some(h) = head else {
+        return String::new();
+    };
+    let body = &seen[h.min(seen.len())..];
+    String::from_utf8_lossy(&body[..body.len().min(max)]).into_owned()
 }
 
 #[cfg(test)]
@@ -417,16 +504,22 @@ mod tests {
             b"POST /pay?x=1 HTTP/1.1\r\nHost: api.example:8080\r\nContent-Length: 2\r\n\r\n{}",
             b"HTTP/1.1 201 Created\r\n",
             Some(&t),
+            false,
         )
         .unwrap();
         assert_eq!(h.method, "POST");
         assert_eq!(h.url, "http://api.example:8080/pay?x=1");
         assert_eq!(h.status, Some(201));
-        assert!(http_summary(&[0x16, 3, 1, 0, 200, 1], &[], Some(&t)).is_none());
-        let h = http_summary(b"GET / HTTP/1.0\r\n\r\n", b"", Some(&t)).unwrap();
+        assert_eq!(h.request_head, Some(69));
+        assert_eq!(
+            body_text(b"POST / HTTP/1.1\r\n\r\nabcdef", Some(19), 4),
+            "abcd"
+        );
+        assert!(http_summary(&[0x16, 3, 1, 0, 200, 1], &[], Some(&t), false).is_none());
+        let h = http_summary(b"GET / HTTP/1.0\r\n\r\n", b"", Some(&t), true).unwrap();
         assert_eq!(
             (h.url.as_str(), h.status),
-            ("http://api.example:8080/", None)
+            ("https://api.example:8080/", None)
         );
     }
 }
