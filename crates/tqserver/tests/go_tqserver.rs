@@ -139,6 +139,15 @@ async fn a_project_in_the_go_tqservers_layout_runs_unchanged() {
     .unwrap();
     std::fs::create_dir_all(api.join("public")).unwrap();
     std::fs::write(api.join("public/base.css"), "body { margin: 0 }\n").unwrap();
+    // The project's shared public folder, and the original's live-reload
+    // script there (it talked to the original's /ws/reload).
+    std::fs::create_dir_all(p.path().join("server/public")).unwrap();
+    std::fs::write(p.path().join("server/public/shared.txt"), "shared\n").unwrap();
+    std::fs::write(
+        p.path().join("server/public/dev-reload.js"),
+        "new WebSocket('ws://' + location.host + '/ws/reload');\n",
+    )
+    .unwrap();
     // A dev-only worker, as the original's metrics dashboard.
     p.worker(
         "monitoring",
@@ -205,6 +214,20 @@ async fn a_project_in_the_go_tqservers_layout_runs_unchanged() {
         "{env}"
     );
     assert_eq!(env["TQSERVER_WORKER_UA"], "TQServer/api");
+    // Each instance's output in logs/{name}_{port}.log, as the original's.
+    let port = env["WORKER_PORT"].as_str().unwrap();
+    let out = p.path().join(format!("logs/api_{port}.log"));
+    let until = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&out).is_ok_and(|t| t.contains(&format!("api worker on {port}")))
+    {
+        assert!(Instant::now() < until, "{} has no output", out.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The Go worker's logging.log_file is its log, with its name and date.
+    let index_log = p
+        .path()
+        .join(format!("logs/worker_index_{}.log", common::today()));
+    assert!(index_log.is_file(), "{}", index_log.display());
     // The worker's public/ folder is served before the request is proxied.
     let r = client().get(tq.url("/api/base.css")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -215,6 +238,21 @@ async fn a_project_in_the_go_tqservers_layout_runs_unchanged() {
             .starts_with("text/css")
     );
     assert_eq!(r.text().await.unwrap(), "body { margin: 0 }\n");
+    // Then the project's server/public/, by the full path.
+    assert_eq!(get(&tq, "/shared.txt").await, (200, "shared\n".to_string()));
+    assert_eq!(
+        get(&tq, "/api/shared.txt").await.0,
+        404,
+        "not below a route"
+    );
+    // The original's pages load /dev-reload.js: TQServer's live reload is
+    // injected into pages instead, and that script does nothing.
+    let (s, js) = get(&tq, "/dev-reload.js").await;
+    assert_eq!(s, 200);
+    assert!(
+        js.starts_with("// TQServer injects its own live reload"),
+        "{js}"
+    );
     // The dev-only worker runs in dev mode.
     assert_eq!(
         wait_for(&tq, "/monitoring", 120, |s, _| s == 200).await,

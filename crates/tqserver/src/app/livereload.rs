@@ -23,6 +23,11 @@ use crate::http::{Body, pages};
 pub const PREFIX: &str = "/__tqserver/";
 const SCRIPT_PATH: &str = "/__tqserver/livereload.js";
 const EVENTS_PATH: &str = "/__tqserver/livereload";
+/// The Go TQServer's live-reload script, which its pages load: answered
+/// with a script that does nothing (this one's is injected into every
+/// page), so those pages neither get a 404 nor reconnect forever to the
+/// original's `/ws/reload`.
+const GO_TQSERVER_SCRIPT: &str = "/dev-reload.js";
 /// A comment line this often keeps proxies from closing the stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -68,6 +73,11 @@ impl LiveReload {
         path: &str,
         query: Option<&str>,
     ) -> Option<Response<Body>> {
+        if path == GO_TQSERVER_SCRIPT && (method == Method::GET || method == Method::HEAD) {
+            return Some(script(
+                "// TQServer injects its own live reload into every page: nothing to do here.\n",
+            ));
+        }
         if !path.starts_with(PREFIX) {
             return None;
         }
@@ -78,16 +88,7 @@ impl LiveReload {
             ));
         }
         Some(match path {
-            SCRIPT_PATH => {
-                let mut r = Response::new(full(SCRIPT));
-                let h = r.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/javascript; charset=utf-8"),
-                );
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                r
-            }
+            SCRIPT_PATH => script(SCRIPT),
             EVENTS_PATH => self.events(route_param(query)),
             _ => pages::error(StatusCode::NOT_FOUND, "There is nothing at this address."),
         })
@@ -131,6 +132,18 @@ impl LiveReload {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     }
+}
+
+/// A script answer, never cached.
+fn script(text: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(text));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 fn route_param(query: Option<&str>) -> Option<String> {

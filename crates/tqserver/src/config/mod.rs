@@ -535,6 +535,9 @@ impl fmt::Display for Config {
                         w.php.document_root.display()
                     ));
                 }
+                if let Some(o) = &w.logging.output_file {
+                    how.push(format!("output also to {o}"));
+                }
                 if n.max_requests > 0 {
                     how.push(format!(
                         "an instance is replaced after {} requests",

@@ -55,6 +55,8 @@ pub const DEFAULT_SCALE_IDLE: Duration = Duration::from_secs(60);
 /// Default `scaling.queue_threshold`: requests in hand per instance that
 /// start one more (10, as the Go TQServer).
 pub const DEFAULT_QUEUE_THRESHOLD: u32 = 10;
+/// Default `logging.output_file` of a native worker, the Go TQServer's.
+pub const DEFAULT_OUTPUT_FILE: &str = "logs/{name}_{port}.log";
 /// Default `bun.entrypoint`.
 pub const DEFAULT_BUN_ENTRYPOINT: &str = "index.ts";
 /// Default `health.path`: answered with 200 once the instance can serve.
@@ -279,6 +281,7 @@ struct LoggingSection {
     access_log_format: Option<String>,
     slow_log: Option<SlowLogSection>,
     log_file: Option<String>,
+    output_file: Option<String>,
 }
 
 /// `logging.access_log: true | false | path`.
@@ -702,6 +705,10 @@ pub struct WorkerLogging {
     pub slow_threshold: Option<Duration>,
     /// The worker's own log file (`{name}`, `{date}`), else the server log.
     pub log_file: Option<String>,
+    /// `logging.output_file` (native workers): each instance's output also
+    /// goes to this file of its own (`{name}`, `{port}`, `{date}`; default
+    /// `logs/{name}_{port}.log`, as the Go TQServer; `""`: none).
+    pub output_file: Option<String>,
 }
 
 /// `logging.access_log`.
@@ -1191,6 +1198,19 @@ impl WorkerFile {
             None
         };
 
+        let output_file = match (&native, logging.output_file) {
+            (Some(_), None) => Some(DEFAULT_OUTPUT_FILE.to_string()),
+            (Some(_), Some(f)) if f.trim().is_empty() => None,
+            (Some(_), Some(f)) => Some(f),
+            (None, None) => None,
+            (None, Some(_)) => {
+                errors.push(err(
+                    "logging.output_file",
+                    "is for native workers (their processes' output); PHP's goes to the worker's log".into(),
+                ));
+                None
+            }
+        };
         let access_format = match crate::access::AccessFormat::parse(
             logging.access_log_format.as_deref().unwrap_or("combined"),
         ) {
@@ -1241,6 +1261,7 @@ impl WorkerFile {
                 // The Go TQServer's top-level `log_file` (its older
                 // spelling); `logging.log_file` wins, as there.
                 log_file: logging.log_file.or(self.log_file),
+                output_file,
             },
         })
     }

@@ -93,6 +93,9 @@ pub struct Spawner {
     pub dir: std::path::PathBuf,
     /// The last lines the worker's instances printed.
     pub tail: Arc<Mutex<VecDeque<String>>>,
+    /// `logging.output_file`: each instance's output also goes to its own
+    /// file, `{port}` its port.
+    pub output_file: Option<String>,
 }
 
 impl Spawner {
@@ -115,6 +118,21 @@ impl Spawner {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let output = match &self.output_file {
+            Some(t) => {
+                let path = t.replace("{port}", &port.to_string());
+                match crate::access::AccessFile::open(&path, self.log.name()) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        self.log.error(&format!(
+                            "cannot open logging.output_file {path}: {e}; this instance's output goes to the worker's log only"
+                        ));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let mut child = process::spawn_tied(&mut cmd, Signal::SIGKILL)?;
         let pid = child.id().unwrap_or(0);
         for out in [
@@ -129,8 +147,12 @@ impl Spawner {
         {
             let log = self.log.clone();
             let tail = self.tail.clone();
+            let file = output.clone();
             forward_lines(out, move |line| {
                 log.info(line);
+                if let Some(f) = &file {
+                    f.append(|b| b.extend_from_slice(line.as_bytes()));
+                }
                 let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
                 if t.len() == TAIL_LINES {
                     t.pop_front();

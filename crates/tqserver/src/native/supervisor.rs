@@ -151,6 +151,7 @@ impl Setup {
                 env,
                 dir: native.dir.clone(),
                 tail: Default::default(),
+                output_file: worker.logging.output_file.clone(),
             },
             versions_dir: native_dir.join(&worker.name),
             worker,

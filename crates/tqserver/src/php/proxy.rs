@@ -80,12 +80,13 @@ pub async fn serve_files(
     decorate(resp, &place.rules)
 }
 
-/// A file of `roots` for `req`, if there is one (a GET or HEAD of a
-/// regular file, not a script): what a native worker's `public/` folder
-/// answers before the request is proxied, as the Go TQServer did.
-/// Anything else (`None`) goes to the worker.
+/// A file of `doc` for `req`, if there is one (a GET or HEAD of a
+/// regular file, not a script), its path taken below `route`: what a
+/// native worker's `public/` folder (below its route) and the project's
+/// `server/public/` (`route` "/") answer before the request is proxied,
+/// as the Go TQServer did. Anything else (`None`) goes to the worker.
 pub async fn public_file(
-    roots: &script::Roots,
+    doc: &script::DocRoot,
     compression: &encode::Policy,
     route: &str,
     req: &Request<Incoming>,
@@ -97,8 +98,8 @@ pub async fn public_file(
     if rel.is_empty() || rel.ends_with('/') {
         return None;
     }
-    match script::resolve(&roots.main, rel, false) {
-        Target::Static(opened) => Some(static_file(&roots.main, opened, req, compression).await),
+    match script::resolve(doc, rel, false) {
+        Target::Static(opened) => Some(static_file(doc, opened, req, compression).await),
         _ => None,
     }
 }

@@ -43,12 +43,8 @@ enum Kind {
     /// swapped whole by a reload.
     Static(Arc<arc_swap::ArcSwap<StaticSite>>),
     /// A native worker (rust, go, bun, command), its supervisor's stop,
-    /// and its `public/` folder when it serves one (`public_files`).
-    Native(
-        Arc<NativeWorker>,
-        CancellationToken,
-        Option<Arc<crate::php::script::Roots>>,
-    ),
+    /// and the folders served before it (`public_files`).
+    Native(Arc<NativeWorker>, CancellationToken, Arc<PublicFiles>),
 }
 
 /// Why a worker could not start.
@@ -165,11 +161,7 @@ impl Worker {
                 stop.clone(),
                 native_metrics,
             );
-            let public = config
-                .native
-                .as_ref()
-                .is_some_and(|n| n.public_files && config.php.document_root.is_dir())
-                .then(|| Arc::new(crate::php::script::Roots::open(&config.php)));
+            let public = Arc::new(PublicFiles::open(&config));
             return Ok(Self {
                 kind: Kind::Native(native, stop, public),
                 log,
@@ -227,9 +219,10 @@ impl Worker {
                 .await
             }
             Kind::Native(n, _, public) => {
-                if let Some(roots) = public {
-                    let c = &n.worker.compression;
-                    if let Some(r) = crate::php::proxy::public_file(roots, c, prefix, &req).await {
+                let c = &n.worker.compression;
+                for (doc, below) in [(&public.own, prefix), (&public.server, "/")] {
+                    let Some(doc) = doc else { continue };
+                    if let Some(r) = crate::php::proxy::public_file(doc, c, below, &req).await {
                         return r;
                     }
                 }
@@ -379,6 +372,36 @@ impl Worker {
         }
     }
 }
+
+/// The folders a native worker's requests are answered from before they
+/// are proxied (`public_files`), as the Go TQServer did: its `public/`
+/// (under its route), then the project's `server/public/` (the full
+/// path). Either is left out when it is not a folder.
+pub struct PublicFiles {
+    own: Option<crate::php::script::DocRoot>,
+    server: Option<crate::php::script::DocRoot>,
+}
+
+impl PublicFiles {
+    fn open(config: &WorkerConfig) -> Self {
+        let on = config.native.as_ref().is_some_and(|n| n.public_files);
+        let open = |p: &std::path::Path| {
+            std::path::absolute(p)
+                .and_then(|d| d.canonicalize())
+                .ok()
+                .filter(|d| on && d.is_dir())
+                .map(|d| crate::php::script::DocRoot::open(&d, config.php.symlinks))
+        };
+        Self {
+            own: open(&config.php.document_root),
+            server: open(std::path::Path::new(SERVER_PUBLIC)),
+        }
+    }
+}
+
+/// The project's shared public folder, relative to the working directory
+/// (where server.yaml's paths are relative to).
+const SERVER_PUBLIC: &str = "server/public";
 
 /// A `type: static` worker: its configuration and its document root.
 pub struct StaticSite {
