@@ -296,6 +296,19 @@ async fn instances_scale_up_under_load_and_down_when_idle() {
         w["pool"]["total"].as_u64().unwrap_or_else(|| panic!("{w}"))
     };
     assert_eq!(instances().await, 1);
+    let v: serde_json::Value =
+        serde_json::from_str(&common::admin_text(&tq, "/api/dashboard").await).unwrap();
+    let py = v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "py")
+        .unwrap();
+    assert_eq!(
+        py["scaling"],
+        serde_json::json!({ "min": 1, "max": 3 }),
+        "shown on the dashboard"
+    );
     // Eight at a time, each 0.5 s, for 6 s: four in hand per instance.
     let c = client();
     let failures = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -351,11 +364,12 @@ async fn instances_scale_up_under_load_and_down_when_idle() {
     assert_eq!(get(&tq, "/py/x").await.0, 200);
 }
 
-/// `runtime.max_requests` (the Go TQServer's example file): an instance
-/// is replaced after that many requests, and no request fails.
+/// `go.max_requests`: an instance is replaced after that many requests,
+/// and no request fails (`runtime.max_requests`, the Go TQServer's
+/// example file's spelling, is checked in config_check.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_requests_replaces_instances_without_failures() {
-    let (_p, tq) = python_worker("runtime:\n  max_requests: 5\n").await;
+    let (_p, tq) = python_worker("go:\n  max_requests: 5\n").await;
     let mut pids = std::collections::BTreeSet::new();
     for i in 0..30 {
         let (s, b) = get(&tq, "/py/x").await;

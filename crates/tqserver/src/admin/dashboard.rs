@@ -61,6 +61,9 @@ async fn worker(w: &Entry, ready: Result<(), String>) -> Value {
     let upgraded = status
         .upgraded
         .map(|u| json!({ "open": u.open, "bytes_up": u.bytes_up, "bytes_down": u.bytes_down }));
+    let scaling = status
+        .scaling
+        .map(|(min, max)| json!({ "min": min, "max": max }));
     json!({
         "name": w.name,
         "route": w.route,
@@ -76,5 +79,6 @@ async fn worker(w: &Entry, ready: Result<(), String>) -> Value {
         "pool": pool,
         "processes": processes,
         "upgraded": upgraded,
+        "scaling": scaling,
     })
 }

@@ -133,6 +133,13 @@ impl Config {
         self
     }
 
+    /// `from`'s egress proxy settings (a reload keeps the running one),
+    /// and the workers' environments to match.
+    pub fn keep_socks5(&mut self, from: &Config) {
+        self.socks5 = from.socks5.clone();
+        self.set_environments();
+    }
+
     /// Gives each worker its [`WorkerConfig::environment`]: the Go
     /// TQServer's variables (`WORKER_NAME`, `WORKER_PATH`, `WORKER_TYPE`,
     /// `WORKER_MODE` and PHP's `WORKER_SERVER_MODE`, `TQSERVER_PORT`),

@@ -250,6 +250,47 @@ mod tests {
     }
 
     #[test]
+    fn blanking_takes_the_block_and_its_sequence_and_keeps_line_numbers() {
+        let mut lines: Vec<String> = "a: 1\nbad:\n  x: 1\n  # c\n  y: [2]\nlist:\n- 1\n- 2\nz: 3\n"
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert!(blank_block(&mut lines, 1));
+        assert_eq!(lines[..6], ["a: 1", "", "", "", "", "list:"]);
+        assert!(blank_block(&mut lines, 5));
+        assert_eq!(lines, ["a: 1", "", "", "", "", "", "", "", "z: 3"]);
+        // A comment or an empty line is nothing to blank: parsing stops.
+        assert!(!blank_block(&mut lines, 1));
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Two {
+        a: Option<u32>,
+        b: Option<bool>,
+    }
+
+    #[test]
+    fn every_bad_key_of_a_file_is_reported_with_its_line() {
+        let p = parse_all::<Two>(Path::new("f.yaml"), "a: x\nc: 1\nb: maybe\nd:\n  e: 1\n");
+        let got: Vec<(Option<usize>, &str)> =
+            p.errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (Some(1), "a"),
+                (Some(2), "c"),
+                (Some(3), "b"),
+                (Some(4), "d")
+            ]
+        );
+        assert!(p.value.is_some(), "what is left parses");
+        let good = parse_all::<Two>(Path::new("f.yaml"), "a: 1\n");
+        assert!(good.errors.is_empty() && good.value.is_some());
+    }
+
+    #[test]
     fn nearest_suggests_typos_only() {
         let c = ["min_workers", "max_workers", "manager"];
         assert_eq!(nearest("min_worker", &c), Some("min_workers"));

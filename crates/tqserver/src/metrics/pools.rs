@@ -52,6 +52,9 @@ pub struct PoolStatus {
     pub processes: Vec<ProcessStatus>,
     /// Upgraded (WebSocket) connections, for workers that take them.
     pub upgraded: Option<UpgradedStatus>,
+    /// A native worker that scales: `scaling.min_workers` and
+    /// `max_workers`, for the dashboard.
+    pub scaling: Option<(u32, u32)>,
 }
 
 /// A native worker's upgraded connections.

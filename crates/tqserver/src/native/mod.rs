@@ -64,6 +64,8 @@ pub struct Serving {
     pub max_requests: u64,
     /// `proxy.strip_prefix` of the configuration in force.
     pub strip_prefix: bool,
+    /// `scaling.min_workers` and `max_workers` in force, when they differ.
+    pub scaling: Option<(u32, u32)>,
     /// Bumped whenever pages this worker served should reload in a
     /// browser (a new version swapped in, a build failed, the worker gave
     /// up): what the dev-mode live reload subscribes to.
@@ -223,6 +225,7 @@ impl NativeWorker {
             active: processes.iter().filter_map(|p| p.active).sum(),
             total: processes.len() as u64,
             processes,
+            scaling: now.scaling,
             upgraded: Some(crate::metrics::pools::UpgradedStatus {
                 open: u64::try_from(self.metrics.upgraded.get()).unwrap_or(0),
                 bytes_up: self.metrics.upgraded_up.get(),

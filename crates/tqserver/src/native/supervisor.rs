@@ -100,6 +100,7 @@ pub fn start(
         timeouts: native.timeouts,
         max_requests: native.max_requests,
         strip_prefix: native.strip_prefix,
+        scaling: bounds(&native),
         page_version: 0,
     }));
     let svc = Arc::new(NativeWorker {
@@ -308,6 +309,11 @@ async fn run(
     let _ = std::fs::remove_dir_all(&setup.versions_dir);
 }
 
+/// The scaling bounds, when the instance count can change.
+fn bounds(n: &NativeConfig) -> Option<(u32, u32)> {
+    (n.max_instances > n.min_instances).then_some((n.min_instances, n.max_instances))
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -335,6 +341,7 @@ impl Supervisor {
             timeouts: self.setup.native.timeouts,
             max_requests: self.setup.native.max_requests,
             strip_prefix: self.setup.native.strip_prefix,
+            scaling: bounds(&self.setup.native),
             page_version: self.page_version,
         };
         self.worker.serving.send_replace(Arc::new(serving));

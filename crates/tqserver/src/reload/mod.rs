@@ -188,6 +188,13 @@ impl Reloader {
     async fn apply(&mut self, new: Config) -> String {
         let mut done: Vec<String> = Vec::new();
         let mut restart: Vec<&str> = Vec::new();
+        let mut new = new;
+        if new.socks5 != self.config.socks5 {
+            // The egress proxy keeps running as it started, and the
+            // workers keep being told about that one.
+            restart.push("socks5");
+            new.keep_socks5(&self.config);
+        }
         let (o, n) = (&self.config, &new);
         // Listeners first: a busy address refuses the new one and the old
         // keeps serving, said in the report.

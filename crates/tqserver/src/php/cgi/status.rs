@@ -104,6 +104,7 @@ impl Snapshot {
                 })
                 .collect(),
             upgraded: None,
+            scaling: None,
         }
     }
 }
