@@ -29,13 +29,39 @@ use tokio::process::{Child, Command};
 pub fn spawn_tied(cmd: &mut Command, signal: Signal) -> std::io::Result<Tied> {
     cmd.process_group(0);
     set_parent_death_signal(cmd, signal);
+    let worker = cmd
+        .as_std()
+        .get_envs()
+        .find(|(k, _)| *k == "WORKER_NAME")
+        .and_then(|(_, v)| v)
+        .map(|v| v.to_string_lossy().into_owned());
     let child = cmd.spawn()?;
     // A child not yet waited for always has its id.
     let pid = child.id().unwrap_or_default();
     if pid != 0 {
         tell_watchdog(&format!("+{pid}\n"));
+        if let Some(w) = worker {
+            owners().insert(pid, w);
+        }
     }
     Ok(Tied { child, pid })
+}
+
+/// The worker each running child was started for (its `WORKER_NAME`),
+/// by pid: what the egress proxy names a connection's worker by, since
+/// a child may overwrite its own environment (php-fpm's process titles
+/// do).
+static OWNERS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<u32, String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn owners() -> std::sync::MutexGuard<'static, std::collections::HashMap<u32, String>> {
+    OWNERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The worker a child of this process (from [`spawn_tied`]) was started
+/// for.
+pub fn worker_of(pid: u32) -> Option<String> {
+    owners().get(&pid).cloned()
 }
 
 /// A child from [`spawn_tied`] (it derefs to the tokio `Child`). Dropping
@@ -67,6 +93,7 @@ impl Drop for Tied {
         if self.pid != 0 {
             let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
             tell_watchdog(&format!("-{}\n", self.pid));
+            owners().remove(&self.pid);
         }
     }
 }

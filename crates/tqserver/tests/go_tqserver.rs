@@ -417,6 +417,18 @@ async fn outgoing_calls_go_through_the_socks5_proxy_and_are_logged_by_worker() {
         p.path().join("workers/out/out.py"),
     )
     .unwrap();
+    // A PHP worker on php-fpm whose script calls out through curl: its
+    // process is a php-fpm child, found through the master TQServer runs.
+    p.worker(
+        "shop",
+        "path: /shop\ntype: php\nphp:\n  pool:\n    manager: static\n    max_workers: 1\n",
+    );
+    std::fs::create_dir_all(p.path().join("workers/shop/public")).unwrap();
+    std::fs::write(
+        p.path().join("workers/shop/public/call.php"),
+        "<?php $p = substr(getenv('SOCKS5_PROXY'), strlen('socks5://')); echo shell_exec('curl -sS --socks5-hostname ' . escapeshellarg($p) . ' ' . escapeshellarg($_GET['url']) . ' 2>&1');",
+    )
+    .unwrap();
     // Destinations: python's http.server and openssl's s_server.
     let site = tempfile::tempdir().unwrap();
     std::fs::write(site.path().join("hello.txt"), "hello from http\n").unwrap();
@@ -474,6 +486,11 @@ async fn outgoing_calls_go_through_the_socks5_proxy_and_are_logged_by_worker() {
         b.contains("s_server"),
         "the HTTPS page through the proxy: {b}"
     );
+    let b = wait_for(&tq, &format!("/shop/call.php?url={url}"), 30, |s, _| {
+        s == 200
+    })
+    .await;
+    assert_eq!(b, "hello from http\n");
     // Raw sockets: what is not SOCKS5 CONNECT with no authentication is
     // answered as RFC 1928 says and closed, never relayed.
     use std::io::{Read, Write};
@@ -555,6 +572,10 @@ async fn outgoing_calls_go_through_the_socks5_proxy_and_are_logged_by_worker() {
     assert!(
         scrape.contains("tqserver_egress_connections_total{worker=\"out\"} 2"),
         "{scrape}"
+    );
+    assert!(
+        scrape.contains("tqserver_egress_connections_total{worker=\"shop\"} 1"),
+        "the PHP worker's call is its own: {scrape}"
     );
     let _ = http.kill();
     let _ = https.kill();

@@ -2,9 +2,10 @@
 //! itself rather than from anything the worker says: the kernel's socket
 //! table gives the connecting socket's inode, `/proc/*/fd` the process
 //! holding it, and its parents lead to the process TQServer started (a
-//! native instance, a php-fpm master, a php-cgi), whose environment as
-//! TQServer set it at exec names the worker (`WORKER_NAME`). A worker's
-//! own child that rewrites its environment cannot change its ancestor's.
+//! native instance, a php-fpm master, a php-cgi), which TQServer
+//! recorded with its worker when it started it (`process::worker_of`;
+//! else the `WORKER_NAME` of the environment it was started with). A
+//! worker's own child that rewrites its environment cannot change that.
 //!
 //! Linux only, and a scan of /proc per connection: milliseconds, which an
 //! outgoing call made through a proxy that logs it can afford.
@@ -23,7 +24,11 @@ pub fn find(peer: SocketAddr, local: SocketAddr) -> Option<(String, u32)> {
     for _ in 0..64 {
         let parent = parent_of(p)?;
         if parent == me {
-            return worker_name(p).map(|w| (w, pid));
+            // TQServer's own record first: a child may overwrite its
+            // environment (php-fpm's process titles do).
+            return crate::process::worker_of(p)
+                .or_else(|| worker_name(p))
+                .map(|w| (w, pid));
         }
         if parent <= 1 {
             return None;

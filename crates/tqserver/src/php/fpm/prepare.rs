@@ -158,6 +158,11 @@ impl Prepared {
         if self.root {
             cmd.arg("-R");
         }
+        // In the environment the master is started with, which its
+        // children's /proc/<pid>/environ still show after clear_env: how
+        // the egress proxy knows their outgoing connections
+        // (egress::owner).
+        cmd.env("WORKER_NAME", &self.worker.name);
         cmd.stdin(Stdio::null());
         cmd
     }
