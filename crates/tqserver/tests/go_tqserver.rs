@@ -584,6 +584,39 @@ async fn outgoing_calls_go_through_the_socks5_proxy_and_are_logged_by_worker() {
     let _ = php_dir();
 }
 
+/// tests/gotq/https_echo.py on `port` with this certificate.
+fn https_echo(port: u16, chain: &Path, key: &Path) -> std::process::Child {
+    std::process::Command::new("python3")
+        .arg(fixtures().join("gotq/https_echo.py"))
+        .arg(port.to_string())
+        .arg(chain)
+        .arg(key)
+        .spawn()
+        .unwrap()
+}
+
+/// The first JSON line of the egress log `log` that `pick` takes,
+/// waited for up to 5 s.
+async fn log_line(log: &Path, pick: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| pick(l))
+        {
+            return l;
+        }
+        assert!(
+            Instant::now() < until,
+            "no such line in {}:\n{text}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A CA of the test's own and a certificate it signed for localhost:
 /// (CA file, chain file, key file).
 fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -637,13 +670,7 @@ async fn https_inspection_logs_the_request_and_response_of_an_https_call() {
     let site = tempfile::tempdir().unwrap();
     let (ca, chain, key) = test_ca(site.path());
     let port = free_port();
-    let dest = std::process::Command::new("python3")
-        .arg(fixtures().join("gotq/https_echo.py"))
-        .arg(port.to_string())
-        .arg(&chain)
-        .arg(&key)
-        .spawn()
-        .unwrap();
+    let dest = https_echo(port, &chain, &key);
     // TQServer verifies the host with the test's CA ($SSL_CERT_FILE, as
     // it was started); the worker gets TQServer's CA instead.
     let tq = Tq::start_env(
@@ -672,23 +699,7 @@ async fn https_inspection_logs_the_request_and_response_of_an_https_call() {
     let log = p
         .path()
         .join(format!("logs/socks5_{}.log", common::today()));
-    let until = Instant::now() + Duration::from_secs(5);
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(l) = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["worker"] == "out" && l["port"] == port)
-        {
-            break l;
-        }
-        assert!(
-            Instant::now() < until,
-            "no line in {}:\n{text}",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let line = log_line(&log, |l| l["worker"] == "out" && l["port"] == port).await;
     assert_eq!(line["tls"], "inspected", "{line}");
     assert_eq!(line["method"], "POST", "{line}");
     assert_eq!(line["url"], url.as_str(), "{line}");
@@ -701,13 +712,7 @@ async fn https_inspection_logs_the_request_and_response_of_an_https_call() {
     let elsewhere = tempfile::tempdir().unwrap();
     let (_, other_chain, other_key) = test_ca(elsewhere.path());
     let other = free_port();
-    let untrusted = std::process::Command::new("python3")
-        .arg(fixtures().join("gotq/https_echo.py"))
-        .arg(other.to_string())
-        .arg(&other_chain)
-        .arg(&other_key)
-        .spawn()
-        .unwrap();
+    let untrusted = https_echo(other, &other_chain, &other_key);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let b = get(
         &tq,
@@ -716,24 +721,9 @@ async fn https_inspection_logs_the_request_and_response_of_an_https_call() {
     .await
     .1;
     assert!(!b.contains("got"), "an unverified host was reached: {b}");
-    let until = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let refused = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["port"] == other);
-        if let Some(l) = refused {
-            let e = l["error"].as_str().unwrap_or_default();
-            assert!(e.contains("TLS to localhost failed"), "{l}");
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "no line for the refused host:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let refused = log_line(&log, |l| l["port"] == other).await;
+    let e = refused["error"].as_str().unwrap_or_default();
+    assert!(e.contains("TLS to localhost failed"), "{refused}");
     for mut c in [dest, untrusted] {
         let _ = c.kill();
         let _ = c.wait();
