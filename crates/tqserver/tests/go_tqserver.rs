@@ -408,15 +408,7 @@ async fn outgoing_calls_go_through_the_socks5_proxy_and_are_logged_by_worker() {
         original_server_yaml(socks),
     )
     .unwrap();
-    p.worker(
-        "out",
-        "path: /out\ntype: command\ncommand:\n  run: [\"python3\", \"out.py\"]\n",
-    );
-    std::fs::copy(
-        fixtures().join("gotq/out.py"),
-        p.path().join("workers/out/out.py"),
-    )
-    .unwrap();
+    out_worker(&p);
     // A PHP worker on php-fpm whose script calls out through curl: its
     // process is a php-fpm child, found through the master TQServer runs.
     p.worker(
@@ -617,6 +609,19 @@ async fn log_line(log: &Path, pick: impl Fn(&serde_json::Value) -> bool) -> serd
     }
 }
 
+/// tests/gotq/out.py at /out: a worker that calls out with curl.
+fn out_worker(p: &Project) {
+    p.worker(
+        "out",
+        "path: /out\ntype: command\ncommand:\n  run: [\"python3\", \"out.py\"]\n",
+    );
+    std::fs::copy(
+        fixtures().join("gotq/out.py"),
+        p.path().join("workers/out/out.py"),
+    )
+    .unwrap();
+}
+
 /// A CA of the test's own and a certificate it signed for localhost:
 /// (CA file, chain file, key file).
 fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -658,15 +663,7 @@ async fn https_inspection_logs_the_request_and_response_of_an_https_call() {
         "  log_format: \"json\"\n  https_inspection:\n    enabled: true\n    ca_cert: \"config/tqserver-ca.crt\"\n    ca_key: \"config/tqserver-ca.key\"\n    auto_generate: true\n    log_body: true\n    max_body_size: 16\n",
     );
     std::fs::write(p.path().join("config/server.yaml"), yaml).unwrap();
-    p.worker(
-        "out",
-        "path: /out\ntype: command\ncommand:\n  run: [\"python3\", \"out.py\"]\n",
-    );
-    std::fs::copy(
-        fixtures().join("gotq/out.py"),
-        p.path().join("workers/out/out.py"),
-    )
-    .unwrap();
+    out_worker(&p);
     let site = tempfile::tempdir().unwrap();
     let (ca, chain, key) = test_ca(site.path());
     let port = free_port();

@@ -96,7 +96,7 @@ fn ca(dir: &Path) -> Result<(String, String), String> {
     let made = ca_files(
         &dir.join("ca.pem"),
         &dir.join("ca.key"),
-        Some(true),
+        Some(CaHome::Storage),
         "TQServer local CA",
     )?;
     if made.1 {
@@ -108,16 +108,24 @@ fn ca(dir: &Path) -> Result<(String, String), String> {
     Ok(made.0)
 }
 
+/// Where a CA that [`ca_files`] makes is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaHome {
+    /// TQServer's storage: a 0700 folder, both files 0600.
+    Storage,
+    /// A folder of the user's, left as it is: the key 0600, the
+    /// certificate 0644 (for clients to read).
+    Outside,
+}
+
 /// A CA's certificate and key (PEM) from `pem` and `key`; when both are
-/// missing and `make` is `Some`, a new one (ECDSA P-256, ten years, named
-/// `what` and this host) is written there first: `Some(true)` in
-/// TQServer's storage (0700 folder, both files 0600), `Some(false)` in a
-/// folder of the user's, left as it is (the key 0600, the certificate
-/// 0644, for clients to read). The flag says it was made.
+/// missing and `make` says where, a new one (ECDSA P-256, ten years,
+/// named `what` and this host) is written there first. The flag says it
+/// was made.
 pub fn ca_files(
     pem: &Path,
     key: &Path,
-    make: Option<bool>,
+    make: Option<CaHome>,
     what: &str,
 ) -> Result<((String, String), bool), String> {
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
@@ -161,7 +169,7 @@ pub fn ca_files(
         .self_signed(&ca_key)
         .map_err(|e| format!("cannot make the CA {what}: {e}"))?;
     let (c, k) = (cert.pem(), ca_key.serialize_pem());
-    if make == Some(true) {
+    if make == Some(CaHome::Storage) {
         storage::write_private(key, k.as_bytes()).map_err(|e| io(key, e))?;
         storage::write_private(pem, c.as_bytes()).map_err(|e| io(pem, e))?;
     } else {

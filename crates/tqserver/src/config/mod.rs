@@ -212,14 +212,15 @@ pub fn load(file: &Path, mode: Mode) -> Result<Config, ConfigErrors> {
     let mut warnings = Vec::new();
     // A problem in server.yaml does not hide those of the worker files:
     // they are read from the folder it names (or the default one).
+    // (What resolves from a file with errors is used for its workers
+    // folder only: any error fails the load below.)
     let parsed = yaml::parse_all::<server::ServerFile>(file, &text);
-    let failed = !parsed.errors.is_empty();
     errors.extend(parsed.errors);
     let resolved = match parsed
         .value
         .map(|p| p.resolve(file, &text, mode, &mut notices))
     {
-        Some(Ok(r)) => Some(r).filter(|_| !failed),
+        Some(Ok(r)) => Some(r),
         Some(Err(es)) => {
             errors.extend(not_left_out(es, &parsed.left_out));
             None

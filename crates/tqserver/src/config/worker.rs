@@ -942,7 +942,7 @@ impl WorkerFile {
                     file,
                     None,
                     "type",
-                    "missing; one of: php, static, rust, go, command, bun",
+                    format!("missing; one of: {}", TYPES.join(", ")),
                 ));
                 None
             }

@@ -43,7 +43,7 @@ impl Inspector {
         let (ca, made) = internal::ca_files(
             &i.ca_cert,
             &i.ca_key,
-            i.auto_generate.then_some(false),
+            i.auto_generate.then_some(internal::CaHome::Outside),
             "TQServer egress inspection CA",
         )
         .map_err(|e| {

@@ -522,39 +522,40 @@ pub struct EgressMetrics {
 }
 
 impl EgressMetrics {
-    /// `worker`'s series, at zero.
-    fn zero(&self, worker: &str) {
+    /// `worker`'s series: connections, errors, bytes up and down.
+    fn series(&self, worker: &str) -> [Counter; 4] {
         let w = WorkerLabel {
             worker: worker.to_string(),
         };
-        let _ = self.connections.get_or_create(&w);
-        let _ = self.errors.get_or_create(&w);
-        for direction in ["up", "down"] {
-            let _ = self.bytes.get_or_create(&DirectionLabels {
+        let bytes = |direction| {
+            self.bytes.get_or_create_owned(&DirectionLabels {
                 worker: worker.to_string(),
                 direction,
-            });
-        }
+            })
+        };
+        [
+            self.connections.get_or_create_owned(&w),
+            self.errors.get_or_create_owned(&w),
+            bytes("up"),
+            bytes("down"),
+        ]
+    }
+
+    /// `worker`'s series, at zero.
+    fn zero(&self, worker: &str) {
+        let _ = self.series(worker);
     }
 
     /// One connection of `worker` ended: `up` and `down` bytes; `failed`
     /// when it did not get through.
     pub fn record(&self, worker: &str, up: u64, down: u64, failed: bool) {
-        let w = WorkerLabel {
-            worker: worker.to_string(),
-        };
-        self.connections.get_or_create(&w).inc();
+        let [connections, errors, bytes_up, bytes_down] = self.series(worker);
+        connections.inc();
         if failed {
-            self.errors.get_or_create(&w).inc();
+            errors.inc();
         }
-        for (direction, n) in [("up", up), ("down", down)] {
-            self.bytes
-                .get_or_create(&DirectionLabels {
-                    worker: worker.to_string(),
-                    direction,
-                })
-                .inc_by(n);
-        }
+        bytes_up.inc_by(up);
+        bytes_down.inc_by(down);
     }
 }
 

@@ -99,16 +99,6 @@ impl Lease {
     }
 }
 
-impl NativeWorker {
-    /// The route to take off request paths (`proxy.strip_prefix`), if
-    /// any.
-    pub fn strip(&self) -> Option<&str> {
-        self.serving()
-            .strip_prefix
-            .then_some(self.worker.route.as_str())
-    }
-}
-
 impl Drop for Lease {
     fn drop(&mut self) {
         self.inst.leave();
@@ -128,6 +118,12 @@ pub enum NoInstance {
 }
 
 impl Serving {
+    /// The route to take off request paths (`proxy.strip_prefix`), if
+    /// any.
+    pub fn strip<'a>(&self, route: &'a str) -> Option<&'a str> {
+        self.strip_prefix.then_some(route)
+    }
+
     /// Whether an instance takes requests now.
     pub fn has_ready(&self) -> bool {
         self.instances.iter().any(|i| i.state() == State::Ready)

@@ -130,14 +130,14 @@ pub async fn serve(
         Some(f) => streamed = Some((limited.boxed(), f)),
         None => {}
     }
+    let (strip, timeouts) = in_force(svc);
     let mut out = Outgoing {
-        head: head(&parts, &conn, framing, svc.strip()),
+        head: head(&parts, &conn, framing, strip),
         body: streamed,
         head_only,
         expect,
     };
     let bodyless = framing.is_none();
-    let timeouts = svc.serving().timeouts;
     // Retries only when the instance cannot have seen the request: a
     // refused connect, or a kept-alive connection found closed before any
     // answer (for a request without a body, whose head is resent; one
@@ -213,6 +213,14 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// What a request takes from the configuration in force, in one look
+/// (not kept: it holds the instance list of the moment): the route to
+/// strip, and the timeouts.
+fn in_force(svc: &NativeWorker) -> (Option<&str>, crate::config::ProxyTimeouts) {
+    let now = svc.serving();
+    (now.strip(&svc.worker.route), now.timeouts)
 }
 
 /// Whether the client sent `Expect: 100-continue`.
@@ -303,8 +311,8 @@ async fn upgrade(
     if let Some(k) = &key {
         own.push(("sec-websocket-key", k.as_bytes()));
     }
-    let head_bytes = head_with(&parts, &conn, None, svc.strip(), &own);
-    let timeouts = svc.serving().timeouts;
+    let (strip, timeouts) = in_force(svc);
+    let head_bytes = head_with(&parts, &conn, None, strip, &own);
     let c = match Conn::connect(inst.addr()).await {
         Ok(c) => c,
         Err(e) => {
