@@ -61,6 +61,11 @@ pub fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(crate::process::WATCHDOG_ARG) {
         crate::process::watchdog_main();
     }
+    if std::env::args().nth(1).as_deref() == Some(tqserver_php::ARG) {
+        // The embedded PHP runtime's master (php.backend: embed).
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+        return tqserver_php::master::main(&args);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! The tqserver binary end to end with real php-fpm: routing, CGI
 //! variables, script resolution, static files, uploads and downloads,
-//! errors, php-fpm failures and shutdown.
+//! errors, php-fpm failures and shutdown. The PHP behaviour tests run
+//! over each of the three backends (`on_every_backend!`).
 
 mod common;
 
@@ -16,6 +17,35 @@ fn app() -> (Project, Tq) {
     let tq = Tq::start(p.path(), &[]);
     (p, tq)
 }
+
+/// The same worker on `backend` (fpm, cgi or embed).
+fn app_on(backend: &str) -> (Project, Tq) {
+    let p = Project::new("  max_body_bytes: 20M\n  read_timeout_seconds: 2\n", "");
+    p.php_worker_on("app", "/app", backend, "");
+    let tq = Tq::start(p.path(), &[]);
+    (p, tq)
+}
+
+/// The PHP behaviour tests, once per backend: php-fpm, TQServer's php-cgi
+/// pool and TQServer's embedded PHP (`fpm::…`, `cgi::…`, `embed::…`).
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod fpm { $( #[tokio::test] async fn $name() { super::$name("fpm").await } )* }
+        mod cgi { $( #[tokio::test] async fn $name() { super::$name("cgi").await } )* }
+        mod embed { $( #[tokio::test] async fn $name() { super::$name("embed").await } )* }
+    };
+}
+
+on_every_backend!(
+    cgi_variables_path_info_and_front_controller,
+    traversal_nul_and_non_php_files_are_never_executed,
+    upload_10mb_streamed_checksum,
+    download_50mb_streamed_with_bounded_memory,
+    status_headers_after_status_redirects_and_cookies,
+    bodies_over_the_limit_get_413,
+    chunked_bodies_reach_php_with_their_length,
+    request_timeout_gives_504_and_stderr_reaches_the_worker_log
+);
 
 async fn json(c: &reqwest::Client, url: &str) -> Value {
     let r = c.get(url).send().await.unwrap();
@@ -85,9 +115,8 @@ async fn routes_prefixes_and_404() {
     );
 }
 
-#[tokio::test]
-async fn cgi_variables_path_info_and_front_controller() {
-    let (_p, tq) = app();
+async fn cgi_variables_path_info_and_front_controller(backend: &str) {
+    let (_p, tq) = app_on(backend);
     let c = client();
     let v = json(&c, &tq.url("/app/echo.php/extra/path?x=1&y=2")).await;
     assert_eq!(v["SCRIPT_NAME"], "/app/echo.php");
@@ -147,9 +176,8 @@ async fn cgi_variables_path_info_and_front_controller() {
     );
 }
 
-#[tokio::test]
-async fn traversal_nul_and_non_php_files_are_never_executed() {
-    let (_p, tq) = app();
+async fn traversal_nul_and_non_php_files_are_never_executed(backend: &str) {
+    let (_p, tq) = app_on(backend);
     let c = client();
     let r = c
         .get(tq.url("/app/uploads/a.jpg/x.php"))
@@ -266,9 +294,8 @@ async fn static_files_with_validators_ranges_and_head() {
     assert!(r.bytes().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn upload_10mb_streamed_checksum() {
-    let (_p, tq) = app();
+async fn upload_10mb_streamed_checksum(backend: &str) {
+    let (_p, tq) = app_on(backend);
     let data: Vec<u8> = (0..10_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -307,9 +334,8 @@ fn futures_stream(
     S(chunks.into_iter())
 }
 
-#[tokio::test]
-async fn download_50mb_streamed_with_bounded_memory() {
-    let (_p, tq) = app();
+async fn download_50mb_streamed_with_bounded_memory(backend: &str) {
+    let (_p, tq) = app_on(backend);
     const N: usize = 50 << 20;
     let mut r = client()
         .get(tq.url(&format!("/app/big.php?n={N}")))
@@ -333,9 +359,8 @@ async fn download_50mb_streamed_with_bounded_memory() {
     );
 }
 
-#[tokio::test]
-async fn status_headers_after_status_redirects_and_cookies() {
-    let (_p, tq) = app();
+async fn status_headers_after_status_redirects_and_cookies(backend: &str) {
+    let (_p, tq) = app_on(backend);
     let c = client();
     let r = c.get(tq.url("/app/status.php")).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -359,10 +384,9 @@ async fn status_headers_after_status_redirects_and_cookies() {
     assert_eq!(cookies, ["first=1", "second=2"]);
 }
 
-#[tokio::test]
-async fn bodies_over_the_limit_get_413() {
+async fn bodies_over_the_limit_get_413(backend: &str) {
     let p = Project::new("  max_body_bytes: 1M\n", "");
-    p.php_worker("app", "/app", "");
+    p.php_worker_on("app", "/app", backend, "");
     let tq = Tq::start(p.path(), &[]);
     let c = client();
     let r = c
@@ -397,9 +421,8 @@ async fn bodies_over_the_limit_get_413() {
 
 /// PHP reads no more than CONTENT_LENGTH, so a chunked body is received
 /// whole and sent with its length (in memory, or spooled past 1 MiB).
-#[tokio::test]
-async fn chunked_bodies_reach_php_with_their_length() {
-    let (_p, tq) = app();
+async fn chunked_bodies_reach_php_with_their_length(backend: &str) {
+    let (_p, tq) = app_on(backend);
     for size in [10_000usize, 3_000_000] {
         let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
@@ -419,12 +442,12 @@ async fn chunked_bodies_reach_php_with_their_length() {
     }
 }
 
-#[tokio::test]
-async fn request_timeout_gives_504_and_stderr_reaches_the_worker_log() {
+async fn request_timeout_gives_504_and_stderr_reaches_the_worker_log(backend: &str) {
     let p = Project::new("", "");
-    p.php_worker(
+    p.php_worker_on(
         "app",
         "/app",
+        backend,
         "    request_timeout: 1\nlogging:\n  log_file: logs/{name}_{date}.log\n  access_log: true\n",
     );
     let tq = Tq::start(p.path(), &[]);

@@ -492,6 +492,7 @@ impl fmt::Display for Config {
                 (None, _) if w.static_site => "files only, no PHP",
                 (None, PhpBackend::Fpm) => "php-fpm",
                 (None, PhpBackend::Cgi) => "php-cgi, TQServer's process manager",
+                (None, PhpBackend::Embed) => "embedded PHP, TQServer's process manager",
             };
             writeln!(
                 f,

@@ -328,6 +328,10 @@ pub enum PhpBackend {
     Fpm,
     /// php-cgi processes managed by TQServer itself.
     Cgi,
+    /// TQServer's own PHP runtime (`tqserver-php`): PHP embedded, started
+    /// once in a master that forks the processes, on the same pool as
+    /// php-cgi's shared-memory mode.
+    Embed,
 }
 
 impl PhpBackend {
@@ -336,7 +340,13 @@ impl PhpBackend {
         match self {
             Self::Fpm => "fpm",
             Self::Cgi => "cgi",
+            Self::Embed => "embed",
         }
+    }
+
+    /// Whether TQServer's own process pool runs it (php-cgi, embed).
+    pub fn on_own_pool(self) -> bool {
+        matches!(self, Self::Cgi | Self::Embed)
     }
 }
 
@@ -874,7 +884,7 @@ impl WorkerConfig {
 
 const TYPES: [&str; 6] = ["php", "static", "rust", "go", "command", "bun"];
 const MANAGERS: [&str; 3] = ["static", "dynamic", "ondemand"];
-const BACKENDS: [&str; 2] = ["fpm", "cgi"];
+const BACKENDS: [&str; 3] = ["fpm", "cgi", "embed"];
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
 impl WorkerFile {
@@ -1002,6 +1012,7 @@ impl WorkerFile {
         let backend = match php.backend.as_deref() {
             None | Some("fpm") => PhpBackend::Fpm,
             Some("cgi") => PhpBackend::Cgi,
+            Some("embed") => PhpBackend::Embed,
             Some(b) => {
                 errors.push(err("php.backend", unknown_choice("backend", b, &BACKENDS)));
                 PhpBackend::Fpm
@@ -1059,8 +1070,24 @@ impl WorkerFile {
             &mut errors,
         );
         let slowlog_timeout = php.pool.as_ref().and_then(|p| p.slowlog_timeout.clone());
-        let pool = resolve_pool(php.pool.unwrap_or_default(), &err, &mut errors);
-        if pool.shared_memory && backend != PhpBackend::Cgi {
+        let pool_file = php.pool.unwrap_or_default();
+        let manager_given = pool_file.manager.is_some();
+        let mut pool = resolve_pool(pool_file, &err, &mut errors);
+        if backend == PhpBackend::Embed {
+            // The embedded runtime's master forks its processes from warm
+            // memory; TQServer drives it as php-cgi's shared-memory master,
+            // which forks a fixed number (manager: static).
+            if !manager_given {
+                pool.manager = Manager::Static;
+            }
+            if pool.manager != Manager::Static {
+                errors.push(err(
+                    "php.pool.manager",
+                    "backend: embed runs a fixed number of processes for now (manager: static, max_workers of them); dynamic and ondemand are not built for it yet".into(),
+                ));
+            }
+            pool.shared_memory = true;
+        } else if pool.shared_memory && backend != PhpBackend::Cgi {
             errors.push(err(
                 "php.pool.shared_memory",
                 "php-fpm's children share APCu and opcache already; shared_memory is for backend: cgi".into(),
@@ -1071,13 +1098,13 @@ impl WorkerFile {
                 "shared memory needs manager: static (one php-cgi forks a fixed number of processes)".into(),
             ));
         }
-        if backend == PhpBackend::Cgi && matches!(pool.listen, Listen::Unix(_) | Listen::Tcp(_)) {
+        if backend.on_own_pool() && matches!(pool.listen, Listen::Unix(_) | Listen::Tcp(_)) {
             errors.push(err(
                 "php.pool.listen_address",
                 "the cgi backend gives each php-cgi process its own address: leave listen_address out (Unix sockets in the runtime directory) or give an IP (ports from the range)".into(),
             ));
         }
-        if let (PhpBackend::Cgi, Listen::TcpFromRange(ip)) = (backend, &pool.listen) {
+        if let (true, Listen::TcpFromRange(ip)) = (backend.on_own_pool(), &pool.listen) {
             if !ip.is_loopback() {
                 // php-cgi runs any PHP file it is sent: it must accept
                 // TQServer only, never the network.

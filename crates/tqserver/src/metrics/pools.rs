@@ -71,7 +71,7 @@ pub struct UpgradedStatus {
 impl PoolStatus {
     /// A PHP pool (what the `tqserver_php_*` families describe).
     pub fn is_php(&self) -> bool {
-        matches!(self.backend, "fpm" | "cgi")
+        matches!(self.backend, "fpm" | "cgi" | "embed")
     }
 }
 

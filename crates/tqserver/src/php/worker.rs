@@ -56,7 +56,7 @@ async fn start_backend(
                 FpmMaster::start(prepared, scope.sup.clone(), log.clone(), stop.clone());
             (Upstream::Fpm(master), task)
         }
-        PhpBackend::Cgi => {
+        PhpBackend::Cgi | PhpBackend::Embed => {
             let launcher = Launcher::new(
                 &w,
                 scope.mode,
@@ -65,7 +65,12 @@ async fn start_backend(
                 generation,
             )
             .await?;
-            tracing::info!(worker = %w.name, route = %w.route, "starting php-cgi pool ({}, {})", launcher.binary().display(), w.php.pool.describe());
+            let what = if w.php.backend == PhpBackend::Embed {
+                "embedded PHP"
+            } else {
+                "php-cgi"
+            };
+            tracing::info!(worker = %w.name, route = %w.route, "starting {what} pool ({}, {})", launcher.binary().display(), w.php.pool.describe());
             let (pool, task) = cgi::Pool::start(
                 w.clone(),
                 launcher,

@@ -92,6 +92,17 @@ impl Project {
         )
     }
 
+    /// [`Project::php_worker`] on `backend` (fpm, cgi or embed).
+    pub fn php_worker_on(&self, name: &str, route: &str, backend: &str, extra: &str) -> &Self {
+        self.worker(
+            name,
+            &format!(
+                "path: {route}\ntype: php\ndocument_root: {}\nphp:\n  backend: {backend}\n  pool:\n    manager: static\n    max_workers: 2\n{extra}\n",
+                php_dir().display()
+            ),
+        )
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

@@ -25,7 +25,7 @@ use nix::sys::signal::Signal;
 use tokio::process::Command;
 use tqserver_fastcgi::Address;
 
-use crate::config::{Listen, Mode, WorkerConfig};
+use crate::config::{Listen, Mode, PhpBackend, WorkerConfig};
 use crate::php::LifecycleError;
 use crate::ports::Ports;
 use crate::process;
@@ -47,6 +47,8 @@ pub struct Launcher {
     place: Place,
     /// `shared_memory`: the master, and the script that names a child.
     shared: Option<Shared>,
+    /// TQServer's embedded PHP instead of php-cgi (`php.backend: embed`).
+    embed: bool,
 }
 
 /// The script a new connection of a shared pool runs first: the child
@@ -136,11 +138,23 @@ impl Launcher {
         generation: u32,
     ) -> Result<Self, LifecycleError> {
         let name = &worker.name;
-        let binary = find_binary(worker).map_err(|why| LifecycleError::NotFound {
-            worker: name.clone(),
-            why,
-        })?;
+        let embed = worker.php.backend == PhpBackend::Embed;
+        let binary = if embed {
+            // The embedded runtime is this binary, as its PHP master.
+            std::env::current_exe().map_err(|e| LifecycleError::NotFound {
+                worker: name.clone(),
+                why: format!("cannot find tqserver's own binary to run embedded PHP: {e}"),
+            })?
+        } else {
+            find_binary(worker).map_err(|why| LifecycleError::NotFound {
+                worker: name.clone(),
+                why,
+            })?
+        };
         let mut args: Vec<OsString> = Vec::new();
+        if embed {
+            args.push(tqserver_php::ARG.into());
+        }
         if let Some(ini) = &worker.php.config_file {
             args.push("-c".into());
             args.push(ini.into());
@@ -226,6 +240,7 @@ impl Launcher {
             env,
             place,
             shared,
+            embed,
         };
         launcher.check().await?;
         Ok(launcher)
@@ -248,6 +263,19 @@ impl Launcher {
                 source,
             })?;
         let text = String::from_utf8_lossy(&out.stdout);
+        if self.embed {
+            if out.status.success() && text.contains(tqserver_php::VERSION_MARK) {
+                return Ok(());
+            }
+            return Err(LifecycleError::NotFound {
+                worker: self.worker_name.clone(),
+                why: format!(
+                    "embedded PHP does not start: {}{}",
+                    text.trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
         if out.status.success() && text.contains("(cgi-fcgi)") {
             return Ok(());
         }

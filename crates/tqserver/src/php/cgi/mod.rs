@@ -381,6 +381,7 @@ impl Pool {
         Snapshot {
             pool: t.cfg.worker.name.clone(),
             manager: t.cfg.pool().manager.as_str(),
+            backend: t.cfg.worker.php.backend.as_str(),
             start_time: inner.started,
             accepted: c.accepted,
             listen_queue: t.waiters.iter().filter(|w| !w.is_closed()).count(),

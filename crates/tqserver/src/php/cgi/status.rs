@@ -15,6 +15,8 @@ pub struct Snapshot {
     pub pool: String,
     /// `process manager`.
     pub manager: &'static str,
+    /// `php.backend`: cgi or embed.
+    pub backend: &'static str,
     /// `start time`.
     pub start_time: SystemTime,
     /// `accepted conn`: requests the pool took.
@@ -77,7 +79,7 @@ impl Snapshot {
         use crate::metrics::pools::{PoolStatus, ProcessStatus};
         PoolStatus {
             worker: self.pool.clone(),
-            backend: "cgi",
+            backend: self.backend,
             up: self.failed.is_none(),
             idle: Some(self.idle as u64),
             active: self.active as u64,
@@ -530,6 +532,7 @@ mod tests {
         Snapshot {
             pool: "blog".into(),
             manager: "dynamic",
+            backend: "cgi",
             start_time: SystemTime::now(),
             accepted: 7,
             listen_queue: 0,

@@ -1,0 +1,40 @@
+//! TQServer's own PHP runtime: a SAPI on libphp (Debian's
+//! `libphp8.2-embed`) that starts PHP once in a master process and forks
+//! FastCGI workers from it, so they share opcache and APCu and start warm.
+//!
+//! The `tqserver` binary runs this as `tqserver __tqserver-php [-v] [-c
+//! php.ini] [-d key=value]…` with a listening socket as file descriptor 0,
+//! the FastCGI convention php-cgi follows too, and `PHP_FCGI_CHILDREN`
+//! children; TQServer's php-cgi pool (`php.pool.shared_memory`) drives it
+//! as it drives php-cgi's master.
+//!
+//! # Layout
+//! - `sapi.c`: the SAPI callbacks and PHP's globals (C, since they are
+//!   macros over PHP's structs), `fastcgi_finish_request()`.
+//! - [`php`]: the only unsafe code: the calls into `sapi.c` and the
+//!   callbacks it makes back, behind [`php::startup`] and [`php::run`].
+//! - [`serve`]: one FastCGI connection, blocking, one request at a time.
+//! - [`master`]: start-up, forking the children, replacing them, stopping.
+//!
+//! Classic mode only so far: every request runs its script from scratch.
+//! Worker mode (`tqserver_handle_request`) and TQServer's own control of
+//! each forked child (dynamic and ondemand managers) are not built yet.
+
+// The workspace denies unsafe code; this crate is the documented
+// exception (the FFI with libphp, fork, raw descriptors), each block with
+// its reason.
+#![allow(unsafe_code)]
+
+pub mod master;
+pub mod php;
+pub mod serve;
+
+/// The first argument that makes `tqserver` run as the PHP master.
+pub const ARG: &str = "__tqserver-php";
+
+/// What `-v` prints after the PHP version; TQServer checks for it.
+pub const VERSION_MARK: &str = "(fpm-fcgi, embedded in TQServer)";
+
+/// Whether this build has PHP in it (libphp8.2-embed and php8.2-dev were
+/// there when it was built).
+pub const AVAILABLE: bool = php::AVAILABLE;
