@@ -3,6 +3,7 @@
 #   wrk → nginx → php-fpm                 (stock Debian fastcgi config, php-fpm pool of 2 static children)
 #   wrk → tqserver → php-fpm              (the php-fpm TQServer starts, the same pool: 2 static children)
 #   wrk → tqserver → php-cgi              (TQServer's own process manager, 2 static php-cgi processes)
+#   wrk → tqserver → embedded PHP         (php.backend: embed, 2 processes forked from one master)
 #   wrk → nginx → tqserver → php-cgi      (nginx fastcgi_pass to TQServer's FastCGI listener, same pool,
 #                                          without and with nginx's upstream keep-alive)
 # on workers/blog/public/hello.php. Rounds alternate between them;
@@ -80,19 +81,32 @@ fastcgi:
   listen: unix:$work/tq.sock
   mode: "0666"
 EOF
+mkdir -p "$work/tq/workers/embed/config"
+cat > "$work/tq/workers/embed/config/worker.yaml" <<EOF
+path: /embed
+type: php
+document_root: $docroot
+php:
+  backend: embed
+  pool:
+    manager: static
+    max_workers: 2
+EOF
 (cd "$work/tq" && exec "$root_dir/target/release/tqserver" --mode prod --quiet --admin-listen "127.0.0.1:$(free_port)") &
 pids+=($!)
 
 nginx_url="http://127.0.0.1:$nginx_port/hello.php"
 tq_url="http://127.0.0.1:$tq_port/blog/hello.php"
 cgi_url="http://127.0.0.1:$tq_port/cgi/hello.php"
+embed_url="http://127.0.0.1:$tq_port/embed/hello.php"
 listener_url="http://127.0.0.1:$nginx2_port/hello.php"
 keepalive_url="http://127.0.0.1:$nginx3_port/hello.php"
-wait_hello "$nginx_url" "$tq_url" "$cgi_url" "$listener_url" "$keepalive_url"
+wait_hello "$nginx_url" "$tq_url" "$cgi_url" "$embed_url" "$listener_url" "$keepalive_url"
 
 measure 2s "$nginx_url" >/dev/null
 measure 2s "$tq_url" >/dev/null
 measure 2s "$cgi_url" >/dev/null
+measure 2s "$embed_url" >/dev/null
 measure 2s "$listener_url" >/dev/null
 measure 2s "$keepalive_url" >/dev/null
 results="$work/results"
@@ -102,6 +116,7 @@ for r in $(seq 1 "$rounds"); do
     echo "nginx $(measure "$duration" "$nginx_url")" >> "$results"
     echo "tqserver $(measure "$duration" "$tq_url")" >> "$results"
     echo "tqserver-cgi $(measure "$duration" "$cgi_url")" >> "$results"
+    echo "tqserver-embed $(measure "$duration" "$embed_url")" >> "$results"
     echo "listener-cgi $(measure "$duration" "$listener_url")" >> "$results"
     echo "listener-keepalive $(measure "$duration" "$keepalive_url")" >> "$results"
 done
@@ -120,6 +135,7 @@ from benchdoc import machine, write_section
 machine = machine()
 ratio = lambda w: med[w][0] / med["nginx"][0]
 all_rounds = "; ".join(f"{w} " + ", ".join(f"{r:.0f}" for r, _ in v) for w, v in rows.items())
+spread = "; ".join(f"{w} {min(r for r, _ in v) / max(r for r, _ in rows['nginx']):.2f}–{max(r for r, _ in v) / min(r for r, _ in rows['nginx']):.2f}×" for w, v in rows.items() if w != "nginx")
 section = f"""<!-- php:begin (written by bench/php.sh; edit the script, not this section) -->
 ## PHP: tqserver against nginx → php-fpm
 
@@ -127,8 +143,10 @@ Measured {datetime.date.today().isoformat()} on {machine} with `bench/php.sh`:
 `wrk -t{threads} -c{conns} -d{duration} --latency` on `hello.php`, {rounds} rounds
 alternating between them, medians shown. Every PHP pool has 2
 processes: php-fpm `pm = static` with 2 children (nginx's, and the one
-tqserver runs), or TQServer's own `backend: cgi` pool of 2 static php-cgi
-processes. nginx uses Debian's `snippets/fastcgi-php.conf` (no upstream
+tqserver runs), TQServer's own `backend: cgi` pool of 2 static php-cgi
+processes, or its `backend: embed` runtime (2 processes forked from one
+master that started PHP once; the embed SAPI's php.ini, opcache on as
+php-fpm's). nginx uses Debian's `snippets/fastcgi-php.conf` (no upstream
 keep-alive), `access_log off`; tqserver runs `--mode prod` without access
 log, with its admin listener on (request metrics recorded, as by default).
 wrk, the servers and PHP share the 2 cores.
@@ -138,6 +156,7 @@ wrk, the servers and PHP share the 2 cores.
 | nginx → php-fpm | {med['nginx'][0]:.0f} | {med['nginx'][1]:.2f} ms | 1.00× |
 | tqserver → php-fpm | {med['tqserver'][0]:.0f} | {med['tqserver'][1]:.2f} ms | {ratio('tqserver'):.2f}× |
 | tqserver → php-cgi (TQServer's pool) | {med['tqserver-cgi'][0]:.0f} | {med['tqserver-cgi'][1]:.2f} ms | {ratio('tqserver-cgi'):.2f}× |
+| tqserver → embedded PHP (`backend: embed`) | {med['tqserver-embed'][0]:.0f} | {med['tqserver-embed'][1]:.2f} ms | {ratio('tqserver-embed'):.2f}× |
 | nginx → tqserver FastCGI listener → php-cgi | {med['listener-cgi'][0]:.0f} | {med['listener-cgi'][1]:.2f} ms | {ratio('listener-cgi'):.2f}× |
 | the same, nginx keeping connections alive | {med['listener-keepalive'][0]:.0f} | {med['listener-keepalive'][1]:.2f} ms | {ratio('listener-keepalive'):.2f}× |
 
@@ -147,6 +166,9 @@ The listener rows go over a Unix socket, as nginx's own php-fpm does;
 php-fpm child) and TQServer can (it hands each request to a free process).
 
 Every round (requests/s): {all_rounds}.
+
+Widest spread of the ratios between rounds (slowest round against nginx's
+fastest, and fastest against its slowest): {spread}.
 <!-- php:end -->
 """
 write_section("php", section)

@@ -35,6 +35,8 @@ pub enum End {
 pub struct Conn {
     sock: File,
     inbuf: BytesMut,
+    /// Where reads land (allocated and zeroed once per connection).
+    scratch: Vec<u8>,
     out: BytesMut,
     /// The request being run, and whether its STDIN has ended.
     id: u16,
@@ -54,6 +56,7 @@ impl Conn {
         let mut c = Conn {
             sock,
             inbuf: BytesMut::with_capacity(READ_CHUNK),
+            scratch: vec![0; READ_CHUNK],
             out: BytesMut::with_capacity(16 << 10),
             id: 0,
             stdin_done: true,
@@ -79,11 +82,9 @@ impl Conn {
                     Err("the connection ended inside a record".into())
                 };
             }
-            self.inbuf.reserve(READ_CHUNK);
-            let mut chunk = [0u8; READ_CHUNK];
-            match self.sock.read(&mut chunk) {
+            match self.sock.read(&mut self.scratch) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.inbuf.extend_from_slice(&self.scratch[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e.to_string()),
             }
