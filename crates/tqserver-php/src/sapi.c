@@ -228,6 +228,53 @@ static int tq_startup(sapi_module_struct *module)
 	return php_module_startup(module, NULL);
 }
 
+/* .user.ini files (user_ini.filename), as php-cgi and php-fpm read them:
+ * from the document root down to the script's directory, outer first so
+ * the inner ones win; only the script's own directory when it is not
+ * under the root. Read on every request (php-cgi caches them for
+ * user_ini.cache_ttl seconds; this costs one stat per directory). */
+static int tq_activate(void)
+{
+	const char *script = SG(request_info).path_translated;
+	const char *name = PG(user_ini_filename);
+	size_t root_len = 0;
+	const char *root = param("DOCUMENT_ROOT", &root_len);
+	HashTable conf;
+
+	if (!script || !name || !*name) {
+		return SUCCESS;
+	}
+	char *dir = estrdup(script);
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir) {
+		efree(dir);
+		return SUCCESS;
+	}
+	*slash = 0;
+	size_t dir_len = strlen(dir);
+	while (root && root_len > 1 && root[root_len - 1] == '/') {
+		root_len--;
+	}
+	size_t start = dir_len;
+	if (root && root_len > 0 && root_len <= dir_len && strncmp(dir, root, root_len) == 0 &&
+	    (dir[root_len] == '/' || dir[root_len] == 0)) {
+		start = root_len;
+	}
+	zend_hash_init(&conf, 8, NULL, (dtor_func_t)config_zval_dtor, 1);
+	for (size_t i = start; i <= dir_len; i++) {
+		if (i == dir_len || dir[i] == '/') {
+			char c = dir[i];
+			dir[i] = 0;
+			php_parse_user_ini_file(dir, name, &conf);
+			dir[i] = c;
+		}
+	}
+	php_ini_activate_config(&conf, PHP_INI_PERDIR, PHP_INI_STAGE_HTACCESS);
+	zend_hash_destroy(&conf);
+	efree(dir);
+	return SUCCESS;
+}
+
 static int tq_deactivate(void)
 {
 	return SUCCESS;
@@ -267,7 +314,7 @@ static sapi_module_struct tq_module = {
 	"FPM/FastCGI (TQServer embedded)",
 	tq_startup,
 	php_module_shutdown_wrapper,
-	NULL,			/* activate */
+	tq_activate,
 	tq_deactivate,
 	tq_ub_write,
 	tq_flush,

@@ -26,6 +26,46 @@ fn app_on(backend: &str) -> (Project, Tq) {
     (p, tq)
 }
 
+/// `.user.ini` files apply from the document root down to the script's
+/// directory, the inner one winning, as php-fpm and php-cgi read them.
+async fn user_ini_files_apply_from_the_root_down(backend: &str) {
+    let p = Project::new("", "");
+    let root = p.path().join("site");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    let ini = std::fs::read(common::php_dir().join("ini.php")).unwrap();
+    std::fs::write(root.join("ini.php"), &ini).unwrap();
+    std::fs::write(root.join("sub/ini.php"), &ini).unwrap();
+    std::fs::write(root.join(".user.ini"), "memory_limit = 77M\n").unwrap();
+    std::fs::write(
+        root.join("sub/.user.ini"),
+        "default_charset = \"ISO-8859-1\"\nmemory_limit = 99M\n",
+    )
+    .unwrap();
+    p.worker(
+        "app",
+        &format!(
+            "path: /app\ntype: php\ndocument_root: {}\nphp:\n  backend: {backend}\n  pool:\n    manager: static\n    max_workers: 1\n",
+            root.display()
+        ),
+    );
+    let tq = Tq::start(p.path(), &[]);
+    let c = client();
+    let get = |path: &str| {
+        let c = c.clone();
+        let url = tq.url(path);
+        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(get("/app/ini.php?k=memory_limit").await, "77M");
+    assert_eq!(get("/app/ini.php?k=default_charset").await, "UTF-8");
+    assert_eq!(get("/app/sub/ini.php?k=memory_limit").await, "99M");
+    assert_eq!(
+        get("/app/sub/ini.php?k=default_charset").await,
+        "ISO-8859-1"
+    );
+    // Per request: the outer directory's script is back to its own.
+    assert_eq!(get("/app/ini.php?k=memory_limit").await, "77M");
+}
+
 /// The PHP behaviour tests, once per backend: php-fpm, TQServer's php-cgi
 /// pool and TQServer's embedded PHP (`fpm::…`, `cgi::…`, `embed::…`).
 macro_rules! on_every_backend {
@@ -44,7 +84,8 @@ on_every_backend!(
     status_headers_after_status_redirects_and_cookies,
     bodies_over_the_limit_get_413,
     chunked_bodies_reach_php_with_their_length,
-    request_timeout_gives_504_and_stderr_reaches_the_worker_log
+    request_timeout_gives_504_and_stderr_reaches_the_worker_log,
+    user_ini_files_apply_from_the_root_down
 );
 
 async fn json(c: &reqwest::Client, url: &str) -> Value {
