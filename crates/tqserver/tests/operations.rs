@@ -390,7 +390,11 @@ async fn a_type_change_under_load_fails_no_request() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (ok, failed) = load.finish().await;
-    assert!(failed.is_empty() && ok > 10, "{ok} ok; failed: {failed:?}");
+    assert!(
+        failed.is_empty() && ok > 10,
+        "{ok} ok; failed: {failed:?}\n{}",
+        tq.log_text()
+    );
     // The Python instance is gone.
     let until = Instant::now() + Duration::from_secs(10);
     while children_of(tq.pid())
@@ -425,7 +429,11 @@ async fn the_watcher_applies_server_yaml_and_new_worker_folders() {
     std::fs::rename(&tmp, &server).unwrap();
     common::wait_log(&tq, "server.yaml changed: configuration reloaded", 20).await;
     let (ok, failed) = load.finish().await;
-    assert!(failed.is_empty() && ok > 10, "{ok} ok; failed: {failed:?}");
+    assert!(
+        failed.is_empty() && ok > 10,
+        "{ok} ok; failed: {failed:?}\n{}",
+        tq.log_text()
+    );
     let r = client()
         .post(tq.url("/b/echo.php"))
         .body("more than ten bytes")

@@ -290,7 +290,11 @@ async fn run(
             Some(_) = s.tasks.join_next(), if !s.tasks.is_empty() => {}
         }
     }
-    // Stop: no new starts; every instance gets SIGTERM and the grace.
+    // Stop: no new starts; every instance takes no new request, finishes
+    // those it has (a worker replaced by a reload was unrouted just
+    // before; a request that picked it then is still on its way in), and
+    // then gets SIGTERM and the grace. SIGTERM at once refused the
+    // connection of such a request (502).
     s.tasks.abort_all();
     while s.tasks.join_next().await.is_some() {}
     let all: Vec<Arc<Instance>> = setup
@@ -303,7 +307,7 @@ async fn run(
     let grace = crate::process::grace_left(setup.sup.shutdown_grace);
     let mut stops = JoinSet::new();
     for i in all {
-        stops.spawn(async move { i.stop(grace).await });
+        stops.spawn(async move { i.drain(grace).await });
     }
     while stops.join_next().await.is_some() {}
     let _ = std::fs::remove_dir_all(&setup.versions_dir);
