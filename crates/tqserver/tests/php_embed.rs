@@ -254,3 +254,17 @@ async fn a_killed_child_costs_one_request_and_nothing_outlives_tqserver() {
     assert!(!alive(master), "the master is gone");
     assert!(after.iter().all(|p| !alive(*p)), "its children are gone");
 }
+
+/// max_execution_time ends a script that runs too long (PHP's own timer
+/// works in a forked process): 500, and the process serves on.
+#[tokio::test]
+async fn max_execution_time_ends_a_script_and_the_process_serves_on() {
+    let (_p, tq) = embed_project("");
+    let c = client();
+    let r = c.get(tq.url("/app/spin.php?s=1")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    for _ in 0..5 {
+        let r = c.get(tq.url("/app/pid.php")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
