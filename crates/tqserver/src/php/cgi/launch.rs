@@ -69,13 +69,18 @@ struct Master {
     socket_file: Option<PathBuf>,
 }
 
-/// Sends a php-cgi's stderr lines to `log` (as `php-cgi[pid]: …`); its pid.
-pub fn forward_stderr(child: &mut crate::process::Tied, log: &crate::logging::WorkerLog) -> u32 {
+/// Sends a PHP process's stderr lines to `log` (as `{program}[pid]: …`,
+/// php-cgi or the embedded runtime's php); its pid.
+pub fn forward_stderr(
+    child: &mut crate::process::Tied,
+    log: &crate::logging::WorkerLog,
+    program: &'static str,
+) -> u32 {
     let pid = child.id().unwrap_or(0);
     if let Some(err) = child.stderr.take() {
         let log = log.clone();
         crate::logging::forward_lines(err, move |line| {
-            log.emit(tracing::Level::WARN, &format!("php-cgi[{pid}]: {line}"));
+            log.emit(tracing::Level::WARN, &format!("{program}[{pid}]: {line}"));
         });
     }
     pid
@@ -290,6 +295,12 @@ impl Launcher {
         })
     }
 
+    /// What the pool's processes are called in the log: php-cgi, or php
+    /// for the embedded runtime.
+    pub fn program(&self) -> &'static str {
+        if self.embed { "php" } else { "php-cgi" }
+    }
+
     /// The php-cgi program.
     pub fn binary(&self) -> &Path {
         &self.binary
@@ -392,7 +403,8 @@ impl Launcher {
             }
             if let Some(old) = m.take() {
                 log.error(&format!(
-                    "the php-cgi master (pid {}) is gone; starting it again",
+                    "the {} master (pid {}) is gone; starting it again",
+                    self.program(),
                     old.child.id().unwrap_or(0)
                 ));
                 self.forget(old.port, old.socket_file.as_deref());
@@ -410,7 +422,7 @@ impl Launcher {
                 return Err(e);
             }
         };
-        let pid = forward_stderr(&mut child, log);
+        let pid = forward_stderr(&mut child, log, self.program());
         *m = Some(Master {
             child,
             address: address.clone(),

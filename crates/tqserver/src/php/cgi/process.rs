@@ -30,7 +30,7 @@ pub(super) async fn run(
         port,
         socket_file,
     } = started;
-    launch::forward_stderr(&mut child, &inner.log);
+    launch::forward_stderr(&mut child, &inner.log, launcher.program());
     // Ready once php-cgi answers FCGI_GET_VALUES on its socket (it closes
     // that connection afterwards; requests open their own). The same probe
     // tells when an abandoned request's script is done: php-cgi serves one
