@@ -21,6 +21,9 @@ use nix::unistd::{ForkResult, Pid};
 
 use crate::{php, serve};
 
+/// The signals that stop the master, and an idle child.
+const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT];
+
 /// How long stopping children may take before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -78,12 +81,8 @@ pub fn main(args: &[OsString]) -> ExitCode {
     // Block before PHP starts, so no signal finds a default disposition
     // in a half-made master.
     let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-    ] {
+    set.add(Signal::SIGCHLD);
+    for s in STOP_SIGNALS {
         set.add(s);
     }
     if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
@@ -198,14 +197,10 @@ fn spawn() -> nix::Result<Pid> {
 fn child() -> ! {
     // The master's death ends its children (TQServer starts a new one).
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let mut only_term = SigSet::all();
-    only_term.remove(Signal::SIGTERM);
-    only_term.remove(Signal::SIGINT);
-    only_term.remove(Signal::SIGQUIT);
-    // Every signal but SIGTERM/SIGINT/SIGQUIT unblocked at once; those
-    // three only while idle (ppoll's mask).
+    // Every signal but the stop signals unblocked at once; those only
+    // while idle (ppoll's mask).
     let mut keep = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT] {
+    for s in STOP_SIGNALS {
         keep.add(s);
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&keep), None);

@@ -372,15 +372,13 @@ const char *tq_php_version(void)
 
 static void request_info(void)
 {
-	size_t len;
 	const char *v;
 	SG(request_info).request_method = param("REQUEST_METHOD", NULL);
-	v = param("QUERY_STRING", NULL);
-	SG(request_info).query_string = v ? (char *)v : NULL;
+	SG(request_info).query_string = (char *)param("QUERY_STRING", NULL);
 	SG(request_info).request_uri = (char *)param("REQUEST_URI", NULL);
 	SG(request_info).path_translated = (char *)param("SCRIPT_FILENAME", NULL);
 	SG(request_info).content_type = param("CONTENT_TYPE", NULL);
-	v = param("CONTENT_LENGTH", &len);
+	v = param("CONTENT_LENGTH", NULL);
 	SG(request_info).content_length = v ? ZEND_STRTOL(v, NULL, 10) : 0;
 	v = param("SERVER_PROTOCOL", NULL);
 	SG(request_info).proto_num = (v && strcmp(v, "HTTP/1.0") == 0) ? 1000 : 1100;
@@ -401,7 +399,6 @@ int tq_php_run(const tq_param *params, size_t n, const tq_io *io, int *app_statu
 {
 	tq_request req = {params, n, io, 0, 0};
 	zend_file_handle file;
-	int ok = 0;
 
 	current = &req;
 	request_info();
@@ -427,5 +424,5 @@ int tq_php_run(const tq_param *params, size_t n, const tq_io *io, int *app_statu
 	php_request_shutdown(NULL);
 	SG(server_context) = NULL;
 	current = NULL;
-	return ok;
+	return 0;
 }

@@ -189,26 +189,16 @@ async fn uploads_sessions_exit_and_fatal_errors() {
     let sid = cookie.split(';').next().unwrap().to_string();
     assert!(sid.starts_with("PHPSESSID="), "{cookie}");
     assert_eq!(r.text().await.unwrap(), "n=1");
-    let r = c
-        .get(tq.url("/app/exit.php"))
-        .header("Cookie", &sid)
-        .send()
-        .await
-        .unwrap();
+    let in_session = |query: &str| {
+        c.get(tq.url(&format!("/app/exit.php{query}")))
+            .header("Cookie", &sid)
+            .send()
+    };
+    let r = in_session("").await.unwrap();
     assert_eq!(r.text().await.unwrap(), "n=2");
-    let r = c
-        .get(tq.url("/app/exit.php?fatal=1"))
-        .header("Cookie", &sid)
-        .send()
-        .await
-        .unwrap();
+    let r = in_session("?fatal=1").await.unwrap();
     assert_eq!(r.status(), 500);
-    let r = c
-        .get(tq.url("/app/exit.php"))
-        .header("Cookie", &sid)
-        .send()
-        .await
-        .unwrap();
+    let r = in_session("").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "n=4");
 }
