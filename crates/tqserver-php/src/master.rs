@@ -3,18 +3,17 @@
 //! forks a replacement whenever one exits, as php-cgi's master does.
 //!
 //! Signals: the master waits for SIGCHLD, SIGTERM, SIGINT and SIGQUIT with
-//! them blocked (`sigwait`, no handlers). A child keeps SIGTERM blocked
-//! while it runs a request and unblocks it only while it waits for a
-//! connection or the next request on one (`ppoll`): SIGTERM ends an idle
-//! child at once and a busy one right after its request.
+//! them blocked (`sigwait`, no handlers). A child keeps the stop signals
+//! blocked and reads them from a signalfd whenever it waits for a
+//! connection or the next request on one (serve.rs): SIGTERM ends an idle
+//! child at once and a busy one right after its request; a worker script
+//! sees `tqserver_handle_request()` return false and ends as it chooses.
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
@@ -32,6 +31,20 @@ struct Args {
     version: bool,
     ini_file: Option<String>,
     settings: Vec<(String, String)>,
+    mode: Mode,
+}
+
+/// What the children run.
+#[derive(Default)]
+struct Mode {
+    /// `--worker PATH`: worker mode, this script (absolute).
+    worker: Option<String>,
+    /// `--root DIR`: the document root (the worker script's
+    /// `DOCUMENT_ROOT`).
+    root: Option<String>,
+    /// `--max-memory BYTES`: a worker whose script holds more after a
+    /// request is replaced.
+    max_memory: Option<usize>,
 }
 
 fn parse(args: &[OsString]) -> Result<Args, String> {
@@ -39,6 +52,7 @@ fn parse(args: &[OsString]) -> Result<Args, String> {
         version: false,
         ini_file: None,
         settings: Vec::new(),
+        mode: Mode::default(),
     };
     let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
     while let Some(a) = it.next() {
@@ -49,6 +63,15 @@ fn parse(args: &[OsString]) -> Result<Args, String> {
                 let kv = it.next().ok_or("-d needs key=value")?;
                 let (k, v) = kv.split_once('=').ok_or("-d needs key=value")?;
                 out.settings.push((k.to_string(), v.to_string()));
+            }
+            "--worker" => out.mode.worker = Some(it.next().ok_or("--worker needs a script")?),
+            "--root" => out.mode.root = Some(it.next().ok_or("--root needs a folder")?),
+            "--max-memory" => {
+                let v = it.next().ok_or("--max-memory needs a number of bytes")?;
+                out.mode.max_memory = Some(
+                    v.parse()
+                        .map_err(|_| format!("--max-memory {v}: not a number of bytes"))?,
+                );
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -95,7 +118,15 @@ pub fn main(args: &[OsString]) -> ExitCode {
         eprintln!("tqserver php: {e}");
         return ExitCode::FAILURE;
     }
-    run(children, &set)
+    // The children poll before accept(): a connection another child took
+    // first must not leave this one blocked in accept(), deaf to SIGTERM.
+    // (The flag is on the socket all children share; accepted sockets do
+    // not inherit it.)
+    let _ = nix::fcntl::fcntl(
+        std::io::stdin().as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    );
+    run(children, &set, &args.mode)
 }
 
 fn ignore_sigpipe() {
@@ -105,12 +136,12 @@ fn ignore_sigpipe() {
         unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
 }
 
-fn run(n: usize, set: &SigSet) -> ExitCode {
+fn run(n: usize, set: &SigSet, mode: &Mode) -> ExitCode {
     let mut live: Vec<Pid> = Vec::with_capacity(n);
     let mut quick_deaths = 0u32;
     loop {
         while live.len() < n {
-            match spawn() {
+            match spawn(mode, set) {
                 Ok(pid) => live.push(pid),
                 Err(e) => {
                     eprintln!("tqserver php: fork failed: {e}");
@@ -182,56 +213,112 @@ fn stop(live: &mut Vec<Pid>) {
     }
 }
 
-fn spawn() -> nix::Result<Pid> {
+fn spawn(mode: &Mode, stop: &SigSet) -> nix::Result<Pid> {
     // SAFETY: the master is single-threaded (PHP is built without ZTS and
     // the master starts no threads), so the child may run any code.
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => {
-            child();
-        }
+        ForkResult::Child => child(mode, stop),
     }
 }
 
-/// A child: accept on fd 0, serve, repeat; never returns.
-fn child() -> ! {
+/// A child: serves requests on fd 0 until a stop signal; never returns.
+fn child(mode: &Mode, stop: &SigSet) -> ! {
     // The master's death ends its children (TQServer starts a new one).
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    // Every signal but the stop signals unblocked at once; those only
-    // while idle (ppoll's mask).
-    let mut keep = SigSet::empty();
-    for s in STOP_SIGNALS {
-        keep.add(s);
-    }
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&keep), None);
-    let idle_mask = SigSet::empty();
+    // Every signal but the stop signals unblocked; those stay blocked and
+    // are read from a signalfd between requests (serve.rs).
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(stop), None);
     // SAFETY: fd 0 is the listening socket TQServer gave the master; this
     // process owns its copy and nothing else closes it.
     let listener = unsafe { OwnedFd::from_raw_fd(0) };
-    loop {
-        if !wait_readable(listener.as_fd(), &idle_mask) {
-            continue;
+    let pid = std::process::id();
+    let mut server = match serve::Server::new(listener, stop, mode.max_memory) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tqserver php[{pid}]: signalfd: {e}");
+            std::process::exit(1);
         }
-        let fd = match nix::sys::socket::accept(&listener) {
-            Ok(fd) => fd,
-            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
-            Err(e) => {
-                eprintln!("tqserver php[{}]: accept: {e}", std::process::id());
+    };
+    let Some(script) = &mode.worker else {
+        classic(&mut server);
+        std::process::exit(0);
+    };
+    let root = mode.root.clone().unwrap_or_else(|| {
+        std::path::Path::new(script)
+            .parent()
+            .map_or_else(|| "/".into(), |p| p.display().to_string())
+    });
+    let name = script
+        .strip_prefix(root.trim_end_matches('/'))
+        .filter(|n| n.starts_with('/'))
+        .map_or_else(
+            || {
+                format!(
+                    "/{}",
+                    std::path::Path::new(script)
+                        .file_name()
+                        .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+                )
+            },
+            str::to_string,
+        );
+    let boot: [(&[u8], &[u8]); 4] = [
+        (b"SCRIPT_FILENAME", script.as_bytes()),
+        (b"SCRIPT_NAME", name.as_bytes()),
+        (b"DOCUMENT_ROOT", root.as_bytes()),
+        (b"GATEWAY_INTERFACE", b"CGI/1.1"),
+    ];
+    // The worker script runs until it ends; exit(), a fatal error or
+    // max_memory end it with its request answered, and it boots again in
+    // this process (PHP's request shutdown frees all it held), so the
+    // connection TQServer keeps to this process stays good. Only a stop
+    // signal, or a script that ends before it handles a request, ends the
+    // process.
+    loop {
+        let before = server.served();
+        let ended = php::run_worker(&boot, &mut server);
+        let recycled = server.take_recycle();
+        if server.stopping() {
+            std::process::exit(0);
+        }
+        match ended {
+            Ok(_) if server.served() == before && !recycled => {
+                eprintln!(
+                    "tqserver php[{pid}]: the worker script {script} ended before it handled a request; it must loop on tqserver_handle_request()"
+                );
                 std::process::exit(1);
             }
-        };
-        let sock = File::from(fd);
-        let idle = sock.try_clone().ok();
-        let _ = serve::Conn::serve(sock, &mut || {
-            idle.as_ref()
-                .is_none_or(|s| wait_readable(s.as_fd(), &idle_mask))
-        });
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("tqserver php[{pid}]: PHP could not start the worker script {script}");
+                std::process::exit(1);
+            }
+        }
     }
 }
 
-/// Waits until `fd` is readable, with SIGTERM & co. unblocked meanwhile
-/// (their default action ends the idle process).
-fn wait_readable(fd: BorrowedFd<'_>, mask: &SigSet) -> bool {
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    matches!(ppoll(&mut fds, None, Some(*mask)), Ok(n) if n > 0)
+/// Classic mode: every request runs its script from scratch.
+fn classic(server: &mut serve::Server) {
+    while let Some(params) = server.next_request() {
+        let pairs: Vec<(&[u8], &[u8])> = params.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        let status = match php::run(&pairs, server) {
+            Ok(s) => s,
+            Err(php::RunError::Nul) => {
+                php::Io::write(
+                    server,
+                    b"Status: 400 Bad Request\r\nContent-Type: text/plain\r\n\r\nA CGI variable holds a NUL byte.\n",
+                );
+                0
+            }
+            Err(php::RunError::Startup) => {
+                php::Io::write(
+                    server,
+                    b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nPHP could not start the request.\n",
+                );
+                1
+            }
+        };
+        server.end_request(status, 0);
+    }
 }

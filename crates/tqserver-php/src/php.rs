@@ -17,6 +17,14 @@ pub trait Io {
     fn finish(&mut self);
     /// A message for the request's error log.
     fn log(&mut self, message: &[u8]);
+    /// Worker mode: blocks until the next request's CGI variables are in;
+    /// `None` when the worker script is to stop.
+    fn next_request(&mut self) -> Option<tqserver_fastcgi::Params> {
+        None
+    }
+    /// Worker mode: the request is over; `memory` is what the worker
+    /// script holds now (bytes of PHP's heap in use).
+    fn end_request(&mut self, _status: i32, _memory: usize) {}
 }
 
 /// Whether PHP is linked in.
@@ -54,6 +62,8 @@ mod ffi {
         pub read_body: extern "C" fn(*mut c_void, *mut c_char, usize) -> usize,
         pub finish: extern "C" fn(*mut c_void),
         pub log: extern "C" fn(*mut c_void, *const c_char, usize),
+        pub next: extern "C" fn(*mut c_void, *mut *const Param, *mut usize) -> c_int,
+        pub end: extern "C" fn(*mut c_void, c_int, usize),
     }
 
     unsafe extern "C" {
@@ -65,6 +75,64 @@ mod ffi {
             io: *const IoTable,
             app_status: *mut c_int,
         ) -> c_int;
+        pub fn tq_php_run_worker(
+            boot: *const Param,
+            n: usize,
+            io: *const IoTable,
+            app_status: *mut c_int,
+        ) -> c_int;
+    }
+}
+
+/// CGI variables as C strings, and the table sapi.c reads them through.
+#[cfg(tq_php)]
+#[derive(Default)]
+struct Held {
+    owned: Vec<(CString, CString)>,
+    table: Vec<ffi::Param>,
+}
+
+#[cfg(tq_php)]
+impl Held {
+    fn new<'a>(params: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Result<Self, RunError> {
+        let mut owned = Vec::new();
+        for (n, v) in params {
+            let n = CString::new(n).map_err(|_| RunError::Nul)?;
+            let v = CString::new(v).map_err(|_| RunError::Nul)?;
+            owned.push((n, v));
+        }
+        // The CStrings' buffers do not move when `owned` does.
+        let table = owned
+            .iter()
+            .map(|(n, v)| ffi::Param {
+                name: n.as_ptr(),
+                value: v.as_ptr(),
+                value_len: v.as_bytes().len(),
+            })
+            .collect();
+        Ok(Self { owned, table })
+    }
+}
+
+/// What a callback's ctx points to: the request's I/O, and (worker mode)
+/// the CGI variables of the request being run.
+#[cfg(tq_php)]
+struct Ctx<'a> {
+    io: &'a mut dyn Io,
+    held: Held,
+}
+
+#[cfg(tq_php)]
+fn io_table(ctx: &mut Ctx<'_>) -> ffi::IoTable {
+    ffi::IoTable {
+        ctx: std::ptr::from_mut(ctx).cast::<c_void>(),
+        write: cb_write,
+        flush: cb_flush,
+        read_body: cb_read_body,
+        finish: cb_finish,
+        log: cb_log,
+        next: cb_next,
+        end: cb_end,
     }
 }
 
@@ -128,40 +196,56 @@ pub fn version() -> String {
 /// these CGI variables, its I/O through `io`. The script's exit status.
 #[cfg(tq_php)]
 pub fn run(params: &[(&[u8], &[u8])], io: &mut dyn Io) -> Result<i32, RunError> {
-    let mut owned = Vec::with_capacity(params.len());
-    for (n, v) in params {
-        let n = CString::new(*n).map_err(|_| RunError::Nul)?;
-        let v = CString::new(*v).map_err(|_| RunError::Nul)?;
-        owned.push((n, v));
-    }
-    let table: Vec<ffi::Param> = owned
-        .iter()
-        .map(|(n, v)| ffi::Param {
-            name: n.as_ptr(),
-            value: v.as_ptr(),
-            value_len: v.as_bytes().len(),
-        })
-        .collect();
-    // The callbacks get a pointer to this fat pointer.
-    let mut io_ref: &mut dyn Io = io;
-    let io_table = ffi::IoTable {
-        ctx: (&raw mut io_ref).cast::<c_void>(),
-        write: cb_write,
-        flush: cb_flush,
-        read_body: cb_read_body,
-        finish: cb_finish,
-        log: cb_log,
+    let held = Held::new(params.iter().copied())?;
+    let mut ctx = Ctx {
+        io,
+        held: Held::default(),
     };
+    let table = io_table(&mut ctx);
     let mut status: c_int = 0;
-    // SAFETY: `table`, the strings it points into, `io_table` and the
-    // `io_ref` its ctx points to all live until the call returns; sapi.c
-    // keeps no pointer past it (`current` is reset before returning).
-    let r = unsafe { ffi::tq_php_run(table.as_ptr(), table.len(), &io_table, &mut status) };
+    // SAFETY: `held` (the strings and the table pointing into them),
+    // `table` and `ctx` all live until the call returns; sapi.c keeps no
+    // pointer past it (`current` is reset before returning).
+    let r = unsafe { ffi::tq_php_run(held.table.as_ptr(), held.table.len(), &table, &mut status) };
+    drop(held.owned);
     if r == 0 {
         Ok(status)
     } else {
         Err(RunError::Startup)
     }
+}
+
+/// Worker mode: runs the worker script (`SCRIPT_FILENAME` of `boot`, the
+/// CGI variables it starts with) once; each `tqserver_handle_request()`
+/// it calls takes the next request from [`Io::next_request`] and ends it
+/// with [`Io::end_request`]. Returns the script's exit status when it
+/// ends (it returned, exited, or a fatal error ended it).
+#[cfg(tq_php)]
+pub fn run_worker(boot: &[(&[u8], &[u8])], io: &mut dyn Io) -> Result<i32, RunError> {
+    let held = Held::new(boot.iter().copied())?;
+    let mut ctx = Ctx {
+        io,
+        held: Held::default(),
+    };
+    let table = io_table(&mut ctx);
+    let mut status: c_int = 0;
+    // SAFETY: as in `run`; the requests' variables live in `ctx.held`,
+    // replaced only by the next cb_next, when sapi.c is done with them.
+    let r = unsafe {
+        ffi::tq_php_run_worker(held.table.as_ptr(), held.table.len(), &table, &mut status)
+    };
+    drop(held.owned);
+    if r == 0 {
+        Ok(status)
+    } else {
+        Err(RunError::Startup)
+    }
+}
+
+/// Worker mode: not built in.
+#[cfg(not(tq_php))]
+pub fn run_worker(_: &[(&[u8], &[u8])], _: &mut dyn Io) -> Result<i32, RunError> {
+    Err(RunError::Startup)
 }
 
 /// Runs one request: not built in.
@@ -170,15 +254,26 @@ pub fn run(_: &[(&[u8], &[u8])], _: &mut dyn Io) -> Result<i32, RunError> {
     Err(RunError::Startup)
 }
 
+/// The `Ctx` behind a callback's ctx.
+///
+/// # Safety
+/// `ctx` is the table's ctx of a [`run`] or [`run_worker`] still running.
+#[cfg(tq_php)]
+unsafe fn ctx_of<'a, 'b>(ctx: *mut c_void) -> &'a mut Ctx<'b> {
+    // SAFETY: per the contract, ctx points to the running call's `Ctx`,
+    // which that call does not touch meanwhile; PHP calls back on this
+    // thread only, one callback at a time.
+    unsafe { &mut *ctx.cast::<Ctx<'b>>() }
+}
+
 /// The `Io` behind a callback's ctx.
 ///
 /// # Safety
-/// `ctx` is the `io_table.ctx` of a [`run`] still running.
+/// As [`ctx_of`].
 #[cfg(tq_php)]
 unsafe fn io_of<'a>(ctx: *mut c_void) -> &'a mut dyn Io {
-    // SAFETY: per the contract, ctx points to `run`'s live `io_ref`, and
-    // PHP calls back on this thread only, one callback at a time.
-    unsafe { &mut **ctx.cast::<&mut dyn Io>() }
+    // SAFETY: per the contract.
+    unsafe { &mut *ctx_of(ctx).io }
 }
 
 #[cfg(tq_php)]
@@ -234,4 +329,34 @@ extern "C" fn cb_log(ctx: *mut c_void, msg: *const c_char, len: usize) {
         )
     };
     io.log(bytes);
+}
+
+#[cfg(tq_php)]
+extern "C" fn cb_next(ctx: *mut c_void, params: *mut *const ffi::Param, n: *mut usize) -> c_int {
+    // SAFETY: sapi.c passes its ctx and two places to write to.
+    let ctx = unsafe { ctx_of(ctx) };
+    loop {
+        let Some(next) = ctx.io.next_request() else {
+            return 0;
+        };
+        // serve.rs answers a NUL byte with 400 before; never here.
+        let Ok(held) = Held::new(next.iter().map(|(n, v)| (&n[..], &v[..]))) else {
+            ctx.io.end_request(0, 0);
+            continue;
+        };
+        ctx.held = held;
+        // SAFETY: the out-pointers are sapi.c's locals; the table lives in
+        // ctx.held until the next cb_next.
+        unsafe {
+            *params = ctx.held.table.as_ptr();
+            *n = ctx.held.table.len();
+        }
+        return 1;
+    }
+}
+
+#[cfg(tq_php)]
+extern "C" fn cb_end(ctx: *mut c_void, status: c_int, memory: usize) {
+    // SAFETY: as cb_write.
+    unsafe { io_of(ctx) }.end_request(status, memory);
 }

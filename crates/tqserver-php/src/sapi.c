@@ -22,6 +22,7 @@
 #include <zend_ini.h>
 #include <zend_smart_str.h>
 #include <zend_exceptions.h>
+#include <ext/spl/spl_exceptions.h>
 
 #include <unistd.h>
 
@@ -45,6 +46,12 @@ typedef struct {
 	void (*finish)(void *ctx);
 	/* A line for the request's error log (FastCGI STDERR). */
 	void (*log)(void *ctx, const char *msg, size_t len);
+	/* Worker mode: blocks until the next request; its variables in
+	 * *params (valid until the next call). 0: the worker is to stop. */
+	int (*next)(void *ctx, const tq_param **params, size_t *n);
+	/* Worker mode: the request is over; `memory` is what the script
+	 * holds now. */
+	void (*end)(void *ctx, int status, size_t memory);
 } tq_io;
 
 typedef struct {
@@ -56,6 +63,20 @@ typedef struct {
 } tq_request;
 
 static tq_request *current = NULL;
+
+/* Worker mode (php.worker): the worker script runs once, as a request of
+ * its own (`boot`, no client: its output goes to the log), and each
+ * tqserver_handle_request() swaps in a client request (`req`) around the
+ * callback: PHP's per-request layer (output, headers, the SAPI's request
+ * state, the superglobals, sessions) is ended and started again, while
+ * the script's own state (objects, statics, included code) stays. */
+static struct {
+	int on;			/* a worker script is running */
+	int layer;		/* a per-request layer is active */
+	int in_request;		/* a client request is being handled */
+	tq_request boot;
+	tq_request req;
+} worker;
 
 static const char *param(const char *name, size_t *len)
 {
@@ -73,6 +94,19 @@ static const char *param(const char *name, size_t *len)
 	return NULL;
 }
 
+/* The client is gone: connection_aborted() is 1 from now on. Without
+ * ignore_user_abort a classic script ends here, as under php-fpm; a worker
+ * script's request goes on to its end (ending the script would cost the
+ * worker, not the request). */
+static void aborted(void)
+{
+	if (worker.on) {
+		PG(connection_status) |= PHP_CONNECTION_ABORTED;
+	} else {
+		php_handle_aborted_connection();
+	}
+}
+
 static size_t tq_ub_write(const char *str, size_t len)
 {
 	if (!current || current->finished) {
@@ -81,9 +115,7 @@ static size_t tq_ub_write(const char *str, size_t len)
 	}
 	if (current->client_gone || !current->io->write(current->io->ctx, str, len)) {
 		current->client_gone = 1;
-		/* connection_aborted() is 1 from now on; without
-		 * ignore_user_abort the script ends here, as under php-fpm. */
-		php_handle_aborted_connection();
+		aborted();
 		return 0;
 	}
 	return len;
@@ -94,7 +126,7 @@ static void tq_flush(void *server_context)
 	if (current && !current->finished && !current->client_gone) {
 		if (!current->io->flush(current->io->ctx)) {
 			current->client_gone = 1;
-			php_handle_aborted_connection();
+			aborted();
 		}
 	}
 }
@@ -113,7 +145,8 @@ static int tq_send_headers(sapi_headers_struct *headers)
 	zend_llist_position pos;
 	sapi_header_struct *h;
 
-	if (SG(request_info).no_headers == 1) {
+	if (SG(request_info).no_headers == 1 || (worker.on && current == &worker.boot)) {
+		/* No client: a worker script outside a request. */
 		return SAPI_HEADER_SENT_SUCCESSFULLY;
 	}
 	for (h = zend_llist_get_first_ex(&headers->headers, &pos); h;
@@ -241,7 +274,10 @@ static int tq_activate(void)
 	const char *root = param("DOCUMENT_ROOT", &root_len);
 	HashTable conf;
 
-	if (!script || !name || !*name) {
+	if (!script || !name || !*name || worker.in_request) {
+		/* A worker script's requests keep the settings it started
+		 * with: PHP restores .user.ini values only at the end of the
+		 * script, so per-request ones would pile up. */
 		return SUCCESS;
 	}
 	char *dir = estrdup(script);
@@ -300,8 +336,17 @@ PHP_FUNCTION(fastcgi_finish_request)
 	RETURN_TRUE;
 }
 
+ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_handle, 0, 1, _IS_BOOL, 0)
+	ZEND_ARG_TYPE_INFO(0, callback, IS_CALLABLE, 0)
+ZEND_END_ARG_INFO()
+
+PHP_FUNCTION(tqserver_handle_request);
+
 static const zend_function_entry tq_functions[] = {
 	ZEND_FE(fastcgi_finish_request, arginfo_finish)
+	ZEND_FE(tqserver_handle_request, arginfo_handle)
+	/* FrankenPHP's name, so its worker scripts run unchanged. */
+	ZEND_NAMED_FE(frankenphp_handle_request, ZEND_FN(tqserver_handle_request), arginfo_handle)
 	ZEND_FE_END
 };
 
@@ -425,4 +470,243 @@ int tq_php_run(const tq_param *params, size_t n, const tq_io *io, int *app_statu
 	SG(server_context) = NULL;
 	current = NULL;
 	return 0;
+}
+
+/* A module's request start or end (RINIT/RSHUTDOWN), by name. */
+static void module_request(const char *name, int start)
+{
+	zend_module_entry *m = zend_hash_str_find_ptr(&module_registry, name, strlen(name));
+	if (!m) {
+		return;
+	}
+	if (start && m->request_startup_func) {
+		m->request_startup_func(m->type, m->module_number);
+	} else if (!start && m->request_shutdown_func) {
+		m->request_shutdown_func(m->type, m->module_number);
+	}
+}
+
+/* The superglobals of the request now in SG(request_info), built again:
+ * the worker script's code was compiled once, so the JIT ones ($_SERVER,
+ * $_REQUEST) are not armed again by the compiler. $_ENV and $GLOBALS stay;
+ * $_FILES is filled while $_POST is parsed, so it is emptied first. */
+static void superglobals(void)
+{
+	zend_auto_global *g;
+	zval *files = &PG(http_globals)[TRACK_VARS_FILES];
+
+	zval_ptr_dtor_nogc(files);
+	ZVAL_UNDEF(files);
+	ZEND_HASH_FOREACH_PTR(CG(auto_globals), g) {
+		if (!g->auto_global_callback || zend_string_equals_literal(g->name, "_ENV") ||
+		    zend_string_equals_literal(g->name, "GLOBALS")) {
+			continue;
+		}
+		if (g->jit && !zend_string_equals_literal(g->name, "_SERVER") &&
+		    !zend_hash_exists(&EG(symbol_table), g->name)) {
+			/* Never used so far: the compiler arms it if code that
+			 * uses it is compiled later. */
+			continue;
+		}
+		g->armed = g->auto_global_callback(g->name);
+	} ZEND_HASH_FOREACH_END();
+}
+
+/* Starts PHP's per-request layer for the request in `current`: what
+ * php_request_startup() does above the engine, which keeps running. */
+static int layer_start(void)
+{
+	int ok = SUCCESS;
+
+	request_info();
+	zend_try {
+		php_output_activate();
+		PG(header_is_being_sent) = 0;
+		PG(connection_status) = PHP_CONNECTION_NORMAL;
+		sapi_activate();
+		if (PG(expose_php)) {
+			sapi_add_header(SAPI_PHP_VERSION_HEADER, sizeof(SAPI_PHP_VERSION_HEADER) - 1, 1);
+		}
+		if (PG(output_handler) && PG(output_handler)[0]) {
+			zval handler;
+			ZVAL_STRING(&handler, PG(output_handler));
+			php_output_start_user(&handler, 0, PHP_OUTPUT_HANDLER_STDFLAGS);
+			zval_ptr_dtor(&handler);
+		} else if (PG(output_buffering)) {
+			php_output_start_user(NULL, PG(output_buffering) > 1 ? PG(output_buffering) : 0,
+					      PHP_OUTPUT_HANDLER_STDFLAGS);
+		} else if (PG(implicit_flush)) {
+			php_output_set_implicit_flush(1);
+		}
+		superglobals();
+		/* A fresh session state (session.auto_start included). */
+		module_request("session", 1);
+	} zend_catch {
+		ok = FAILURE;
+	} zend_end_try();
+	worker.layer = 1;
+	return ok;
+}
+
+/* Ends the per-request layer: output flushed, headers sent, the session
+ * written and closed, the SAPI's request state (headers, the body, uploaded
+ * files) freed. A session save handler set outside a request does not
+ * survive this: set it in the callback. */
+static void layer_end(void)
+{
+	php_stream *body;
+
+	zend_try {
+		php_output_end_all();
+	} zend_end_try();
+	zend_try {
+		module_request("session", 0);
+	} zend_end_try();
+	/* filter keeps raw copies of the input arrays for filter_input(). */
+	module_request("filter", 0);
+	zend_hash_str_del(&EG(symbol_table), "_SESSION", sizeof("_SESSION") - 1);
+	zend_try {
+		php_output_deactivate();
+	} zend_end_try();
+	body = SG(request_info).request_body;
+	zend_try {
+		sapi_deactivate();
+	} zend_end_try();
+	/* The request body's temporary stream (php://input) would otherwise
+	 * live until the script ends: one per request. */
+	if (body && body->res && GC_REFCOUNT(body->res) == 1) {
+		php_stream_close(body);
+	}
+	SG(sapi_headers).http_response_code = 200;
+	worker.layer = 0;
+}
+
+/* tqserver_handle_request(callable $handler): bool — waits for the next
+ * request and runs $handler for it with that request's superglobals,
+ * output and headers; false when the worker is to stop (TQServer stops or
+ * replaces it, php.worker_max_memory). An uncaught exception is that
+ * request's fatal error (500) and the worker goes on; exit() or a fatal
+ * error ends the worker script after its request's answer is sent. */
+PHP_FUNCTION(tqserver_handle_request)
+{
+	zend_fcall_info fci;
+	zend_fcall_info_cache fcc;
+	const tq_param *params = NULL;
+	size_t n = 0;
+	zval retval;
+
+	ZEND_PARSE_PARAMETERS_START(1, 1)
+		Z_PARAM_FUNC(fci, fcc)
+	ZEND_PARSE_PARAMETERS_END();
+	if (!worker.on) {
+		zend_throw_exception(spl_ce_RuntimeException,
+				     "tqserver_handle_request() works in a worker script only (php.worker in worker.yaml)", 0);
+		RETURN_THROWS();
+	}
+	if (worker.in_request) {
+		zend_throw_exception(spl_ce_RuntimeException,
+				     "tqserver_handle_request() was called inside a request's handler", 0);
+		RETURN_THROWS();
+	}
+	/* No max_execution_time while waiting for a request. */
+	zend_unset_timeout();
+	if (worker.layer) {
+		/* The first call: the script's own start-up layer ends. */
+		layer_end();
+	}
+	if (!worker.boot.io->next(worker.boot.io->ctx, &params, &n)) {
+		/* A layer again for the rest of the script (shutdown
+		 * functions, destructors), whose output goes to the log. */
+		current = &worker.boot;
+		layer_start();
+		RETURN_FALSE;
+	}
+	worker.req.params = params;
+	worker.req.n = n;
+	worker.req.finished = 0;
+	worker.req.client_gone = 0;
+	current = &worker.req;
+	worker.in_request = 1;
+	EG(exit_status) = 0;
+	if (layer_start() == SUCCESS) {
+		zend_set_timeout(EG(timeout_seconds), 0);
+		ZVAL_UNDEF(&retval);
+		fci.retval = &retval;
+		fci.params = NULL;
+		fci.param_count = 0;
+		zend_call_function(&fci, &fcc);
+		zval_ptr_dtor(&retval);
+		if (EG(exception)) {
+			if (zend_is_unwind_exit(EG(exception)) || zend_is_graceful_exit(EG(exception))) {
+				/* exit(): the script ends (tq_php_run_worker
+				 * ends this request). */
+				RETURN_THROWS();
+			}
+			/* Reported as PHP reports an uncaught exception at the
+			 * top of a script (a fatal error: 500 unless headers
+			 * were sent), without ending the worker. */
+			zend_exception_error(EG(exception), E_ERROR);
+		}
+		zend_unset_timeout();
+	}
+	layer_end();
+	worker.in_request = 0;
+	current = &worker.boot;
+	worker.boot.io->end(worker.boot.io->ctx, EG(exit_status), zend_memory_usage(0));
+	EG(exit_status) = 0;
+	RETURN_TRUE;
+}
+
+/* Worker mode: runs the worker script (`boot`: its variables, no client)
+ * until it ends; its requests come through io->next. 0, or -1 when PHP
+ * could not start the script; *app_status gets its exit status. */
+int tq_php_run_worker(const tq_param *boot, size_t n, const tq_io *io, int *app_status)
+{
+	zend_file_handle file;
+	int ret = 0;
+
+	memset(&worker, 0, sizeof worker);
+	worker.boot = (tq_request){boot, n, io, 0, 0};
+	worker.req.io = io;
+	current = &worker.boot;
+	request_info();
+	const char *script = SG(request_info).path_translated;
+	if (!script || access(script, R_OK) != 0) {
+		size_t len = 0;
+		const char *name = param("SCRIPT_FILENAME", &len);
+		char line[512];
+		int k = snprintf(line, sizeof line, "the worker script %.400s cannot be read", name ? name : "(none)");
+		io->log(io->ctx, line, k > 0 ? (size_t)k : 0);
+		current = NULL;
+		SG(server_context) = NULL;
+		return -1;
+	}
+	if (php_request_startup() == FAILURE) {
+		current = NULL;
+		SG(server_context) = NULL;
+		return -1;
+	}
+	worker.on = 1;
+	worker.layer = 1;
+	zend_stream_init_filename(&file, script);
+	file.primary_script = 1;
+	php_execute_script(&file);
+	zend_destroy_file_handle(&file);
+	*app_status = EG(exit_status);
+	if (!worker.layer) {
+		/* It returned from a handled request without asking for the
+		 * next one: a layer for the end of the script. */
+		current = &worker.boot;
+		layer_start();
+	}
+	/* Shutdown functions and destructors run here; a request cut short
+	 * by exit() or a fatal error gets its output and headers now. */
+	php_request_shutdown(NULL);
+	if (worker.in_request) {
+		io->end(io->ctx, *app_status, 0);
+	}
+	memset(&worker, 0, sizeof worker);
+	current = NULL;
+	SG(server_context) = NULL;
+	return ret;
 }

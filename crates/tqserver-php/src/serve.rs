@@ -1,13 +1,24 @@
-//! One FastCGI connection of a worker process: records decoded with
-//! tqserver-fastcgi's sans-IO codec over a blocking socket, one request at
-//! a time (a PHP process runs one script at a time, as php-cgi's children
-//! do; `FCGI_MPXS_CONNS` is 0). The request body is read as PHP asks for
-//! it, never buffered whole.
+//! The FastCGI side of a worker process: connections accepted on the
+//! master's listening socket, records decoded with tqserver-fastcgi's
+//! sans-IO codec over blocking sockets, one request at a time (a PHP
+//! process runs one script at a time, as php-cgi's children do;
+//! `FCGI_MPXS_CONNS` is 0). The request body is read as PHP asks for it,
+//! never buffered whole.
+//!
+//! [`Server`] is pulled: [`Server::next_request`] blocks until a request's
+//! CGI variables are in, PHP runs it through [`php::Io`], and
+//! [`Server::end_request`] completes it. Classic mode runs a script for
+//! each request; worker mode calls the same two from inside the worker
+//! script's `tqserver_handle_request()`.
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use bytes::BytesMut;
+use nix::poll::{PollFd, PollFlags, poll};
+use nix::sys::signal::SigSet;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use tqserver_fastcgi::proto::record::{
     self, KEEP_CONN, encode_end_request, encode_stream, encode_stream_end, encode_unknown_type,
 };
@@ -22,17 +33,251 @@ const OUT_HIGH_WATER: usize = 64 << 10;
 /// Read size.
 const READ_CHUNK: usize = 64 << 10;
 
-/// How a connection ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum End {
-    /// The web server closed it (or asked for it closed after a request).
-    Closed,
-    /// Bytes that are not FastCGI, or a broken socket.
-    Broken(String),
+/// The CGI variable TQServer's shared pool sends to learn which process
+/// accepted its connection; answered with the pid, without PHP (a worker
+/// script would take any request as its own).
+pub const PID_PROBE: &str = "TQSERVER_PID_PROBE";
+
+/// A worker process's requests: the listening socket, the connection being
+/// served, and the stop signals (a signalfd: they stay blocked, and a
+/// request always finishes before the process stops).
+pub struct Server {
+    listener: OwnedFd,
+    stop: SignalFd,
+    conn: Option<Conn>,
+    stopping: bool,
+    /// The worker script is to end and boot again (worker mode).
+    recycle: bool,
+    /// `php.worker_max_memory`: after a request that leaves the worker
+    /// script holding more, it ends and boots again (worker mode).
+    max_memory: Option<usize>,
+    served: u64,
 }
 
-/// A connection being served.
-pub struct Conn {
+/// Whether a wait found data or a stop signal.
+enum Woke {
+    Readable,
+    Stop,
+}
+
+impl Server {
+    /// Serves connections accepted on `listener` (non-blocking, shared
+    /// with the master's other children) until one of `stop_signals`
+    /// (blocked in this process) arrives.
+    pub fn new(
+        listener: OwnedFd,
+        stop_signals: &SigSet,
+        max_memory: Option<usize>,
+    ) -> nix::Result<Self> {
+        let stop = SignalFd::with_flags(stop_signals, SfdFlags::SFD_NONBLOCK)?;
+        Ok(Self {
+            listener,
+            stop,
+            conn: None,
+            stopping: false,
+            recycle: false,
+            max_memory,
+            served: 0,
+        })
+    }
+
+    /// How many requests this process has completed.
+    pub fn served(&self) -> u64 {
+        self.served
+    }
+
+    /// Whether a stop signal arrived (the process is to end).
+    pub fn stopping(&self) -> bool {
+        self.stopping
+    }
+
+    /// Whether the worker script was told to end so that a fresh one
+    /// boots (`max_memory`); clears it.
+    pub fn take_recycle(&mut self) -> bool {
+        std::mem::take(&mut self.recycle)
+    }
+
+    /// Blocks until the next request's CGI variables are in; `None` when
+    /// the process is to stop (a stop signal, a broken listening socket)
+    /// or the worker script to boot again (`max_memory`). Connections the web server closes are replaced
+    /// by the next one accepted.
+    pub fn next_request(&mut self) -> Option<Params> {
+        loop {
+            if self.stopping || self.recycle {
+                return None;
+            }
+            if self.conn.is_none() {
+                if let Woke::Stop = wait(&self.stop, &mut self.stopping, self.listener.as_fd()) {
+                    return None;
+                }
+                match nix::sys::socket::accept(&self.listener) {
+                    Ok(fd) => self.conn = Some(Conn::new(File::from(fd))),
+                    // Another child took it, or a signal.
+                    Err(
+                        nix::errno::Errno::EAGAIN
+                        | nix::errno::Errno::EINTR
+                        | nix::errno::Errno::ECONNABORTED,
+                    ) => continue,
+                    Err(e) => {
+                        eprintln!("tqserver php[{}]: accept: {e}", std::process::id());
+                        self.stopping = true;
+                        return None;
+                    }
+                }
+            }
+            let mut conn = self.conn.take()?;
+            if conn.inbuf.is_empty()
+                && !conn.eof
+                && matches!(
+                    wait(&self.stop, &mut self.stopping, conn.sock.as_fd()),
+                    Woke::Stop
+                )
+            {
+                return None;
+            }
+            // Closed or broken: the next connection.
+            let Ok(Some(params)) = conn.next_request() else {
+                continue;
+            };
+            // Answered here, without PHP: which process this is, or
+            // variables no web server sends.
+            let answer = if params.get(PID_PROBE).is_some() {
+                format!("Content-Type: text/plain\r\n\r\n{}", std::process::id()).into_bytes()
+            } else if params.iter().any(|(n, v)| n.contains(&0) || v.contains(&0)) {
+                b"Status: 400 Bad Request\r\nContent-Type: text/plain\r\n\r\nA CGI variable holds a NUL byte.\n".to_vec()
+            } else {
+                self.conn = Some(conn);
+                return Some(params);
+            };
+            php::Io::write(&mut conn, &answer);
+            conn.end(0);
+            conn.drain();
+            if conn.keep {
+                self.conn = Some(conn);
+            }
+        }
+    }
+
+    /// Completes the request [`Server::next_request`] returned: the end of
+    /// its response (unless `fastcgi_finish_request()` sent it), what is
+    /// left of its body read and dropped. `memory`: what the worker script
+    /// holds now (worker mode; 0 otherwise).
+    pub fn end_request(&mut self, status: i32, memory: usize) {
+        self.served += 1;
+        if let Some(mut conn) = self.conn.take() {
+            if conn.active {
+                if !conn.finished {
+                    conn.end(status);
+                }
+                conn.drain();
+                conn.active = false;
+            }
+            if conn.keep && !conn.broken {
+                self.conn = Some(conn);
+            }
+        }
+        if let Some(max) = self.max_memory {
+            if memory > max {
+                eprintln!(
+                    "tqserver php[{}]: the worker script holds {memory} bytes after its request, above php.worker_max_memory ({max}); it ends and boots again",
+                    std::process::id()
+                );
+                self.recycle = true;
+            }
+        }
+    }
+}
+
+/// Waits until `fd` is readable or a stop signal is pending (`stopping`
+/// is then set).
+fn wait(stop: &SignalFd, stopping: &mut bool, fd: BorrowedFd<'_>) -> Woke {
+    if *stopping {
+        return Woke::Stop;
+    }
+    let mut fds = [
+        PollFd::new(fd, PollFlags::POLLIN),
+        PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+    ];
+    loop {
+        match poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Ok(_) => {
+                if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                    *stopping = true;
+                    return Woke::Stop;
+                }
+                if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+                    return Woke::Readable;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => {
+                *stopping = true;
+                return Woke::Stop;
+            }
+        }
+    }
+}
+
+impl php::Io for Server {
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        match self.conn.as_mut() {
+            Some(c) if c.active => c.write(bytes),
+            // Outside a request (a worker script booting): the log.
+            _ => {
+                log_outside(bytes);
+                true
+            }
+        }
+    }
+
+    fn flush(&mut self) -> bool {
+        match self.conn.as_mut() {
+            Some(c) if c.active => c.flush(),
+            _ => true,
+        }
+    }
+
+    fn read_body(&mut self, buf: &mut [u8]) -> usize {
+        match self.conn.as_mut() {
+            Some(c) if c.active => c.read_body(buf),
+            _ => 0,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(c) = self.conn.as_mut().filter(|c| c.active) {
+            c.finish();
+        }
+    }
+
+    fn log(&mut self, message: &[u8]) {
+        match self.conn.as_mut() {
+            Some(c) if c.active => c.log(message),
+            _ => log_outside(message),
+        }
+    }
+
+    fn next_request(&mut self) -> Option<Params> {
+        Server::next_request(self)
+    }
+
+    fn end_request(&mut self, status: i32, memory: usize) {
+        Server::end_request(self, status, memory);
+    }
+}
+
+/// Output or a message with no request to go to: the process's stderr,
+/// which TQServer logs as the worker's.
+fn log_outside(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let text = String::from_utf8_lossy(bytes);
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let _ = writeln!(err, "{line}");
+    }
+}
+
+/// One FastCGI connection.
+struct Conn {
     sock: File,
     inbuf: BytesMut,
     /// Where reads land (allocated and zeroed once per connection).
@@ -40,6 +285,8 @@ pub struct Conn {
     out: BytesMut,
     /// The request being run, and whether its STDIN has ended.
     id: u16,
+    active: bool,
+    keep: bool,
     stdin_done: bool,
     /// Body bytes read from a record but not yet given to PHP.
     pending: bytes::Bytes,
@@ -49,23 +296,21 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Serves `sock` until the web server closes it. `idle` is called
-    /// before each wait for a new request (the master's children unblock
-    /// SIGTERM there); false skips the wait.
-    pub fn serve(sock: File, idle: &mut dyn FnMut() -> bool) -> End {
-        let mut c = Conn {
+    fn new(sock: File) -> Self {
+        Conn {
             sock,
             inbuf: BytesMut::with_capacity(READ_CHUNK),
             scratch: vec![0; READ_CHUNK],
             out: BytesMut::with_capacity(16 << 10),
             id: 0,
+            active: false,
+            keep: true,
             stdin_done: true,
             pending: bytes::Bytes::new(),
             finished: false,
             broken: false,
             eof: false,
-        };
-        c.run(idle)
+        }
     }
 
     fn next_record(&mut self) -> Result<Option<Record>, String> {
@@ -105,15 +350,12 @@ impl Conn {
         true
     }
 
-    fn run(&mut self, idle: &mut dyn FnMut() -> bool) -> End {
+    /// Records until a request's PARAMS are complete; `None` when the web
+    /// server closed the connection.
+    fn next_request(&mut self) -> Result<Option<Params>, String> {
         loop {
-            if self.inbuf.is_empty() && !self.eof {
-                idle();
-            }
-            let rec = match self.next_record() {
-                Ok(Some(r)) => r,
-                Ok(None) => return End::Closed,
-                Err(e) => return End::Broken(e),
+            let Some(rec) = self.next_record()? else {
+                return Ok(None);
             };
             match rec.body {
                 Body::GetValues(asked) => {
@@ -129,7 +371,7 @@ impl Conn {
                     if record::encode_get_values_result(&mut self.out, &values).is_err()
                         || !self.send()
                     {
-                        return End::Broken("cannot answer FCGI_GET_VALUES".into());
+                        return Err("cannot answer FCGI_GET_VALUES".into());
                     }
                 }
                 Body::BeginRequest { role, flags } => {
@@ -141,14 +383,13 @@ impl Conn {
                             ProtocolStatus::UnknownRole,
                         );
                         if !self.send() {
-                            return End::Broken("write failed".into());
+                            return Err("write failed".into());
                         }
                         continue;
                     }
-                    match self.request(rec.request_id) {
-                        Ok(()) if flags & KEEP_CONN != 0 && !self.broken => {}
-                        Ok(()) => return End::Closed,
-                        Err(e) => return End::Broken(e),
+                    self.keep = flags & KEEP_CONN != 0;
+                    if let Some(params) = self.params(rec.request_id)? {
+                        return Ok(Some(params));
                     }
                 }
                 // Not ours (a request already ended, or never begun).
@@ -156,19 +397,18 @@ impl Conn {
                 Body::Unrecognized { record_type, .. } => {
                     encode_unknown_type(&mut self.out, record_type);
                     if !self.send() {
-                        return End::Broken("write failed".into());
+                        return Err("write failed".into());
                     }
                 }
                 Body::EndRequest { .. } | Body::GetValuesResult(_) | Body::UnknownType(_) => {
-                    return End::Broken("a record only an application sends".into());
+                    return Err("a record only an application sends".into());
                 }
             }
         }
     }
 
-    /// One request: its PARAMS, then PHP, then the end of the response;
-    /// what is left of its STDIN is read and dropped.
-    fn request(&mut self, id: u16) -> Result<(), String> {
+    /// A request's PARAMS; `None` when it was aborted before they ended.
+    fn params(&mut self, id: u16) -> Result<Option<Params>, String> {
         let mut collector = ParamsCollector::new(Limits::default());
         let params = loop {
             let rec = self
@@ -187,7 +427,7 @@ impl Conn {
                 Body::AbortRequest if rec.request_id == id => {
                     encode_end_request(&mut self.out, id, 0, ProtocolStatus::RequestComplete);
                     self.send();
-                    return Ok(());
+                    return Ok(None);
                 }
                 Body::BeginRequest { .. } => {
                     encode_end_request(
@@ -202,37 +442,11 @@ impl Conn {
             }
         };
         self.id = id;
+        self.active = true;
         self.stdin_done = false;
         self.pending = bytes::Bytes::new();
         self.finished = false;
-        let pairs: Vec<(&[u8], &[u8])> = params.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-        let status = match php::run(&pairs, self) {
-            Ok(s) => s,
-            Err(php::RunError::Nul) => {
-                php::Io::write(
-                    self,
-                    b"Status: 400 Bad Request\r\nContent-Type: text/plain\r\n\r\nA CGI variable holds a NUL byte.\n",
-                );
-                0
-            }
-            Err(php::RunError::Startup) => {
-                php::Io::write(
-                    self,
-                    b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nPHP could not start the request.\n",
-                );
-                1
-            }
-        };
-        if !self.finished {
-            self.end(status);
-        }
-        // The rest of the body, which the script did not read.
-        let mut sink = [0u8; 8192];
-        while !self.stdin_done && self.read_stdin(&mut sink) > 0 {}
-        if self.broken {
-            return Err("the web server went away".into());
-        }
-        Ok(())
+        Ok(Some(params))
     }
 
     fn end(&mut self, status: i32) {
@@ -245,6 +459,13 @@ impl Conn {
         );
         self.send();
         self.finished = true;
+    }
+
+    /// The rest of the body, which the script did not read.
+    fn drain(&mut self) {
+        let mut sink = [0u8; 8192];
+        while !self.stdin_done && self.read_stdin(&mut sink) > 0 {}
+        self.active = false;
     }
 
     fn read_stdin(&mut self, buf: &mut [u8]) -> usize {
@@ -315,7 +536,9 @@ impl php::Io for Conn {
     }
 
     fn finish(&mut self) {
-        self.end(0);
+        if !self.finished {
+            self.end(0);
+        }
     }
 
     fn log(&mut self, message: &[u8]) {

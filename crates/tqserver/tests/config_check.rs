@@ -218,7 +218,7 @@ fn the_cgi_backend_and_fastcgi_listener_keys_are_checked() {
     let err = check_fails(&p);
     assert!(
         err.contains(
-            "php.pool.listen_address: the cgi backend gives each php-cgi process its own address"
+            "php.pool.listen_address: the cgi backend gives each PHP process its own address"
         ),
         "{err}"
     );

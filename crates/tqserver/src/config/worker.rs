@@ -241,6 +241,8 @@ struct PhpSection {
     front_controller: Option<bool>,
     request_buffering: Option<bool>,
     params: Option<serde_yaml_ng::Mapping>,
+    worker: Option<String>,
+    worker_max_memory: Option<SizeValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -700,6 +702,14 @@ pub struct PhpConfig {
     /// `fastcgi_request_buffering`). Off, the body streams to PHP as it
     /// arrives, and a slow client holds a process all that time.
     pub request_buffering: bool,
+    /// `php.worker` (backend: embed): worker mode, this script (absolute),
+    /// which boots once per process and loops on
+    /// `tqserver_handle_request()`; every request that is not a static
+    /// file goes to it.
+    pub worker: Option<PathBuf>,
+    /// `php.worker_max_memory`: a worker process whose script holds more
+    /// than this after a request is replaced.
+    pub worker_max_memory: Option<u64>,
 }
 
 /// Per-worker logging (`logging.*`).
@@ -1101,7 +1111,7 @@ impl WorkerFile {
         if backend.on_own_pool() && matches!(pool.listen, Listen::Unix(_) | Listen::Tcp(_)) {
             errors.push(err(
                 "php.pool.listen_address",
-                "the cgi backend gives each php-cgi process its own address: leave listen_address out (Unix sockets in the runtime directory) or give an IP (ports from the range)".into(),
+                format!("the {} backend gives each PHP process its own address: leave listen_address out (Unix sockets in the runtime directory) or give an IP (ports from the range)", backend.as_str()),
             ));
         }
         if let (true, Listen::TcpFromRange(ip)) = (backend.on_own_pool(), &pool.listen) {
@@ -1133,6 +1143,49 @@ impl WorkerFile {
                 }
                 doc
             }
+        };
+        let worker_script = match php.worker.as_deref() {
+            None => None,
+            Some(_) if backend != PhpBackend::Embed => {
+                errors.push(err(
+                    "php.worker",
+                    "worker mode runs on TQServer's own PHP runtime: add php.backend: embed".into(),
+                ));
+                None
+            }
+            Some(w) => {
+                let p = dir.join(w);
+                match std::path::absolute(&p).and_then(|p| p.canonicalize()) {
+                    Ok(c) if c.is_file() => Some(c),
+                    _ => {
+                        if enabled {
+                            errors.push(err(
+                                "php.worker",
+                                format!("{} is not a file (the path is relative to the worker's folder)", p.display()),
+                            ));
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        let worker_max_memory = match &php.worker_max_memory {
+            None => None,
+            Some(_) if php.worker.is_none() => {
+                errors.push(err(
+                    "php.worker_max_memory",
+                    "is for worker mode: set php.worker too".into(),
+                ));
+                None
+            }
+            Some(v) => match v.get() {
+                Ok(0) => None,
+                Ok(n) => Some(n),
+                Err(m) => {
+                    errors.push(err("php.worker_max_memory", m));
+                    None
+                }
+            },
         };
         let aliases = prefix_folders(
             PrefixMap {
@@ -1274,6 +1327,8 @@ impl WorkerFile {
                 params,
                 front_controller: php.front_controller.unwrap_or(true),
                 request_buffering: php.request_buffering.unwrap_or(true),
+                worker: worker_script,
+                worker_max_memory,
             },
             logging: WorkerLogging {
                 level,

@@ -306,6 +306,17 @@ async fn serve_path(
         Target::AddSlash(b) if aliased => Target::AddSlash(format!("{}{b}", place.prefix)),
         t => t,
     };
+    // Worker mode: what would run a script, or find nothing, goes to the
+    // worker script (the application routes it); files are served as they
+    // are.
+    let target = match (&worker.php.worker, target) {
+        (Some(script), Target::Script { .. } | Target::NotFound) => Target::Script {
+            file: script.clone(),
+            name: script::name_under(&worker.php.document_root, script),
+            path_info: String::new(),
+        },
+        (_, t) => t,
+    };
     let (file, name, path_info) = match target {
         Target::Script { name, .. }
             if worker.php.rules.iter().any(|r| !r.php && r.matches(&name)) =>

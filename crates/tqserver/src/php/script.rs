@@ -191,6 +191,20 @@ pub enum Target {
     BadRequest(&'static str),
 }
 
+/// A script's `SCRIPT_NAME`: its path under `root` with a leading `/`,
+/// or `/` and its file name when it is not under the root.
+pub fn name_under(root: &Path, script: &Path) -> String {
+    match script.strip_prefix(root) {
+        Ok(rel) => format!("/{}", rel.display()),
+        Err(_) => format!(
+            "/{}",
+            script
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+        ),
+    }
+}
+
 /// Resolves `raw` (the URL path below the route prefix, still
 /// percent-encoded) under `root`.
 pub fn resolve(doc: &DocRoot, raw: &str, front_controller: bool) -> Target {

@@ -204,6 +204,36 @@ impl PhpWorker {
         Ok(())
     }
 
+    /// Worker mode (`php.worker`): every process is replaced by one that
+    /// boots the worker script again, so new code runs (a deploy): idle
+    /// ones now, busy ones once their request is done, each replacement
+    /// answering before the old one goes. False when not in worker mode.
+    pub async fn redeploy(&self, scope: &Scope) -> Result<bool, LifecycleError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let up = self.upstream.get();
+        let w = up.worker().clone();
+        let Upstream::Cgi(c) = &up else {
+            return Ok(false);
+        };
+        if w.php.worker.is_none() {
+            return Ok(false);
+        }
+        let generation = self.generation.load(Ordering::Relaxed);
+        let launcher = Launcher::new(
+            &w,
+            scope.mode,
+            &scope.runtime_dir,
+            scope.ports.clone(),
+            generation,
+        )
+        .await?;
+        c.pool.reconfigure(w.clone(), Some(launcher));
+        self.log.info(
+            "worker script started again: its processes are replaced as they finish their requests",
+        );
+        Ok(true)
+    }
+
     /// Starts a second backend for `new`, swaps it in once it answers,
     /// then lets the old one drain and stop.
     async fn beside(&self, scope: &Scope, new: Arc<WorkerConfig>) -> Result<(), LifecycleError> {

@@ -90,10 +90,11 @@ impl Reloader {
                     self.reload_logged("server.yaml changed").await;
                 }
                 Trigger::Hangup => {
-                    self.reload_logged("SIGHUP").await;
+                    let r = self.reload_deploying().await;
+                    log_outcome("SIGHUP", &r);
                 }
                 Trigger::Asked(ask) => {
-                    let r = self.reload().await;
+                    let r = self.reload_deploying().await;
                     log_outcome("tqserver reload", &r);
                     ask.answer(r);
                 }
@@ -112,6 +113,16 @@ impl Reloader {
     async fn files_changed(&mut self, c: crate::watch::Change) {
         let running = self.running.iter().find(|r| r.config.name == c.worker);
         match running {
+            Some(r) if !c.config && r.config.php.worker.is_some() => {
+                // Worker mode holds the code in memory: new processes.
+                tracing::info!(worker = %r.config.name, "changed: {}", c.describe());
+                if let Err(e) = r.worker.redeploy(&self.factory.scope).await {
+                    tracing::error!(worker = %r.config.name, "the worker script was not started again: {e}");
+                }
+                if let Some(l) = &self.factory.live {
+                    l.notify(&r.config.route);
+                }
+            }
             Some(r) if !c.config => {
                 if !r.worker.files_changed(format!("changed: {}", c.describe())) {
                     // PHP reads its new files itself: only browsers reload.
@@ -129,6 +140,27 @@ impl Reloader {
                 self.reload_logged(&why).await;
             }
         }
+    }
+
+    /// [`Reloader::reload`], then every PHP worker in worker mode boots
+    /// its script again in new processes (`tqserver reload` and SIGHUP:
+    /// the deploy of new code, which such a worker holds in memory).
+    pub async fn reload_deploying(&mut self) -> Result<String, String> {
+        let mut report = self.reload().await?;
+        for r in &self.running {
+            match r.worker.redeploy(&self.factory.scope).await {
+                Ok(true) => report.push_str(&format!(
+                    "\nworker {}: worker script started again (processes replaced as they finish their requests)",
+                    r.config.name
+                )),
+                Ok(false) => {}
+                Err(e) => report.push_str(&format!(
+                    "\nworker {}: the worker script was not started again: {e}",
+                    r.config.name
+                )),
+            }
+        }
+        Ok(report)
     }
 
     /// Reads the configuration again and applies what changed (systemd

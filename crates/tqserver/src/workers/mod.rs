@@ -326,6 +326,16 @@ impl Worker {
         }
     }
 
+    /// A PHP worker in worker mode boots its script again in new
+    /// processes (its code changed, or `tqserver reload`); whether it is
+    /// one.
+    pub async fn redeploy(&self, scope: &Scope) -> Result<bool, LifecycleError> {
+        match &self.kind {
+            Kind::Php(p) => p.redeploy(scope).await,
+            Kind::Static(_) | Kind::Native(..) => Ok(false),
+        }
+    }
+
     /// Drains and stops it: requests in progress finish.
     pub fn stop(&self) {
         match &self.kind {

@@ -159,6 +159,17 @@ impl Launcher {
         let mut args: Vec<OsString> = Vec::new();
         if embed {
             args.push(tqserver_php::ARG.into());
+            if let Some(script) = &worker.php.worker {
+                // Worker mode: each process boots this script once.
+                args.push("--worker".into());
+                args.push(script.into());
+                args.push("--root".into());
+                args.push(worker.php.document_root.clone().into());
+                if let Some(max) = worker.php.worker_max_memory {
+                    args.push("--max-memory".into());
+                    args.push(max.to_string().into());
+                }
+            }
         }
         if let Some(ini) = &worker.php.config_file {
             args.push("-c".into());

@@ -268,7 +268,10 @@ async fn pid_of(client: &Client, script: &Path) -> Result<u32, String> {
         .with("REQUEST_URI", "/tqserver-pid.php")
         .with("QUERY_STRING", "")
         // php-cgi's cgi.force_redirect.
-        .with("REDIRECT_STATUS", "200");
+        .with("REDIRECT_STATUS", "200")
+        // The embedded runtime answers this itself (a worker script would
+        // take the request for its own); php-cgi runs the pid script.
+        .with(tqserver_php::serve::PID_PROBE, "1");
     let resp = client
         .request(tqserver_fastcgi::client::Request::new(params))
         .await
