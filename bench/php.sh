@@ -4,6 +4,7 @@
 #   wrk → tqserver → php-fpm              (the php-fpm TQServer starts, the same pool: 2 static children)
 #   wrk → tqserver → php-cgi              (TQServer's own process manager, 2 static php-cgi processes)
 #   wrk → tqserver → embedded PHP         (php.backend: embed, 2 processes forked from one master)
+#   wrk → tqserver → embed, worker mode   (php.worker: a script that echoes the same, booted once per process)
 #   wrk → nginx → tqserver → php-cgi      (nginx fastcgi_pass to TQServer's FastCGI listener, same pool,
 #                                          without and with nginx's upstream keep-alive)
 # on workers/blog/public/hello.php. Rounds alternate between them;
@@ -92,6 +93,27 @@ php:
     manager: static
     max_workers: 2
 EOF
+# Worker mode: the same answer from a worker script's handler.
+cat > "$work/hello-worker.php" <<'EOF'
+<?php
+$hello = static function () {
+    echo "Hello\n";
+};
+while (tqserver_handle_request($hello)) {
+}
+EOF
+mkdir -p "$work/tq/workers/worker/config"
+cat > "$work/tq/workers/worker/config/worker.yaml" <<EOF
+path: /worker
+type: php
+document_root: $docroot
+php:
+  backend: embed
+  worker: $work/hello-worker.php
+  pool:
+    manager: static
+    max_workers: 2
+EOF
 (cd "$work/tq" && exec "$root_dir/target/release/tqserver" --mode prod --quiet --admin-listen "127.0.0.1:$(free_port)") &
 pids+=($!)
 
@@ -99,14 +121,16 @@ nginx_url="http://127.0.0.1:$nginx_port/hello.php"
 tq_url="http://127.0.0.1:$tq_port/blog/hello.php"
 cgi_url="http://127.0.0.1:$tq_port/cgi/hello.php"
 embed_url="http://127.0.0.1:$tq_port/embed/hello.php"
+worker_url="http://127.0.0.1:$tq_port/worker/hello.php"
 listener_url="http://127.0.0.1:$nginx2_port/hello.php"
 keepalive_url="http://127.0.0.1:$nginx3_port/hello.php"
-wait_hello "$nginx_url" "$tq_url" "$cgi_url" "$embed_url" "$listener_url" "$keepalive_url"
+wait_hello "$nginx_url" "$tq_url" "$cgi_url" "$embed_url" "$worker_url" "$listener_url" "$keepalive_url"
 
 measure 2s "$nginx_url" >/dev/null
 measure 2s "$tq_url" >/dev/null
 measure 2s "$cgi_url" >/dev/null
 measure 2s "$embed_url" >/dev/null
+measure 2s "$worker_url" >/dev/null
 measure 2s "$listener_url" >/dev/null
 measure 2s "$keepalive_url" >/dev/null
 results="$work/results"
@@ -117,6 +141,7 @@ for r in $(seq 1 "$rounds"); do
     echo "tqserver $(measure "$duration" "$tq_url")" >> "$results"
     echo "tqserver-cgi $(measure "$duration" "$cgi_url")" >> "$results"
     echo "tqserver-embed $(measure "$duration" "$embed_url")" >> "$results"
+    echo "tqserver-worker $(measure "$duration" "$worker_url")" >> "$results"
     echo "listener-cgi $(measure "$duration" "$listener_url")" >> "$results"
     echo "listener-keepalive $(measure "$duration" "$keepalive_url")" >> "$results"
 done
@@ -147,7 +172,11 @@ tqserver runs), TQServer's own `backend: cgi` pool of 2 static php-cgi
 processes, or its `backend: embed` runtime (2 processes forked from one
 master that started PHP once; the embed SAPI's php.ini, opcache on as
 php-fpm's). nginx uses Debian's `snippets/fastcgi-php.conf` (no upstream
-keep-alive), `access_log off`; tqserver runs `--mode prod` without access
+keep-alive), `access_log off`. The worker-mode row runs a script that
+boots once per process and echoes the same line from its
+`tqserver_handle_request()` handler: on hello.php it measures what a
+request costs without compiling and starting a script, not an
+application's boot. tqserver runs `--mode prod` without access
 log, with its admin listener on (request metrics recorded, as by default).
 wrk, the servers and PHP share the 2 cores.
 
@@ -157,6 +186,7 @@ wrk, the servers and PHP share the 2 cores.
 | tqserver → php-fpm | {med['tqserver'][0]:.0f} | {med['tqserver'][1]:.2f} ms | {ratio('tqserver'):.2f}× |
 | tqserver → php-cgi (TQServer's pool) | {med['tqserver-cgi'][0]:.0f} | {med['tqserver-cgi'][1]:.2f} ms | {ratio('tqserver-cgi'):.2f}× |
 | tqserver → embedded PHP (`backend: embed`) | {med['tqserver-embed'][0]:.0f} | {med['tqserver-embed'][1]:.2f} ms | {ratio('tqserver-embed'):.2f}× |
+| tqserver → embed, worker mode (`php.worker`, the same echo in a handler) | {med['tqserver-worker'][0]:.0f} | {med['tqserver-worker'][1]:.2f} ms | {ratio('tqserver-worker'):.2f}× |
 | nginx → tqserver FastCGI listener → php-cgi | {med['listener-cgi'][0]:.0f} | {med['listener-cgi'][1]:.2f} ms | {ratio('listener-cgi'):.2f}× |
 | the same, nginx keeping connections alive | {med['listener-keepalive'][0]:.0f} | {med['listener-keepalive'][1]:.2f} ms | {ratio('listener-keepalive'):.2f}× |
 

@@ -10,15 +10,21 @@
 //!
 //! # Layout
 //! - `sapi.c`: the SAPI callbacks and PHP's globals (C, since they are
-//!   macros over PHP's structs), `fastcgi_finish_request()`.
+//!   macros over PHP's structs), `fastcgi_finish_request()`, and worker
+//!   mode's `tqserver_handle_request()` (also named
+//!   `frankenphp_handle_request`), which ends and starts PHP's per-request
+//!   layer around the handler.
 //! - [`php`]: the only unsafe code: the calls into `sapi.c` and the
-//!   callbacks it makes back, behind [`php::startup`] and [`php::run`].
-//! - [`serve`]: one FastCGI connection, blocking, one request at a time.
-//! - [`master`]: start-up, forking the children, replacing them, stopping.
+//!   callbacks it makes back, behind [`php::startup`], [`php::run`] and
+//!   [`php::run_worker`].
+//! - [`serve`]: the FastCGI side of a child, pulled one request at a time.
+//! - [`master`]: start-up, forking the children, replacing them, stopping;
+//!   a child's classic loop or its worker script.
 //!
-//! Classic mode only so far: every request runs its script from scratch.
-//! Worker mode (`tqserver_handle_request`) and TQServer's own control of
-//! each forked child (dynamic and ondemand managers) are not built yet.
+//! Classic mode runs every request's script from scratch; worker mode
+//! (`--worker script`) boots one script per process that loops on
+//! `tqserver_handle_request()`. TQServer's own control of each forked
+//! child (dynamic and ondemand managers) is not built yet.
 
 // The workspace denies unsafe code; this crate is the documented
 // exception (the FFI with libphp, fork, raw descriptors), each block with

@@ -1,0 +1,13 @@
+<?php
+
+return [
+    'default' => 'sqlite',
+    'connections' => [
+        'sqlite' => [
+            'driver' => 'sqlite',
+            'database' => storage_path('app.sqlite'),
+            'prefix' => '',
+            'foreign_key_constraints' => false,
+        ],
+    ],
+];

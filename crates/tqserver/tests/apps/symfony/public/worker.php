@@ -1,0 +1,19 @@
+<?php
+// Worker mode: the kernel boots once per process; each request is handled
+// by the same kernel, with that request's globals.
+use App\Kernel;
+use Symfony\Component\HttpFoundation\Request;
+
+require dirname(__DIR__) . '/autoload.php';
+
+$kernel = new Kernel('prod', false);
+$kernel->boot();
+$handler = static function () use ($kernel): void {
+    $request = Request::createFromGlobals();
+    $response = $kernel->handle($request);
+    $response->send();
+    $kernel->terminate($request, $response);
+};
+while (tqserver_handle_request($handler)) {
+    gc_collect_cycles();
+}
