@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use bytes::BytesMut;
 use nix::poll::{PollFd, PollFlags, poll};
@@ -32,6 +32,8 @@ use crate::php;
 const OUT_HIGH_WATER: usize = 64 << 10;
 /// Read size.
 const READ_CHUNK: usize = 64 << 10;
+/// Request body read ahead of PHP at most while looking for an abort.
+const AHEAD: usize = 1 << 20;
 
 /// The CGI variable TQServer's shared pool sends to learn which process
 /// accepted its connection; answered with the pid, without PHP (a worker
@@ -289,9 +291,13 @@ struct Conn {
     keep: bool,
     stdin_done: bool,
     /// Body bytes read from a record but not yet given to PHP.
-    pending: bytes::Bytes,
+    /// (A queue: an abort check reads records ahead of PHP.)
+    pending: std::collections::VecDeque<bytes::Bytes>,
     finished: bool,
     broken: bool,
+    /// The web server sent FCGI_ABORT_REQUEST: the client is gone; the
+    /// script's output is dropped, the request still ends properly.
+    aborted: bool,
     eof: bool,
 }
 
@@ -306,11 +312,65 @@ impl Conn {
             active: false,
             keep: true,
             stdin_done: true,
-            pending: bytes::Bytes::new(),
+            pending: std::collections::VecDeque::new(),
             finished: false,
             broken: false,
+            aborted: false,
             eof: false,
         }
+    }
+
+    /// Whether the web server aborted the request (FCGI_ABORT_REQUEST, or
+    /// the connection closed):
+    /// records that arrived meanwhile are read without waiting, the body's
+    /// kept for PHP (up to [`AHEAD`] bytes ahead of it).
+    fn check_abort(&mut self) -> bool {
+        if self.aborted || self.eof || self.broken {
+            return self.aborted;
+        }
+        let ahead: usize = self.pending.iter().map(bytes::Bytes::len).sum();
+        if ahead >= AHEAD {
+            return false;
+        }
+        match nix::sys::socket::recv(
+            self.sock.as_fd().as_raw_fd(),
+            &mut self.scratch,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => {
+                // The web server gave up on the request and closed the
+                // connection (the client left before the answer began).
+                self.eof = true;
+                self.aborted = true;
+            }
+            Ok(n) => self.inbuf.extend_from_slice(&self.scratch[..n]),
+            Err(_) => {}
+        }
+        loop {
+            match record::decode(&mut self.inbuf) {
+                Ok(Some(rec)) if rec.request_id == self.id => match rec.body {
+                    Body::AbortRequest => self.aborted = true,
+                    Body::Stream {
+                        kind: StreamKind::Stdin,
+                        data,
+                    } if !self.stdin_done => {
+                        if data.is_empty() {
+                            self.stdin_done = true;
+                        } else {
+                            self.pending.push_back(data);
+                        }
+                    }
+                    _ => {}
+                },
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    self.broken = true;
+                    break;
+                }
+            }
+        }
+        self.aborted
     }
 
     fn next_record(&mut self) -> Result<Option<Record>, String> {
@@ -443,8 +503,9 @@ impl Conn {
         };
         self.id = id;
         self.active = true;
+        self.aborted = false;
         self.stdin_done = false;
-        self.pending = bytes::Bytes::new();
+        self.pending.clear();
         self.finished = false;
         Ok(Some(params))
     }
@@ -470,10 +531,13 @@ impl Conn {
 
     fn read_stdin(&mut self, buf: &mut [u8]) -> usize {
         loop {
-            if !self.pending.is_empty() {
-                let n = buf.len().min(self.pending.len());
-                buf[..n].copy_from_slice(&self.pending[..n]);
-                bytes::Buf::advance(&mut self.pending, n);
+            if let Some(front) = self.pending.front_mut() {
+                let n = buf.len().min(front.len());
+                buf[..n].copy_from_slice(&front[..n]);
+                bytes::Buf::advance(front, n);
+                if front.is_empty() {
+                    self.pending.pop_front();
+                }
                 return n;
             }
             if self.stdin_done {
@@ -494,8 +558,9 @@ impl Conn {
                 } if rec.request_id == self.id => {
                     if data.is_empty() {
                         self.stdin_done = true;
+                    } else {
+                        self.pending.push_back(data);
                     }
-                    self.pending = data;
                 }
                 Body::AbortRequest if rec.request_id == self.id => {
                     // The client went away: the script's writes now fail.
@@ -510,14 +575,19 @@ impl Conn {
 
 impl php::Io for Conn {
     fn write(&mut self, bytes: &[u8]) -> bool {
-        if self.broken {
+        if self.broken || self.aborted {
             return false;
         }
         encode_stream(&mut self.out, StreamKind::Stdout, self.id, bytes);
-        self.out.len() < OUT_HIGH_WATER || self.send()
+        self.out.len() < OUT_HIGH_WATER || self.flush()
     }
 
     fn flush(&mut self) -> bool {
+        if self.check_abort() {
+            // Nothing more goes to a client that is gone.
+            self.out.clear();
+            return false;
+        }
         self.send()
     }
 

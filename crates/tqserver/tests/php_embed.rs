@@ -258,3 +258,60 @@ async fn max_execution_time_ends_a_script_and_the_process_serves_on() {
         assert_eq!(r.status(), 200);
     }
 }
+
+/// A client that goes away mid-response: TQServer tells the embedded
+/// runtime (FCGI_ABORT_REQUEST) and reads the rest, so the script ends at
+/// its next output with connection_aborted() = 1 — or, after
+/// ignore_user_abort(true), runs to its end knowing it — and the process
+/// serves the next request.
+#[tokio::test]
+async fn a_client_going_away_reaches_the_script_unless_it_ignores_it() {
+    use std::io::{Read, Write};
+    let (_p, tq) = embed_project("");
+    let c = client();
+    for (ignore, tag) in [(false, busy_tag("abort")), (true, busy_tag("ignore"))] {
+        let file = std::env::temp_dir().join(format!("tq-abort-{tag}"));
+        let _ = std::fs::remove_file(&file);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", tq.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET /app/abort.php?tag={tag}&ignore={} HTTP/1.1\r\nHost: x\r\n\r\n",
+            u8::from(ignore)
+        )
+        .unwrap();
+        // The head and a few lines, then gone.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.len() < 400 {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+        drop(s);
+        let until = Instant::now() + Duration::from_secs(8);
+        let end = loop {
+            if let Ok(t) = std::fs::read_to_string(&file) {
+                break t;
+            }
+            assert!(
+                Instant::now() < until,
+                "the script never ended\n{}",
+                tq.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let _ = std::fs::remove_file(&file);
+        let i: u32 = end.trim().rsplit('=').next().unwrap().parse().unwrap();
+        assert!(end.starts_with("aborted=1 "), "{end}");
+        if ignore {
+            assert_eq!(i, 30, "ignore_user_abort: it runs to its end: {end}");
+        } else {
+            assert!(i < 25, "it ended at its next output: {end}");
+        }
+        // The connection to the process stays good.
+        let r = c.get(tq.url("/app/pid.php")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}

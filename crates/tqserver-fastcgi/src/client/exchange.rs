@@ -95,6 +95,21 @@ impl Exchange {
         }
     }
 
+    /// Queues `FCGI_ABORT_REQUEST` (the client went away), once the
+    /// request body is sent; it goes out with the next poll. The response
+    /// is still read to its `END_REQUEST`, so the connection stays usable.
+    /// Whether it was queued.
+    pub(crate) fn abort(&mut self) -> bool {
+        if self.end.is_some() || !self.stdin_sent() {
+            return false;
+        }
+        let Some(pooled) = self.pooled.as_mut() else {
+            return false;
+        };
+        record::encode_abort_request(&mut pooled.conn().wq.tail, REQUEST_ID);
+        true
+    }
+
     pub(crate) fn reused(&self) -> bool {
         self.pooled.as_ref().is_some_and(|p| p.reused)
     }

@@ -184,6 +184,16 @@ impl ResponseBody {
     pub fn end_status(&self) -> Option<EndStatus> {
         self.end
     }
+
+    /// Tells the application the client went away (`FCGI_ABORT_REQUEST`,
+    /// sent with the next poll), for a caller that reads the rest of the
+    /// body to keep the connection. Only once the request body is sent;
+    /// whether it was queued. php-fpm and php-cgi ignore it; TQServer's
+    /// embedded PHP makes `connection_aborted()` 1 and ends the script at
+    /// its next output unless it called `ignore_user_abort(true)`.
+    pub fn abort(&mut self) -> bool {
+        self.exchange.as_mut().is_some_and(Exchange::abort)
+    }
 }
 
 impl Stream for ResponseBody {

@@ -418,7 +418,11 @@ async fn serve_path(
     };
     let mut response = match result {
         Ok((resp, lease)) => {
-            let resp = into_http(resp, lease, log, parts.method == Method::HEAD);
+            // The embedded runtime is told when a client goes away (php-fpm
+            // and php-cgi ignore FCGI_ABORT_REQUEST).
+            let abort = worker.php.backend == crate::config::PhpBackend::Embed
+                && parts.method != Method::HEAD;
+            let resp = into_http(resp, lease, log, parts.method == Method::HEAD, abort);
             super::sendfile::answer(upstream.roots(), resp, &parts.method, &parts.headers, log)
                 .await
         }
@@ -461,6 +465,7 @@ fn into_http(
     mut lease: Option<Lease>,
     log: &WorkerLog,
     is_head: bool,
+    abort_on_drop: bool,
 ) -> Response<Body> {
     let (head, mut body) = resp.into_parts();
     let head = match super::response::http_head(&head) {
@@ -549,6 +554,7 @@ fn into_http(
         lease,
         log: log.clone(),
         left: declared,
+        abort_on_drop,
     };
     out.body(http_body_util::StreamBody::new(stream).boxed_unsync())
         .expect("valid response")
@@ -563,6 +569,8 @@ struct Frames {
     /// Bytes still allowed by PHP's Content-Length (`None`: no length;
     /// the HTTP layer frames the body itself).
     left: Option<u64>,
+    /// Dropped before the end, the client is gone: tell the application.
+    abort_on_drop: bool,
 }
 
 impl Frames {
@@ -645,7 +653,14 @@ impl Drop for Frames {
         // The client went away (or HEAD) before the end: read the rest so
         // the process finishes its script and can serve again, instead of
         // retiring it. request_timeout still bounds a script that runs on.
+        // The embedded runtime hears of it first (FCGI_ABORT_REQUEST), as
+        // php-fpm behind nginx does when nginx closes its connection: the
+        // script ends at its next output unless ignore_user_abort. Not
+        // when the client has all it was promised (Content-Length sent).
         if let (Some(mut body), Some(mut lease)) = (self.body.take(), self.lease.take()) {
+            if self.abort_on_drop && self.left != Some(0) {
+                body.abort();
+            }
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
                     while let Some(Ok(_)) = body.chunk().await {}

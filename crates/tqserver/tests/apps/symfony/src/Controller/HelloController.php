@@ -20,8 +20,11 @@ final class HelloController
     {
         $db = new \PDO('sqlite:' . $this->database, null, null, [\PDO::ATTR_ERRMODE => \PDO::ERRMODE_EXCEPTION]);
         $db->exec('PRAGMA busy_timeout = 5000');
-        $db->exec('CREATE TABLE IF NOT EXISTS greetings (id INTEGER PRIMARY KEY, word TEXT NOT NULL)');
-        $db->exec("INSERT OR IGNORE INTO greetings (id, word) VALUES (1, 'hello'), (2, 'bonjour'), (3, 'hallo')");
+        // Created on first use; a read on every other request.
+        if (!$db->query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'greetings'")->fetchColumn()) {
+            $db->exec('CREATE TABLE IF NOT EXISTS greetings (id INTEGER PRIMARY KEY, word TEXT NOT NULL)');
+            $db->exec("INSERT OR IGNORE INTO greetings (id, word) VALUES (1, 'hello'), (2, 'bonjour'), (3, 'hallo')");
+        }
         return $db;
     }
 
