@@ -85,7 +85,7 @@ def burst(port, path):
     return sorted(s - t0 for s in starts)
 
 
-def run_tqserver(work):
+def run_tqserver(work, backend="cgi"):
     port = free_port()
     proj = work / "tq"
     (proj / "config").mkdir(parents=True)
@@ -93,7 +93,7 @@ def run_tqserver(work):
     (proj / "config/server.yaml").write_text(
         f"server:\n  host: 127.0.0.1\n  port: {port}\nworkers:\n  directory: workers\n")
     (proj / "workers/scale/config/worker.yaml").write_text(
-        f"path: /scale\ntype: php\ndocument_root: {DOCROOT}\nphp:\n  backend: cgi\n"
+        f"path: /scale\ntype: php\ndocument_root: {DOCROOT}\nphp:\n  backend: {backend}\n"
         "  pool:\n    manager: dynamic\n    start_workers: 2\n    min_workers: 2\n"
         "    max_spare_workers: 4\n    max_workers: 16\n")
     p = subprocess.Popen([str(ROOT / "target/release/tqserver"), "--mode", "prod", "--quiet"],
@@ -150,14 +150,14 @@ def main():
     find("php-cgi")
     subprocess.run(["cargo", "build", "--release", "--locked", "-p", "tqserver"],
                    cwd=ROOT, check=True, stdout=sys.stderr)
-    results = {"tqserver": [], "php-fpm": []}
+    results = {"tqserver": [], "tqserver-embed": [], "php-fpm": []}
     for trial in range(TRIALS):
-        for who in ("tqserver", "php-fpm"):
+        for who in results:
             with tempfile.TemporaryDirectory() as d:
                 work = pathlib.Path(d)
                 os.chmod(work, 0o755)
-                if who == "tqserver":
-                    p, port, path = run_tqserver(work)
+                if who.startswith("tqserver"):
+                    p, port, path = run_tqserver(work, "embed" if who.endswith("embed") else "cgi")
                     procs = [p]
                 else:
                     procs, port, path = run_fpm(work, fpm_bin, nginx_bin)
@@ -179,20 +179,22 @@ def main():
     machine = benchdoc.machine()
     rounds = "; ".join(f"{w} " + ", ".join(f"{s[-1] * 1000:.0f}" for s in v) for w, v in results.items())
     section = f"""<!-- scale:begin (written by bench/scale.py; edit the script, not this section) -->
-## PHP: scale-up under a burst, TQServer's php-cgi pool against php-fpm
+## PHP: scale-up under a burst, TQServer's pools against php-fpm
 
 Measured {datetime.date.today().isoformat()} on {machine} with `bench/scale.py`:
 a dynamic pool at 2 processes (start 2, min spare 2, max spare 4, at most 16)
 gets {BURST} concurrent requests to a script that records when it started and
 then works for one second. php-fpm (behind nginx, `pm = dynamic`) checks its
 pool once a second and doubles its spawn rate (1, 2, 4, 8…); TQServer
-(`backend: cgi`) starts a process the moment a request waits. Fresh servers
-every trial; median of {TRIALS} trials.
+(`backend: cgi`) starts a php-cgi process the moment a request waits, and
+with `backend: embed` asks its PHP master to fork one (warm: PHP started
+once in the master). Fresh servers every trial; median of {TRIALS} trials.
 
 | pool | all {BURST} requests running after | median request started after |
 |---|---:|---:|
 | php-fpm (via nginx) | {last['php-fpm']:.0f} ms | {mid['php-fpm']:.0f} ms |
 | TQServer php-cgi pool | {last['tqserver']:.0f} ms | {mid['tqserver']:.0f} ms |
+| TQServer embedded PHP (forked from its master) | {last['tqserver-embed']:.0f} ms | {mid['tqserver-embed']:.0f} ms |
 
 Every trial, last start (ms): {rounds}.
 <!-- scale:end -->

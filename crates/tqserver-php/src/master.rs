@@ -10,10 +10,13 @@
 //! sees `tqserver_handle_request()` return false and ends as it chooses.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
@@ -45,6 +48,10 @@ struct Mode {
     /// `--max-memory BYTES`: a worker whose script holds more after a
     /// request is replaced.
     max_memory: Option<usize>,
+    /// `--on-demand FIFO`: fork one child per byte TQServer writes to this
+    /// FIFO and never replace one (TQServer's dynamic and ondemand
+    /// managers decide); each child serves one connection, then exits.
+    on_demand: Option<String>,
 }
 
 fn parse(args: &[OsString]) -> Result<Args, String> {
@@ -66,6 +73,9 @@ fn parse(args: &[OsString]) -> Result<Args, String> {
             }
             "--worker" => out.mode.worker = Some(it.next().ok_or("--worker needs a script")?),
             "--root" => out.mode.root = Some(it.next().ok_or("--root needs a folder")?),
+            "--on-demand" => {
+                out.mode.on_demand = Some(it.next().ok_or("--on-demand needs a FIFO")?);
+            }
             "--max-memory" => {
                 let v = it.next().ok_or("--max-memory needs a number of bytes")?;
                 out.mode.max_memory = Some(
@@ -126,7 +136,71 @@ pub fn main(args: &[OsString]) -> ExitCode {
         std::io::stdin().as_fd(),
         nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
     );
-    run(children, &set, &args.mode)
+    match &args.mode.on_demand {
+        Some(fifo) => run_on_demand(fifo, &set, &args.mode),
+        None => run(children, &set, &args.mode),
+    }
+}
+
+/// Fork on demand: a child for each byte read from `fifo`, none replaced.
+fn run_on_demand(fifo: &str, set: &SigSet, mode: &Mode) -> ExitCode {
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let asks = match nix::fcntl::open(
+        fifo,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            eprintln!("tqserver php: cannot open {fifo}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signals = match SignalFd::with_flags(set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tqserver php: signalfd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Closed in every child: they are the master's.
+    let masters = [asks.as_raw_fd(), signals.as_raw_fd()];
+    let mut live: Vec<Pid> = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        let mut fds = [
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(asks.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                eprintln!("tqserver php: poll: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        while let Ok(Some(info)) = signals.read_signal() {
+            if info.ssi_signo == Signal::SIGCHLD as u32 {
+                reap(&mut live);
+            } else {
+                stop(&mut live);
+                return ExitCode::SUCCESS;
+            }
+        }
+        loop {
+            match (&asks).read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    for _ in 0..n {
+                        match spawn(mode, set, &masters) {
+                            Ok(pid) => live.push(pid),
+                            Err(e) => eprintln!("tqserver php: fork failed: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn ignore_sigpipe() {
@@ -141,7 +215,7 @@ fn run(n: usize, set: &SigSet, mode: &Mode) -> ExitCode {
     let mut quick_deaths = 0u32;
     loop {
         while live.len() < n {
-            match spawn(mode, set) {
+            match spawn(mode, set, &[]) {
                 Ok(pid) => live.push(pid),
                 Err(e) => {
                     eprintln!("tqserver php: fork failed: {e}");
@@ -213,12 +287,18 @@ fn stop(live: &mut Vec<Pid>) {
     }
 }
 
-fn spawn(mode: &Mode, stop: &SigSet) -> nix::Result<Pid> {
+/// Forks a child; `close` are the master's own descriptors, closed in it.
+fn spawn(mode: &Mode, stop: &SigSet, close: &[RawFd]) -> nix::Result<Pid> {
     // SAFETY: the master is single-threaded (PHP is built without ZTS and
     // the master starts no threads), so the child may run any code.
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => child(mode, stop),
+        ForkResult::Child => {
+            for fd in close {
+                let _ = nix::unistd::close(*fd);
+            }
+            child(mode, stop)
+        }
     }
 }
 
@@ -233,13 +313,14 @@ fn child(mode: &Mode, stop: &SigSet) -> ! {
     // process owns its copy and nothing else closes it.
     let listener = unsafe { OwnedFd::from_raw_fd(0) };
     let pid = std::process::id();
-    let mut server = match serve::Server::new(listener, stop, mode.max_memory) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tqserver php[{pid}]: signalfd: {e}");
-            std::process::exit(1);
-        }
-    };
+    let mut server =
+        match serve::Server::new(listener, stop, mode.max_memory, mode.on_demand.is_some()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tqserver php[{pid}]: signalfd: {e}");
+                std::process::exit(1);
+            }
+        };
     let Some(script) = &mode.worker else {
         classic(&mut server);
         std::process::exit(0);

@@ -53,6 +53,9 @@ pub struct Server {
     /// `php.worker_max_memory`: after a request that leaves the worker
     /// script holding more, it ends and boots again (worker mode).
     max_memory: Option<usize>,
+    /// Serve one connection, then stop (the master forks on demand).
+    one_connection: bool,
+    accepted: u64,
     served: u64,
 }
 
@@ -70,6 +73,7 @@ impl Server {
         listener: OwnedFd,
         stop_signals: &SigSet,
         max_memory: Option<usize>,
+        one_connection: bool,
     ) -> nix::Result<Self> {
         let stop = SignalFd::with_flags(stop_signals, SfdFlags::SFD_NONBLOCK)?;
         Ok(Self {
@@ -79,6 +83,8 @@ impl Server {
             stopping: false,
             recycle: false,
             max_memory,
+            one_connection,
+            accepted: 0,
             served: 0,
         })
     }
@@ -109,11 +115,19 @@ impl Server {
                 return None;
             }
             if self.conn.is_none() {
+                if self.one_connection && self.accepted > 0 {
+                    // Its connection is over: so is this process.
+                    self.stopping = true;
+                    return None;
+                }
                 if let Woke::Stop = wait(&self.stop, &mut self.stopping, self.listener.as_fd()) {
                     return None;
                 }
                 match nix::sys::socket::accept(&self.listener) {
-                    Ok(fd) => self.conn = Some(Conn::new(File::from(fd))),
+                    Ok(fd) => {
+                        self.accepted += 1;
+                        self.conn = Some(Conn::new(File::from(fd)));
+                    }
                     // Another child took it, or a signal.
                     Err(
                         nix::errno::Errno::EAGAIN

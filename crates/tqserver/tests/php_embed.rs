@@ -16,10 +16,15 @@ use serde_json::Value;
 
 fn embed_project(pool: &str) -> (Project, Tq) {
     let p = Project::new("", "");
+    let max = if pool.contains("max_workers") {
+        ""
+    } else {
+        "    max_workers: 3\n"
+    };
     p.worker(
         "app",
         &format!(
-            "path: /app\ntype: php\ndocument_root: {}\nphp:\n  backend: embed\n  pool:\n    max_workers: 3\n{pool}\n",
+            "path: /app\ntype: php\ndocument_root: {}\nphp:\n  backend: embed\n  pool:\n{max}{pool}\n",
             common::php_dir().display()
         ),
     );
@@ -314,4 +319,76 @@ async fn a_client_going_away_reaches_the_script_unless_it_ignores_it() {
         let r = c.get(tq.url("/app/pid.php")).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
+}
+
+/// The dynamic and ondemand managers on the embedded runtime: TQServer asks
+/// the master for each fork (warm, sharing APCu); a burst gets a process
+/// per request at once, idle ones above the limits go, and ondemand starts
+/// with none.
+#[tokio::test]
+async fn dynamic_and_ondemand_pools_fork_from_the_master_when_asked() {
+    let (_p, tq) = embed_project(
+        "    manager: dynamic\n    min_workers: 1\n    start_workers: 2\n    max_spare_workers: 3\n    max_workers: 8",
+    );
+    let master = master_of(&tq);
+    wait_children(master, 2).await;
+    let c = client();
+    let burst = |n: usize, ms: u32| {
+        (0..n)
+            .map(|_| {
+                let c = c.clone();
+                let url = tq.url(&format!("/app/busy.php?ms={ms}&tag=none"));
+                tokio::spawn(async move { c.get(&url).send().await.unwrap().status() })
+            })
+            .collect::<Vec<_>>()
+    };
+    let started = Instant::now();
+    let handles = burst(8, 1500);
+    let mut peak = 0;
+    while !handles.iter().all(|h| h.is_finished()) {
+        peak = peak.max(children_of(master).len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for h in handles {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    assert_eq!(peak, 8, "{}", tq.log_text());
+    // Eight requests of 1.5 s on eight processes forked for them: one
+    // round, not two.
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "{:?}",
+        started.elapsed()
+    );
+    // Idle above max_spare_workers: back to three, all the master's.
+    wait_children(master, 3).await;
+    // APCu is shared with the forked ones too.
+    let (a, b) = (
+        c.get(tq.url("/app/apcu.php"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        c.get(tq.url("/app/apcu.php"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_ne!(a, b);
+
+    let (_p2, tq2) =
+        embed_project("    manager: ondemand\n    max_workers: 4\n    idle_timeout: 1");
+    let master = master_of(&tq2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(children_of(master).is_empty());
+    let r = c.get(tq2.url("/app/pid.php")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let pid: u32 = r.text().await.unwrap().trim().parse().unwrap();
+    assert!(children_of(master).iter().any(|(p, _)| *p == pid));
+    wait_children(master, 0).await;
 }

@@ -1085,16 +1085,11 @@ impl WorkerFile {
         let mut pool = resolve_pool(pool_file, &err, &mut errors);
         if backend == PhpBackend::Embed {
             // The embedded runtime's master forks its processes from warm
-            // memory; TQServer drives it as php-cgi's shared-memory master,
-            // which forks a fixed number (manager: static).
+            // memory; TQServer drives it as php-cgi's shared-memory master.
+            // Static: the master keeps max_workers children; dynamic and
+            // ondemand: it forks one whenever TQServer's manager asks.
             if !manager_given {
                 pool.manager = Manager::Static;
-            }
-            if pool.manager != Manager::Static {
-                errors.push(err(
-                    "php.pool.manager",
-                    "backend: embed runs a fixed number of processes for now (manager: static, max_workers of them); dynamic and ondemand are not built for it yet".into(),
-                ));
             }
             pool.shared_memory = true;
         } else if pool.shared_memory && backend != PhpBackend::Cgi {

@@ -16,7 +16,7 @@ use super::cgi::{self, Launcher};
 use super::fpm::{FpmMaster, Prepared};
 use super::script::Roots;
 use super::upstream::{CgiUpstream, SharedUpstream, Upstream};
-use crate::config::{Listen, PhpBackend, WorkerConfig};
+use crate::config::{Listen, Manager, PhpBackend, WorkerConfig};
 use crate::logging::WorkerLog;
 use crate::supervise::Scope;
 
@@ -136,8 +136,13 @@ impl PhpWorker {
         let same_settings = p.0.settings == p.1.settings;
         // A shared pool's master forks max_workers processes: another
         // number, or sharing turned on or off, needs another master.
+        // (The embedded runtime under dynamic or ondemand forks when asked:
+        // only another manager needs another master.)
+        let on_demand = p.1.backend == PhpBackend::Embed && p.1.pool.manager != Manager::Static;
         let same_master = p.0.pool.shared_memory == p.1.pool.shared_memory
-            && (!p.1.pool.shared_memory || p.0.pool.max_children == p.1.pool.max_children);
+            && (!p.1.pool.shared_memory
+                || p.0.pool.manager == p.1.pool.manager
+                    && (on_demand || p.0.pool.max_children == p.1.pool.max_children));
         let how = match &old {
             Upstream::Cgi(c) if same_place => {
                 let launcher = if same_program

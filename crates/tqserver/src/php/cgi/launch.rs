@@ -17,6 +17,7 @@
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -49,6 +50,11 @@ pub struct Launcher {
     shared: Option<Shared>,
     /// TQServer's embedded PHP instead of php-cgi (`php.backend: embed`).
     embed: bool,
+    /// The embedded runtime's master forks a child when asked (dynamic and
+    /// ondemand managers) instead of keeping a fixed number.
+    on_demand: bool,
+    /// Where a master's FIFO of fork requests goes.
+    runtime_dir: PathBuf,
 }
 
 /// The script a new connection of a shared pool runs first: the child
@@ -67,6 +73,9 @@ struct Master {
     address: Address,
     port: Option<u16>,
     socket_file: Option<PathBuf>,
+    /// On demand: the FIFO TQServer writes a byte to for each child to
+    /// fork (our end, and its path).
+    asks: Option<(std::fs::File, PathBuf)>,
 }
 
 /// Sends a PHP process's stderr lines to `log` (as `{program}[pid]: …`,
@@ -257,6 +266,8 @@ impl Launcher {
             place,
             shared,
             embed,
+            on_demand: embed && worker.php.pool.manager != crate::config::Manager::Static,
+            runtime_dir: runtime_dir.to_path_buf(),
         };
         launcher.check().await?;
         Ok(launcher)
@@ -375,8 +386,19 @@ impl Launcher {
     /// php-cgi on the listening socket `fd` (on TCP `port`, which it is
     /// told as `WORKER_PORT`, as the Go TQServer's PHP workers were).
     fn start(&self, fd: OwnedFd, port: Option<u16>) -> Result<crate::process::Tied, String> {
+        self.start_with(fd, port, &[])
+    }
+
+    /// [`Launcher::start`] with `extra` arguments.
+    fn start_with(
+        &self,
+        fd: OwnedFd,
+        port: Option<u16>,
+        extra: &[OsString],
+    ) -> Result<crate::process::Tied, String> {
         let mut cmd = Command::new(&self.binary);
         cmd.args(&self.args)
+            .args(extra)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(p) = port {
@@ -419,6 +441,9 @@ impl Launcher {
                     old.child.id().unwrap_or(0)
                 ));
                 self.forget(old.port, old.socket_file.as_deref());
+                if let Some((_, fifo)) = &old.asks {
+                    let _ = std::fs::remove_file(fifo);
+                }
             }
         }
         // A name of its own: a master of the previous settings may still
@@ -426,10 +451,32 @@ impl Launcher {
         static MASTERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = MASTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (fd, address, port, socket_file) = self.bind(&format!("shared-{n}"))?;
-        let mut child = match self.start(fd, port) {
+        let mut extra: Vec<OsString> = Vec::new();
+        let asks = if self.on_demand {
+            let fifo = self
+                .runtime_dir
+                .join(format!("cgi-{}-shared-{n}.fifo", self.worker_name));
+            match make_fifo(&fifo) {
+                Ok(f) => {
+                    extra.push("--on-demand".into());
+                    extra.push(fifo.clone().into());
+                    Some((f, fifo))
+                }
+                Err(e) => {
+                    self.forget(port, socket_file.as_deref());
+                    return Err(format!("{}: {e}", fifo.display()));
+                }
+            }
+        } else {
+            None
+        };
+        let mut child = match self.start_with(fd, port, &extra) {
             Ok(c) => c,
             Err(e) => {
                 self.forget(port, socket_file.as_deref());
+                if let Some((_, f)) = &asks {
+                    let _ = std::fs::remove_file(f);
+                }
                 return Err(e);
             }
         };
@@ -439,8 +486,33 @@ impl Launcher {
             address: address.clone(),
             port,
             socket_file,
+            asks,
         });
         Ok((address, pid))
+    }
+
+    /// Whether the master forks a child for each [`Launcher::fork_child`]
+    /// (the embedded runtime under a dynamic or ondemand manager).
+    pub fn on_demand(&self) -> bool {
+        self.on_demand
+    }
+
+    /// Asks the running master to fork one child (on demand); the pool's
+    /// new connection waits in the socket's backlog until it accepts.
+    pub fn fork_child(&self) -> Result<(), String> {
+        use std::io::Write as _;
+        let shared = self.shared.as_ref().ok_or("not a shared pool")?;
+        let mut m = shared.master.lock().unwrap_or_else(|e| e.into_inner());
+        let (asks, path) = m
+            .as_mut()
+            .and_then(|m| m.asks.as_mut())
+            .ok_or("the master does not fork on demand")?;
+        asks.write_all(b"+").map_err(|e| {
+            format!(
+                "cannot ask the master for a process ({}): {e}",
+                path.display()
+            )
+        })
     }
 
     /// Stops a shared pool's master and its children (the pool has
@@ -462,6 +534,9 @@ impl Launcher {
             .unwrap_or_else(|e| e.into_inner())
             .take()?;
         self.forget(m.port, m.socket_file.as_deref());
+        if let Some((_, fifo)) = &m.asks {
+            let _ = std::fs::remove_file(fifo);
+        }
         Some(m)
     }
 
@@ -474,4 +549,20 @@ impl Launcher {
             let _ = std::fs::remove_file(f);
         }
     }
+}
+
+/// A FIFO private to TQServer's user at `path` (replacing a stale one),
+/// opened for reading and writing: writes never block on a master that has
+/// not opened it yet, and its bytes wait for it.
+fn make_fifo(path: &Path) -> std::io::Result<std::fs::File> {
+    let _ = std::fs::remove_file(path);
+    nix::unistd::mkfifo(
+        path,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
 }

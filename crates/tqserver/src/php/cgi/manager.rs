@@ -148,7 +148,13 @@ impl Inner {
         rx: mpsc::UnboundedReceiver<Control>,
         cfg: &super::state::Settings,
     ) {
-        match cfg.launcher.master(&self.log) {
+        let master = cfg.launcher.master(&self.log).and_then(|m| {
+            if cfg.launcher.on_demand() {
+                cfg.launcher.fork_child()?;
+            }
+            Ok(m)
+        });
+        match master {
             Ok((address, master)) => {
                 let client = Client::new(address, self.client_config(cfg.pool()));
                 if let Some(p) = self.lock().procs.get_mut(&id) {

@@ -218,6 +218,13 @@ impl Pool {
             Manager::Dynamic => cfg.pool().start,
             Manager::Ondemand => 0,
         };
+        if cfg.launcher.on_demand() {
+            // The embedded runtime's master starts PHP now, so the first
+            // process (ondemand: at the first request) is a fork away.
+            if let Err(e) = cfg.launcher.master(&log) {
+                log.error(&format!("cannot start the PHP master: {e}"));
+            }
+        }
         let backoff = Backoff::new(supervision.restart_delay, Policy::PHP_CGI);
         let inner = Arc::new(Inner {
             log,
