@@ -23,8 +23,9 @@
 //!
 //! Classic mode runs every request's script from scratch; worker mode
 //! (`--worker script`) boots one script per process that loops on
-//! `tqserver_handle_request()`. TQServer's own control of each forked
-//! child (dynamic and ondemand managers) is not built yet.
+//! `tqserver_handle_request()`. The master keeps a fixed number of
+//! children (static), or (`--on-demand FIFO`, TQServer's dynamic and
+//! ondemand managers) forks one for each byte TQServer writes.
 
 // The workspace denies unsafe code; this crate is the documented
 // exception (the FFI with libphp, fork, raw descriptors), each block with

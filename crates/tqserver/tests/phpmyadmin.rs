@@ -2,7 +2,7 @@
 //! jQuery UI and CodeMirror linked into /usr/share/javascript), on a
 //! MariaDB the test starts itself, through TQServer with the worker.yaml
 //! of docs/php.md: every asset its login page loads answers 200, a user
-//! logs in, and the server's databases are listed — on both backends.
+//! logs in, and the server's databases are listed — on every backend (fpm, cgi, embed).
 
 mod common;
 
@@ -46,7 +46,7 @@ async fn debians_phpmyadmin_loads_logs_in_and_lists_databases() {
         PMA_CONF,
     );
     let p = Project::new("", "");
-    for backend in ["fpm", "cgi"] {
+    for backend in ["fpm", "cgi", "embed"] {
         p.worker(
             &format!("pma-{backend}"),
             &format!(
@@ -72,7 +72,7 @@ php:
         );
     }
     let tq = Tq::start(p.path(), &["--mode", "prod"]);
-    for backend in ["fpm", "cgi"] {
+    for backend in ["fpm", "cgi", "embed"] {
         let base = format!("/pma-{backend}/");
         let c = common::client();
         let r = c.get(tq.url(&base)).send().await.unwrap();

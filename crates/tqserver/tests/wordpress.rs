@@ -6,7 +6,7 @@
 //! non-ASCII title published over the REST API and read at its pretty
 //! permalink, an image uploaded to the media library and loaded back
 //! (through the `/wp-content` alias), wp-cron.php, the theme's 404, and
-//! a Debian symlink into /usr/share/javascript — on both PHP backends.
+//! a Debian symlink into /usr/share/javascript — on every PHP backend (fpm, cgi, embed).
 
 mod common;
 
@@ -287,4 +287,9 @@ async fn debians_wordpress_on_php_fpm() {
 #[tokio::test]
 async fn debians_wordpress_on_the_cgi_backend() {
     wordpress_on("cgi").await;
+}
+
+#[tokio::test]
+async fn debians_wordpress_on_the_embed_backend() {
+    wordpress_on("embed").await;
 }
