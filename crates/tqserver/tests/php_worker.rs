@@ -477,4 +477,22 @@ fn worker_keys_are_checked_with_file_line_and_key() {
         text.contains("php.worker_max_memory: is for worker mode"),
         "{text}"
     );
+
+    // A valid one: `tqserver check` says how it runs.
+    let ok = Project::new("", "");
+    ok.worker(
+        "app",
+        &yaml(&worker_dir(), "worker.php", "  worker_max_memory: 64M"),
+    );
+    let (status, out, err) = run_cli(ok.path(), &["check"]);
+    let text = format!("{out}{err}");
+    assert!(status.success(), "{text}");
+    assert!(text.contains("embedded PHP in worker mode"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "worker script {}",
+            worker_dir().join("worker.php").display()
+        )),
+        "{text}"
+    );
 }

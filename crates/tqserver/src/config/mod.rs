@@ -492,6 +492,9 @@ impl fmt::Display for Config {
                 (None, _) if w.static_site => "files only, no PHP",
                 (None, PhpBackend::Fpm) => "php-fpm",
                 (None, PhpBackend::Cgi) => "php-cgi, TQServer's process manager",
+                (None, PhpBackend::Embed) if w.php.worker.is_some() => {
+                    "embedded PHP in worker mode, TQServer's process manager"
+                }
                 (None, PhpBackend::Embed) => "embedded PHP, TQServer's process manager",
             };
             writeln!(
@@ -501,6 +504,9 @@ impl fmt::Display for Config {
                 w.name,
                 w.type_name()
             )?;
+            if let (None, Some(script)) = (&w.native, &w.php.worker) {
+                writeln!(f, "  {:<16}    worker script {}", "", script.display())?;
+            }
         }
         for w in self.workers.iter().filter(|w| !w.enabled) {
             writeln!(
