@@ -183,7 +183,15 @@ pub(super) async fn run_shared(
         loop {
             match tokio::time::timeout(Duration::from_secs(5), pid_of(&client, &script)).await {
                 Ok(r) => return r,
-                Err(_) if alive(master) => continue,
+                Err(_) if alive(master) => {
+                    // Forked on demand: the child asked for may have taken
+                    // another connection (one the pool opened again to a
+                    // child that had gone): ask for one more.
+                    if launcher.on_demand() {
+                        let _ = launcher.fork_child();
+                    }
+                    continue;
+                }
                 Err(_) => return Err(format!("the php-cgi master (pid {master}) is gone")),
             }
         }
