@@ -192,7 +192,12 @@ pub(super) async fn run_shared(
                     }
                     continue;
                 }
-                Err(_) => return Err(format!("the php-cgi master (pid {master}) is gone")),
+                Err(_) => {
+                    return Err(format!(
+                        "the {} master (pid {master}) is gone",
+                        launcher.program()
+                    ));
+                }
             }
         }
     };
@@ -250,7 +255,8 @@ pub(super) async fn run_shared(
                     client.close_idle();
                     if !gone(pid, master, RETIRE_GRACE).await {
                         inner.log.error(&format!(
-                            "php-cgi (pid {pid}) did not stop within {RETIRE_GRACE:?} of SIGTERM; it was killed"
+                            "{} (pid {pid}) did not stop within {RETIRE_GRACE:?} of SIGTERM; it was killed",
+                            launcher.program()
                         ));
                         signal(pid, Signal::SIGKILL);
                         gone(pid, master, RETIRE_GRACE).await;

@@ -363,10 +363,11 @@ impl Inner {
             };
             t.idle.retain(|&i| i != id);
             let pid = p.pid;
+            let program = t.cfg.launcher.program();
             if !t.stopping && !by_us {
                 if p.state == State::Starting {
                     self.log.error(&format!(
-                        "php-cgi (pid {pid}) exited while starting: {status}"
+                        "{program} (pid {pid}) exited while starting: {status}"
                     ));
                     self.start_failed(&mut t, status);
                 } else {
@@ -376,7 +377,7 @@ impl Inner {
                         None => "while idle".to_string(),
                     };
                     self.log.error(&format!(
-                        "php-cgi (pid {pid}) exited unexpectedly {doing}: {status}; starting a replacement"
+                        "{program} (pid {pid}) exited unexpectedly {doing}: {status}; starting a replacement"
                     ));
                     self.back_off(&mut t);
                 }
