@@ -1,10 +1,6 @@
 <?php
 
 $app = new Illuminate\Foundation\Application(dirname(__DIR__));
-// Storage outside the source tree when the test says where.
-if ($storage = getenv('APP_STORAGE')) {
-    $app->useStoragePath($storage);
-}
 $app->singleton(Illuminate\Contracts\Http\Kernel::class, App\Http\Kernel::class);
 $app->singleton(Illuminate\Contracts\Console\Kernel::class, Illuminate\Foundation\Console\Kernel::class);
 $app->singleton(Illuminate\Contracts\Debug\ExceptionHandler::class, App\Exceptions\Handler::class);

@@ -14,6 +14,7 @@ $handler = static function () use ($kernel): void {
     $response->send();
     $kernel->terminate($request, $response);
 };
+// PHP collects reference cycles by itself when its root buffer fills;
+// a gc_collect_cycles() after every request costs about 8% here.
 while (tqserver_handle_request($handler)) {
-    gc_collect_cycles();
 }

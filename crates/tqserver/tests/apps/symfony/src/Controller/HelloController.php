@@ -16,9 +16,15 @@ final class HelloController
     {
     }
 
+    /** Opened once per kernel: in worker mode, once per process. */
+    private ?\PDO $pdo = null;
+
     private function db(): \PDO
     {
-        $db = new \PDO('sqlite:' . $this->database, null, null, [\PDO::ATTR_ERRMODE => \PDO::ERRMODE_EXCEPTION]);
+        if ($this->pdo) {
+            return $this->pdo;
+        }
+        $db = $this->pdo = new \PDO('sqlite:' . $this->database, null, null, [\PDO::ATTR_ERRMODE => \PDO::ERRMODE_EXCEPTION]);
         $db->exec('PRAGMA busy_timeout = 5000');
         // Created on first use; a read on every other request.
         if (!$db->query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'greetings'")->fetchColumn()) {
