@@ -24,6 +24,7 @@
 #include <zend_exceptions.h>
 #include <ext/spl/spl_exceptions.h>
 
+#include <ctype.h>
 #include <unistd.h>
 
 /* One CGI variable of the request (NUL-terminated, owned by Rust). */
@@ -336,6 +337,50 @@ PHP_FUNCTION(fastcgi_finish_request)
 	RETURN_TRUE;
 }
 
+ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_headers, 0, 0, IS_ARRAY, 0)
+ZEND_END_ARG_INFO()
+
+/* apache_request_headers(), also getallheaders(), as php-fpm and php-cgi
+ * define them: the request's headers from its HTTP_* variables and
+ * CONTENT_TYPE / CONTENT_LENGTH, "HTTP_X_FOO_BAR" named "X-Foo-Bar". */
+PHP_FUNCTION(apache_request_headers)
+{
+	ZEND_PARSE_PARAMETERS_NONE();
+	array_init(return_value);
+	if (!current) {
+		return;
+	}
+	for (size_t i = 0; i < current->n; i++) {
+		const char *name = current->params[i].name;
+		const char *rest;
+		char key[256];
+		size_t k = 0;
+		int upper = 1;
+
+		if (strncmp(name, "HTTP_", 5) == 0) {
+			rest = name + 5;
+		} else if (strcmp(name, "CONTENT_TYPE") == 0 || strcmp(name, "CONTENT_LENGTH") == 0) {
+			rest = name;
+		} else {
+			continue;
+		}
+		if (!*rest || strlen(rest) >= sizeof key) {
+			continue;
+		}
+		for (const char *c = rest; *c; c++) {
+			if (*c == '_') {
+				key[k++] = '-';
+				upper = 1;
+			} else {
+				key[k++] = upper ? (char)toupper((unsigned char)*c) : (char)tolower((unsigned char)*c);
+				upper = 0;
+			}
+		}
+		add_assoc_stringl_ex(return_value, key, k, (char *)current->params[i].value,
+				     current->params[i].value_len);
+	}
+}
+
 ZEND_BEGIN_ARG_WITH_RETURN_TYPE_INFO_EX(arginfo_handle, 0, 1, _IS_BOOL, 0)
 	ZEND_ARG_TYPE_INFO(0, callback, IS_CALLABLE, 0)
 ZEND_END_ARG_INFO()
@@ -344,9 +389,13 @@ PHP_FUNCTION(tqserver_handle_request);
 
 static const zend_function_entry tq_functions[] = {
 	ZEND_FE(fastcgi_finish_request, arginfo_finish)
+	ZEND_FE(apache_request_headers, arginfo_headers)
+	ZEND_NAMED_FE(getallheaders, ZEND_FN(apache_request_headers), arginfo_headers)
 	ZEND_FE(tqserver_handle_request, arginfo_handle)
 	/* FrankenPHP's name, so its worker scripts run unchanged. */
 	ZEND_NAMED_FE(frankenphp_handle_request, ZEND_FN(tqserver_handle_request), arginfo_handle)
+	ZEND_NAMED_FE(frankenphp_finish_request, ZEND_FN(fastcgi_finish_request), arginfo_finish)
+	ZEND_NAMED_FE(frankenphp_request_headers, ZEND_FN(apache_request_headers), arginfo_headers)
 	ZEND_FE_END
 };
 

@@ -85,8 +85,39 @@ on_every_backend!(
     bodies_over_the_limit_get_413,
     chunked_bodies_reach_php_with_their_length,
     request_timeout_gives_504_and_stderr_reaches_the_worker_log,
-    user_ini_files_apply_from_the_root_down
+    user_ini_files_apply_from_the_root_down,
+    getallheaders_names_the_request_headers
 );
+
+/// `getallheaders()` / `apache_request_headers()`, which php-fpm and php-cgi
+/// define and applications use: every request header, named as sent
+/// (words capitalised), Content-Type and Content-Length included.
+async fn getallheaders_names_the_request_headers(backend: &str) {
+    let (_p, tq) = app_on(backend);
+    let c = client();
+    let r = c
+        .post(tq.url("/app/headers.php"))
+        .header("X-Custom-Thing", "yes")
+        .header("Content-Type", "text/plain")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    for f in ["getallheaders", "apache"] {
+        let h = &v[f];
+        assert_eq!(h["X-Custom-Thing"], "yes", "{backend} {f}: {v}");
+        assert_eq!(h["Content-Type"], "text/plain", "{backend} {f}: {v}");
+        assert_eq!(h["Content-Length"], "3", "{backend} {f}: {v}");
+        assert!(
+            h["Host"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("127.0.0.1")),
+            "{backend} {f}: {v}"
+        );
+    }
+}
 
 async fn json(c: &reqwest::Client, url: &str) -> Value {
     let r = c.get(url).send().await.unwrap();
