@@ -120,22 +120,19 @@ results="$work/results"
 for r in $(seq 1 "$rounds"); do
     echo "round $r/$rounds" >&2
     for w in "${order[@]}"; do
-        echo "$w $(measure "$duration" "${url[$w]}")" >> "$results"
+        echo "frameworks $w $(measure "$duration" "${url[$w]}")" >> "$results"
     done
 done
 cat "$results" >&2
 
 python3 - "$results" "$rounds" "$duration" "$threads" "$conns" <<'PY'
-import datetime, statistics, sys
+import datetime, sys
 results, rounds, duration, threads, conns = sys.argv[1:]
-rows = {}
-for line in open(results):
-    who, rps, p99 = line.split()
-    rows.setdefault(who, []).append((float(rps), float(p99)))
-med = {w: (statistics.median(r for r, _ in v), statistics.median(p for _, p in v)) for w, v in rows.items()}
 sys.path.insert(0, "bench")
-from benchdoc import machine, write_section
+from benchdoc import machine, medians, read_rounds, write_section
 machine = machine()
+rows = {who: v for (_, who), v in read_rounds(results).items()}
+med = medians(rows)
 def line(app, label, who):
     anchor = f"nginx-{app}"
     lo = min(r for r, _ in rows[who]) / max(r for r, _ in rows[anchor])

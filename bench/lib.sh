@@ -67,8 +67,9 @@ EOF
     pids+=($!)
 }
 
-# start_anchor_fpm: the anchor's php-fpm, a pool of 2 static children on
-# $work/fpm.sock (the same pool TQServer runs in the PHP benchmarks).
+# start_anchor_fpm [CHILDREN]: the anchor's php-fpm, a pool of 2 (or
+# CHILDREN) static children on $work/fpm.sock (the same pool TQServer runs
+# in the PHP benchmarks); its master's pid is the last of $pids.
 start_anchor_fpm() {
     local fpm root_flag="" user_lines=""
     fpm=$(ls /usr/sbin/php-fpm* | sort -V | tail -1)
@@ -83,7 +84,7 @@ $user_lines
 listen = $work/fpm.sock
 listen.mode = 0666
 pm = static
-pm.max_children = 2
+pm.max_children = ${1:-2}
 EOF
     "$fpm" -F -y "$work/fpm.conf" $root_flag &
     pids+=($!)

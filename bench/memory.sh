@@ -33,24 +33,8 @@ copy_app() {
 copy_app "$work/fpm-app"
 
 # php-fpm with 16 static children behind nginx.
-fpm=$(ls /usr/sbin/php-fpm* | sort -V | tail -1)
-root_flag="" user_lines=""
-if [[ $(id -u) -eq 0 ]]; then root_flag="-R"; user_lines=$'user = root\ngroup = root'; fi
-cat > "$work/fpm.conf" <<EOF
-[global]
-pid = $work/fpm.pid
-error_log = $work/fpm.log
-daemonize = no
-[mem]
-$user_lines
-listen = $work/fpm.sock
-listen.mode = 0666
-pm = static
-pm.max_children = 16
-EOF
-"$fpm" -F -y "$work/fpm.conf" $root_flag &
-fpm_pid=$!
-pids+=($fpm_pid)
+start_anchor_fpm 16
+fpm_pid=${pids[-1]}
 nginx_port=$(free_port)
 start_nginx "$(cat <<EOF
     server {

@@ -31,6 +31,22 @@ pub struct PhpWorker {
     reloading: tokio::sync::Mutex<()>,
 }
 
+/// A checked php-cgi (or embedded PHP) launcher for `w` in `scope`.
+async fn launcher_for(
+    scope: &Scope,
+    w: &WorkerConfig,
+    generation: u32,
+) -> Result<Launcher, LifecycleError> {
+    Launcher::new(
+        w,
+        scope.mode,
+        &scope.runtime_dir,
+        scope.ports.clone(),
+        generation,
+    )
+    .await
+}
+
 /// Starts `w`'s backend in `scope`; `generation` keeps its files apart
 /// from a backend it replaces.
 async fn start_backend(
@@ -57,14 +73,7 @@ async fn start_backend(
             (Upstream::Fpm(master), task)
         }
         PhpBackend::Cgi | PhpBackend::Embed => {
-            let launcher = Launcher::new(
-                &w,
-                scope.mode,
-                &scope.runtime_dir,
-                scope.ports.clone(),
-                generation,
-            )
-            .await?;
+            let launcher = launcher_for(scope, &w, generation).await?;
             let what = if w.php.backend == PhpBackend::Embed {
                 "embedded PHP"
             } else {
@@ -155,16 +164,7 @@ impl PhpWorker {
                     // Checked (php-cgi -v with the new settings) before
                     // anything changes.
                     let generation = self.generation.load(Ordering::Relaxed);
-                    Some(
-                        Launcher::new(
-                            &new,
-                            scope.mode,
-                            &scope.runtime_dir,
-                            scope.ports.clone(),
-                            generation,
-                        )
-                        .await?,
-                    )
+                    Some(launcher_for(scope, &new, generation).await?)
                 };
                 let rolled = launcher.is_some();
                 c.pool.reconfigure(new.clone(), launcher);
@@ -224,14 +224,7 @@ impl PhpWorker {
             return Ok(false);
         }
         let generation = self.generation.load(Ordering::Relaxed);
-        let launcher = Launcher::new(
-            &w,
-            scope.mode,
-            &scope.runtime_dir,
-            scope.ports.clone(),
-            generation,
-        )
-        .await?;
+        let launcher = launcher_for(scope, &w, generation).await?;
         c.pool.reconfigure(w.clone(), Some(launcher));
         self.log.info(
             "worker script started again: its processes are replaced as they finish their requests",
