@@ -65,7 +65,15 @@ async fn count(c: &reqwest::Client, tq: &Tq) -> (u64, u64, String) {
 /// uploads, status and output buffers.
 #[tokio::test]
 async fn state_is_kept_and_nothing_of_a_request_reaches_the_next() {
-    let (_p, tq) = project("worker.php", "  pool:\n    max_workers: 1", &[]);
+    let uploads = tempfile::tempdir().unwrap();
+    let (_p, tq) = project(
+        "worker.php",
+        &format!(
+            "  settings:\n    upload_tmp_dir: {}\n  pool:\n    max_workers: 1",
+            uploads.path().display()
+        ),
+        &[],
+    );
     // No cookie store: what a request sees is what it sent.
     let c = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -152,6 +160,33 @@ async fn state_is_kept_and_nothing_of_a_request_reaches_the_next() {
     assert_eq!(v["input"], "raw body");
     assert_eq!(v["post"], serde_json::json!([]));
     assert_eq!(v["files"], serde_json::json!([]));
+    // The upload's temporary file went with its request, and request
+    // bodies (php://input) leave no descriptor behind.
+    assert_eq!(std::fs::read_dir(uploads.path()).unwrap().count(), 0);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    // 3 MB: past php://temp's 2 MiB in memory, a temporary file each (the
+    // first one warms up what PHP opens once).
+    let big = || {
+        c.put(tq.url("/app/state"))
+            .body(vec![b'x'; 3_000_000])
+            .send()
+    };
+    assert_eq!(big().await.unwrap().status(), 200);
+    let before = fds();
+    for _ in 0..5 {
+        let r = c
+            .put(tq.url("/app/state"))
+            .body(vec![b'x'; 3_000_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(fds(), before);
 
     // An output buffer left open is that request's answer, not the next's.
     let t = c.get(tq.url("/app/buffer")).send().await.unwrap();
@@ -323,6 +358,31 @@ async fn request_timeout_kills_the_worker_and_only_that_request_fails() {
     assert_ne!(fresh, pid);
     assert_eq!(n, 1);
     assert!(!common::alive(pid as u32), "the slow worker was killed");
+}
+
+/// A client going away mid-answer: the handler sees connection_aborted()
+/// = 1, its output is dropped, and it runs to its end; the worker script
+/// is not ended (the same boot serves the next request).
+#[tokio::test]
+async fn a_client_going_away_costs_the_worker_nothing() {
+    use std::io::{Read, Write};
+    let (_p, tq) = project("worker.php", "  pool:\n    max_workers: 1", &[]);
+    let c = client();
+    let (_, pid, boot) = count(&c, &tq).await;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", tq.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /app/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < 400 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    common::wait_log(&tq, "stream ended: aborted=1 i=30", 8).await;
+    let (_, pid2, boot2) = count(&c, &tq).await;
+    assert_eq!((pid2, boot2), (pid, boot));
 }
 
 /// A worker script written for FrankenPHP (frankenphp_handle_request, its

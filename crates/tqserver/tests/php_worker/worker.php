@@ -73,6 +73,18 @@ $handler = function () use (&$count, &$leak, $booted) {
             sleep((int) ($_GET['s'] ?? 1));
             echo "slept";
             break;
+        case 'stream':
+            // Streams for 3 s; tells the log whether the client left.
+            while (ob_get_level() > 0) {
+                ob_end_flush();
+            }
+            for ($i = 0; $i < 30; $i++) {
+                echo str_repeat('.', 100), "\n";
+                flush();
+                usleep(100000);
+            }
+            error_log("stream ended: aborted=" . connection_aborted() . " i=$i");
+            break;
         case 'sapi':
             echo php_sapi_name(), ' ', ini_get('opcache.enable'), ' ', function_exists('frankenphp_handle_request') ? 'franken' : '-';
             break;
