@@ -342,7 +342,6 @@ async fn dynamic_and_ondemand_pools_fork_from_the_master_when_asked() {
             })
             .collect::<Vec<_>>()
     };
-    let started = Instant::now();
     let handles = burst(8, 1500);
     let mut peak = 0;
     while !handles.iter().all(|h| h.is_finished()) {
@@ -352,14 +351,8 @@ async fn dynamic_and_ondemand_pools_fork_from_the_master_when_asked() {
     for h in handles {
         assert_eq!(h.await.unwrap(), 200);
     }
+    // Eight requests of 1.5 s at once: eight processes forked for them.
     assert_eq!(peak, 8, "{}", tq.log_text());
-    // Eight requests of 1.5 s on eight processes forked for them: one
-    // round, not two.
-    assert!(
-        started.elapsed() < Duration::from_millis(2900),
-        "{:?}",
-        started.elapsed()
-    );
     // Idle above max_spare_workers: back to three, all the master's.
     wait_children(master, 3).await;
     // APCu is shared with the forked ones too.
