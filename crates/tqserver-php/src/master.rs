@@ -45,6 +45,8 @@ struct Mode {
     /// `--root DIR`: the document root (the worker script's
     /// `DOCUMENT_ROOT`).
     root: Option<String>,
+    /// `--script-name NAME`: the worker script's `SCRIPT_NAME`.
+    script_name: Option<String>,
     /// `--max-memory BYTES`: a worker whose script holds more after a
     /// request is replaced.
     max_memory: Option<usize>,
@@ -73,6 +75,9 @@ fn parse(args: &[OsString]) -> Result<Args, String> {
             }
             "--worker" => out.mode.worker = Some(it.next().ok_or("--worker needs a script")?),
             "--root" => out.mode.root = Some(it.next().ok_or("--root needs a folder")?),
+            "--script-name" => {
+                out.mode.script_name = Some(it.next().ok_or("--script-name needs a name")?);
+            }
             "--on-demand" => {
                 out.mode.on_demand = Some(it.next().ok_or("--on-demand needs a FIFO")?);
             }
@@ -85,6 +90,9 @@ fn parse(args: &[OsString]) -> Result<Args, String> {
             }
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if out.mode.worker.is_some() && (out.mode.root.is_none() || out.mode.script_name.is_none()) {
+        return Err("--worker needs --root and --script-name".into());
     }
     Ok(out)
 }
@@ -325,25 +333,9 @@ fn child(mode: &Mode, stop: &SigSet) -> ! {
         classic(&mut server);
         std::process::exit(0);
     };
-    let root = mode.root.clone().unwrap_or_else(|| {
-        std::path::Path::new(script)
-            .parent()
-            .map_or_else(|| "/".into(), |p| p.display().to_string())
-    });
-    let name = script
-        .strip_prefix(root.trim_end_matches('/'))
-        .filter(|n| n.starts_with('/'))
-        .map_or_else(
-            || {
-                format!(
-                    "/{}",
-                    std::path::Path::new(script)
-                        .file_name()
-                        .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
-                )
-            },
-            str::to_string,
-        );
+    // parse() requires both with --worker.
+    let root = mode.root.as_deref().unwrap_or_default();
+    let name = mode.script_name.as_deref().unwrap_or_default();
     let boot: [(&[u8], &[u8]); 4] = [
         (b"SCRIPT_FILENAME", script.as_bytes()),
         (b"SCRIPT_NAME", name.as_bytes()),
@@ -385,14 +377,9 @@ fn classic(server: &mut serve::Server) {
         let pairs: Vec<(&[u8], &[u8])> = params.iter().map(|(n, v)| (&n[..], &v[..])).collect();
         let status = match php::run(&pairs, server) {
             Ok(s) => s,
-            Err(php::RunError::Nul) => {
-                php::Io::write(
-                    server,
-                    b"Status: 400 Bad Request\r\nContent-Type: text/plain\r\n\r\nA CGI variable holds a NUL byte.\n",
-                );
-                0
-            }
-            Err(php::RunError::Startup) => {
+            // (RunError::Nul cannot come: serve.rs answers a NUL byte
+            // with 400 before PHP sees the request.)
+            Err(php::RunError::Startup | php::RunError::Nul) => {
                 php::Io::write(
                     server,
                     b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nPHP could not start the request.\n",

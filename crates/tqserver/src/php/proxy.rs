@@ -420,9 +420,8 @@ async fn serve_path(
         Ok((resp, lease)) => {
             // The embedded runtime is told when a client goes away (php-fpm
             // and php-cgi ignore FCGI_ABORT_REQUEST).
-            let abort = worker.php.backend == crate::config::PhpBackend::Embed
-                && parts.method != Method::HEAD;
-            let resp = into_http(resp, lease, log, parts.method == Method::HEAD, abort);
+            let embed = worker.php.backend == crate::config::PhpBackend::Embed;
+            let resp = into_http(resp, lease, log, parts.method == Method::HEAD, embed);
             super::sendfile::answer(upstream.roots(), resp, &parts.method, &parts.headers, log)
                 .await
         }
@@ -459,13 +458,14 @@ const GATHER_AT_MOST: usize = 64 << 10;
 /// The CGI response as an HTTP response, body streamed. A body longer
 /// than PHP's Content-Length is cut at it (nginx does the same), one
 /// shorter is a 502 or, once the head is out, a cut connection: never a
-/// response that claims bytes it does not carry.
+/// response that claims bytes it does not carry. `tell_abort`: the backend
+/// hears of a client that leaves before the end (embed: FCGI_ABORT_REQUEST).
 fn into_http(
     resp: tqserver_fastcgi::client::Response,
     mut lease: Option<Lease>,
     log: &WorkerLog,
     is_head: bool,
-    abort_on_drop: bool,
+    tell_abort: bool,
 ) -> Response<Body> {
     let (head, mut body) = resp.into_parts();
     let head = match super::response::http_head(&head) {
@@ -554,7 +554,7 @@ fn into_http(
         lease,
         log: log.clone(),
         left: declared,
-        abort_on_drop,
+        abort_on_drop: tell_abort && !is_head,
     };
     out.body(http_body_util::StreamBody::new(stream).boxed_unsync())
         .expect("valid response")

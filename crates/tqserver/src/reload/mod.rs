@@ -109,23 +109,16 @@ impl Reloader {
 
     /// A worker folder changed: configuration (or a folder appearing or
     /// going away) reloads everything; code goes to the worker (native:
-    /// rebuild and swap; PHP: the browser reloads, PHP reads the new file).
+    /// rebuild and swap; PHP: the browser reloads, PHP reads the new file,
+    /// or in worker mode new processes boot its script).
     async fn files_changed(&mut self, c: crate::watch::Change) {
         let running = self.running.iter().find(|r| r.config.name == c.worker);
         match running {
-            Some(r) if !c.config && r.config.php.worker.is_some() => {
-                // Worker mode holds the code in memory: new processes.
-                tracing::info!(worker = %r.config.name, "changed: {}", c.describe());
-                if let Err(e) = r.worker.redeploy(&self.factory.scope).await {
-                    tracing::error!(worker = %r.config.name, "the worker script was not started again: {e}");
-                }
-                if let Some(l) = &self.factory.live {
-                    l.notify(&r.config.route);
-                }
-            }
             Some(r) if !c.config => {
-                if !r.worker.files_changed(format!("changed: {}", c.describe())) {
-                    // PHP reads its new files itself: only browsers reload.
+                let why = format!("changed: {}", c.describe());
+                if !r.worker.files_changed(&self.factory.scope, why).await {
+                    // PHP reads its new files itself (worker mode: new
+                    // processes boot its script): browsers reload.
                     tracing::info!(worker = %r.config.name, "changed: {}", c.describe());
                     if let Some(l) = &self.factory.live {
                         l.notify(&r.config.route);

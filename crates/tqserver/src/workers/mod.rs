@@ -314,11 +314,19 @@ impl Worker {
     }
 
     /// Its files changed (not its worker.yaml): a native worker rebuilds
-    /// and swaps; PHP reads the new files itself. Whether anything was
-    /// done.
-    pub fn files_changed(&self, why: String) -> bool {
+    /// and swaps (true: it takes it from here); PHP reads the new files
+    /// itself, except in worker mode, whose script boots again in new
+    /// processes (false: browsers are to reload either way).
+    pub async fn files_changed(&self, scope: &Scope, why: String) -> bool {
         match &self.kind {
-            Kind::Php(_) | Kind::Static(_) => false,
+            Kind::Php(p) => {
+                if let Err(e) = p.redeploy(scope).await {
+                    p.log
+                        .error(&format!("the worker script was not started again: {e}"));
+                }
+                false
+            }
+            Kind::Static(_) => false,
             Kind::Native(n, ..) => {
                 n.reload(why);
                 true

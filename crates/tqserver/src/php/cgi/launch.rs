@@ -174,6 +174,9 @@ impl Launcher {
                 args.push(script.into());
                 args.push("--root".into());
                 args.push(worker.php.document_root.clone().into());
+                // Its SCRIPT_NAME as every request of it gets it.
+                args.push("--script-name".into());
+                args.push(crate::php::script::name_under(&worker.php.document_root, script).into());
                 if let Some(max) = worker.php.worker_max_memory {
                     args.push("--max-memory".into());
                     args.push(max.to_string().into());
