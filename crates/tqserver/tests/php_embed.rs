@@ -271,30 +271,18 @@ async fn max_execution_time_ends_a_script_and_the_process_serves_on() {
 /// serves the next request.
 #[tokio::test]
 async fn a_client_going_away_reaches_the_script_unless_it_ignores_it() {
-    use std::io::{Read, Write};
     let (_p, tq) = embed_project("");
     let c = client();
     for (ignore, tag) in [(false, busy_tag("abort")), (true, busy_tag("ignore"))] {
         let file = std::env::temp_dir().join(format!("tq-abort-{tag}"));
         let _ = std::fs::remove_file(&file);
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", tq.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
+        // The head and a few lines, then gone.
+        let req = format!(
             "GET /app/abort.php?tag={tag}&ignore={} HTTP/1.1\r\nHost: x\r\n\r\n",
             u8::from(ignore)
-        )
-        .unwrap();
-        // The head and a few lines, then gone.
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while got.len() < 400 {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&buf[..n]);
-        }
+        );
+        let got = common::raw::leave_mid_answer(tq.port, req.as_bytes(), 400);
         assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
-        drop(s);
         let until = Instant::now() + Duration::from_secs(8);
         let end = loop {
             if let Ok(t) = std::fs::read_to_string(&file) {

@@ -51,6 +51,16 @@ async fn json(c: &reqwest::Client, url: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// The JSON answer to `req`.
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// The text answer to `req`.
+async fn text_of(req: reqwest::RequestBuilder) -> String {
+    req.send().await.unwrap().text().await.unwrap()
+}
+
 async fn count(c: &reqwest::Client, tq: &Tq) -> (u64, u64, String) {
     let v = json(c, &tq.url("/app/count")).await;
     (
@@ -120,42 +130,24 @@ async fn state_is_kept_and_nothing_of_a_request_reaches_the_next() {
     let ob = v["ob"].clone();
 
     // A form, then an upload, then a raw body: each only in its request.
-    let v: Value = form(&c, &tq.url("/app/state"), "a=1&b=2")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json_of(form(&c, &tq.url("/app/state"), "a=1&b=2")).await;
     assert_eq!(v["post"]["a"], "1");
     assert_eq!(v["input"], "a=1&b=2");
     let data = vec![7u8; 300_000];
     let mut multipart = b"--XyZ\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\ny\r\n--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"f.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
     multipart.extend_from_slice(&data);
     multipart.extend_from_slice(b"\r\n--XyZ--\r\n");
-    let v: Value = c
-        .post(tq.url("/app/state"))
-        .header("Content-Type", "multipart/form-data; boundary=XyZ")
-        .body(multipart)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json_of(
+        c.post(tq.url("/app/state"))
+            .header("Content-Type", "multipart/form-data; boundary=XyZ")
+            .body(multipart),
+    )
+    .await;
     assert_eq!(v["post"]["x"], "y");
     assert_eq!(v["files"]["f"][0], "f.bin");
     assert_eq!(v["files"]["f"][1], 300_000);
     assert_eq!(v["files"]["f"][2], common::sha256_hex(&data));
-    let v: Value = c
-        .put(tq.url("/app/state"))
-        .body("raw body")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json_of(c.put(tq.url("/app/state")).body("raw body")).await;
     assert_eq!(v["method"], "PUT");
     assert_eq!(v["input"], "raw body");
     assert_eq!(v["post"], serde_json::json!([]));
@@ -226,14 +218,7 @@ async fn state_is_kept_and_nothing_of_a_request_reaches_the_next() {
     let r = c.get(tq.url("/app/classic.php")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.text().await.unwrap(), "no route for classic.php");
-    let t = c
-        .get(tq.url("/app/sapi"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let t = text_of(c.get(tq.url("/app/sapi"))).await;
     assert_eq!(t, "fpm-fcgi 1 franken");
 
     // Still the same process, booted once, counting every request.
@@ -361,21 +346,10 @@ async fn request_timeout_kills_the_worker_and_only_that_request_fails() {
 /// is not ended (the same boot serves the next request).
 #[tokio::test]
 async fn a_client_going_away_costs_the_worker_nothing() {
-    use std::io::{Read, Write};
     let (_p, tq) = project("worker.php", "  pool:\n    max_workers: 1", &[]);
     let c = client();
     let (_, pid, boot) = count(&c, &tq).await;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", tq.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET /app/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while got.len() < 400 {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0);
-        got.extend_from_slice(&buf[..n]);
-    }
-    drop(s);
+    common::raw::leave_mid_answer(tq.port, b"GET /app/stream HTTP/1.1\r\nHost: x\r\n\r\n", 400);
     common::wait_log(&tq, "stream ended: aborted=1 i=30", 8).await;
     let (_, pid2, boot2) = count(&c, &tq).await;
     assert_eq!((pid2, boot2), (pid, boot));
@@ -389,14 +363,7 @@ async fn a_frankenphp_worker_script_runs_unchanged() {
     let c = client();
     let mut boots = HashSet::new();
     for i in 0..20 {
-        let t = c
-            .get(tq.url(&format!("/app/x?n={i}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let t = text_of(c.get(tq.url(&format!("/app/x?n={i}")))).await;
         let rest = t
             .strip_prefix(&format!("franken {i} "))
             .unwrap_or_else(|| panic!("{t}"));

@@ -37,6 +37,21 @@ pub fn connect(port: u16, read: Duration) -> TcpStream {
     s
 }
 
+/// Sends `req`, reads at least `bytes` of the answer, then closes the
+/// connection: a client that goes away mid-answer. What it read.
+pub fn leave_mid_answer(port: u16, req: &[u8], bytes: usize) -> Vec<u8> {
+    let mut s = connect(port, Duration::from_secs(5));
+    s.write_all(req).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < bytes {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
 /// Reads whatever arrives until the peer closes, nothing more has come
 /// for `quiet`, or `cap` has passed. The second value: the peer closed.
 pub fn read_until_quiet(s: &mut TcpStream, quiet: Duration, cap: Duration) -> (Vec<u8>, bool) {
